@@ -1,0 +1,44 @@
+/* dynamo/events.h - publish/subscribe, for KV events and metrics.
+ *
+ * Subjects are dot-separated tokens, as in NATS; a subscription may use '*'
+ * for one token and a final '>' for the rest. Components publish on
+ * "namespace.{ns}.component.{c}.{name}". Delivery is at most once and
+ * asynchronous: a publish never blocks the caller on subscribers.
+ */
+#ifndef DYNAMO_EVENTS_H
+#define DYNAMO_EVENTS_H
+
+#include "dynamo/runtime.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct dyn_subscription dyn_subscription_t;
+/* data is valid only during the call. */
+typedef void (*dyn_event_fn)(const char *subject, const void *data,
+                             size_t len, void *ud);
+
+int dyn_publish(dyn_runtime_t *rt, const char *subject, const void *data,
+                size_t len);
+int dyn_subscribe(dyn_runtime_t *rt, const char *subject, dyn_event_fn fn,
+                  void *ud, dyn_subscription_t **out);
+void dyn_unsubscribe(dyn_subscription_t *sub);
+
+/* Writes "namespace.{ns}.component.{c}.{name}" into buf. */
+int dyn_component_subject(const dyn_component_t *c, const char *name,
+                          char *buf, size_t cap);
+int dyn_component_publish(dyn_component_t *c, const char *name,
+                          const void *data, size_t len);
+int dyn_component_subscribe(dyn_component_t *c, const char *name,
+                            dyn_event_fn fn, void *ud,
+                            dyn_subscription_t **out);
+
+/* Subject syntax check, and whether a pattern matches a subject. */
+int dyn_subject_valid(const char *subject, int allow_wildcards);
+int dyn_subject_match(const char *pattern, const char *subject);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

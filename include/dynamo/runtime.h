@@ -1,0 +1,130 @@
+/* dynamo/runtime.h - the distributed runtime: one per process.
+ *
+ * A runtime owns one libuv event loop, one TCP listener for every endpoint
+ * the process serves, and one session with the discovery and event backends
+ * (the embedded control plane by default). Everything else hangs off it:
+ *
+ *   dyn_runtime_t -> dyn_namespace_t -> dyn_component_t -> dyn_endpoint_t
+ *
+ * An *instance* is one endpoint served by one process; its id is the
+ * process's session (lease) id, unique while the process lives.
+ *
+ * Threading: a runtime and everything reached from it belongs to the thread
+ * that drives its loop. Nothing here takes a lock. Work that blocks goes to
+ * dyn_runtime_queue_work(), whose completion runs back on the loop thread.
+ */
+#ifndef DYNAMO_RUNTIME_H
+#define DYNAMO_RUNTIME_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "dynamo/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct dyn_runtime dyn_runtime_t;
+typedef struct dyn_namespace dyn_namespace_t;
+typedef struct dyn_component dyn_component_t;
+typedef struct dyn_endpoint dyn_endpoint_t;
+
+#define DYN_DEFAULT_MAX_FRAME (16u * 1024u * 1024u)
+
+/* Options are plain data, kept apart from the runtime they configure.
+ * dyn_runtime_options_init() fills defaults, then reads the environment:
+ *   DYN_CONTROL_SOCKET   embedded control plane socket path
+ *   DYN_LISTEN_HOST      address the request plane binds (127.0.0.1)
+ *   DYN_LISTEN_PORT      port the request plane binds (0: any free port)
+ *   DYN_ADVERTISE_HOST   address published to callers (the listen host)
+ *   DYN_MAX_FRAME        largest frame accepted or sent, bytes
+ */
+typedef struct dyn_runtime_options {
+  const char *control_socket; /* NULL: dyn_control_default_path() */
+  const char *listen_host;
+  int listen_port;
+  const char *advertise_host; /* NULL: listen_host */
+  uint32_t max_frame;
+  uv_loop_t *loop; /* NULL: the runtime creates and owns its loop */
+} dyn_runtime_options_t;
+
+void dyn_runtime_options_init(dyn_runtime_options_t *opts);
+
+/* Connects to the control plane (blocking until it answers or fails) and
+ * opens the session. Fails with DYN_ECONTROL naming the socket when the
+ * control plane cannot be reached. */
+int dyn_runtime_create(const dyn_runtime_options_t *opts, dyn_runtime_t **out);
+
+/* Frees everything. Call after the loop stopped; prefer dyn_runtime_shutdown
+ * first so in-flight work drains. */
+void dyn_runtime_destroy(dyn_runtime_t *rt);
+
+/* The session id that names this process's instances. */
+uint64_t dyn_runtime_instance_id(const dyn_runtime_t *rt);
+uv_loop_t *dyn_runtime_loop(dyn_runtime_t *rt);
+
+/* Runs the loop until dyn_runtime_stop() or dyn_runtime_shutdown(). */
+int dyn_runtime_run(dyn_runtime_t *rt);
+/* Runs one non-blocking pass of the loop (for embedding in a foreign loop:
+ * wait for dyn_runtime_backend_fd() to be readable or for
+ * dyn_runtime_backend_timeout() ms, then call this). */
+int dyn_runtime_poll(dyn_runtime_t *rt);
+int dyn_runtime_backend_fd(dyn_runtime_t *rt);
+int dyn_runtime_backend_timeout(dyn_runtime_t *rt);
+/* Sends frames queued outside the loop now (dyn_runtime_poll flushes too). */
+void dyn_runtime_flush(dyn_runtime_t *rt);
+void dyn_runtime_stop(dyn_runtime_t *rt);
+
+/* Graceful shutdown, driving the loop itself: deregister every instance so
+ * callers stop choosing this process, stop accepting connections and new
+ * requests, wait up to grace_ms for in-flight requests to end, cancel the
+ * rest, then close every connection and the control session. Returns the
+ * number of requests that had to be cancelled (0 when all drained) or an
+ * error code. */
+int dyn_runtime_shutdown(dyn_runtime_t *rt, int grace_ms);
+
+/* Number of requests being served right now. */
+size_t dyn_runtime_inflight(const dyn_runtime_t *rt);
+
+/* The address callers use to reach this process ("host:port"); valid after
+ * the first dyn_endpoint_serve(). */
+const char *dyn_runtime_address(const dyn_runtime_t *rt);
+
+/* Runs fn(arg) on libuv's thread pool and then done(arg, status) on the
+ * loop thread: the place for blocking work a handler must not do inline. */
+int dyn_runtime_queue_work(dyn_runtime_t *rt, void (*fn)(void *arg),
+                           void (*done)(void *arg, int status), void *arg);
+
+/* Names are 1..64 characters of [A-Za-z0-9_-]. The objects are interned:
+ * asking twice returns the same pointer, and the runtime frees them. */
+int dyn_runtime_namespace(dyn_runtime_t *rt, const char *name,
+                          dyn_namespace_t **out);
+int dyn_namespace_component(dyn_namespace_t *ns, const char *name,
+                            dyn_component_t **out);
+int dyn_component_endpoint(dyn_component_t *c, const char *name,
+                           dyn_endpoint_t **out);
+
+/* Convenience: "ns/component/endpoint" in one call. */
+int dyn_runtime_endpoint(dyn_runtime_t *rt, const char *path,
+                         dyn_endpoint_t **out);
+
+const char *dyn_namespace_name(const dyn_namespace_t *ns);
+const char *dyn_component_name(const dyn_component_t *c);
+dyn_namespace_t *dyn_component_namespace(const dyn_component_t *c);
+const char *dyn_endpoint_name(const dyn_endpoint_t *ep);
+/* "ns/component/endpoint" */
+const char *dyn_endpoint_path(const dyn_endpoint_t *ep);
+dyn_component_t *dyn_endpoint_component(const dyn_endpoint_t *ep);
+dyn_runtime_t *dyn_endpoint_runtime(const dyn_endpoint_t *ep);
+
+/* Logging to stderr, level from DYN_LOG (error, warn, info, debug). */
+typedef enum { DYN_LOG_ERROR, DYN_LOG_WARN, DYN_LOG_INFO, DYN_LOG_DEBUG } dyn_log_level_t;
+void dyn_log(dyn_log_level_t level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+#ifdef __cplusplus
+}
+#endif
+#endif

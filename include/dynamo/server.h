@@ -1,0 +1,51 @@
+/* dynamo/server.h - serving an endpoint.
+ *
+ * A handler receives each request's body and a dyn_request_t, through which
+ * it streams 0..N response messages and then ends the stream, or fails it
+ * with a message. The handler owns the request from the call on and must
+ * finish it with exactly one dyn_request_end() or dyn_request_fail(), now or
+ * later from the same loop; that also frees it. If the caller cancels or
+ * disconnects first, the cancel callback runs once and sends become no-ops
+ * that return DYN_ECANCELED; the handler still finishes the request.
+ */
+#ifndef DYNAMO_SERVER_H
+#define DYNAMO_SERVER_H
+
+#include "dynamo/runtime.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct dyn_request dyn_request_t;
+
+/* body is valid only during the call: copy what you keep. */
+typedef void (*dyn_handler_fn)(dyn_request_t *req, const void *body,
+                               size_t len, void *ud);
+typedef void (*dyn_cancel_fn)(dyn_request_t *req, void *ud);
+
+/* Serves ep from this process: binds the listener on first use, registers
+ * the instance with discovery. DYN_EEXIST if ep is already served. */
+int dyn_endpoint_serve(dyn_endpoint_t *ep, dyn_handler_fn fn, void *ud);
+/* Deregisters ep; requests in flight continue. */
+int dyn_endpoint_unserve(dyn_endpoint_t *ep);
+
+int dyn_request_send(dyn_request_t *req, const void *data, size_t len);
+int dyn_request_end(dyn_request_t *req);
+int dyn_request_fail(dyn_request_t *req, const char *message);
+
+void dyn_request_on_cancel(dyn_request_t *req, dyn_cancel_fn fn, void *ud);
+int dyn_request_cancelled(const dyn_request_t *req);
+/* The caller's request id (for logs and tracing). */
+uint64_t dyn_request_id(const dyn_request_t *req);
+/* Milliseconds the caller allows from when it sent; 0 means no deadline. */
+uint32_t dyn_request_deadline_ms(const dyn_request_t *req);
+dyn_endpoint_t *dyn_request_endpoint(const dyn_request_t *req);
+/* Opaque pointer for the handler's own state. */
+void dyn_request_set_data(dyn_request_t *req, void *data);
+void *dyn_request_data(const dyn_request_t *req);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,5 @@
+/* cli.h - the `dynamo` command's subcommands. */
+#ifndef DYN__CLI_H
+#define DYN__CLI_H
+int dyn__cmd_control(int argc, char **argv);
+#endif

@@ -1,0 +1,31 @@
+/* main.c - the `dynamo` command: dispatches to a subcommand. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: dynamo <command> [options]\n"
+          "\n"
+          "commands:\n"
+          "  control   run the embedded control plane (discovery and events)\n"
+          "\n"
+          "Run `dynamo <command> --help` for a command's options.\n");
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    usage(stderr);
+    return 2;
+  }
+  const char *cmd = argv[1];
+  if (!strcmp(cmd, "control")) return dyn__cmd_control(argc - 1, argv + 1);
+  if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+    usage(stdout);
+    return 0;
+  }
+  fprintf(stderr, "dynamo: unknown command '%s'\n", cmd);
+  usage(stderr);
+  return 2;
+}

@@ -1,0 +1,20 @@
+/* buf.h - a growable byte buffer: the one place bytes are accumulated. */
+#ifndef DYN__BUF_H
+#define DYN__BUF_H
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct dyn__buf {
+  uint8_t *data;
+  size_t len;
+  size_t cap;
+} dyn__buf_t;
+
+void dyn__buf_init(dyn__buf_t *b);
+void dyn__buf_free(dyn__buf_t *b);
+/* Makes room for n more bytes; returns 0 or DYN_ENOMEM. */
+int dyn__buf_reserve(dyn__buf_t *b, size_t n);
+int dyn__buf_append(dyn__buf_t *b, const void *p, size_t n);
+/* Drops the first n bytes. */
+void dyn__buf_consume(dyn__buf_t *b, size_t n);
+#endif

@@ -1,0 +1,527 @@
+/* client.c - the caller's side: live instance lists, routing, streams.
+ *
+ * A client mirrors one endpoint's instances from a discovery watch. Each
+ * request picks an instance (random, round robin or direct), finds or opens
+ * the one pooled connection to that instance's process (a "peer"), and
+ * writes a REQUEST frame on a fresh stream id. Responses find their stream
+ * through the peer's id table.
+ *
+ * The request body is copied only when it may have to be sent again: while
+ * the stream waits for an instance or for its connection to come up. Once a
+ * connection failed before it ever connected, nothing reached the instance,
+ * so its streams are routed again to an instance not yet tried.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "runtime/internal.h"
+
+#define MAX_TRIES 4
+
+typedef struct inst {
+  uint64_t id;
+  char addr[96];
+} inst_t;
+
+struct dyn__peer {
+  dyn__peer_t *next;
+  dyn_runtime_t *rt;
+  dyn__conn_t *conn;
+  dyn__idmap_t streams;
+  uint32_t next_stream;
+  int ready; /* the instance's HELLO arrived */
+  char addr[96];
+};
+
+enum { S_PENDING = 1, S_SENT = 2, S_DONE = 3 };
+
+struct dyn_stream {
+  dyn_client_t *c;
+  dyn_stream_t *prev, *next; /* c->open */
+  dyn__peer_t *peer;
+  uint32_t sid;
+  int state;
+  uint64_t instance;
+  dyn_stream_callbacks_t cb;
+  void *ud;
+  dyn_call_options_t opt;
+  uint64_t started; /* loop time, ms */
+  uint8_t *body;    /* kept while it may have to be sent again */
+  size_t body_len;
+  uint64_t tried[MAX_TRIES];
+  int ntried;
+  uv_timer_t *timer;
+};
+
+struct dyn_client {
+  dyn_runtime_t *rt;
+  dyn_endpoint_t *ep;
+  dyn_watch_t *watch;
+  int synced;
+  inst_t *inst;
+  size_t n, cap;
+  uint32_t rr;
+  uint64_t rng;
+  int wait_ms;
+  size_t prefix_len;
+  dyn_stream_t *open;
+  dyn_instances_fn on_change;
+  void *on_change_ud;
+};
+
+static void dispatch(dyn_stream_t *s, const void *body, size_t len);
+
+/* ---- finishing --------------------------------------------------------- */
+
+static void free_timer(uv_handle_t *h) { free(h); }
+
+static void finish(dyn_stream_t *s, int status, const char *msg) {
+  if (s->state == S_DONE) return;
+  s->state = S_DONE;
+  if (s->peer && s->sid) dyn__idmap_del(&s->peer->streams, s->sid);
+  dyn_client_t *c = s->c;
+  if (s->prev) s->prev->next = s->next;
+  else c->open = s->next;
+  if (s->next) s->next->prev = s->prev;
+  if (s->timer) uv_close((uv_handle_t *)s->timer, free_timer);
+  if (s->cb.on_done) s->cb.on_done(s, status, msg ? msg : dyn_strerror(status), s->ud);
+  free(s->body);
+  free(s);
+}
+
+static void send_cancel(dyn_stream_t *s) {
+  if (s->state == S_SENT && s->peer)
+    dyn__conn_send(s->peer->conn, DYN__F_CANCEL, 0, s->sid, NULL, 0, NULL, 0);
+}
+
+void dyn_stream_cancel(dyn_stream_t *s) {
+  send_cancel(s);
+  finish(s, DYN_ECANCELED, "cancelled by the caller");
+}
+
+uint64_t dyn_stream_instance_id(const dyn_stream_t *s) { return s->instance; }
+
+/* ---- peers ------------------------------------------------------------- */
+
+static void on_peer_frame(dyn__conn_t *conn, const dyn__frame_t *f) {
+  dyn__peer_t *p = conn->owner;
+  const char *why = NULL;
+  if (!conn->hello_done) {
+    dyn__hello_t h;
+    if (f->type == DYN__F_ERROR) {
+      dyn_log(DYN_LOG_WARN, "instance at %s refused us: %.*s", conn->peer,
+              (int)(f->len < 200 ? f->len : 200), (const char *)f->payload);
+      dyn__conn_close(conn, DYN_EPROTO, "refused by the instance");
+      return;
+    }
+    if (dyn__hello_decode(f, &h, &why)) {
+      dyn_log(DYN_LOG_WARN, "closing connection to %s: %s", conn->peer, why);
+      dyn__conn_close(conn, DYN_EPROTO, why);
+      return;
+    }
+    conn->hello_done = 1;
+    p->ready = 1;
+    return;
+  }
+  dyn_stream_t *s = dyn__idmap_get(&p->streams, f->stream);
+  switch (f->type) {
+    case DYN__F_DATA:
+      if (s && s->cb.on_data) s->cb.on_data(s, f->payload, f->len, s->ud);
+      break;
+    case DYN__F_END:
+      if (s) finish(s, DYN_OK, NULL);
+      break;
+    case DYN__F_ERROR:
+      if (s) {
+        char msg[512];
+        size_t n = f->len < sizeof msg - 1 ? f->len : sizeof msg - 1;
+        memcpy(msg, f->payload, n);
+        msg[n] = 0;
+        finish(s, DYN_EREMOTE, msg);
+      }
+      break;
+    default:
+      why = "unexpected frame type from an instance";
+      dyn_log(DYN_LOG_WARN, "closing connection to %s: %s", conn->peer, why);
+      dyn__conn_close(conn, DYN_EPROTO, why);
+  }
+}
+
+static void on_peer_close(dyn__conn_t *conn, int status, const char *why) {
+  dyn__peer_t *p = conn->owner;
+  dyn_runtime_t *rt = p->rt;
+  for (dyn__peer_t **pp = &rt->peers; *pp; pp = &(*pp)->next)
+    if (*pp == p) {
+      *pp = p->next;
+      break;
+    }
+  int never_connected = !conn->connected;
+  size_t n;
+  void **streams = dyn__idmap_drain(&p->streams, &n);
+  for (size_t i = 0; i < n; i++) {
+    dyn_stream_t *s = streams[i];
+    s->peer = NULL;
+    s->sid = 0;
+    if (never_connected && s->body) {
+      /* Nothing reached the instance: try another one. */
+      dyn_log(DYN_LOG_INFO, "cannot connect to %s (%s); routing elsewhere", p->addr, why);
+      s->state = S_PENDING;
+      dispatch(s, s->body, s->body_len);
+      continue;
+    }
+    char msg[300];
+    snprintf(msg, sizeof msg, "instance %" PRIx64 " at %s disconnected: %s", s->instance,
+             p->addr, why ? why : dyn_strerror(status));
+    finish(s, DYN_EDISCONNECTED, msg);
+  }
+  free(streams);
+  dyn__idmap_free(&p->streams);
+  free(p);
+}
+
+static dyn__peer_t *get_peer(dyn_runtime_t *rt, const char *addr) {
+  for (dyn__peer_t *p = rt->peers; p; p = p->next)
+    if (!strcmp(p->addr, addr)) return p;
+  dyn__peer_t *p = calloc(1, sizeof *p);
+  if (!p) return NULL;
+  p->rt = rt;
+  snprintf(p->addr, sizeof p->addr, "%s", addr);
+  dyn__idmap_init(&p->streams);
+  p->conn = dyn__conn_new(rt->loop, &rt->flusher, 0, rt->max_frame, on_peer_frame,
+                          on_peer_close, p);
+  if (!p->conn) {
+    free(p);
+    return NULL;
+  }
+  uint8_t hello[DYN__HELLO_LEN];
+  dyn__hello_encode(hello, DYN__ROLE_CLIENT, rt->session);
+  dyn__conn_send(p->conn, DYN__F_HELLO, 0, 0, hello, sizeof hello, NULL, 0);
+  p->next = rt->peers;
+  rt->peers = p;
+  if (dyn__conn_connect(p->conn, addr)) {
+    dyn__conn_close(p->conn, DYN_ECONNECT, "bad instance address");
+    return NULL;
+  }
+  return p;
+}
+
+void dyn__peers_close(dyn_runtime_t *rt) {
+  while (rt->peers) dyn__conn_close(rt->peers->conn, DYN_ECLOSED, "runtime closing");
+}
+
+/* ---- routing ----------------------------------------------------------- */
+
+static int tried(const dyn_stream_t *s, uint64_t id) {
+  for (int i = 0; i < s->ntried; i++)
+    if (s->tried[i] == id) return 1;
+  return 0;
+}
+
+static uint64_t next_rand(dyn_client_t *c) {
+  c->rng ^= c->rng << 13;
+  c->rng ^= c->rng >> 7;
+  c->rng ^= c->rng << 17;
+  return c->rng;
+}
+
+static const inst_t *pick(dyn_client_t *c, dyn_stream_t *s) {
+  if (!c->n) return NULL;
+  if (s->opt.route == DYN_ROUTE_DIRECT) {
+    for (size_t i = 0; i < c->n; i++)
+      if (c->inst[i].id == s->opt.instance_id && !tried(s, c->inst[i].id)) return &c->inst[i];
+    return NULL;
+  }
+  size_t start = s->opt.route == DYN_ROUTE_ROUND_ROBIN ? c->rr++ % c->n
+                                                        : (size_t)(next_rand(c) % c->n);
+  for (size_t k = 0; k < c->n; k++) {
+    const inst_t *in = &c->inst[(start + k) % c->n];
+    if (!tried(s, in->id)) return in;
+  }
+  return NULL;
+}
+
+static void on_timer(uv_timer_t *t) {
+  dyn_stream_t *s = t->data;
+  char msg[300];
+  if (s->state == S_PENDING) {
+    snprintf(msg, sizeof msg, "no live instance of %s within %d ms", s->c->ep->path,
+             s->c->wait_ms);
+    finish(s, DYN_ENOINSTANCE, msg);
+    return;
+  }
+  snprintf(msg, sizeof msg, "deadline of %u ms passed", s->opt.deadline_ms);
+  send_cancel(s);
+  finish(s, DYN_ETIMEDOUT, msg);
+}
+
+static int arm_timer(dyn_stream_t *s, uint64_t ms) {
+  if (!s->timer) {
+    s->timer = malloc(sizeof *s->timer);
+    if (!s->timer) return DYN_ENOMEM;
+    uv_timer_init(s->c->rt->loop, s->timer);
+    s->timer->data = s;
+  }
+  uv_timer_start(s->timer, on_timer, ms, 0);
+  return DYN_OK;
+}
+
+static int keep_body(dyn_stream_t *s, const void *body, size_t len) {
+  if (s->body || body == NULL) return DYN_OK;
+  s->body = malloc(len ? len : 1);
+  if (!s->body) return DYN_ENOMEM;
+  memcpy(s->body, body, len);
+  s->body_len = len;
+  return DYN_OK;
+}
+
+/* Waits for the watch to sync or an instance to appear. */
+static void wait_for_instance(dyn_stream_t *s, const void *body, size_t len) {
+  dyn_client_t *c = s->c;
+  if (keep_body(s, body, len)) {
+    finish(s, DYN_ENOMEM, NULL);
+    return;
+  }
+  s->state = S_PENDING;
+  if (c->wait_ms > 0 && c->synced) {
+    uint64_t waited = uv_now(c->rt->loop) - s->started;
+    uint64_t left = (uint64_t)c->wait_ms > waited ? (uint64_t)c->wait_ms - waited : 0;
+    if (!s->timer || !uv_is_active((uv_handle_t *)s->timer)) arm_timer(s, left);
+  }
+}
+
+static void no_instance(dyn_stream_t *s) {
+  char msg[300];
+  if (s->ntried)
+    snprintf(msg, sizeof msg, "could not connect to any instance of %s", s->c->ep->path);
+  else if (s->opt.route == DYN_ROUTE_DIRECT)
+    snprintf(msg, sizeof msg, "instance %" PRIx64 " of %s is not live", s->opt.instance_id,
+             s->c->ep->path);
+  else
+    snprintf(msg, sizeof msg, "no live instance of %s", s->c->ep->path);
+  finish(s, s->ntried ? DYN_ECONNECT : DYN_ENOINSTANCE, msg);
+}
+
+static void dispatch(dyn_stream_t *s, const void *body, size_t len) {
+  dyn_client_t *c = s->c;
+  dyn_runtime_t *rt = c->rt;
+  if (!c->synced) {
+    wait_for_instance(s, body, len);
+    return;
+  }
+  const inst_t *in = s->ntried < MAX_TRIES ? pick(c, s) : NULL;
+  if (!in) {
+    if (c->wait_ms > 0 && !s->ntried && s->state != S_SENT) {
+      uint64_t waited = uv_now(rt->loop) - s->started;
+      if (waited < (uint64_t)c->wait_ms) {
+        wait_for_instance(s, body, len);
+        return;
+      }
+    }
+    no_instance(s);
+    return;
+  }
+  s->tried[s->ntried++] = in->id;
+  dyn__peer_t *p = get_peer(rt, in->addr);
+  if (!p) {
+    /* Could not even start connecting: as good as a refused connection. */
+    dispatch(s, body, len);
+    return;
+  }
+  if (!p->conn->connected && keep_body(s, body, len)) {
+    finish(s, DYN_ENOMEM, NULL);
+    return;
+  }
+  do {
+    if (++p->next_stream == 0) p->next_stream = 1;
+  } while (dyn__idmap_get(&p->streams, p->next_stream));
+  if (dyn__idmap_put(&p->streams, p->next_stream, s)) {
+    finish(s, DYN_ENOMEM, NULL);
+    return;
+  }
+  s->peer = p;
+  s->sid = p->next_stream;
+  s->instance = in->id;
+  s->state = S_SENT;
+  uint8_t prefix[14 + DYN__PATH_MAX];
+  size_t n = dyn__request_encode_prefix(prefix, s->opt.request_id, s->opt.deadline_ms,
+                                        c->ep->path, c->ep->path_len);
+  int rc = dyn__conn_send(p->conn, DYN__F_REQUEST, 0, s->sid, prefix, n, body, len);
+  if (rc) finish(s, rc, rc == DYN_ETOOBIG ? "request larger than the maximum frame size" : NULL);
+  if (s->state == S_SENT && s->opt.deadline_ms) {
+    uint64_t waited = uv_now(rt->loop) - s->started;
+    arm_timer(s, s->opt.deadline_ms > waited ? s->opt.deadline_ms - waited : 0);
+  }
+}
+
+int dyn_client_generate(dyn_client_t *c, const dyn_call_options_t *opt, const void *body,
+                        size_t len, const dyn_stream_callbacks_t *cb, void *ud,
+                        dyn_stream_t **out) {
+  if (!c || !cb || !cb->on_done || (len && !body)) return DYN_EINVAL;
+  if (len + 14 + c->ep->path_len > c->rt->max_frame) return DYN_ETOOBIG;
+  if (!c->rt->disc) return DYN_ECLOSED;
+  dyn_call_options_t o = {DYN_ROUTE_RANDOM, 0, 0, 0};
+  if (opt) o = *opt;
+  if (o.route > DYN_ROUTE_DIRECT) return DYN_EINVAL;
+  if (c->synced && c->wait_ms <= 0 && !c->n) return DYN_ENOINSTANCE;
+  if (c->synced && c->wait_ms <= 0 && o.route == DYN_ROUTE_DIRECT) {
+    size_t i = 0;
+    while (i < c->n && c->inst[i].id != o.instance_id) i++;
+    if (i == c->n) return DYN_ENOINSTANCE;
+  }
+  dyn_stream_t *s = calloc(1, sizeof *s);
+  if (!s) return DYN_ENOMEM;
+  s->c = c;
+  s->cb = *cb;
+  s->ud = ud;
+  s->opt = o;
+  if (!s->opt.request_id) s->opt.request_id = ++c->rt->next_request_id;
+  s->started = uv_now(c->rt->loop);
+  s->next = c->open;
+  if (c->open) c->open->prev = s;
+  c->open = s;
+  if (out) *out = s;
+  dispatch(s, body, len);
+  return DYN_OK;
+}
+
+/* ---- the live instance list -------------------------------------------- */
+
+static void retry_pending(dyn_client_t *c) {
+  /* Collect first: dispatch may finish streams and change the list. */
+  size_t n = 0;
+  for (dyn_stream_t *s = c->open; s; s = s->next) n += s->state == S_PENDING && !s->peer;
+  if (!n) return;
+  dyn_stream_t **v = malloc(n * sizeof *v);
+  if (!v) return;
+  size_t k = 0;
+  for (dyn_stream_t *s = c->open; s && k < n; s = s->next)
+    if (s->state == S_PENDING && !s->peer) v[k++] = s;
+  for (size_t i = 0; i < k; i++) {
+    if (v[i]->timer) uv_timer_stop(v[i]->timer);
+    dispatch(v[i], v[i]->body, v[i]->body_len);
+  }
+  free(v);
+}
+
+static int parse_instance(dyn_client_t *c, const char *key, const char *value, inst_t *out) {
+  const char *hex = key + c->prefix_len;
+  char *end;
+  out->id = strtoull(hex, &end, 16);
+  if (!*hex || *end) return DYN_EINVAL;
+  json_error_t err;
+  json_t *v = json_loads(value, 0, &err);
+  const char *addr = v ? json_string_value(json_object_get(v, "address")) : NULL;
+  int rc = addr && strlen(addr) < sizeof out->addr ? DYN_OK : DYN_EINVAL;
+  if (!rc) snprintf(out->addr, sizeof out->addr, "%s", addr);
+  json_decref(v);
+  return rc;
+}
+
+static void on_watch(dyn_watch_event_t ev, const char *key, const char *value, size_t len,
+                     void *ud) {
+  dyn_client_t *c = ud;
+  inst_t in;
+  switch (ev) {
+    case DYN_WATCH_PUT:
+      if (parse_instance(c, key, value, &in)) {
+        dyn_log(DYN_LOG_WARN, "ignoring malformed instance record %s", key);
+        return;
+      }
+      for (size_t i = 0; i < c->n; i++)
+        if (c->inst[i].id == in.id) {
+          c->inst[i] = in;
+          goto changed;
+        }
+      if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 8;
+        inst_t *v = realloc(c->inst, cap * sizeof *v);
+        if (!v) return;
+        c->inst = v;
+        c->cap = cap;
+      }
+      c->inst[c->n++] = in;
+      break;
+    case DYN_WATCH_DELETE: {
+      char *end;
+      uint64_t id = strtoull(key + c->prefix_len, &end, 16);
+      for (size_t i = 0; i < c->n; i++)
+        if (c->inst[i].id == id) {
+          c->inst[i] = c->inst[--c->n];
+          break;
+        }
+      break;
+    }
+    case DYN_WATCH_SYNCED:
+      c->synced = 1;
+      break;
+    case DYN_WATCH_RESET:
+      c->synced = 0;
+      c->n = 0;
+      break;
+  }
+changed:
+  if (!c->synced) return;
+  if (c->on_change) c->on_change(c, c->on_change_ud);
+  retry_pending(c);
+}
+
+int dyn_endpoint_client(dyn_endpoint_t *ep, dyn_client_t **out) {
+  dyn_runtime_t *rt = dyn_endpoint_runtime(ep);
+  dyn_client_t *c = calloc(1, sizeof *c);
+  if (!c) return DYN_ENOMEM;
+  c->rt = rt;
+  c->ep = ep;
+  uv_random(NULL, NULL, &c->rng, sizeof c->rng, 0, NULL);
+  c->rng |= 1;
+  char prefix[DYN__PATH_MAX + 16];
+  dyn_component_t *comp = ep->component;
+  dyn_instance_prefix(comp->ns->name, comp->name, ep->name, prefix, sizeof prefix);
+  c->prefix_len = strlen(prefix);
+  int rc = dyn_discovery_watch(rt, prefix, on_watch, c, &c->watch);
+  if (rc) {
+    free(c);
+    return rc;
+  }
+  *out = c;
+  return DYN_OK;
+}
+
+void dyn_client_free(dyn_client_t *c) {
+  if (!c) return;
+  while (c->open) dyn_stream_cancel(c->open);
+  dyn_discovery_unwatch(c->watch);
+  free(c->inst);
+  free(c);
+}
+
+void dyn_client_set_wait(dyn_client_t *c, int wait_ms) { c->wait_ms = wait_ms; }
+
+size_t dyn_client_instances(const dyn_client_t *c, uint64_t *ids, size_t cap) {
+  for (size_t i = 0; i < c->n && i < cap; i++) ids[i] = c->inst[i].id;
+  return c->n;
+}
+
+void dyn_client_on_change(dyn_client_t *c, dyn_instances_fn fn, void *ud) {
+  c->on_change = fn;
+  c->on_change_ud = ud;
+}
+
+static void on_wait_timer(uv_timer_t *t) { *(int *)t->data = 1; }
+
+int dyn_client_wait(dyn_client_t *c, size_t min_instances, int timeout_ms) {
+  int expired = 0;
+  uv_timer_t t;
+  uv_timer_init(c->rt->loop, &t);
+  t.data = &expired;
+  uv_timer_start(&t, on_wait_timer, timeout_ms > 0 ? (uint64_t)timeout_ms : 0, 0);
+  while (!(c->synced && c->n >= min_instances) && !expired) dyn__run_once(c->rt);
+  uv_close((uv_handle_t *)&t, NULL);
+  uv_run(c->rt->loop, UV_RUN_NOWAIT); /* let the timer's close complete */
+  return c->synced && c->n >= min_instances ? DYN_OK : DYN_ETIMEDOUT;
+}
+
+dyn_runtime_t *dyn__client_runtime(const dyn_client_t *c) { return c->rt; }

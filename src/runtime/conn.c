@@ -1,0 +1,292 @@
+/* conn.c - framed connections: reading, frame dispatch, corked writes.
+ *
+ * Output is corked: dyn__conn_send() appends to c->out and queues c on its
+ * flusher, whose prepare handle runs after every callback of a loop pass and
+ * before the loop polls. A flush tries a non-blocking write first; whatever
+ * the socket does not take moves to c->inflight for one uv_write(), and new
+ * output keeps accumulating in c->out meanwhile.
+ */
+#include "runtime/conn.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dynamo/runtime.h"
+#include "dynamo/status.h"
+
+#define READ_CHUNK (64u * 1024u)
+/* Past this much queued output, write at once rather than at loop end. */
+#define EAGER_FLUSH (256u * 1024u)
+
+static void flush(dyn__conn_t *c);
+
+static void flusher_unlink(dyn__conn_t *c) {
+  if (!c->flush_queued) return;
+  dyn__conn_t **pp = &c->flusher->head;
+  while (*pp && *pp != c) pp = &(*pp)->flush_next;
+  if (*pp) *pp = c->flush_next;
+  c->flush_next = NULL;
+  c->flush_queued = 0;
+}
+
+void dyn__flusher_run(dyn__flusher_t *fl) {
+  while (fl->head) {
+    dyn__conn_t *c = fl->head;
+    fl->head = c->flush_next;
+    c->flush_next = NULL;
+    c->flush_queued = 0;
+    flush(c);
+  }
+}
+
+static void on_prepare(uv_prepare_t *p) {
+  dyn__flusher_run((dyn__flusher_t *)p->data);
+}
+
+void dyn__flusher_init(dyn__flusher_t *fl, uv_loop_t *loop) {
+  fl->head = NULL;
+  uv_prepare_init(loop, &fl->prepare);
+  fl->prepare.data = fl;
+  uv_prepare_start(&fl->prepare, on_prepare);
+  /* The flusher alone must not keep the loop alive. */
+  uv_unref((uv_handle_t *)&fl->prepare);
+}
+
+void dyn__flusher_close(dyn__flusher_t *fl) {
+  dyn__flusher_run(fl);
+  uv_close((uv_handle_t *)&fl->prepare, NULL);
+}
+
+dyn__conn_t *dyn__conn_new(uv_loop_t *loop, dyn__flusher_t *fl, int is_pipe,
+                           uint32_t max_frame, dyn__frame_fn on_frame,
+                           dyn__close_fn on_close, void *owner) {
+  dyn__conn_t *c = calloc(1, sizeof *c);
+  if (!c) return NULL;
+  int rc = is_pipe ? uv_pipe_init(loop, &c->h.pipe, 0)
+                   : uv_tcp_init(loop, &c->h.tcp);
+  if (rc) {
+    free(c);
+    return NULL;
+  }
+  c->h.handle.data = c;
+  c->flusher = fl;
+  c->max_frame = max_frame;
+  c->on_frame = on_frame;
+  c->on_close = on_close;
+  c->owner = owner;
+  dyn__buf_init(&c->in);
+  dyn__buf_init(&c->out);
+  dyn__buf_init(&c->inflight);
+  snprintf(c->peer, sizeof c->peer, "%s", is_pipe ? "unix socket" : "?");
+  return c;
+}
+
+static void on_handle_closed(uv_handle_t *h) {
+  dyn__conn_t *c = h->data;
+  dyn__buf_free(&c->in);
+  dyn__buf_free(&c->out);
+  dyn__buf_free(&c->inflight);
+  free(c);
+}
+
+void dyn__conn_close(dyn__conn_t *c, int status, const char *why) {
+  if (c->closing) return;
+  c->closing = 1;
+  flusher_unlink(c);
+  if (c->connected && !c->writing && c->out.len) {
+    uv_buf_t b = uv_buf_init((char *)c->out.data, (unsigned)c->out.len);
+    (void)uv_try_write(&c->h.stream, &b, 1);
+  }
+  if (c->connected) uv_read_stop(&c->h.stream);
+  /* The owner learns first, so streams fail now rather than a pass later. */
+  if (c->on_close) c->on_close(c, status, why);
+  uv_close(&c->h.handle, on_handle_closed);
+}
+
+void dyn__conn_close_flushed(dyn__conn_t *c, int status, const char *why) {
+  if (c->closing) return;
+  if (!c->connected || (!c->out.len && !c->writing)) {
+    dyn__conn_close(c, status, why);
+    return;
+  }
+  c->close_when_flushed = 1;
+  flush(c);
+}
+
+size_t dyn__conn_pending(const dyn__conn_t *c) {
+  return c->out.len + c->inflight.len;
+}
+
+static void on_write(uv_write_t *req, int status) {
+  dyn__conn_t *c = req->data;
+  c->writing = 0;
+  c->inflight.len = 0;
+  if (c->closing) return;
+  if (status < 0) {
+    dyn__conn_close(c, DYN_EDISCONNECTED, uv_strerror(status));
+    return;
+  }
+  flush(c);
+}
+
+static void flush(dyn__conn_t *c) {
+  if (c->closing || !c->connected || c->writing) return;
+  if (c->out.len) {
+    uv_buf_t b = uv_buf_init((char *)c->out.data, (unsigned)c->out.len);
+    int n = uv_try_write(&c->h.stream, &b, 1);
+    if (n < 0 && n != UV_EAGAIN) {
+      dyn__conn_close(c, DYN_EDISCONNECTED, uv_strerror(n));
+      return;
+    }
+    if (n > 0) dyn__buf_consume(&c->out, (size_t)n);
+  }
+  if (c->out.len) {
+    /* Hand the rest to libuv; swap buffers so sends may keep appending. */
+    dyn__buf_t t = c->inflight;
+    c->inflight = c->out;
+    c->out = t;
+    c->out.len = 0;
+    uv_buf_t b = uv_buf_init((char *)c->inflight.data, (unsigned)c->inflight.len);
+    c->write_req.data = c;
+    int rc = uv_write(&c->write_req, &c->h.stream, &b, 1, on_write);
+    if (rc) {
+      dyn__conn_close(c, DYN_EDISCONNECTED, uv_strerror(rc));
+      return;
+    }
+    c->writing = 1;
+    return;
+  }
+  if (c->close_when_flushed) dyn__conn_close(c, DYN_ECLOSED, "closed");
+}
+
+int dyn__conn_send(dyn__conn_t *c, uint8_t type, uint8_t flags,
+                   uint32_t stream, const void *a, size_t alen,
+                   const void *b, size_t blen) {
+  if (c->closing) return DYN_ECLOSED;
+  if (alen + blen > c->max_frame) return DYN_ETOOBIG;
+  size_t total = DYN__FRAME_HDR + alen + blen;
+  int rc = dyn__buf_reserve(&c->out, total);
+  if (rc) return rc;
+  uint8_t *p = c->out.data + c->out.len;
+  dyn__frame_header(p, (uint32_t)(alen + blen), stream, type, flags);
+  if (alen) memcpy(p + DYN__FRAME_HDR, a, alen);
+  if (blen) memcpy(p + DYN__FRAME_HDR + alen, b, blen);
+  c->out.len += total;
+  if (c->out.len >= EAGER_FLUSH) {
+    flush(c);
+  } else if (!c->flush_queued) {
+    c->flush_queued = 1;
+    c->flush_next = c->flusher->head;
+    c->flusher->head = c;
+  }
+  return DYN_OK;
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out) {
+  dyn__conn_t *c = h->data;
+  if (dyn__buf_reserve(&c->in, READ_CHUNK)) {
+    *out = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS */
+    return;
+  }
+  *out = uv_buf_init((char *)c->in.data + c->in.len,
+                     (unsigned)(c->in.cap - c->in.len));
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  dyn__conn_t *c = s->data;
+  if (nread < 0) {
+    dyn__conn_close(c, DYN_EDISCONNECTED,
+                    nread == UV_EOF ? "peer closed the connection"
+                                    : uv_strerror((int)nread));
+    return;
+  }
+  c->in.len += (size_t)nread;
+  size_t off = 0;
+  while (!c->closing) {
+    dyn__frame_t f;
+    const char *why = NULL;
+    long n = dyn__frame_decode(c->in.data + off, c->in.len - off,
+                               c->max_frame, &f, &why);
+    if (n == 0) break;
+    if (n < 0) {
+      dyn_log(DYN_LOG_WARN, "closing connection from %s: %s", c->peer, why);
+      dyn__conn_close(c, (int)n, why);
+      return;
+    }
+    off += (size_t)n;
+    c->on_frame(c, &f);
+  }
+  if (!c->closing) dyn__buf_consume(&c->in, off);
+}
+
+int dyn__conn_start(dyn__conn_t *c) {
+  c->connected = 1;
+  if (c->h.handle.type == UV_TCP) {
+    uv_tcp_nodelay(&c->h.tcp, 1);
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    if (uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&ss, &len) == 0) {
+      char ip[64] = "?";
+      int port = 0;
+      if (ss.ss_family == AF_INET) {
+        struct sockaddr_in *in4 = (struct sockaddr_in *)&ss;
+        uv_ip4_name(in4, ip, sizeof ip);
+        port = ntohs(in4->sin_port);
+      } else if (ss.ss_family == AF_INET6) {
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+        uv_ip6_name(in6, ip, sizeof ip);
+        port = ntohs(in6->sin6_port);
+      }
+      snprintf(c->peer, sizeof c->peer, "%s:%d", ip, port);
+    }
+  }
+  int rc = uv_read_start(&c->h.stream, on_alloc, on_read);
+  if (rc) return DYN_ESYS;
+  if (c->out.len) flush(c);
+  return DYN_OK;
+}
+
+static void on_connect(uv_connect_t *req, int status) {
+  dyn__conn_t *c = req->data;
+  if (c->closing) return;
+  if (status < 0) {
+    dyn__conn_close(c, DYN_ECONNECT, uv_strerror(status));
+    return;
+  }
+  if (dyn__conn_start(c)) dyn__conn_close(c, DYN_ECONNECT, "read start failed");
+}
+
+/* Splits "host:port" (IPv6 as "[::1]:port") and resolves numerically. */
+static int parse_addr(const char *target, struct sockaddr_storage *ss) {
+  char host[64];
+  const char *colon = strrchr(target, ':');
+  if (!colon) return DYN_EINVAL;
+  size_t hl = (size_t)(colon - target);
+  if (hl >= sizeof host) return DYN_EINVAL;
+  memcpy(host, target, hl);
+  host[hl] = 0;
+  char *end;
+  long port = strtol(colon + 1, &end, 10);
+  if (*end || port <= 0 || port > 65535) return DYN_EINVAL;
+  if (host[0] == '[' && hl > 2 && host[hl - 1] == ']') {
+    host[hl - 1] = 0;
+    return uv_ip6_addr(host + 1, (int)port, (struct sockaddr_in6 *)ss) ? DYN_EINVAL : DYN_OK;
+  }
+  return uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ss) ? DYN_EINVAL : DYN_OK;
+}
+
+int dyn__conn_connect(dyn__conn_t *c, const char *target) {
+  snprintf(c->peer, sizeof c->peer, "%s", target);
+  c->connect_req.data = c;
+  if (c->h.handle.type == UV_NAMED_PIPE) {
+    uv_pipe_connect(&c->connect_req, &c->h.pipe, target, on_connect);
+    return DYN_OK;
+  }
+  struct sockaddr_storage ss;
+  memset(&ss, 0, sizeof ss);
+  if (parse_addr(target, &ss)) return DYN_EINVAL;
+  if (uv_tcp_connect(&c->connect_req, &c->h.tcp, (struct sockaddr *)&ss, on_connect))
+    return DYN_ECONNECT;
+  return DYN_OK;
+}

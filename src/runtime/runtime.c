@@ -1,0 +1,194 @@
+/* runtime.c - the runtime's lifecycle: options, loop, backends, shutdown. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dynamo/control.h"
+#include "runtime/internal.h"
+
+static const char *env_or(const char *name, const char *dflt) {
+  const char *v = getenv(name);
+  return v && *v ? v : dflt;
+}
+
+void dyn_runtime_options_init(dyn_runtime_options_t *o) {
+  memset(o, 0, sizeof *o);
+  o->control_socket = env_or("DYN_CONTROL_SOCKET", NULL);
+  o->listen_host = env_or("DYN_LISTEN_HOST", "127.0.0.1");
+  o->listen_port = atoi(env_or("DYN_LISTEN_PORT", "0"));
+  o->advertise_host = env_or("DYN_ADVERTISE_HOST", NULL);
+  long mf = atol(env_or("DYN_MAX_FRAME", "0"));
+  o->max_frame = mf > 0 ? (uint32_t)mf : DYN_DEFAULT_MAX_FRAME;
+}
+
+static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
+
+int dyn_runtime_create(const dyn_runtime_options_t *opts, dyn_runtime_t **out) {
+  dyn_runtime_options_t dflt;
+  if (!opts) {
+    dyn_runtime_options_init(&dflt);
+    opts = &dflt;
+  }
+  dyn_runtime_t *rt = calloc(1, sizeof *rt);
+  if (!rt) return DYN_ENOMEM;
+  if (opts->loop) {
+    rt->loop = opts->loop;
+  } else {
+    if (uv_loop_init(&rt->own_loop)) {
+      free(rt);
+      return DYN_ESYS;
+    }
+    rt->loop = &rt->own_loop;
+    rt->owns_loop = 1;
+  }
+  const char *cs = opts->control_socket ? opts->control_socket : dyn_control_default_path();
+  rt->control_socket = strdup(cs);
+  rt->listen_host = strdup(opts->listen_host ? opts->listen_host : "127.0.0.1");
+  rt->advertise_host = dup_or_null(opts->advertise_host);
+  rt->listen_port = opts->listen_port;
+  rt->max_frame = opts->max_frame ? opts->max_frame : DYN_DEFAULT_MAX_FRAME;
+  uint64_t seed = 0;
+  uv_random(NULL, NULL, &seed, sizeof seed, 0, NULL);
+  rt->next_request_id = seed & 0x7fffffffffffffffull;
+  dyn__flusher_init(&rt->flusher, rt->loop);
+
+  void *st = NULL;
+  int rc = dyn__embedded_open(rt, rt->control_socket, &st);
+  if (rc) {
+    dyn_runtime_destroy(rt);
+    return rc;
+  }
+  rt->disc = &dyn__embedded_discovery;
+  rt->disc_state = st;
+  rt->ev = &dyn__embedded_events;
+  rt->ev_state = st;
+  rt->session = rt->disc->session_id(st);
+  *out = rt;
+  return DYN_OK;
+}
+
+static void close_walk(uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+void dyn_runtime_destroy(dyn_runtime_t *rt) {
+  if (!rt) return;
+  dyn__server_cancel_all(rt);
+  dyn__server_close(rt);
+  dyn__server_close_conns(rt);
+  dyn__peers_close(rt);
+  if (rt->disc) rt->disc->close(rt->disc_state);
+  if (rt->ev && rt->ev_state != rt->disc_state) rt->ev->close(rt->ev_state);
+  rt->disc = NULL;
+  rt->ev = NULL;
+  dyn__flusher_close(&rt->flusher);
+  /* Let every close callback run so no memory outlives the runtime. */
+  uv_run(rt->loop, UV_RUN_NOWAIT);
+  uv_run(rt->loop, UV_RUN_NOWAIT);
+  if (rt->owns_loop) {
+    uv_walk(rt->loop, close_walk, NULL);
+    uv_run(rt->loop, UV_RUN_DEFAULT);
+    uv_loop_close(rt->loop);
+  }
+  dyn__names_free(rt);
+  free(rt->control_socket);
+  free(rt->listen_host);
+  free(rt->advertise_host);
+  free(rt);
+}
+
+uint64_t dyn_runtime_instance_id(const dyn_runtime_t *rt) { return rt->session; }
+uv_loop_t *dyn_runtime_loop(dyn_runtime_t *rt) { return rt->loop; }
+size_t dyn_runtime_inflight(const dyn_runtime_t *rt) { return rt->inflight; }
+const char *dyn_runtime_address(const dyn_runtime_t *rt) { return rt->address; }
+
+int dyn_runtime_run(dyn_runtime_t *rt) {
+  rt->stopping = 0;
+  while (!rt->stopping) {
+    if (!uv_run(rt->loop, UV_RUN_ONCE) && !rt->stopping) {
+      /* Nothing is alive any more: nothing can wake us. */
+      break;
+    }
+  }
+  dyn__flusher_run(&rt->flusher);
+  return DYN_OK;
+}
+
+void dyn__run_once(dyn_runtime_t *rt) { uv_run(rt->loop, UV_RUN_ONCE); }
+
+int dyn_runtime_poll(dyn_runtime_t *rt) {
+  uv_run(rt->loop, UV_RUN_NOWAIT);
+  dyn__flusher_run(&rt->flusher);
+  return DYN_OK;
+}
+
+int dyn_runtime_backend_fd(dyn_runtime_t *rt) { return uv_backend_fd(rt->loop); }
+int dyn_runtime_backend_timeout(dyn_runtime_t *rt) { return uv_backend_timeout(rt->loop); }
+void dyn_runtime_flush(dyn_runtime_t *rt) { dyn__flusher_run(&rt->flusher); }
+void dyn_runtime_stop(dyn_runtime_t *rt) {
+  rt->stopping = 1;
+  uv_stop(rt->loop);
+}
+
+static void on_grace_timer(uv_timer_t *t) { *(int *)t->data = 1; }
+
+int dyn_runtime_shutdown(dyn_runtime_t *rt, int grace_ms) {
+  rt->draining = 1;
+  dyn__server_deregister_all(rt);
+  dyn__server_close(rt);
+  int expired = 0;
+  uv_timer_t grace;
+  uv_timer_init(rt->loop, &grace);
+  grace.data = &expired;
+  uv_timer_start(&grace, on_grace_timer, grace_ms > 0 ? (uint64_t)grace_ms : 0, 0);
+  while (rt->inflight && !expired) uv_run(rt->loop, UV_RUN_ONCE);
+  size_t cancelled = dyn__server_cancel_all(rt);
+  if (cancelled)
+    dyn_log(DYN_LOG_WARN, "shutdown: %zu request(s) still running after %d ms were cancelled",
+            cancelled, grace_ms);
+  uv_close((uv_handle_t *)&grace, NULL);
+  dyn__server_close_conns(rt);
+  dyn__flusher_run(&rt->flusher);
+  dyn__peers_close(rt);
+  if (rt->disc) rt->disc->close(rt->disc_state);
+  if (rt->ev && rt->ev_state != rt->disc_state) rt->ev->close(rt->ev_state);
+  rt->disc = NULL;
+  rt->ev = NULL;
+  uv_run(rt->loop, UV_RUN_NOWAIT);
+  dyn_runtime_stop(rt);
+  return (int)cancelled;
+}
+
+typedef struct work {
+  uv_work_t req;
+  void (*fn)(void *);
+  void (*done)(void *, int);
+  void *arg;
+} work_t;
+
+static void work_run(uv_work_t *r) {
+  work_t *w = r->data;
+  w->fn(w->arg);
+}
+
+static void work_done(uv_work_t *r, int status) {
+  work_t *w = r->data;
+  if (w->done) w->done(w->arg, status ? DYN_ECANCELED : DYN_OK);
+  free(w);
+}
+
+int dyn_runtime_queue_work(dyn_runtime_t *rt, void (*fn)(void *),
+                           void (*done)(void *, int), void *arg) {
+  work_t *w = calloc(1, sizeof *w);
+  if (!w) return DYN_ENOMEM;
+  w->fn = fn;
+  w->done = done;
+  w->arg = arg;
+  w->req.data = w;
+  if (uv_queue_work(rt->loop, &w->req, work_run, work_done)) {
+    free(w);
+    return DYN_ESYS;
+  }
+  return DYN_OK;
+}

@@ -1,0 +1,332 @@
+/* server.c - serving endpoints: the listener, inbound connections, requests.
+ *
+ * One TCP listener per process carries every endpoint it serves. Each
+ * accepted connection holds a table of the streams (requests) open on it;
+ * a REQUEST frame becomes a dyn_request_t handed to the endpoint's handler
+ * on this same loop pass, with the body still in the read buffer.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "runtime/internal.h"
+
+typedef struct dyn__sconn {
+  struct dyn__sconn *next;
+  dyn_runtime_t *rt;
+  dyn__conn_t *conn;
+  dyn__idmap_t streams;
+} sconn_t;
+
+struct dyn_request {
+  sconn_t *sc; /* NULL once the caller is gone or cancelled */
+  dyn_runtime_t *rt;
+  dyn_endpoint_t *ep;
+  uint32_t stream;
+  uint32_t deadline_ms;
+  uint64_t request_id;
+  int cancelled;
+  dyn_cancel_fn cancel_fn;
+  void *cancel_ud;
+  void *data;
+};
+
+/* ---- requests ---------------------------------------------------------- */
+
+static void cancel_request(dyn_request_t *r) {
+  r->sc = NULL;
+  if (r->cancelled) return;
+  r->cancelled = 1;
+  if (r->cancel_fn) r->cancel_fn(r, r->cancel_ud);
+}
+
+static int finish(dyn_request_t *r, uint8_t type, const char *msg) {
+  int rc = DYN_OK;
+  if (r->sc) {
+    dyn__idmap_del(&r->sc->streams, r->stream);
+    rc = dyn__conn_send(r->sc->conn, type, 0, r->stream, msg, msg ? strlen(msg) : 0, NULL, 0);
+  } else if (r->cancelled) {
+    rc = DYN_ECANCELED;
+  }
+  r->rt->inflight--;
+  free(r);
+  return rc;
+}
+
+int dyn_request_send(dyn_request_t *r, const void *data, size_t len) {
+  if (!r->sc) return r->cancelled ? DYN_ECANCELED : DYN_ECLOSED;
+  return dyn__conn_send(r->sc->conn, DYN__F_DATA, 0, r->stream, data, len, NULL, 0);
+}
+
+int dyn_request_end(dyn_request_t *r) { return finish(r, DYN__F_END, NULL); }
+
+int dyn_request_fail(dyn_request_t *r, const char *message) {
+  return finish(r, DYN__F_ERROR, message && *message ? message : "handler failed");
+}
+
+void dyn_request_on_cancel(dyn_request_t *r, dyn_cancel_fn fn, void *ud) {
+  r->cancel_fn = fn;
+  r->cancel_ud = ud;
+}
+int dyn_request_cancelled(const dyn_request_t *r) { return r->cancelled; }
+uint64_t dyn_request_id(const dyn_request_t *r) { return r->request_id; }
+uint32_t dyn_request_deadline_ms(const dyn_request_t *r) { return r->deadline_ms; }
+dyn_endpoint_t *dyn_request_endpoint(const dyn_request_t *r) { return r->ep; }
+void dyn_request_set_data(dyn_request_t *r, void *data) { r->data = data; }
+void *dyn_request_data(const dyn_request_t *r) { return r->data; }
+
+/* ---- inbound frames ---------------------------------------------------- */
+
+static dyn_endpoint_t *find_served(dyn_runtime_t *rt, const char *path, uint16_t len) {
+  dyn_endpoint_t *ep = rt->last_ep;
+  if (ep && ep->served && ep->path_len == len && !memcmp(ep->path, path, len)) return ep;
+  for (ep = rt->served; ep; ep = ep->served_next)
+    if (ep->path_len == len && !memcmp(ep->path, path, len)) return rt->last_ep = ep;
+  return NULL;
+}
+
+static void reject(sconn_t *sc, uint32_t stream, uint8_t flags, const char *fmt,
+                   const char *arg, int arglen) {
+  char msg[400];
+  int n = snprintf(msg, sizeof msg, fmt, arglen, arg);
+  dyn__conn_send(sc->conn, DYN__F_ERROR, flags, stream, msg,
+                 n > 0 ? ((size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1) : 0, NULL, 0);
+}
+
+static void on_request(sconn_t *sc, const dyn__frame_t *f) {
+  dyn_runtime_t *rt = sc->rt;
+  dyn__request_hdr_t h;
+  const char *why;
+  if (dyn__request_decode(f, &h, &why)) {
+    dyn_log(DYN_LOG_WARN, "closing connection from %s: %s", sc->conn->peer, why);
+    dyn__conn_close(sc->conn, DYN_EPROTO, why);
+    return;
+  }
+  if (rt->draining) {
+    reject(sc, f->stream, DYN__FL_RETRY, "instance is shutting down (%.*s)", h.path, h.path_len);
+    return;
+  }
+  dyn_endpoint_t *ep = find_served(rt, h.path, h.path_len);
+  if (!ep) {
+    reject(sc, f->stream, DYN__FL_RETRY, "no endpoint %.*s on this instance", h.path, h.path_len);
+    return;
+  }
+  dyn_request_t *r = calloc(1, sizeof *r);
+  if (!r) {
+    reject(sc, f->stream, 0, "out of memory%.*s", "", 0);
+    return;
+  }
+  r->sc = sc;
+  r->rt = rt;
+  r->ep = ep;
+  r->stream = f->stream;
+  r->deadline_ms = h.deadline_ms;
+  r->request_id = h.request_id;
+  int rc = dyn__idmap_put(&sc->streams, f->stream, r);
+  if (rc) {
+    free(r);
+    why = rc == DYN_EEXIST ? "stream id reused while open" : "stream id 0";
+    dyn_log(DYN_LOG_WARN, "closing connection from %s: %s", sc->conn->peer, why);
+    dyn__conn_close(sc->conn, DYN_EPROTO, why);
+    return;
+  }
+  rt->inflight++;
+  ep->handler(r, h.body, h.body_len, ep->handler_ud);
+}
+
+static void on_sconn_frame(dyn__conn_t *c, const dyn__frame_t *f) {
+  sconn_t *sc = c->owner;
+  const char *why = NULL;
+  if (!c->hello_done) {
+    dyn__hello_t h;
+    if (dyn__hello_decode(f, &h, &why)) {
+      dyn_log(DYN_LOG_WARN, "closing connection from %s: %s", c->peer, why);
+      dyn__conn_send(c, DYN__F_ERROR, 0, 0, why, strlen(why), NULL, 0);
+      dyn__conn_close_flushed(c, DYN_EPROTO, why);
+      return;
+    }
+    c->hello_done = 1;
+    uint8_t hello[DYN__HELLO_LEN];
+    dyn__hello_encode(hello, DYN__ROLE_SERVER, sc->rt->session);
+    dyn__conn_send(c, DYN__F_HELLO, 0, 0, hello, sizeof hello, NULL, 0);
+    return;
+  }
+  switch (f->type) {
+    case DYN__F_REQUEST:
+      on_request(sc, f);
+      break;
+    case DYN__F_CANCEL: {
+      dyn_request_t *r = dyn__idmap_del(&sc->streams, f->stream);
+      if (r) cancel_request(r);
+      break;
+    }
+    default:
+      why = "unexpected frame type from a caller";
+      dyn_log(DYN_LOG_WARN, "closing connection from %s: %s", c->peer, why);
+      dyn__conn_close(c, DYN_EPROTO, why);
+  }
+}
+
+static void on_sconn_close(dyn__conn_t *c, int status, const char *why) {
+  sconn_t *sc = c->owner;
+  dyn_runtime_t *rt = sc->rt;
+  for (sconn_t **pp = &rt->sconns; *pp; pp = &(*pp)->next)
+    if (*pp == sc) {
+      *pp = sc->next;
+      break;
+    }
+  size_t n;
+  void **reqs = dyn__idmap_drain(&sc->streams, &n);
+  for (size_t i = 0; i < n; i++) cancel_request(reqs[i]);
+  free(reqs);
+  dyn__idmap_free(&sc->streams);
+  free(sc);
+}
+
+static void on_connection(uv_stream_t *server, int status) {
+  dyn_runtime_t *rt = server->data;
+  if (status < 0) {
+    dyn_log(DYN_LOG_WARN, "accept failed: %s", uv_strerror(status));
+    return;
+  }
+  sconn_t *sc = calloc(1, sizeof *sc);
+  if (!sc) return;
+  sc->rt = rt;
+  dyn__idmap_init(&sc->streams);
+  sc->conn = dyn__conn_new(rt->loop, &rt->flusher, 0, rt->max_frame,
+                           on_sconn_frame, on_sconn_close, sc);
+  if (!sc->conn) {
+    free(sc);
+    return;
+  }
+  sc->next = rt->sconns;
+  rt->sconns = sc;
+  if (uv_accept(server, &sc->conn->h.stream) || dyn__conn_start(sc->conn))
+    dyn__conn_close(sc->conn, DYN_ESYS, "accept");
+}
+
+/* ---- listener and registration ----------------------------------------- */
+
+static int start_listener(dyn_runtime_t *rt) {
+  struct sockaddr_storage ss;
+  memset(&ss, 0, sizeof ss);
+  if (uv_ip4_addr(rt->listen_host, rt->listen_port, (struct sockaddr_in *)&ss) &&
+      uv_ip6_addr(rt->listen_host, rt->listen_port, (struct sockaddr_in6 *)&ss)) {
+    dyn_log(DYN_LOG_ERROR, "listen host is not an IP address: %s", rt->listen_host);
+    return DYN_EINVAL;
+  }
+  uv_tcp_init(rt->loop, &rt->listener);
+  rt->listener.data = rt;
+  int rc = uv_tcp_bind(&rt->listener, (struct sockaddr *)&ss, 0);
+  if (!rc) rc = uv_listen((uv_stream_t *)&rt->listener, 511, on_connection);
+  if (rc) {
+    dyn_log(DYN_LOG_ERROR, "cannot listen on %s:%d: %s", rt->listen_host,
+            rt->listen_port, uv_strerror(rc));
+    uv_close((uv_handle_t *)&rt->listener, NULL);
+    return DYN_ESYS;
+  }
+  int len = sizeof ss;
+  uv_tcp_getsockname(&rt->listener, (struct sockaddr *)&ss, &len);
+  int port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
+                                       : ntohs(((struct sockaddr_in *)&ss)->sin_port);
+  const char *host = rt->advertise_host ? rt->advertise_host : rt->listen_host;
+  if (strchr(host, ':'))
+    snprintf(rt->address, sizeof rt->address, "[%s]:%d", host, port);
+  else
+    snprintf(rt->address, sizeof rt->address, "%s:%d", host, port);
+  rt->listening = 1;
+  return DYN_OK;
+}
+
+static int register_instance(dyn_runtime_t *rt, dyn_endpoint_t *ep) {
+  dyn_component_t *c = ep->component;
+  /* Key sizes are bounded by the name limits; a failure here is a bug. */
+  int n = dyn_instance_prefix(c->ns->name, c->name, ep->name, ep->key, sizeof ep->key);
+  size_t used = strlen(ep->key);
+  if (n || sizeof ep->key - used < 17) return DYN_EINVAL;
+  snprintf(ep->key + used, sizeof ep->key - used, "%" PRIx64, rt->session);
+  char id[24];
+  snprintf(id, sizeof id, "%" PRIu64, rt->session);
+  json_t *v = json_pack("{s:s, s:s, s:s}", "address", rt->address, "instance_id", id,
+                        "endpoint", ep->path);
+  char *value = v ? json_dumps(v, JSON_COMPACT) : NULL;
+  json_decref(v);
+  if (!value) return DYN_ENOMEM;
+  int rc = dyn_discovery_put(rt, ep->key, value);
+  free(value);
+  return rc;
+}
+
+int dyn_endpoint_serve(dyn_endpoint_t *ep, dyn_handler_fn fn, void *ud) {
+  dyn_runtime_t *rt = dyn_endpoint_runtime(ep);
+  if (!fn) return DYN_EINVAL;
+  if (ep->served) return DYN_EEXIST;
+  if (rt->draining || !rt->disc) return DYN_ECLOSED;
+  if (!rt->listening) {
+    int rc = start_listener(rt);
+    if (rc) return rc;
+  }
+  ep->handler = fn;
+  ep->handler_ud = ud;
+  ep->served = 1;
+  ep->served_next = rt->served;
+  rt->served = ep;
+  int rc = register_instance(rt, ep);
+  if (rc) dyn_endpoint_unserve(ep);
+  return rc;
+}
+
+int dyn_endpoint_unserve(dyn_endpoint_t *ep) {
+  dyn_runtime_t *rt = dyn_endpoint_runtime(ep);
+  if (!ep->served) return DYN_ENOTFOUND;
+  for (dyn_endpoint_t **pp = &rt->served; *pp; pp = &(*pp)->served_next)
+    if (*pp == ep) {
+      *pp = ep->served_next;
+      break;
+    }
+  ep->served = 0;
+  ep->served_next = NULL;
+  if (rt->last_ep == ep) rt->last_ep = NULL;
+  if (rt->disc && ep->key[0]) dyn_discovery_delete(rt, ep->key);
+  return DYN_OK;
+}
+
+void dyn__server_deregister_all(dyn_runtime_t *rt) {
+  while (rt->served) dyn_endpoint_unserve(rt->served);
+}
+
+size_t dyn__server_cancel_all(dyn_runtime_t *rt) {
+  size_t total = 0;
+  for (sconn_t *sc = rt->sconns; sc; sc = sc->next) {
+    size_t n;
+    void **reqs = dyn__idmap_drain(&sc->streams, &n);
+    for (size_t i = 0; i < n; i++) {
+      dyn_request_t *r = reqs[i];
+      /* Tell the caller, then tell the handler. */
+      const char *msg = "instance shut down before the request finished";
+      dyn__conn_send(sc->conn, DYN__F_ERROR, 0, r->stream, msg, strlen(msg), NULL, 0);
+      cancel_request(r);
+    }
+    free(reqs);
+    total += n;
+  }
+  return total;
+}
+
+void dyn__server_close(dyn_runtime_t *rt) {
+  if (rt->listening) {
+    uv_close((uv_handle_t *)&rt->listener, NULL);
+    rt->listening = 0;
+  }
+}
+
+void dyn__server_close_conns(dyn_runtime_t *rt) {
+  /* Close after the queued responses (END, ERROR) went out. */
+  for (sconn_t *sc = rt->sconns, *next; sc; sc = next) {
+    next = sc->next;
+    dyn__conn_close_flushed(sc->conn, DYN_ECLOSED, "instance shutting down");
+  }
+}
