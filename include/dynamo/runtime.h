@@ -85,6 +85,13 @@ void dyn_runtime_stop(dyn_runtime_t *rt);
  * error code. */
 int dyn_runtime_shutdown(dyn_runtime_t *rt, int grace_ms);
 
+/* The first half of dyn_runtime_shutdown, for hosts that drive the loop
+ * themselves (Python's asyncio): deregister, stop accepting connections and
+ * reject new requests with a retryable error. In-flight requests go on;
+ * call dyn_runtime_shutdown() once dyn_runtime_inflight() is 0 or the host's
+ * grace period is over. */
+int dyn_runtime_drain(dyn_runtime_t *rt);
+
 /* Number of requests being served right now. */
 size_t dyn_runtime_inflight(const dyn_runtime_t *rt);
 

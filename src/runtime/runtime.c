@@ -133,10 +133,15 @@ void dyn_runtime_stop(dyn_runtime_t *rt) {
 
 static void on_grace_timer(uv_timer_t *t) { *(int *)t->data = 1; }
 
-int dyn_runtime_shutdown(dyn_runtime_t *rt, int grace_ms) {
+int dyn_runtime_drain(dyn_runtime_t *rt) {
   rt->draining = 1;
   dyn__server_deregister_all(rt);
   dyn__server_close(rt);
+  return DYN_OK;
+}
+
+int dyn_runtime_shutdown(dyn_runtime_t *rt, int grace_ms) {
+  dyn_runtime_drain(rt);
   int expired = 0;
   uv_timer_t grace;
   uv_timer_init(rt->loop, &grace);
