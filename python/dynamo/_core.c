@@ -13,6 +13,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include <sys/prctl.h>
 
 #include "dynamo/dynamo.h"
 
@@ -655,8 +656,19 @@ static PyObject *mod_control_default_path(PyObject *m, PyObject *unused) {
   return PyUnicode_FromString(dyn_control_default_path());
 }
 
+/* Workers ask for a signal when their supervisor dies: the kernel then
+ * stops them even if the supervisor was SIGKILLed. */
+static PyObject *mod_set_parent_death_signal(PyObject *m, PyObject *arg) {
+  long sig = PyLong_AsLong(arg);
+  if (sig == -1 && PyErr_Occurred()) return NULL;
+  if (prctl(PR_SET_PDEATHSIG, sig) != 0) return PyErr_SetFromErrno(PyExc_OSError);
+  Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
-    {"control_default_path", mod_control_default_path, METH_NOARGS, NULL}, {NULL}};
+    {"control_default_path", mod_control_default_path, METH_NOARGS, NULL},
+    {"set_parent_death_signal", mod_set_parent_death_signal, METH_O, NULL},
+    {NULL}};
 
 static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "dynamo._core",
                                        "C core of dynamo", -1, module_methods};

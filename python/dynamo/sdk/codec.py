@@ -1,0 +1,46 @@
+"""JSON on the wire: what an endpoint receives and what it returns.
+
+Every SDK (Python or C) sends JSON, so services interoperate. A handler's
+first parameter annotation picks how its request is decoded: a pydantic
+model (where pydantic is installed), a dataclass, or plain JSON values
+(dict, str, list, numbers).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+try:  # pydantic is optional
+    from pydantic import BaseModel as _PydanticModel
+except Exception:  # pragma: no cover - exercised where pydantic is absent
+    _PydanticModel = None  # type: ignore[assignment,misc]
+
+
+def encode(value: Any) -> bytes:
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    if _PydanticModel is not None and isinstance(value, _PydanticModel):
+        return value.model_dump_json().encode()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def decode(data: bytes, typ: Any = None) -> Any:
+    value = json.loads(data)
+    if typ is None or typ is Any:
+        return value
+    # Callers often pass an already-serialized model (req.model_dump_json()),
+    # which arrives as a JSON string holding the object: unwrap it.
+    if isinstance(value, str) and typ is not str and value[:1] in "{[":
+        try:
+            value = json.loads(value)
+        except ValueError:
+            pass
+    if _PydanticModel is not None and isinstance(typ, type) and issubclass(typ, _PydanticModel):
+        return typ.model_validate(value)
+    if dataclasses.is_dataclass(typ) and isinstance(value, dict):
+        return typ(**value)
+    return value

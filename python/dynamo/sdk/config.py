@@ -1,0 +1,120 @@
+"""Service configuration: the merged YAML + CLI config every worker gets.
+
+``dynamo serve`` merges ``-f config.yaml`` and ``--Service.key=value``
+(CLI wins) and hands the result to each worker as JSON in
+``DYNAMO_SERVICE_CONFIG``. A service sees its own section plus the
+``Common`` keys it lists in ``common-configs``. ``ServiceArgs`` (workers,
+resources, envs) override the decorator.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, List, Optional
+
+RESERVED = ("ServiceArgs", "common-configs")
+SERVICE_ARGS = ("workers", "resources", "envs")
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the file, service and key."""
+
+
+class ServiceConfig(dict):
+    _instance: Optional["ServiceConfig"] = None
+
+    @classmethod
+    def get_instance(cls) -> "ServiceConfig":
+        if cls._instance is None:
+            raw = os.environ.get("DYNAMO_SERVICE_CONFIG", "")
+            cls._instance = cls(resolve_common(json.loads(raw)) if raw else {})
+        return cls._instance
+
+    @classmethod
+    def _reset(cls, value: Optional[Dict[str, Any]] = None) -> None:
+        cls._instance = None if value is None else cls(resolve_common(value))
+
+    def require(self, service_name: str, key: str) -> Any:
+        section = self.get(service_name, {})
+        if key not in section:
+            raise ConfigError(f"{_source()}: service {service_name} needs key '{key}'")
+        return section[key]
+
+    def as_args(self, service_name: str, prefix: str = "") -> List[str]:
+        """The service's keys (those starting with prefix, which is stripped)
+        as command-line arguments: ``--key value``; a true boolean is a bare
+        ``--key``, a false one is left out."""
+        args: List[str] = []
+        for key, value in self.get(service_name, {}).items():
+            if key in RESERVED or (prefix and not key.startswith(prefix)):
+                continue
+            name = key[len(prefix):]
+            if isinstance(value, bool):
+                if value:
+                    args.append(f"--{name}")
+            elif isinstance(value, (dict, list)):
+                args.extend([f"--{name}", json.dumps(value)])
+            else:
+                args.extend([f"--{name}", str(value)])
+        return args
+
+
+def _source() -> str:
+    return os.environ.get("DYN_CONFIG_FILE") or "configuration"
+
+
+def resolve_common(config: Dict[str, Any]) -> Dict[str, Any]:
+    """Copies each service's opted-in Common keys into its section (the
+    section's own value wins)."""
+    if not isinstance(config, dict):
+        raise ConfigError(f"{_source()}: the top level must be a mapping of services")
+    common = config.get("Common", {}) or {}
+    out: Dict[str, Any] = {}
+    for name, section in config.items():
+        if name == "Common":
+            out[name] = common
+            continue
+        if not isinstance(section, dict):
+            raise ConfigError(f"{_source()}: service {name}: its section must be a mapping")
+        wanted = section.get("common-configs", []) or []
+        if not isinstance(wanted, list):
+            raise ConfigError(f"{_source()}: service {name}, key 'common-configs': must be a list")
+        merged = {k: common[k] for k in wanted if k in common}
+        missing = [k for k in wanted if k not in common]
+        if missing:
+            raise ConfigError(f"{_source()}: service {name}, key 'common-configs': "
+                              f"{', '.join(missing)} not in the Common section")
+        merged.update(section)
+        out[name] = merged
+    return out
+
+
+def service_args(config: Dict[str, Any], name: str) -> Dict[str, Any]:
+    """The validated ServiceArgs of one service (may be empty)."""
+    args = config.get(name, {}).get("ServiceArgs", {}) or {}
+    if not isinstance(args, dict):
+        raise ConfigError(f"{_source()}: service {name}, key 'ServiceArgs': must be a mapping")
+    for key in args:
+        if key not in SERVICE_ARGS:
+            raise ConfigError(f"{_source()}: service {name}, key 'ServiceArgs.{key}': unknown "
+                              f"(known: {', '.join(SERVICE_ARGS)})")
+    w = args.get("workers")
+    if w is not None and (not isinstance(w, int) or isinstance(w, bool) or w < 1):
+        raise ConfigError(f"{_source()}: service {name}, key 'ServiceArgs.workers': "
+                          f"must be an integer >= 1, not {w!r}")
+    r = args.get("resources")
+    if r is not None and not isinstance(r, dict):
+        raise ConfigError(f"{_source()}: service {name}, key 'ServiceArgs.resources': must be a mapping")
+    e = args.get("envs")
+    if e is not None and not (isinstance(e, list) and all(
+            isinstance(x, dict) and "name" in x and "value" in x for x in e)):
+        raise ConfigError(f"{_source()}: service {name}, key 'ServiceArgs.envs': "
+                          "must be a list of {name: ..., value: ...}")
+    return args
+
+
+def init_kwargs(config: Dict[str, Any], name: str, params: List[str]) -> Dict[str, Any]:
+    """Config keys of the service that name __init__ parameters."""
+    section = config.get(name, {})
+    return {k: v for k, v in section.items() if k in params and k not in RESERVED}

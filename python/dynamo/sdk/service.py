@@ -1,0 +1,97 @@
+"""``@service``: a class becomes a node of an inference graph.
+
+The decorator returns a ``DynamoService`` that wraps the class (calling it
+still constructs the class) and records what the graph needs: namespace,
+resources, workers, endpoints, HTTP routes, ``depends()`` edges and the
+``link()`` selection.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+from dynamo.sdk.decorators import EndpointSpec
+from dynamo.sdk.dependency import Dependency
+
+DEFAULT_NAMESPACE = "dynamo"
+
+
+class DynamoService:
+    def __init__(self, cls: type, dynamo: Optional[Dict[str, Any]] = None,
+                 resources: Optional[Dict[str, Any]] = None, workers: int = 1,
+                 http_port: Optional[int] = None):
+        if not isinstance(cls, type):
+            raise TypeError(f"@service decorates a class, not {cls!r}")
+        dyn = dict(dynamo or {})
+        self.inner = cls
+        self.name = cls.__name__
+        self.enabled = bool(dyn.get("enabled", True))
+        self.namespace = str(dyn.get("namespace", DEFAULT_NAMESPACE))
+        self.resources = dict(resources or {})
+        if not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"@service {self.name}: workers must be an integer >= 1, not {workers!r}")
+        self.workers = workers
+        self.http_port = http_port
+        self.endpoints: Dict[str, EndpointSpec] = {}
+        self.apis: Dict[str, EndpointSpec] = {}
+        self.dependencies: Dict[str, Dependency] = {}
+        for klass in reversed(cls.__mro__):
+            for attr, value in vars(klass).items():
+                if isinstance(value, Dependency):
+                    self.dependencies[attr] = value
+                spec = getattr(value, "__dynamo_endpoint__", None)
+                if spec is not None:
+                    self.endpoints[spec.name] = spec
+                spec = getattr(value, "__dynamo_api__", None)
+                if spec is not None:
+                    self.apis[spec.name] = spec
+        self.on_start = [v for k, v in _members(cls) if getattr(v, "__dynamo_on_start__", False)]
+        self.on_shutdown = [v for k, v in _members(cls) if getattr(v, "__dynamo_on_shutdown__", False)]
+        self.links: List["DynamoService"] = []
+
+    # The class stays usable as a class.
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.inner(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def link(self, other: "DynamoService") -> "DynamoService":
+        """Make the depends() edge to ``other`` live; once a service links
+        anything, its unlinked edges are pruned. Returns ``other`` so links
+        chain: ``Frontend.link(Middle).link(Backend)``."""
+        if not isinstance(other, DynamoService):
+            raise TypeError(f"{self.name}.link() takes a @service class, not {other!r}")
+        if not any(d.on is other for d in self.dependencies.values()):
+            raise ValueError(f"{self.name}.link({other.name}): {self.name} has no depends({other.name})")
+        if other not in self.links:
+            self.links.append(other)
+        return other
+
+    def live_dependencies(self) -> Dict[str, Dependency]:
+        """The depends() edges that survive link() pruning."""
+        if not self.links:
+            return dict(self.dependencies)
+        return {a: d for a, d in self.dependencies.items() if d.on in self.links}
+
+    def __repr__(self) -> str:
+        return f"<dynamo service {self.namespace}/{self.name}>"
+
+
+def _members(cls: type) -> List[Any]:
+    seen: Dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        seen.update(vars(klass))
+    return list(seen.items())
+
+
+def service(inner: Optional[type] = None, *, dynamo: Optional[Dict[str, Any]] = None,
+            resources: Optional[Dict[str, Any]] = None, workers: int = 1,
+            http_port: Optional[int] = None, **ignored: Any) -> Any:
+    """``@service`` or ``@service(dynamo={...}, resources={...}, workers=N)``.
+
+    Other BentoML options (``traffic``, ``image`` ...) are accepted and
+    ignored, so code written for BentoML keeps importing."""
+    def wrap(cls: type) -> DynamoService:
+        return DynamoService(cls, dynamo, resources, workers, http_port)
+    return wrap(inner) if inner is not None else wrap
