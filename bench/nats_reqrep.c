@@ -23,7 +23,7 @@
 #include <time.h>
 
 #define MSG 64
-#define WARMUP 2000
+#define WARMUP 1000
 #define SUBJECT "bench.echo"
 
 static char g_reply[MSG];

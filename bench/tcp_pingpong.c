@@ -24,7 +24,7 @@
 #include <unistd.h>
 
 #define MSG 64
-#define WARMUP 2000
+#define WARMUP 1000
 
 static int full_io(int fd, void *buf, size_t len, int is_write) {
   size_t done = 0;

@@ -23,8 +23,10 @@ etcd or nats-server is missing or the run fails.
 """
 
 import asyncio
+import ctypes
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -151,6 +153,20 @@ def wait_etcd(url: str, proc: subprocess.Popen, timeout: float = 20) -> None:
     raise RuntimeError("etcd did not become healthy")
 
 
+def die_with_parent() -> None:
+    """preexec_fn: the child gets SIGTERM if this driver dies, even by SIGKILL."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+def spawn(argv, log_path, env=None) -> subprocess.Popen:
+    with open(log_path, "w") as log:
+        return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
+
+
 def stop(proc) -> None:
     if proc is None or proc.poll() is not None:
         return
@@ -187,6 +203,8 @@ def main() -> None:
     if not nats:
         skip("nats-server binary not found")
 
+    # A TERM from run.sh's cleanup unwinds through the finally below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     tmp = tempfile.mkdtemp(prefix="nv-bench-")
     procs = []
     try:
@@ -194,29 +212,23 @@ def main() -> None:
         etcd_url = f"http://127.0.0.1:{cport}"
         peer_url = f"http://127.0.0.1:{pport}"
         nats_url = f"nats://127.0.0.1:{nport}"
-        etcd_log = open(os.path.join(tmp, "etcd.log"), "w")
-        p = subprocess.Popen(
-            [etcd, "--name", "bench", "--data-dir", os.path.join(tmp, "etcd"),
-             "--listen-client-urls", etcd_url, "--advertise-client-urls", etcd_url,
-             "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
-             "--initial-cluster", f"bench={peer_url}"],
-            stdout=etcd_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        p = spawn([etcd, "--name", "bench", "--data-dir", os.path.join(tmp, "etcd"),
+                   "--listen-client-urls", etcd_url, "--advertise-client-urls", etcd_url,
+                   "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
+                   "--initial-cluster", f"bench={peer_url}"],
+                  os.path.join(tmp, "etcd.log"))
         procs.append(p)
         wait_etcd(etcd_url, p)
-        nats_log = open(os.path.join(tmp, "nats.log"), "w")
-        p = subprocess.Popen(
-            [nats, "-a", "127.0.0.1", "-p", str(nport), "-js", "-sd", os.path.join(tmp, "js")],
-            stdout=nats_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        p = spawn([nats, "-a", "127.0.0.1", "-p", str(nport), "-js",
+                   "-sd", os.path.join(tmp, "js")], os.path.join(tmp, "nats.log"))
         procs.append(p)
         wait_port(nport, p, "nats-server")
 
         env = runtime_env(etcd_url, nats_url)
         os.environ.update(env)
         worker_log_path = os.path.join(tmp, "worker.log")
-        worker_log = open(worker_log_path, "w")
-        worker = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve"],
-                                  env=env, stdout=worker_log, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL)
+        worker = spawn([sys.executable, os.path.abspath(__file__), "--serve"],
+                       worker_log_path, env=env)
         procs.append(worker)
 
         try:
