@@ -3,7 +3,7 @@
 # Safe to run again: it asks apt only for what is not installed yet.
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libuv1-dev libjansson-dev libyaml-dev
-      libcurl4-openssl-dev libnats-dev libxxhash-dev clang nats-server
+      libcurl4-openssl-dev libnats-dev libxxhash-dev libhttp-parser-dev clang nats-server
       python3 python3-venv curl)
 missing=()
 for p in "${pkgs[@]}"; do

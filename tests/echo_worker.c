@@ -22,20 +22,30 @@ typedef struct job {
   dyn_runtime_t *rt;
   uv_timer_t timer;
   int left, sent, delay;
+  int ended; /* the request is finished (and freed) */
   char text[128];
 } job_t;
 
 static void job_free(uv_handle_t *h) { free(h->data); }
 
 static void job_end(job_t *j, int ok) {
+  if (j->ended) return;
+  j->ended = 1;
   if (ok) dyn_request_end(j->req);
   else dyn_request_fail(j->req, "cancelled");
   uv_close((uv_handle_t *)&j->timer, job_free);
 }
 
+static int g_terminating, g_cancelled_in_shutdown;
+
 static void on_cancel(dyn_request_t *req, void *ud) {
   job_t *j = ud;
+  if (g_terminating) g_cancelled_in_shutdown++;
   dyn_publish(j->rt, "test.cancelled", j->text, strlen(j->text));
+  /* Finish now, not at the next tick: when a shutdown cancels us, the
+   * loop stops before that tick, and the job and request would leak. */
+  uv_timer_stop(&j->timer);
+  job_end(j, 0);
 }
 
 static void tick(uv_timer_t *t) {
@@ -49,7 +59,9 @@ static void tick(uv_timer_t *t) {
     int n = snprintf(msg, sizeof msg, "%s-%d", j->text, j->sent++);
     dyn_request_send(j->req, msg, (size_t)n);
     j->left--;
-  } while (j->left > 0 && j->delay == 0);
+    /* A send can fail the connection, which cancels (and so ends) us. */
+  } while (!j->ended && j->left > 0 && j->delay == 0);
+  if (j->ended) return;
   if (j->left <= 0) job_end(j, 1);
   else uv_timer_start(&j->timer, tick, (uint64_t)j->delay, 0);
 }
@@ -82,10 +94,13 @@ static void handle(dyn_request_t *req, const void *body, size_t len, void *ud) {
 }
 
 static dyn_runtime_t *g_rt;
+/* From a loop callback, dyn_runtime_shutdown may only start the shutdown
+ * (dyn_runtime_run returns when it is done), so main reports the outcome,
+ * counting the cancellations itself. */
 static void on_term(uv_signal_t *s, int sig) {
   uv_signal_stop(s);
-  int cancelled = dyn_runtime_shutdown(g_rt, 2000);
-  fprintf(stderr, "echo_worker: shut down, %d cancelled\n", cancelled);
+  g_terminating = 1;
+  dyn_runtime_shutdown(g_rt, 2000);
 }
 
 int main(int argc, char **argv) {
@@ -115,6 +130,8 @@ int main(int argc, char **argv) {
          dyn_runtime_address(g_rt));
   fflush(stdout);
   dyn_runtime_run(g_rt);
+  if (g_terminating)
+    fprintf(stderr, "echo_worker: shut down, %d cancelled\n", g_cancelled_in_shutdown);
   uv_close((uv_handle_t *)&term, NULL);
   dyn_runtime_destroy(g_rt);
   return 0;

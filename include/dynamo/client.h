@@ -64,8 +64,10 @@ typedef struct dyn_call_options {
   uint64_t request_id;  /* 0: the runtime picks one */
 } dyn_call_options_t;
 
-/* Starts a request. On DYN_OK *out (if not NULL) names the stream until
- * on_done. Immediate failures (bad arguments) return an error and call
+/* Starts a request. opt may be NULL (random routing, no deadline). On
+ * DYN_OK *out (if not NULL) names the stream until on_done. Failures known
+ * at once (bad arguments, a message over the maximum frame size, no live
+ * instance while the client does not wait) return an error and call
  * nothing; all later ones arrive through on_done. */
 int dyn_client_generate(dyn_client_t *c, const dyn_call_options_t *opt,
                         const void *body, size_t len,
@@ -81,9 +83,12 @@ uint64_t dyn_stream_instance_id(const dyn_stream_t *s);
 int dyn_client_call(dyn_client_t *c, const dyn_call_options_t *opt,
                     const void *body, size_t len, dyn_sync_stream_t **out);
 /* DYN_OK with the next message in *data (valid until the next call),
- * DYN_EOF at the normal end, or the failure (see dyn_sync_error()). */
+ * DYN_EOF at the normal end, DYN_ETIMEDOUT if nothing came within
+ * timeout_ms (< 0 waits without limit; the stream stays open), or the
+ * stream's failure (see dyn_sync_error()). */
 int dyn_sync_next(dyn_sync_stream_t *s, const void **data, size_t *len,
                   int timeout_ms);
+/* The failure message; "" while the stream is open. Never NULL. */
 const char *dyn_sync_error(const dyn_sync_stream_t *s);
 /* Cancels the stream if still open and frees it. */
 void dyn_sync_free(dyn_sync_stream_t *s);

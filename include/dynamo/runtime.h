@@ -54,7 +54,9 @@ void dyn_runtime_options_init(dyn_runtime_options_t *opts);
 
 /* Connects to the control plane (blocking until it answers or fails) and
  * opens the session. Fails with DYN_ECONTROL naming the socket when the
- * control plane cannot be reached. */
+ * control plane cannot be reached. opts may be NULL (defaults + env).
+ * If SIGPIPE is at its default action it is set to ignored, so that a
+ * peer vanishing mid-write fails one connection instead of the process. */
 int dyn_runtime_create(const dyn_runtime_options_t *opts, dyn_runtime_t **out);
 
 /* Frees everything. Call after the loop stopped; prefer dyn_runtime_shutdown
@@ -77,12 +79,14 @@ int dyn_runtime_backend_timeout(dyn_runtime_t *rt);
 void dyn_runtime_flush(dyn_runtime_t *rt);
 void dyn_runtime_stop(dyn_runtime_t *rt);
 
-/* Graceful shutdown, driving the loop itself: deregister every instance so
- * callers stop choosing this process, stop accepting connections and new
- * requests, wait up to grace_ms for in-flight requests to end, cancel the
- * rest, then close every connection and the control session. Returns the
- * number of requests that had to be cancelled (0 when all drained) or an
- * error code. */
+/* Graceful shutdown: deregister every instance so callers stop choosing
+ * this process, stop accepting connections and new requests, wait up to
+ * grace_ms for in-flight requests to end, cancel the rest, then close every
+ * connection and the control session.
+ * Called from outside the loop, it drives the loop until done and returns
+ * the number of requests that had to be cancelled (0 when all drained).
+ * Called from one of the loop's callbacks (a signal handler, say), it starts
+ * the shutdown and returns 0; dyn_runtime_run() returns once it is done. */
 int dyn_runtime_shutdown(dyn_runtime_t *rt, int grace_ms);
 
 /* The first half of dyn_runtime_shutdown, for hosts that drive the loop

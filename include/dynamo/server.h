@@ -41,6 +41,10 @@ uint64_t dyn_request_id(const dyn_request_t *req);
 /* Milliseconds the caller allows from when it sent; 0 means no deadline. */
 uint32_t dyn_request_deadline_ms(const dyn_request_t *req);
 dyn_endpoint_t *dyn_request_endpoint(const dyn_request_t *req);
+/* Bytes queued on the caller's connection and not yet written. A handler
+ * that streams much faster than the caller reads pauses while this is above
+ * its budget (and resumes from a timer); sends never block and never drop. */
+size_t dyn_request_pending(const dyn_request_t *req);
 /* Opaque pointer for the handler's own state. */
 void dyn_request_set_data(dyn_request_t *req, void *data);
 void *dyn_request_data(const dyn_request_t *req);

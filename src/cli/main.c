@@ -9,7 +9,9 @@ static void usage(FILE *f) {
           "usage: dynamo <command> [options]\n"
           "\n"
           "commands:\n"
+          "  serve     run a graph: its workers, restarts and an embedded control plane\n"
           "  control   run the embedded control plane (discovery and events)\n"
+          "  worker    run one worker of a C service (started by serve)\n"
           "\n"
           "Run `dynamo <command> --help` for a command's options.\n");
 }
@@ -21,6 +23,8 @@ int main(int argc, char **argv) {
   }
   const char *cmd = argv[1];
   if (!strcmp(cmd, "control")) return dyn__cmd_control(argc - 1, argv + 1);
+  if (!strcmp(cmd, "serve")) return dyn__cmd_serve(argc - 1, argv + 1);
+  if (!strcmp(cmd, "worker")) return dyn__cmd_worker(argc - 1, argv + 1);
   if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
     usage(stdout);
     return 0;

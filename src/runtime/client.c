@@ -8,8 +8,9 @@
  *
  * The request body is copied only when it may have to be sent again: while
  * the stream waits for an instance or for its connection to come up. Once a
- * connection failed before it ever connected, nothing reached the instance,
- * so its streams are routed again to an instance not yet tried.
+ * connection failed before the instance's HELLO came back, no response of
+ * any kind left the instance (its HELLO precedes them on the wire), so its
+ * streams are routed again to an instance not yet tried.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -55,6 +56,7 @@ struct dyn_stream {
   uint64_t tried[MAX_TRIES];
   int ntried;
   uv_timer_t *timer;
+  void **drain_ref; /* its entry in a dying peer's list (on_peer_close) */
 };
 
 struct dyn_client {
@@ -82,6 +84,7 @@ static void free_timer(uv_handle_t *h) { free(h); }
 static void finish(dyn_stream_t *s, int status, const char *msg) {
   if (s->state == S_DONE) return;
   s->state = S_DONE;
+  if (s->drain_ref) *s->drain_ref = NULL; /* on_peer_close skips it */
   if (s->peer && s->sid) dyn__idmap_del(&s->peer->streams, s->sid);
   dyn_client_t *c = s->c;
   if (s->prev) s->prev->next = s->next;
@@ -159,11 +162,18 @@ static void on_peer_close(dyn__conn_t *conn, int status, const char *why) {
       *pp = p->next;
       break;
     }
-  int never_connected = !conn->connected;
+  /* Not just a refused connect: a dying process's listener may still take
+   * the TCP handshake and then reset it, before its HELLO ever came. */
+  int never_connected = !p->ready;
   size_t n;
   void **streams = dyn__idmap_drain(&p->streams, &n);
+  /* Callbacks below may end other streams of this list (on_done cancels a
+   * sibling, or frees the client): finish() clears their entries. */
+  for (size_t i = 0; i < n; i++) ((dyn_stream_t *)streams[i])->drain_ref = &streams[i];
   for (size_t i = 0; i < n; i++) {
     dyn_stream_t *s = streams[i];
+    if (!s) continue;
+    s->drain_ref = NULL;
     s->peer = NULL;
     s->sid = 0;
     if (never_connected && s->body) {
@@ -247,7 +257,10 @@ static const inst_t *pick(dyn_client_t *c, dyn_stream_t *s) {
 static void on_timer(uv_timer_t *t) {
   dyn_stream_t *s = t->data;
   char msg[300];
-  if (s->state == S_PENDING) {
+  uint64_t waited = uv_now(s->c->rt->loop) - s->started;
+  /* A pending stream's timer is its wait or its deadline, whichever ends
+   * first (wait_for_instance). */
+  if (s->state == S_PENDING && !(s->opt.deadline_ms && waited >= s->opt.deadline_ms)) {
     snprintf(msg, sizeof msg, "no live instance of %s within %d ms", s->c->ep->path,
              s->c->wait_ms);
     finish(s, DYN_ENOINSTANCE, msg);
@@ -286,9 +299,18 @@ static void wait_for_instance(dyn_stream_t *s, const void *body, size_t len) {
     return;
   }
   s->state = S_PENDING;
-  if (c->wait_ms > 0 && c->synced) {
+  /* The caller's wait bounds the stream even while the watch is not synced
+   * (the control plane is away, say): unsynced, nothing else would end it. */
+  if (c->wait_ms > 0 || s->opt.deadline_ms) {
     uint64_t waited = uv_now(c->rt->loop) - s->started;
-    uint64_t left = (uint64_t)c->wait_ms > waited ? (uint64_t)c->wait_ms - waited : 0;
+    uint64_t left = UINT64_MAX;
+    if (c->wait_ms > 0)
+      left = (uint64_t)c->wait_ms > waited ? (uint64_t)c->wait_ms - waited : 0;
+    /* The deadline runs from the call, waiting included. */
+    if (s->opt.deadline_ms) {
+      uint64_t d = s->opt.deadline_ms > waited ? s->opt.deadline_ms - waited : 0;
+      if (d < left) left = d;
+    }
     if (!s->timer || !uv_is_active((uv_handle_t *)s->timer)) arm_timer(s, left);
   }
 }
@@ -331,7 +353,7 @@ static void dispatch(dyn_stream_t *s, const void *body, size_t len) {
     dispatch(s, body, len);
     return;
   }
-  if (!p->conn->connected && keep_body(s, body, len)) {
+  if (!p->ready && keep_body(s, body, len)) {
     finish(s, DYN_ENOMEM, NULL);
     return;
   }
@@ -379,6 +401,9 @@ int dyn_client_generate(dyn_client_t *c, const dyn_call_options_t *opt, const vo
   s->ud = ud;
   s->opt = o;
   if (!s->opt.request_id) s->opt.request_id = ++c->rt->next_request_id;
+  /* The loop's clock stands still while the caller works outside it: a
+   * stale start would spend the deadline before the call was made. */
+  uv_update_time(c->rt->loop);
   s->started = uv_now(c->rt->loop);
   s->next = c->open;
   if (c->open) c->open->prev = s;
@@ -517,7 +542,10 @@ int dyn_client_wait(dyn_client_t *c, size_t min_instances, int timeout_ms) {
   uv_timer_t t;
   uv_timer_init(c->rt->loop, &t);
   t.data = &expired;
-  uv_timer_start(&t, on_wait_timer, timeout_ms > 0 ? (uint64_t)timeout_ms : 0, 0);
+  /* As in sync.c: from now, and repeating so a timer that fires before the
+   * poll cannot leave the poll waiting without a timeout. */
+  uv_update_time(c->rt->loop);
+  uv_timer_start(&t, on_wait_timer, timeout_ms > 0 ? (uint64_t)timeout_ms : 0, 1);
   while (!(c->synced && c->n >= min_instances) && !expired) dyn__run_once(c->rt);
   uv_close((uv_handle_t *)&t, NULL);
   uv_run(c->rt->loop, UV_RUN_NOWAIT); /* let the timer's close complete */

@@ -8,6 +8,8 @@
  */
 #include "runtime/conn.h"
 
+#include "runtime/addr.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +48,7 @@ static void on_prepare(uv_prepare_t *p) {
 
 void dyn__flusher_init(dyn__flusher_t *fl, uv_loop_t *loop) {
   fl->head = NULL;
+  fl->live = NULL;
   uv_prepare_init(loop, &fl->prepare);
   fl->prepare.data = fl;
   uv_prepare_start(&fl->prepare, on_prepare);
@@ -55,6 +58,9 @@ void dyn__flusher_init(dyn__flusher_t *fl, uv_loop_t *loop) {
 
 void dyn__flusher_close(dyn__flusher_t *fl) {
   dyn__flusher_run(fl);
+  /* A connection still writing would outlive its owner (and this flusher)
+   * and call back into freed memory when the write ends: close it now. */
+  while (fl->live) dyn__conn_close(fl->live, DYN_ECLOSED, "closing");
   uv_close((uv_handle_t *)&fl->prepare, NULL);
 }
 
@@ -79,6 +85,9 @@ dyn__conn_t *dyn__conn_new(uv_loop_t *loop, dyn__flusher_t *fl, int is_pipe,
   dyn__buf_init(&c->out);
   dyn__buf_init(&c->inflight);
   snprintf(c->peer, sizeof c->peer, "%s", is_pipe ? "unix socket" : "?");
+  c->live_next = fl->live;
+  if (fl->live) fl->live->live_prev = c;
+  fl->live = c;
   return c;
 }
 
@@ -94,6 +103,10 @@ void dyn__conn_close(dyn__conn_t *c, int status, const char *why) {
   if (c->closing) return;
   c->closing = 1;
   flusher_unlink(c);
+  if (c->live_prev) c->live_prev->live_next = c->live_next;
+  else c->flusher->live = c->live_next;
+  if (c->live_next) c->live_next->live_prev = c->live_prev;
+  c->live_prev = c->live_next = NULL;
   if (c->connected && !c->writing && c->out.len) {
     uv_buf_t b = uv_buf_init((char *)c->out.data, (unsigned)c->out.len);
     (void)uv_try_write(&c->h.stream, &b, 1);
@@ -160,6 +173,19 @@ static void flush(dyn__conn_t *c) {
   if (c->close_when_flushed) dyn__conn_close(c, DYN_ECLOSED, "closed");
 }
 
+/* The eager write of a large backlog: whatever the socket takes now. It
+ * never closes the connection, because its caller may be in the middle of
+ * something that closing frees (a client dispatching the stream it just
+ * registered, the control plane fanning a publish out over its sessions).
+ * A failed write leaves the bytes queued; the flusher meets the failure
+ * again at the end of this loop pass and closes from a safe place. */
+static void write_now(dyn__conn_t *c) {
+  if (c->closing || !c->connected || c->writing) return;
+  uv_buf_t b = uv_buf_init((char *)c->out.data, (unsigned)c->out.len);
+  int n = uv_try_write(&c->h.stream, &b, 1);
+  if (n > 0) dyn__buf_consume(&c->out, (size_t)n);
+}
+
 int dyn__conn_send(dyn__conn_t *c, uint8_t type, uint8_t flags,
                    uint32_t stream, const void *a, size_t alen,
                    const void *b, size_t blen) {
@@ -173,9 +199,8 @@ int dyn__conn_send(dyn__conn_t *c, uint8_t type, uint8_t flags,
   if (alen) memcpy(p + DYN__FRAME_HDR, a, alen);
   if (blen) memcpy(p + DYN__FRAME_HDR + alen, b, blen);
   c->out.len += total;
-  if (c->out.len >= EAGER_FLUSH) {
-    flush(c);
-  } else if (!c->flush_queued) {
+  if (c->out.len >= EAGER_FLUSH) write_now(c);
+  if (c->out.len && !c->flush_queued) {
     c->flush_queued = 1;
     c->flush_next = c->flusher->head;
     c->flusher->head = c;
@@ -224,22 +249,7 @@ int dyn__conn_start(dyn__conn_t *c) {
   c->connected = 1;
   if (c->h.handle.type == UV_TCP) {
     uv_tcp_nodelay(&c->h.tcp, 1);
-    struct sockaddr_storage ss;
-    int len = sizeof ss;
-    if (uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&ss, &len) == 0) {
-      char ip[64] = "?";
-      int port = 0;
-      if (ss.ss_family == AF_INET) {
-        struct sockaddr_in *in4 = (struct sockaddr_in *)&ss;
-        uv_ip4_name(in4, ip, sizeof ip);
-        port = ntohs(in4->sin_port);
-      } else if (ss.ss_family == AF_INET6) {
-        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
-        uv_ip6_name(in6, ip, sizeof ip);
-        port = ntohs(in6->sin6_port);
-      }
-      snprintf(c->peer, sizeof c->peer, "%s:%d", ip, port);
-    }
+    dyn__peer_name(&c->h.tcp, c->peer);
   }
   int rc = uv_read_start(&c->h.stream, on_alloc, on_read);
   if (rc) return DYN_ESYS;

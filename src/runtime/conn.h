@@ -27,6 +27,7 @@ typedef void (*dyn__close_fn)(dyn__conn_t *c, int status, const char *why);
 struct dyn__flusher {
   uv_prepare_t prepare;
   dyn__conn_t *head; /* connections with output waiting */
+  dyn__conn_t *live; /* every connection of this flusher not yet closing */
 };
 
 struct dyn__conn {
@@ -41,18 +42,21 @@ struct dyn__conn {
   dyn__flusher_t *flusher;
   dyn__buf_t in, out, inflight;
   dyn__conn_t *flush_next;
+  dyn__conn_t *live_prev, *live_next; /* flusher->live */
   dyn__frame_fn on_frame;
   dyn__close_fn on_close;
   void *owner;
   uint32_t max_frame;
   unsigned connected : 1, writing : 1, closing : 1, flush_queued : 1,
       close_when_flushed : 1, hello_done : 1;
-  char peer[96];
+  char peer[96]; /* "host:port" or a socket path */
 };
 
 void dyn__flusher_init(dyn__flusher_t *fl, uv_loop_t *loop);
 /* Sends everything queued on every connection (outside the loop). */
 void dyn__flusher_run(dyn__flusher_t *fl);
+/* Sends what it can, then closes every connection still open (one left
+ * flushing by dyn__conn_close_flushed, say): their owners are about to go. */
 void dyn__flusher_close(dyn__flusher_t *fl);
 
 /* Allocates a connection of the given handle type on loop. */

@@ -29,7 +29,10 @@ int dyn_subscribe(dyn_runtime_t *rt, const char *subject, dyn_event_fn fn,
     free(s);
     return rc;
   }
+  /* Without out the caller can never unsubscribe: the backend keeps the
+   * subscription until the runtime closes, and the front is not needed. */
   if (out) *out = s;
+  else free(s);
   return DYN_OK;
 }
 

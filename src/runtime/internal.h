@@ -82,6 +82,17 @@ struct dyn_runtime {
 
   dyn_namespace_t *namespaces;
   int stopping;
+  int in_loop; /* > 0 while one of our uv_run calls is on the stack */
+
+  /* shutdown, driven by the loop (see runtime.c) */
+  uv_timer_t grace;
+  uv_idle_t drained;
+  int shutdown_started, shutdown_done;
+  size_t shutdown_cancelled;
+
+  /* the blocking API's timeout timer, started and stopped per wait */
+  uv_timer_t sync_timer;
+  int sync_timer_ready;
 };
 
 /* names.c */
@@ -100,4 +111,6 @@ dyn_runtime_t *dyn__client_runtime(const dyn_client_t *c);
 
 /* runtime.c: run the loop once, blocking; used by the blocking API. */
 void dyn__run_once(dyn_runtime_t *rt);
+/* server.c tells runtime.c when the last in-flight request of a drain ended. */
+void dyn__drained(dyn_runtime_t *rt);
 #endif

@@ -1,4 +1,5 @@
 /* runtime.c - the runtime's lifecycle: options, loop, backends, shutdown. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +52,10 @@ int dyn_runtime_create(const dyn_runtime_options_t *opts, dyn_runtime_t **out) {
   uv_random(NULL, NULL, &seed, sizeof seed, 0, NULL);
   rt->next_request_id = seed & 0x7fffffffffffffffull;
   dyn__flusher_init(&rt->flusher, rt->loop);
+  /* A peer that vanishes mid-write must fail that connection, not kill the
+   * process: libuv writes to sockets with plain write(). */
+  struct sigaction sa;
+  if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL) signal(SIGPIPE, SIG_IGN);
 
   void *st = NULL;
   int rc = dyn__embedded_open(rt, rt->control_socket, &st);
@@ -83,6 +88,7 @@ void dyn_runtime_destroy(dyn_runtime_t *rt) {
   rt->disc = NULL;
   rt->ev = NULL;
   dyn__flusher_close(&rt->flusher);
+  if (rt->sync_timer_ready) uv_close((uv_handle_t *)&rt->sync_timer, NULL);
   /* Let every close callback run so no memory outlives the runtime. */
   uv_run(rt->loop, UV_RUN_NOWAIT);
   uv_run(rt->loop, UV_RUN_NOWAIT);
@@ -103,10 +109,19 @@ uv_loop_t *dyn_runtime_loop(dyn_runtime_t *rt) { return rt->loop; }
 size_t dyn_runtime_inflight(const dyn_runtime_t *rt) { return rt->inflight; }
 const char *dyn_runtime_address(const dyn_runtime_t *rt) { return rt->address; }
 
+/* Our uv_run calls go through here so that the runtime knows when it is
+ * being called from inside its own loop. */
+static int run(dyn_runtime_t *rt, uv_run_mode mode) {
+  rt->in_loop++;
+  int alive = uv_run(rt->loop, mode);
+  rt->in_loop--;
+  return alive;
+}
+
 int dyn_runtime_run(dyn_runtime_t *rt) {
   rt->stopping = 0;
   while (!rt->stopping) {
-    if (!uv_run(rt->loop, UV_RUN_ONCE) && !rt->stopping) {
+    if (!run(rt, UV_RUN_ONCE) && !rt->stopping) {
       /* Nothing is alive any more: nothing can wake us. */
       break;
     }
@@ -115,10 +130,10 @@ int dyn_runtime_run(dyn_runtime_t *rt) {
   return DYN_OK;
 }
 
-void dyn__run_once(dyn_runtime_t *rt) { uv_run(rt->loop, UV_RUN_ONCE); }
+void dyn__run_once(dyn_runtime_t *rt) { run(rt, UV_RUN_ONCE); }
 
 int dyn_runtime_poll(dyn_runtime_t *rt) {
-  uv_run(rt->loop, UV_RUN_NOWAIT);
+  run(rt, UV_RUN_NOWAIT);
   dyn__flusher_run(&rt->flusher);
   return DYN_OK;
 }
@@ -131,28 +146,29 @@ void dyn_runtime_stop(dyn_runtime_t *rt) {
   uv_stop(rt->loop);
 }
 
-static void on_grace_timer(uv_timer_t *t) { *(int *)t->data = 1; }
-
 int dyn_runtime_drain(dyn_runtime_t *rt) {
+  if (rt->draining) return DYN_OK;
   rt->draining = 1;
   dyn__server_deregister_all(rt);
   dyn__server_close(rt);
   return DYN_OK;
 }
 
-int dyn_runtime_shutdown(dyn_runtime_t *rt, int grace_ms) {
-  dyn_runtime_drain(rt);
-  int expired = 0;
-  uv_timer_t grace;
-  uv_timer_init(rt->loop, &grace);
-  grace.data = &expired;
-  uv_timer_start(&grace, on_grace_timer, grace_ms > 0 ? (uint64_t)grace_ms : 0, 0);
-  while (rt->inflight && !expired) uv_run(rt->loop, UV_RUN_ONCE);
+/* Shutdown is driven by the loop: it ends when the last in-flight request
+ * finishes (dyn__drained) or when the grace timer fires, whichever comes
+ * first. That works the same whether dyn_runtime_shutdown was called from
+ * outside the loop (it then runs the loop itself) or from one of the loop's
+ * callbacks, such as a signal handler (dyn_runtime_run then returns). */
+static void shutdown_finish(dyn_runtime_t *rt) {
+  if (rt->shutdown_done) return;
+  rt->shutdown_done = 1;
+  uv_close((uv_handle_t *)&rt->grace, NULL);
+  uv_close((uv_handle_t *)&rt->drained, NULL);
   size_t cancelled = dyn__server_cancel_all(rt);
   if (cancelled)
-    dyn_log(DYN_LOG_WARN, "shutdown: %zu request(s) still running after %d ms were cancelled",
-            cancelled, grace_ms);
-  uv_close((uv_handle_t *)&grace, NULL);
+    dyn_log(DYN_LOG_WARN, "shutdown: %zu request(s) still running at the end of the grace period were cancelled",
+            cancelled);
+  rt->shutdown_cancelled = cancelled;
   dyn__server_close_conns(rt);
   dyn__flusher_run(&rt->flusher);
   dyn__peers_close(rt);
@@ -160,9 +176,32 @@ int dyn_runtime_shutdown(dyn_runtime_t *rt, int grace_ms) {
   if (rt->ev && rt->ev_state != rt->disc_state) rt->ev->close(rt->ev_state);
   rt->disc = NULL;
   rt->ev = NULL;
-  uv_run(rt->loop, UV_RUN_NOWAIT);
   dyn_runtime_stop(rt);
-  return (int)cancelled;
+}
+
+static void on_grace(uv_timer_t *t) { shutdown_finish(t->data); }
+static void on_drained(uv_idle_t *i) { shutdown_finish(i->data); }
+
+/* An idle handle rather than a direct call: the last request may end deep
+ * inside a handler, which must return before connections are torn down. */
+void dyn__drained(dyn_runtime_t *rt) {
+  if (rt->shutdown_started && !rt->shutdown_done) uv_idle_start(&rt->drained, on_drained);
+}
+
+int dyn_runtime_shutdown(dyn_runtime_t *rt, int grace_ms) {
+  if (!rt->shutdown_started) {
+    rt->shutdown_started = 1;
+    dyn_runtime_drain(rt);
+    uv_timer_init(rt->loop, &rt->grace);
+    uv_idle_init(rt->loop, &rt->drained);
+    rt->grace.data = rt->drained.data = rt;
+    uv_timer_start(&rt->grace, on_grace, grace_ms > 0 ? (uint64_t)grace_ms : 0, 0);
+    if (!rt->inflight) dyn__drained(rt);
+  }
+  if (rt->in_loop) return DYN_OK; /* completes once we return to the loop */
+  while (!rt->shutdown_done) run(rt, UV_RUN_ONCE);
+  run(rt, UV_RUN_NOWAIT); /* let the close callbacks run */
+  return (int)rt->shutdown_cancelled;
 }
 
 typedef struct work {

@@ -32,6 +32,7 @@ struct dyn_request {
   dyn_cancel_fn cancel_fn;
   void *cancel_ud;
   void *data;
+  void **drain_ref; /* its entry in a list being cancelled (see take_all) */
 };
 
 /* ---- requests ---------------------------------------------------------- */
@@ -45,14 +46,16 @@ static void cancel_request(dyn_request_t *r) {
 
 static int finish(dyn_request_t *r, uint8_t type, const char *msg) {
   int rc = DYN_OK;
+  if (r->drain_ref) *r->drain_ref = NULL; /* the cancelling loop skips it */
   if (r->sc) {
     dyn__idmap_del(&r->sc->streams, r->stream);
     rc = dyn__conn_send(r->sc->conn, type, 0, r->stream, msg, msg ? strlen(msg) : 0, NULL, 0);
   } else if (r->cancelled) {
     rc = DYN_ECANCELED;
   }
-  r->rt->inflight--;
+  dyn_runtime_t *rt = r->rt;
   free(r);
+  if (--rt->inflight == 0 && rt->draining) dyn__drained(rt);
   return rc;
 }
 
@@ -76,6 +79,9 @@ uint64_t dyn_request_id(const dyn_request_t *r) { return r->request_id; }
 uint32_t dyn_request_deadline_ms(const dyn_request_t *r) { return r->deadline_ms; }
 dyn_endpoint_t *dyn_request_endpoint(const dyn_request_t *r) { return r->ep; }
 void dyn_request_set_data(dyn_request_t *r, void *data) { r->data = data; }
+size_t dyn_request_pending(const dyn_request_t *r) {
+  return r->sc ? dyn__conn_pending(r->sc->conn) : 0;
+}
 void *dyn_request_data(const dyn_request_t *r) { return r->data; }
 
 /* ---- inbound frames ---------------------------------------------------- */
@@ -170,6 +176,21 @@ static void on_sconn_frame(dyn__conn_t *c, const dyn__frame_t *f) {
   }
 }
 
+/* Empties a connection's stream table for cancelling. A cancel callback may
+ * end other requests of the list (a handler serving them as a batch), so
+ * each keeps a pointer to its entry, which finish() clears. */
+static void **take_all(sconn_t *sc, size_t *n) {
+  void **reqs = dyn__idmap_drain(&sc->streams, n);
+  for (size_t i = 0; i < *n; i++) ((dyn_request_t *)reqs[i])->drain_ref = &reqs[i];
+  return reqs;
+}
+
+static dyn_request_t *next_taken(void **reqs, size_t i) {
+  dyn_request_t *r = reqs[i];
+  r->drain_ref = NULL;
+  return r;
+}
+
 static void on_sconn_close(dyn__conn_t *c, int status, const char *why) {
   sconn_t *sc = c->owner;
   dyn_runtime_t *rt = sc->rt;
@@ -179,8 +200,9 @@ static void on_sconn_close(dyn__conn_t *c, int status, const char *why) {
       break;
     }
   size_t n;
-  void **reqs = dyn__idmap_drain(&sc->streams, &n);
-  for (size_t i = 0; i < n; i++) cancel_request(reqs[i]);
+  void **reqs = take_all(sc, &n);
+  for (size_t i = 0; i < n; i++)
+    if (reqs[i]) cancel_request(next_taken(reqs, i));
   free(reqs);
   dyn__idmap_free(&sc->streams);
   free(sc);
@@ -302,16 +324,17 @@ size_t dyn__server_cancel_all(dyn_runtime_t *rt) {
   size_t total = 0;
   for (sconn_t *sc = rt->sconns; sc; sc = sc->next) {
     size_t n;
-    void **reqs = dyn__idmap_drain(&sc->streams, &n);
+    void **reqs = take_all(sc, &n);
     for (size_t i = 0; i < n; i++) {
-      dyn_request_t *r = reqs[i];
+      if (!reqs[i]) continue;
+      dyn_request_t *r = next_taken(reqs, i);
       /* Tell the caller, then tell the handler. */
       const char *msg = "instance shut down before the request finished";
       dyn__conn_send(sc->conn, DYN__F_ERROR, 0, r->stream, msg, strlen(msg), NULL, 0);
       cancel_request(r);
+      total++;
     }
     free(reqs);
-    total += n;
   }
   return total;
 }

@@ -57,6 +57,29 @@ int dyn_client_call(dyn_client_t *c, const dyn_call_options_t *opt, const void *
 
 static void on_timeout(uv_timer_t *t) { *(int *)t->data = 1; }
 
+/* Drives the loop until a message, the end, or timeout_ms (< 0: none). One
+ * timer per runtime, started and stopped per wait: no handle to close and
+ * no extra loop pass per call. */
+static void wait_for_data(dyn_sync_stream_t *ss, int timeout_ms) {
+  dyn_runtime_t *rt = ss->rt;
+  int expired = 0;
+  if (timeout_ms >= 0 && ss->head == ss->q.len && !ss->done) {
+    if (!rt->sync_timer_ready) {
+      uv_timer_init(rt->loop, &rt->sync_timer);
+      rt->sync_timer_ready = 1;
+    }
+    rt->sync_timer.data = &expired;
+    /* From now, not from the loop's last pass (the caller may have worked
+     * since). The repeat matters when the timer fires before the loop
+     * polls (timeout 0, say): the poll would otherwise wait for I/O with
+     * no timeout, perhaps forever; it is stopped below. */
+    uv_update_time(rt->loop);
+    uv_timer_start(&rt->sync_timer, on_timeout, (uint64_t)timeout_ms, 1);
+  }
+  while (ss->head == ss->q.len && !ss->done && !expired) dyn__run_once(rt);
+  if (rt->sync_timer_ready) uv_timer_stop(&rt->sync_timer);
+}
+
 int dyn_sync_next(dyn_sync_stream_t *ss, const void **data, size_t *len, int timeout_ms) {
   /* Drop the record handed out last time. */
   ss->head += ss->last_taken;
@@ -65,21 +88,7 @@ int dyn_sync_next(dyn_sync_stream_t *ss, const void **data, size_t *len, int tim
     ss->q.len = 0;
     ss->head = 0;
   }
-  uv_timer_t t;
-  int expired = 0, armed = 0;
-  while (ss->head == ss->q.len && !ss->done && !expired) {
-    if (timeout_ms >= 0 && !armed) {
-      uv_timer_init(ss->rt->loop, &t);
-      t.data = &expired;
-      uv_timer_start(&t, on_timeout, (uint64_t)timeout_ms, 0);
-      armed = 1;
-    }
-    dyn__run_once(ss->rt);
-  }
-  if (armed) {
-    uv_close((uv_handle_t *)&t, NULL);
-    uv_run(ss->rt->loop, UV_RUN_NOWAIT);
-  }
+  wait_for_data(ss, timeout_ms);
   if (ss->head < ss->q.len) {
     uint32_t n = dyn__get_u32(ss->q.data + ss->head);
     *data = ss->q.data + ss->head + 4;

@@ -15,9 +15,9 @@ from dynamo.sdk.config import ServiceConfig
 from dynamo.sdk.context import dynamo_context
 from dynamo.sdk.decorators import api, async_on_shutdown, async_on_start, dynamo_endpoint
 from dynamo.sdk.dependency import depends
-from dynamo.sdk.service import DynamoService, service
+from dynamo.sdk.service import CService, DynamoService, c_service, service
 
 __all__ = [
     "service", "depends", "dynamo_endpoint", "api", "async_on_start", "async_on_shutdown",
-    "dynamo_context", "ServiceConfig", "DynamoService",
+    "dynamo_context", "ServiceConfig", "DynamoService", "CService", "c_service",
 ]

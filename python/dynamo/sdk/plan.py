@@ -36,7 +36,10 @@ def service_plan(svc: DynamoService, config: Dict[str, Any]) -> Dict[str, Any]:
         host = section.get("host", "0.0.0.0")
         http = {"host": host, "port": int(port),
                 "routes": [{"method": a.method, "path": a.path} for a in svc.apis.values()]}
+    from dynamo.sdk.service import CService
+    extra = {"kind": "c", "target": svc.target} if isinstance(svc, CService) else {}
     return {
+        **extra,
         "name": svc.name,
         "namespace": svc.namespace,
         "workers": args.get("workers", svc.workers),

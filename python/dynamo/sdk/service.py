@@ -95,3 +95,55 @@ def service(inner: Optional[type] = None, *, dynamo: Optional[Dict[str, Any]] = 
     def wrap(cls: type) -> DynamoService:
         return DynamoService(cls, dynamo, resources, workers, http_port)
     return wrap(inner) if inner is not None else wrap
+
+
+class _CEndpoint:
+    """What the SDK needs to know of a C service's endpoint."""
+
+    def __init__(self, name: str, streaming: bool):
+        self.name, self.streaming = name, streaming
+
+
+class CService(DynamoService):
+    """A service written in C (see dynamo/service.h), as a node of a Python
+    graph: ``depends(c_service("lib.so", "Backend"))`` starts its workers
+    with ``dynamo worker`` and calls it like any other service."""
+
+    def __init__(self, so_path: str, name: str, namespace: str = DEFAULT_NAMESPACE,
+                 endpoints: Optional[Dict[str, bool]] = None, workers: int = 1,
+                 resources: Optional[Dict[str, Any]] = None):
+        self.inner = None  # type: ignore[assignment]
+        self.name = name
+        self.enabled = True
+        self.namespace = namespace
+        self.resources = dict(resources or {})
+        self.workers = workers
+        self.http_port = None
+        self.so_path = so_path
+        self.endpoints = {n: _CEndpoint(n, s) for n, s in (endpoints or {"generate": True}).items()}  # type: ignore[misc]
+        self.apis = {}
+        self.dependencies = {}
+        self.on_start, self.on_shutdown, self.links = [], [], []
+
+    @property
+    def target(self) -> str:
+        import os
+        return f"{os.path.abspath(self.so_path)}:{self.name}"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(f"{self.name} is a C service; it runs in its own worker")
+
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(name)
+
+    def __repr__(self) -> str:
+        return f"<dynamo C service {self.namespace}/{self.name} from {self.so_path}>"
+
+
+def c_service(so_path: str, name: str, namespace: str = DEFAULT_NAMESPACE,
+              endpoints: Optional[Dict[str, bool]] = None, workers: int = 1,
+              resources: Optional[Dict[str, Any]] = None) -> CService:
+    """A C service from a shared object, for ``depends()``. ``endpoints``
+    maps each endpoint name to whether it streams (default: one streaming
+    ``generate``)."""
+    return CService(so_path, name, namespace, endpoints, workers, resources)

@@ -91,8 +91,10 @@ async def run(svc: DynamoService) -> int:
     if svc.apis:
         from dynamo.sdk.http import serve_apis
         http = await serve_apis(rt, svc, obj, config.get(svc.name, {}))
-    print(f"{svc.name} ready: instance {rt.instance_id:x} at {rt.address}"
-          + (f", HTTP on port {http.port}" if http else ""), flush=True)
+    where = [f"at {rt.address}"] if svc.endpoints else []
+    if http:
+        where.append(f"HTTP on port {http.port}")
+    print(f"{svc.name} ready: instance {rt.instance_id:x} " + ", ".join(where), flush=True)
 
     await stop.wait()
     # Stop accepting, drain, then the user's shutdown hooks, then exit.

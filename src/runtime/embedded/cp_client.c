@@ -47,6 +47,7 @@ typedef struct emb {
   int up;
   int failed; /* the first connection attempt failed */
   int closing;
+  int retry_closed; /* the retry timer's close completed */
   char last_error[160];
   uint32_t next_stream;
   emb_key_t *keys;
@@ -156,13 +157,24 @@ static void on_frame(dyn__conn_t *c, const dyn__frame_t *f) {
 
 static void on_retry(uv_timer_t *t) { connect_now(t->data); }
 
+/* After emb_close the session may still be flushing its last frames, and
+ * its callbacks use e: e goes once both the timer and the connection have. */
+static void free_if_done(emb_t *e) {
+  if (!e->retry_closed || e->conn) return;
+  free(e->path);
+  free(e);
+}
+
 static void on_close(dyn__conn_t *c, int status, const char *why) {
   emb_t *e = c->owner;
   int was_up = e->up;
   e->conn = NULL;
   e->up = 0;
   snprintf(e->last_error, sizeof e->last_error, "%s", why ? why : dyn_strerror(status));
-  if (e->closing) return;
+  if (e->closing) {
+    free_if_done(e);
+    return;
+  }
   if (!e->session) {
     e->failed = 1;
     return;
@@ -203,8 +215,8 @@ static void on_open_timeout(uv_timer_t *t) {
 
 static void on_retry_closed(uv_handle_t *h) {
   emb_t *e = h->data;
-  free(e->path);
-  free(e);
+  e->retry_closed = 1;
+  free_if_done(e);
 }
 
 int dyn__embedded_open(dyn_runtime_t *rt, const char *path, void **state) {

@@ -1,0 +1,127 @@
+"""HTTP for ``@api`` methods, on the C HTTP server in the worker's loop.
+
+A POST's JSON body becomes the handler's arguments: an object's keys name
+parameters (``async def generate(self, text: str)`` takes
+``{"text": "..."}``), or, for a single parameter typed with a pydantic model
+or a dataclass, the whole body is that object. A coroutine answers with one
+JSON document; an async generator streams Server-Sent Events, one
+``data: <json>`` event per item. A client that disconnects cancels the
+handler, and with it every dynamo stream it was reading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+from typing import Any, Dict
+
+from dynamo.runtime import DistributedRuntime
+from dynamo.sdk.codec import _PydanticModel, decode, encode
+from dynamo.sdk.decorators import EndpointSpec
+from dynamo.sdk.service import DynamoService
+
+DEFAULT_PORT = 8000
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def _is_model(t: Any) -> bool:
+    return isinstance(t, type) and (dataclasses.is_dataclass(t) or (
+        _PydanticModel is not None and issubclass(t, _PydanticModel)))
+
+
+def _arguments(spec: EndpointSpec, body: bytes) -> Dict[str, Any]:
+    params = spec.params
+    if not params:
+        return {}
+    try:
+        value = json.loads(body) if body.strip() else {}
+    except ValueError as e:
+        raise HttpError(400, f"request body is not JSON: {e}") from None
+    if len(params) == 1 and _is_model(spec.request_type):
+        try:
+            return {params[0].name: decode(body, spec.request_type)}
+        except Exception as e:
+            raise HttpError(400, f"invalid request: {e}") from None
+    if not isinstance(value, dict):
+        raise HttpError(400, "request body must be a JSON object")
+    names = {p.name for p in params}
+    unknown = sorted(set(value) - names)
+    if unknown:
+        raise HttpError(400, f"unknown field(s): {', '.join(unknown)}")
+    missing = [p.name for p in params if p.default is p.empty and p.name not in value]
+    if missing:
+        raise HttpError(400, f"missing field(s): {', '.join(missing)}")
+    return value
+
+
+class ApiServer:
+    def __init__(self, rt: DistributedRuntime, svc: DynamoService, obj: Any,
+                 host: str, port: int):
+        self._rt = rt
+        self._obj = obj
+        self._loop = asyncio.get_running_loop()
+        self._server = rt._core.http_server(host, port)
+        self.port = self._server.port
+        for spec in svc.apis.values():
+            self._server.route(spec.method, spec.path, self._handler(spec))
+        # libuv adds the listener to its epoll set on its next pass; until
+        # then asyncio would never see it readable.
+        rt.kick()
+
+    def _handler(self, spec: EndpointSpec) -> Any:
+        method = getattr(self._obj, spec.func.__name__)
+
+        def on_request(req: Any) -> None:
+            task = self._loop.create_task(self._serve(spec, method, req))
+            req.on_close = task.cancel
+
+        return on_request
+
+    async def _serve(self, spec: EndpointSpec, method: Any, req: Any) -> None:
+        started = False
+        try:
+            kwargs = _arguments(spec, req.body())
+            if spec.streaming:
+                req.start(200, "text/event-stream")
+                started = True
+                self._rt.kick()
+                async for item in method(**kwargs):
+                    if not req.sse(encode(item)):
+                        break  # the client left
+                    self._rt.kick()
+                req.finish()
+            else:
+                req.respond(200, "application/json", encode(await method(**kwargs)))
+        except asyncio.CancelledError:
+            if started:
+                req.finish()
+            else:
+                req.error(499, "client closed the request")
+        except HttpError as e:
+            req.error(e.status, str(e))
+        except Exception as e:
+            if started:  # headers are out: report in-band, then end
+                req.sse(json.dumps({"error": f"{type(e).__name__}: {e}"}).encode())
+                req.finish()
+            else:
+                req.error(500, f"{type(e).__name__}: {e}")
+        finally:
+            self._rt.kick()
+
+    def stop(self) -> None:
+        self._server.stop()
+        self._rt.kick()
+
+
+async def serve_apis(rt: DistributedRuntime, svc: DynamoService, obj: Any,
+                     section: Dict[str, Any]) -> ApiServer:
+    port = int(os.environ.get("DYN_HTTP_PORT") or section.get("port") or svc.http_port or DEFAULT_PORT)
+    host = str(section.get("host", "0.0.0.0"))
+    return ApiServer(rt, svc, obj, host, port)

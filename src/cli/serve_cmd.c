@@ -1,0 +1,598 @@
+/* serve_cmd.c - `dynamo serve`: run a whole graph on this machine.
+ *
+ * The order of things is the point of this file. Everything that can be
+ * wrong with the request (options, config file, overrides, the graph, the
+ * GPU demand) is found out before anything is started, so that a mistake
+ * costs an error message and not a half-started graph to clean up. Only
+ * then does the control plane open and the workers start, all on one loop.
+ * --dry-run stops just before that point and shows what would run.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "cli/cli.h"
+#include "dynamo/control.h"
+#include "dynamo/runtime.h"
+#include "dynamo/status.h"
+#include "sdk/config.h"
+#include "sdk/env.h"
+#include "sdk/gpu.h"
+#include "sdk/plan.h"
+#include "sdk/supervisor.h"
+
+/* Linux refuses a single environment string longer than this (E2BIG). */
+#define ENV_STRING_MAX (128 * 1024)
+
+static void usage(FILE *f) {
+  fprintf(f,
+"usage: dynamo serve TARGET [-f CONFIG.yaml] [--Service.key=value ...] [options]\n"
+"\n"
+"Runs every service of a graph on this machine: one process per worker, an\n"
+"embedded control plane for discovery and events, restarts for workers that\n"
+"crash, and an orderly stop on Ctrl-C.\n"
+"\n"
+"TARGET\n"
+"  path/to/graph.py:Service    a Python file and the graph's entry service\n"
+"  package.module:Service      the same, by module name\n"
+"  path/to/libgraph.so:Service a C graph\n"
+"\n"
+"configuration\n"
+"  -f, --file CONFIG.yaml      one section per service, plus an optional Common\n"
+"                              section; for example\n"
+"                                Common: {model: llama}\n"
+"                                Backend: {ServiceArgs: {workers: 2}}\n"
+"  --Service.key=value         set one key, overriding the file; deeper keys\n"
+"                              are dotted (--Backend.ServiceArgs.workers=2);\n"
+"                              the value is JSON when it parses as JSON\n"
+"                              (2, true, null, \"text\", [1,2]), else a string\n"
+"  The merged configuration reaches the resolver and every worker as JSON in\n"
+"  $DYNAMO_SERVICE_CONFIG.\n"
+"\n"
+"options\n"
+"  --dry-run                   print the graph, the merged configuration and\n"
+"                              the processes that would run; start nothing\n"
+"  --service-name NAME         run only NAME's workers (the other services run\n"
+"                              elsewhere)\n"
+"  --control-socket PATH       host the embedded control plane at PATH (default:\n"
+"                              a fresh temporary directory); if a control\n"
+"                              plane already answers there, join it instead:\n"
+"                              that is how two `serve --service-name` runs on\n"
+"                              one machine make one graph\n"
+"  --grace SECONDS             on Ctrl-C or SIGTERM, how long workers get to\n"
+"                              exit before they are killed (default 10); a\n"
+"                              second Ctrl-C kills them at once\n"
+"  --gpu-oversubscribe         when the graph asks for more GPUs than there\n"
+"                              are, deal them out again from the first\n"
+"  --no-gpu-alloc              leave CUDA_VISIBLE_DEVICES as it is\n"
+"  -h, --help                  this text\n"
+"\n"
+"processes\n"
+"  Each worker runs `$DYN_PYTHON -m dynamo.sdk.worker TARGET --service NAME`\n"
+"  (`dynamo worker ...` for C graphs) in its own process group, with\n"
+"  DYNAMO_SERVICE_CONFIG, DYN_CONTROL_SOCKET, DYN_SERVICE_NAME,\n"
+"  DYN_WORKER_INDEX, DYN_SUPERVISOR_PID, DYN_GRACE_SECONDS,\n"
+"  CUDA_VISIBLE_DEVICES (\"\" for a worker that asks no GPU) and the\n"
+"  service's own envs. Its output is prefixed with [Service.i]. A worker that\n"
+"  exits is restarted after 0.5 s, 1 s, 2 s, ... (at most 8 s); one that exits\n"
+"  5 times within 60 s stops the graph (exit status 1).\n"
+"\n"
+"environment\n"
+"  DYN_PYTHON      the Python that runs the resolver and the workers\n"
+"                  (default: python3 from PATH)\n"
+"  DYN_GPU_COUNT   the number of GPUs to share out (default: the devices in\n"
+"                  CUDA_VISIBLE_DEVICES if set, else `nvidia-smi -L`)\n"
+"  DYN_LOG         the supervisor's log level (error, warn, info, debug)\n");
+}
+
+typedef struct proc {
+  const dyn__service_t *svc;
+  int index;
+  char label[256];
+  char **argv;
+  char *cuda; /* CUDA_VISIBLE_DEVICES, or NULL: leave it alone */
+} proc_t;
+
+typedef struct serve {
+  const char *target;
+  const char *file;
+  const char *only; /* --service-name */
+  const char *control_socket; /* --control-socket */
+  double grace;
+  int dry_run, oversubscribe, no_gpu_alloc;
+  const char **overrides;
+  size_t noverrides;
+
+  json_t *config;
+  char *config_text; /* compact JSON */
+  dyn__plan_t plan;
+  dyn__gpus_t gpus;
+  proc_t *procs;
+  size_t nprocs;
+  size_t nserved;
+  char sock[sizeof(((struct sockaddr_un *)0)->sun_path)];
+  char tmpdir[sizeof(((struct sockaddr_un *)0)->sun_path) - sizeof "/control.sock" + 1];
+} serve_t;
+
+static int is_served(const serve_t *sv, const dyn__service_t *s) {
+  return !sv->only || !strcmp(sv->only, s->name);
+}
+
+/* ---- options ---------------------------------------------------------- */
+
+/* "--name VALUE" or "--name=VALUE"; advances *i past what it used. */
+static int option_value(int argc, char **argv, int *i, const char *name, const char **out) {
+  size_t n = strlen(name);
+  if (strncmp(argv[*i], name, n)) return 0;
+  if (argv[*i][n] == '=') {
+    *out = argv[*i] + n + 1;
+    return 1;
+  }
+  if (argv[*i][n]) return 0;
+  if (*i + 1 >= argc) {
+    fprintf(stderr, "dynamo serve: %s needs a value (try --help)\n", name);
+    *out = NULL;
+    return -1;
+  }
+  *out = argv[++*i];
+  return 1;
+}
+
+static int parse_args(serve_t *sv, int argc, char **argv) {
+  sv->grace = 10;
+  sv->overrides = calloc((size_t)argc, sizeof *sv->overrides);
+  if (!sv->overrides) return 1;
+  int only_positional = 0;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i], *v;
+    int r;
+    if (only_positional || a[0] != '-' || !a[1]) {
+      if (sv->target) {
+        fprintf(stderr, "dynamo serve: one TARGET only; '%s' is a second one (try --help)\n", a);
+        return 2;
+      }
+      sv->target = a;
+    } else if (!strcmp(a, "--")) {
+      only_positional = 1;
+    } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+      usage(stdout);
+      return -1;
+    } else if (!strcmp(a, "--dry-run")) {
+      sv->dry_run = 1;
+    } else if (!strcmp(a, "--gpu-oversubscribe")) {
+      sv->oversubscribe = 1;
+    } else if (!strcmp(a, "--no-gpu-alloc")) {
+      sv->no_gpu_alloc = 1;
+    } else if ((r = option_value(argc, argv, &i, "-f", &v)) ||
+               (r = option_value(argc, argv, &i, "--file", &v))) {
+      if (r < 0) return 2;
+      if (sv->file) {
+        fprintf(stderr, "dynamo serve: one config file only (%s and %s)\n", sv->file, v);
+        return 2;
+      }
+      sv->file = v;
+    } else if ((r = option_value(argc, argv, &i, "--service-name", &v))) {
+      if (r < 0) return 2;
+      sv->only = v;
+    } else if ((r = option_value(argc, argv, &i, "--control-socket", &v))) {
+      if (r < 0) return 2;
+      if (strlen(v) >= sizeof sv->sock) {
+        fprintf(stderr, "dynamo serve: --control-socket path too long (max %zu bytes)\n",
+                sizeof sv->sock - 1);
+        return 2;
+      }
+      sv->control_socket = v;
+    } else if ((r = option_value(argc, argv, &i, "--grace", &v))) {
+      if (r < 0) return 2;
+      char *end;
+      errno = 0;
+      sv->grace = strtod(v, &end);
+      if (errno || end == v || *end || !isfinite(sv->grace) || sv->grace < 0 ||
+          sv->grace > 86400) {
+        fprintf(stderr, "dynamo serve: --grace '%s' is not a number of seconds\n", v);
+        return 2;
+      }
+    } else if (a[1] == '-' && dyn__config_is_override(a + 2)) {
+      sv->overrides[sv->noverrides++] = a + 2;
+    } else {
+      fprintf(stderr, "dynamo serve: unknown option '%s' (try --help)\n", a);
+      return 2;
+    }
+  }
+  if (!sv->target) {
+    fprintf(stderr, "dynamo serve: no TARGET given\n\n");
+    usage(stderr);
+    return 2;
+  }
+  return 0;
+}
+
+/* ---- configuration ---------------------------------------------------- */
+
+static int load_config(serve_t *sv) {
+  char err[1024];
+  int rc;
+  if (sv->file) {
+    rc = dyn__config_load(sv->file, &sv->config, err, sizeof err);
+    if (rc) {
+      fprintf(stderr, "dynamo serve: %s\n", err);
+      return 1;
+    }
+  } else if (!(sv->config = json_object())) {
+    return 1;
+  }
+  for (size_t i = 0; i < sv->noverrides; i++) {
+    if ((rc = dyn__config_override(sv->config, sv->overrides[i], err, sizeof err))) {
+      fprintf(stderr, "dynamo serve: %s\n", err);
+      return 2;
+    }
+  }
+  sv->config_text = json_dumps(sv->config, JSON_COMPACT);
+  if (!sv->config_text) return 1;
+  if (strlen(sv->config_text) + sizeof "DYNAMO_SERVICE_CONFIG=" > ENV_STRING_MAX) {
+    fprintf(stderr,
+            "dynamo serve: the merged configuration is %zu bytes of JSON; an environment "
+            "variable holds at most %d\n",
+            strlen(sv->config_text), ENV_STRING_MAX);
+    return 1;
+  }
+  return 0;
+}
+
+/* A section named after no service is most likely a typo. */
+static void warn_stray_sections(const serve_t *sv) {
+  const char *k;
+  json_t *v;
+  json_object_foreach(sv->config, k, v) {
+    if (!strcmp(k, "Common") || !json_is_object(v) || dyn__plan_find(&sv->plan, k)) continue;
+    fprintf(stderr, "dynamo serve: warning: config section '%s' names no service of the graph\n",
+            k);
+  }
+}
+
+/* ---- the process plan ------------------------------------------------- */
+
+static void list_services(const serve_t *sv, FILE *f) {
+  for (size_t i = 0; i < sv->plan.nservices; i++)
+    fprintf(f, "%s%s", i ? ", " : "", sv->plan.services[i].name);
+}
+
+static int plan_processes(serve_t *sv, uv_loop_t *loop) {
+  char err[4096];
+  if (sv->only && !dyn__plan_find(&sv->plan, sv->only)) {
+    fprintf(stderr, "dynamo serve: --service-name %s: the graph has no such service; it has: ",
+            sv->only);
+    list_services(sv, stderr);
+    fprintf(stderr, "\n");
+    return 1;
+  }
+  size_t total = 0;
+  dyn__gpu_demand_t *demand = calloc(sv->plan.nservices, sizeof *demand);
+  if (!demand) return 1;
+  for (size_t i = 0; i < sv->plan.nservices; i++) {
+    const dyn__service_t *s = &sv->plan.services[i];
+    if (!is_served(sv, s)) continue;
+    demand[sv->nserved++] = (dyn__gpu_demand_t){s->name, s->workers, s->gpus};
+    total += (size_t)s->workers;
+  }
+  sv->procs = calloc(total, sizeof *sv->procs);
+  char **cuda = calloc(total, sizeof *cuda);
+  if (!sv->procs || !cuda) {
+    free(demand);
+    free(cuda);
+    return 1;
+  }
+  if (!sv->no_gpu_alloc) {
+    int rc = dyn__gpu_detect(loop, &sv->gpus, err, sizeof err);
+    if (!rc)
+      rc = dyn__gpu_assign(&sv->gpus, demand, sv->nserved, sv->oversubscribe, cuda, err,
+                           sizeof err);
+    if (rc) {
+      fprintf(stderr, "dynamo serve: %s\n", err);
+      free(demand);
+      free(cuda);
+      return 1;
+    }
+  }
+  free(demand);
+
+  char self[PATH_MAX];
+  size_t selflen = sizeof self;
+  if (uv_exepath(self, &selflen)) snprintf(self, sizeof self, "dynamo");
+  const char *python = getenv("DYN_PYTHON");
+  if (!python || !*python) python = "python3";
+  size_t k = 0;
+  for (size_t i = 0; i < sv->plan.nservices; i++) {
+    const dyn__service_t *s = &sv->plan.services[i];
+    if (!is_served(sv, s)) continue;
+    for (int w = 0; w < s->workers; w++, k++) {
+      proc_t *p = &sv->procs[k];
+      p->svc = s;
+      p->index = w;
+      p->cuda = cuda[k]; /* owned by the proc from here on */
+      cuda[k] = NULL;
+      sv->nprocs++;
+      snprintf(p->label, sizeof p->label, "%s.%d", s->name, w);
+      char *py[] = {(char *)python, "-m", "dynamo.sdk.worker", (char *)sv->target, "--service",
+                    (char *)s->name, NULL};
+      /* A C service inside a Python graph names its own shared object. */
+      const char *ctarget = s->c_target ? s->c_target : sv->target;
+      char *c[] = {self, "worker", (char *)ctarget, "--service", (char *)s->name, NULL};
+      if (!(p->argv = dyn__strv_dup(sv->plan.is_c || s->c_target ? c : py))) {
+        for (size_t j = k + 1; j < total; j++) free(cuda[j]);
+        free(cuda);
+        fprintf(stderr, "dynamo serve: out of memory\n");
+        return 1;
+      }
+    }
+  }
+  free(cuda);
+  return 0;
+}
+
+/* Worker env: ours, then the service's envs, then the supervisor's own
+ * variables, which a service's envs cannot override (a worker with the
+ * wrong control socket or someone else's GPUs is a bug, not a setting). */
+static char **worker_env(const serve_t *sv, const proc_t *p) {
+  dyn__env_t e;
+  if (dyn__env_init(&e)) return NULL;
+  int rc = 0;
+  for (char **v = p->svc->envs; *v && !rc; v++) {
+    char *eq = strchr(*v, '=');
+    char *name = strndup(*v, (size_t)(eq - *v));
+    rc = !name || dyn__env_set(&e, name, eq + 1);
+    free(name);
+  }
+  char index[16], pid[16], grace[32];
+  snprintf(index, sizeof index, "%d", p->index);
+  snprintf(grace, sizeof grace, "%g", sv->grace);
+  snprintf(pid, sizeof pid, "%d", (int)getpid());
+  rc = rc || dyn__env_set(&e, "DYNAMO_SERVICE_CONFIG", sv->config_text);
+  rc = rc || dyn__env_set(&e, "DYN_CONTROL_SOCKET", sv->sock);
+  rc = rc || dyn__env_set(&e, "DYN_SERVICE_NAME", p->svc->name);
+  rc = rc || dyn__env_set(&e, "DYN_WORKER_INDEX", index);
+  rc = rc || dyn__env_set(&e, "DYN_SUPERVISOR_PID", pid);
+  /* So that a worker's own drain fits inside the time we give it. */
+  rc = rc || dyn__env_set(&e, "DYN_GRACE_SECONDS", grace);
+  if (p->cuda) rc = rc || dyn__env_set(&e, "CUDA_VISIBLE_DEVICES", p->cuda);
+  /* Output goes through a pipe, where Python would buffer it in blocks and
+   * a worker's log would arrive minutes late. */
+  if (!sv->plan.is_c && !dyn__env_get(&e, "PYTHONUNBUFFERED"))
+    rc = rc || dyn__env_set(&e, "PYTHONUNBUFFERED", "1");
+  if (rc) {
+    dyn__env_free(&e);
+    return NULL;
+  }
+  return dyn__env_take(&e);
+}
+
+/* ---- --dry-run -------------------------------------------------------- */
+
+static void print_quoted(const char *s) {
+  if (*s && strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-./:=,+@%") ==
+                strlen(s)) {
+    fputs(s, stdout);
+    return;
+  }
+  putchar('\'');
+  for (; *s; s++) {
+    if (*s == '\'') fputs("'\\''", stdout);
+    else putchar(*s);
+  }
+  putchar('\'');
+}
+
+static void print_strings(const json_t *arr, const char *sep) {
+  size_t i;
+  json_t *v;
+  json_array_foreach(arr, i, v) {
+    printf("%s%s", i ? sep : "", json_is_string(v) ? json_string_value(v) : "?");
+  }
+}
+
+static void dry_run(const serve_t *sv) {
+  const dyn__plan_t *p = &sv->plan;
+  printf("graph: %s (%s)", p->target, p->is_c ? "C" : "python");
+  if (*p->entry) printf(", entry %s", p->entry);
+  printf("\n\nservices (%zu):\n", p->nservices);
+  for (size_t i = 0; i < p->nservices; i++) {
+    const dyn__service_t *s = &p->services[i];
+    printf("  %s:", s->name);
+    if (*s->ns) printf(" namespace %s,", s->ns);
+    printf(" %d worker%s, %d GPU%s each", s->workers, s->workers == 1 ? "" : "s", s->gpus,
+           s->gpus == 1 ? "" : "s");
+    const json_t *eps = json_object_get(s->json, "endpoints");
+    if (json_array_size(eps)) {
+      printf(", endpoints ");
+      print_strings(eps, " ");
+    }
+    if (s->http_host) {
+      printf(", HTTP %s:%d", s->http_host, s->http_port);
+      const json_t *routes = json_object_get(json_object_get(s->json, "http"), "routes");
+      size_t r;
+      json_t *route;
+      json_array_foreach(routes, r, route) {
+        const char *m = json_string_value(json_object_get(route, "method"));
+        const char *path = json_string_value(json_object_get(route, "path"));
+        if (path) printf("%s%s %s", r ? ", " : " (", m ? m : "*", path);
+        if (r + 1 == json_array_size(routes)) printf(")");
+      }
+    }
+    const json_t *deps = json_object_get(s->json, "dependencies");
+    if (json_array_size(deps)) {
+      printf(", depends on ");
+      print_strings(deps, " ");
+    }
+    if (!is_served(sv, s)) printf(" (not served here)");
+    printf("\n");
+    for (char **e = s->envs; *e; e++) printf("    env %s\n", *e);
+  }
+  const json_t *edges = json_object_get(p->json, "edges");
+  printf("\nedges (%zu):\n", json_array_size(edges));
+  size_t i;
+  json_t *e;
+  json_array_foreach(edges, i, e) {
+    printf("  %s -> %s\n", json_string_value(json_array_get(e, 0)),
+           json_string_value(json_array_get(e, 1)));
+  }
+  char *cfg = json_dumps(sv->config, JSON_INDENT(2));
+  printf("\nconfig (DYNAMO_SERVICE_CONFIG):\n%s\n", cfg ? cfg : "?");
+  free(cfg);
+  printf("\nprocesses (%zu):\n", sv->nprocs);
+  for (size_t k = 0; k < sv->nprocs; k++) {
+    const proc_t *pr = &sv->procs[k];
+    printf("  %s: ", pr->label);
+    if (pr->cuda) printf("CUDA_VISIBLE_DEVICES=\"%s\" ", pr->cuda);
+    for (char **a = pr->argv; *a; a++) {
+      if (a != pr->argv) putchar(' ');
+      print_quoted(*a);
+    }
+    printf("\n");
+  }
+  if (sv->no_gpu_alloc) printf("\nGPUs: not allocated (--no-gpu-alloc)\n");
+  else printf("\nGPUs: %zu (%s)%s\n", sv->gpus.count, sv->gpus.source,
+              sv->oversubscribe ? ", shared when short (--gpu-oversubscribe)" : "");
+  fflush(stdout);
+}
+
+/* ---- running ---------------------------------------------------------- */
+
+static void on_started(void *arg) {
+  const serve_t *sv = arg;
+  printf("dynamo serve: %zu worker process(es) for %zu service(s)\n", sv->nprocs, sv->nserved);
+  for (size_t i = 0; i < sv->plan.nservices; i++) {
+    const dyn__service_t *s = &sv->plan.services[i];
+    if (!is_served(sv, s) || !s->http_host) continue;
+    const char *h = s->http_host;
+    /* A wildcard bind is not an address to click on; loopback is. */
+    if (!strcmp(h, "0.0.0.0") || !*h)
+      printf("%s HTTP: http://127.0.0.1:%d (listening on all interfaces, %s)\n", s->name,
+             s->http_port, *h ? h : "0.0.0.0");
+    else if (!strcmp(h, "::") || !strcmp(h, "[::]"))
+      printf("%s HTTP: http://[::1]:%d (listening on all interfaces, ::)\n", s->name,
+             s->http_port);
+    else if (strchr(h, ':') && h[0] != '[')
+      printf("%s HTTP: http://[%s]:%d\n", s->name, h, s->http_port);
+    else
+      printf("%s HTTP: http://%s:%d\n", s->name, h, s->http_port);
+  }
+  fflush(stdout);
+}
+
+static int make_socket_dir(serve_t *sv) {
+  const char *base = getenv("TMPDIR");
+  const char *tail = "/dynamo-serve-XXXXXX";
+  /* A Unix socket path is short (108 bytes); a deep TMPDIR falls back. */
+  if (!base || !*base || strlen(base) + strlen(tail) >= sizeof sv->tmpdir) base = "/tmp";
+  snprintf(sv->tmpdir, sizeof sv->tmpdir, "%s%s", base, tail);
+  if (!mkdtemp(sv->tmpdir)) {
+    fprintf(stderr, "dynamo serve: cannot create a directory for the control socket in %s: %s\n",
+            base, strerror(errno));
+    sv->tmpdir[0] = 0;
+    return 1;
+  }
+  snprintf(sv->sock, sizeof sv->sock, "%s/control.sock", sv->tmpdir);
+  return 0;
+}
+
+static int run_graph(serve_t *sv, uv_loop_t *loop) {
+  if (sv->control_socket)
+    snprintf(sv->sock, sizeof sv->sock, "%s", sv->control_socket);
+  else if (make_socket_dir(sv))
+    return 1;
+  dyn_control_t *cp = NULL;
+  int rc = dyn_control_start(loop, sv->sock, &cp);
+  if (rc == DYN_EEXIST && sv->control_socket) {
+    /* Another serve hosts this graph's control plane: join it. */
+    printf("dynamo serve: joining the control plane at %s\n", sv->sock);
+    cp = NULL;
+  } else if (rc) {
+    fprintf(stderr, "dynamo serve: cannot start the control plane on %s: %s\n", sv->sock,
+            dyn_strerror(rc));
+    if (sv->tmpdir[0]) rmdir(sv->tmpdir);
+    return 1;
+  }
+  dyn_log(DYN_LOG_INFO, "serve: control plane on %s", sv->sock);
+  dyn__sup_options_t opt = {.grace_s = sv->grace, .on_started = on_started, .arg = sv};
+  dyn__supervisor_t *sup = NULL;
+  int code = 1;
+  if (dyn__sup_new(loop, &opt, &sup)) goto out;
+  for (size_t k = 0; k < sv->nprocs; k++) {
+    char **env = worker_env(sv, &sv->procs[k]);
+    rc = env ? dyn__sup_add(sup, sv->procs[k].label, sv->procs[k].argv, env) : DYN_ENOMEM;
+    dyn__strv_free(env);
+    if (rc) {
+      fprintf(stderr, "dynamo serve: out of memory\n");
+      goto out;
+    }
+  }
+  code = dyn__sup_run(sup);
+out:
+  /* The control plane outlives the workers, so that those stopping
+   * gracefully can still deregister. */
+  if (cp) dyn_control_stop(cp);
+  dyn__sup_free(sup);
+  uv_run(loop, UV_RUN_DEFAULT);
+  if (sv->tmpdir[0]) {
+    unlink(sv->sock);
+    if (rmdir(sv->tmpdir))
+      fprintf(stderr, "dynamo serve: cannot remove %s: %s\n", sv->tmpdir, strerror(errno));
+  }
+  return code;
+}
+
+int dyn__cmd_serve(int argc, char **argv) {
+  serve_t sv = {0};
+  int code = parse_args(&sv, argc, argv);
+  if (code) {
+    free(sv.overrides);
+    return code < 0 ? 0 : code;
+  }
+  /* A closed stdout must not kill the supervisor while workers run. */
+  signal(SIGPIPE, SIG_IGN);
+  uv_loop_t *loop = uv_default_loop();
+  if ((code = load_config(&sv))) goto out;
+  const char *python = getenv("DYN_PYTHON");
+  if (!python || !*python) python = "python3";
+  char err[1024], *log = NULL;
+  int rc = dyn__plan_resolve(loop, python, sv.target, sv.config, sv.file, &sv.plan, &log, err,
+                             sizeof err);
+  if (log) {
+    /* The resolver's own words: a traceback says more than we could. */
+    fputs(log, stderr);
+    if (log[0] && log[strlen(log) - 1] != '\n') fputc('\n', stderr);
+    free(log);
+  }
+  if (rc) {
+    fprintf(stderr, "dynamo serve: %s\n", err);
+    code = 1;
+    goto out;
+  }
+  warn_stray_sections(&sv);
+  if ((code = plan_processes(&sv, loop))) goto out;
+  if (sv.dry_run) {
+    dry_run(&sv);
+    goto out;
+  }
+  code = run_graph(&sv, loop);
+out:
+  for (size_t k = 0; k < sv.nprocs; k++) {
+    dyn__strv_free(sv.procs[k].argv);
+    free(sv.procs[k].cuda);
+  }
+  free(sv.procs);
+  dyn__gpu_free(&sv.gpus);
+  dyn__plan_free(&sv.plan);
+  free(sv.config_text);
+  json_decref(sv.config);
+  free(sv.overrides);
+  return code;
+}
