@@ -46,6 +46,9 @@ typedef struct dyn_service_def {
   int gpu;                /* GPUs per worker */
   const char *cpu;        /* e.g. "1"; informational, for deployment */
   const char *memory;     /* e.g. "1Gi" */
+  /* Non-zero: the service serves HTTP (with dynamo/http.h, from on_start)
+   * on its config's "port", else this one; `dynamo serve` prints it. */
+  int http_port;
   const dyn_endpoint_def_t *endpoints;
   const char *const *depends; /* service names, NULL-terminated; may be NULL */
   /* Called after the runtime and dependency clients exist, before the

@@ -149,13 +149,19 @@ int dyn__c_plan(const char *so_path, const char *svc, json_t *config, json_t **p
     if (d->memory) json_object_set_new(res, "memory", json_string(d->memory));
     json_t *res_over = service_args(config, d->name, "resources");
     if (json_is_object(res_over)) json_object_update(res, res_over);
+    json_t *http = json_null();
+    if (d->http_port) {
+      json_t *port = json_object_get(json_object_get(config, d->name), "port");
+      http = json_pack("{s:s, s:I}", "host", "0.0.0.0", "port",
+                       (json_int_t)(json_is_integer(port) ? json_integer_value(port) : d->http_port));
+    }
     json_t *envs = service_args(config, d->name, "envs");
     envs = json_is_array(envs) ? json_incref(envs) : json_array();
     json_array_append_new(services, json_pack(
-        "{s:s, s:s, s:I, s:o, s:o, s:o, s:n, s:o}", "name", d->name, "namespace", ns_of(d),
+        "{s:s, s:s, s:I, s:o, s:o, s:o, s:o, s:o}", "name", d->name, "namespace", ns_of(d),
         "workers", (json_int_t)(json_is_integer(workers) ? json_integer_value(workers)
                                                         : (d->workers > 0 ? d->workers : 1)),
-        "resources", res, "envs", envs, "endpoints", eps, "http", "dependencies", deps));
+        "resources", res, "envs", envs, "endpoints", eps, "http", http, "dependencies", deps));
   }
   char target[4200];
   snprintf(target, sizeof target, "%s:%s", so_path, svc);
@@ -334,8 +340,10 @@ int dyn__c_worker(const char *target, const char *service) {
   uv_signal_start(&intr, on_stop_signal, SIGINT);
   uv_unref((uv_handle_t *)&term);
   uv_unref((uv_handle_t *)&intr);
-  printf("%s ready: instance %llx at %s\n", def->name,
-         (unsigned long long)dyn_runtime_instance_id(ctx.rt), dyn_runtime_address(ctx.rt));
+  printf("%s ready: instance %llx%s%s\n", def->name,
+         (unsigned long long)dyn_runtime_instance_id(ctx.rt),
+         def->endpoints && def->endpoints->name ? " at " : "",
+         def->endpoints && def->endpoints->name ? dyn_runtime_address(ctx.rt) : "");
   fflush(stdout);
   dyn_runtime_run(ctx.rt);
   uv_close((uv_handle_t *)&term, NULL);
