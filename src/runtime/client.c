@@ -6,7 +6,11 @@
  * writes a REQUEST frame on a fresh stream id. Responses find their stream
  * through the peer's id table.
  *
- * The request body is copied only when it may have to be sent again: while
+ * The request body is kept until the first response arrives, because until
+ * then the request may have to be sent again: when the stream waits for an
+ * instance or a connection, when the connection fails before the
+ * instance's HELLO, when a draining instance answers with a retryable
+ * error, or when it said GOAWAY and closed before answering. Older note:
  * the stream waits for an instance or for its connection to come up. Once a
  * connection failed before the instance's HELLO came back, no response of
  * any kind left the instance (its HELLO precedes them on the wire), so its
@@ -34,7 +38,8 @@ struct dyn__peer {
   dyn__conn_t *conn;
   dyn__idmap_t streams;
   uint32_t next_stream;
-  int ready; /* the instance's HELLO arrived */
+  int ready;  /* the instance's HELLO arrived */
+  int goaway; /* the instance is draining: no new streams here */
   char addr[96];
 };
 
@@ -76,6 +81,7 @@ struct dyn_client {
 };
 
 static void dispatch(dyn_stream_t *s, const void *body, size_t len);
+static void retry_elsewhere(dyn_stream_t *s, const char *why);
 
 /* ---- finishing --------------------------------------------------------- */
 
@@ -130,7 +136,26 @@ static void on_peer_frame(dyn__conn_t *conn, const dyn__frame_t *f) {
     p->ready = 1;
     return;
   }
+  if (f->type == DYN__F_GOAWAY) {
+    /* Later requests to this address open a fresh connection. */
+    p->goaway = 1;
+    for (dyn__peer_t **pp = &p->rt->peers; *pp; pp = &(*pp)->next)
+      if (*pp == p) {
+        *pp = p->next;
+        break;
+      }
+    return;
+  }
   dyn_stream_t *s = dyn__idmap_get(&p->streams, f->stream);
+  if (s && s->body) {
+    /* The first answer: the request ran (or was refused on purpose). */
+    if (f->type == DYN__F_ERROR && (f->flags & DYN__FL_RETRY)) {
+      retry_elsewhere(s, "the instance refused the request");
+      return;
+    }
+    free(s->body);
+    s->body = NULL;
+  }
   switch (f->type) {
     case DYN__F_DATA:
       if (s && s->cb.on_data) s->cb.on_data(s, f->payload, f->len, s->ud);
@@ -158,13 +183,13 @@ static void on_peer_close(dyn__conn_t *conn, int status, const char *why) {
   dyn__peer_t *p = conn->owner;
   dyn_runtime_t *rt = p->rt;
   for (dyn__peer_t **pp = &rt->peers; *pp; pp = &(*pp)->next)
-    if (*pp == p) {
+    if (*pp == p) { /* not there after a GOAWAY */
       *pp = p->next;
       break;
     }
   /* Not just a refused connect: a dying process's listener may still take
    * the TCP handshake and then reset it, before its HELLO ever came. */
-  int never_connected = !p->ready;
+  int unanswered_are_safe = !p->ready || p->goaway;
   size_t n;
   void **streams = dyn__idmap_drain(&p->streams, &n);
   /* Callbacks below may end other streams of this list (on_done cancels a
@@ -176,9 +201,9 @@ static void on_peer_close(dyn__conn_t *conn, int status, const char *why) {
     s->drain_ref = NULL;
     s->peer = NULL;
     s->sid = 0;
-    if (never_connected && s->body) {
-      /* Nothing reached the instance: try another one. */
-      dyn_log(DYN_LOG_INFO, "cannot connect to %s (%s); routing elsewhere", p->addr, why);
+    if (unanswered_are_safe && s->body) {
+      /* Nothing of it ran: try another instance. */
+      dyn_log(DYN_LOG_INFO, "%s closed (%s) before answering; routing elsewhere", p->addr, why);
       s->state = S_PENDING;
       dispatch(s, s->body, s->body_len);
       continue;
@@ -283,10 +308,10 @@ static int arm_timer(dyn_stream_t *s, uint64_t ms) {
 }
 
 static int keep_body(dyn_stream_t *s, const void *body, size_t len) {
-  if (s->body || body == NULL) return DYN_OK;
+  if (s->body) return DYN_OK;
   s->body = malloc(len ? len : 1);
   if (!s->body) return DYN_ENOMEM;
-  memcpy(s->body, body, len);
+  if (len) memcpy(s->body, body, len);
   s->body_len = len;
   return DYN_OK;
 }
@@ -327,6 +352,16 @@ static void no_instance(dyn_stream_t *s) {
   finish(s, s->ntried ? DYN_ECONNECT : DYN_ENOINSTANCE, msg);
 }
 
+/* The instance refused the stream without running it: send it on. */
+static void retry_elsewhere(dyn_stream_t *s, const char *why) {
+  dyn_log(DYN_LOG_INFO, "instance %" PRIx64 ": %s; routing elsewhere", s->instance, why);
+  if (s->peer && s->sid) dyn__idmap_del(&s->peer->streams, s->sid);
+  s->peer = NULL;
+  s->sid = 0;
+  s->state = S_PENDING;
+  dispatch(s, s->body, s->body_len);
+}
+
 static void dispatch(dyn_stream_t *s, const void *body, size_t len) {
   dyn_client_t *c = s->c;
   dyn_runtime_t *rt = c->rt;
@@ -353,7 +388,7 @@ static void dispatch(dyn_stream_t *s, const void *body, size_t len) {
     dispatch(s, body, len);
     return;
   }
-  if (!p->ready && keep_body(s, body, len)) {
+  if (keep_body(s, body, len)) {
     finish(s, DYN_ENOMEM, NULL);
     return;
   }

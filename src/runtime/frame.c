@@ -42,7 +42,7 @@ void dyn__frame_header(uint8_t hdr[DYN__FRAME_HDR], uint32_t len,
 }
 
 static int type_known(uint8_t t) {
-  return (t >= DYN__F_HELLO && t <= DYN__F_CANCEL) ||
+  return (t >= DYN__F_HELLO && t <= DYN__F_GOAWAY) ||
          (t >= DYN__F_CP_FIRST && t <= DYN__F_CP_LAST);
 }
 

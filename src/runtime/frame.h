@@ -13,7 +13,10 @@
  * stray client or a future version fails with a clear message. REQUEST's
  * payload is [u64 request id][u32 deadline ms][u16 path len][path][body];
  * DATA carries one response message; END and CANCEL are empty; ERROR holds
- * a UTF-8 message. Types from 16 up belong to the control plane
+ * a UTF-8 message. GOAWAY (empty) tells a caller that the instance is
+ * draining: it takes no new streams on this connection, and any stream it
+ * has not answered when the connection closes never ran, so it is safe to
+ * send elsewhere. Types from 16 up belong to the control plane
  * (embedded/cp_proto.h). The decoder never trusts a length: a frame that is
  * too big, has an unknown type or non-zero reserved bits is a protocol
  * error, and the connection carrying it is closed.
@@ -35,6 +38,7 @@ enum {
   DYN__F_END = 4,
   DYN__F_ERROR = 5,
   DYN__F_CANCEL = 6,
+  DYN__F_GOAWAY = 7,
   DYN__F_CP_FIRST = 16,
   DYN__F_CP_LAST = 31
 };

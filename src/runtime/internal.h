@@ -101,6 +101,7 @@ void dyn__names_free(dyn_runtime_t *rt);
 
 /* server.c */
 void dyn__server_close(dyn_runtime_t *rt);
+void dyn__server_goaway(dyn_runtime_t *rt);
 void dyn__server_close_conns(dyn_runtime_t *rt);
 size_t dyn__server_cancel_all(dyn_runtime_t *rt);
 void dyn__server_deregister_all(dyn_runtime_t *rt);

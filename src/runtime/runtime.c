@@ -151,6 +151,7 @@ int dyn_runtime_drain(dyn_runtime_t *rt) {
   rt->draining = 1;
   dyn__server_deregister_all(rt);
   dyn__server_close(rt);
+  dyn__server_goaway(rt);
   return DYN_OK;
 }
 

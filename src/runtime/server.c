@@ -339,6 +339,11 @@ size_t dyn__server_cancel_all(dyn_runtime_t *rt) {
   return total;
 }
 
+void dyn__server_goaway(dyn_runtime_t *rt) {
+  for (sconn_t *sc = rt->sconns; sc; sc = sc->next)
+    if (sc->conn->hello_done) dyn__conn_send(sc->conn, DYN__F_GOAWAY, 0, 0, NULL, 0, NULL, 0);
+}
+
 void dyn__server_close(dyn_runtime_t *rt) {
   if (rt->listening) {
     uv_close((uv_handle_t *)&rt->listener, NULL);
