@@ -74,7 +74,7 @@ static void test_roundtrip(void) {
     dyn__frame_header(h, 0, 1, (uint8_t)t, 0);
     why = NULL;
     long r = dyn__frame_decode(h, sizeof h, DYN_DEFAULT_MAX_FRAME, &f, &why);
-    int known = (t >= DYN__F_HELLO && t <= DYN__F_CANCEL) ||
+    int known = (t >= DYN__F_HELLO && t <= DYN__F_GOAWAY) ||
                 (t >= DYN__F_CP_FIRST && t <= DYN__F_CP_LAST);
     if (known && r != DYN__FRAME_HDR) types_ok = 0;
     if (!known && (r != DYN_EPROTO || !why)) types_ok = 0;

@@ -24,8 +24,17 @@ the wire match dynamo's.
 
     cd bench/pipeline && bentoml serve bentoml_graph:Frontend --port 3000
 
-Per-request access logging is off (dynamo writes none); BENCH_ACCESS_LOG=1
-keeps BentoML's default (on).
+Two settings differ from BentoML's defaults:
+
+- Per-request access logging is off (dynamo writes none); BENCH_ACCESS_LOG=1
+  keeps BentoML's default (on).
+- runner_connection.max_requests is raised from 100 to 2**31-1. Since
+  BentoML 1.4.31 (PR bentoml/BentoML#5522) the client a service uses for a
+  dependency replaces its aiohttp session every max_requests calls and closes
+  the old one, which aborts the calls still in flight on it
+  ("Server disconnected", "Cannot write to closing transport"); at 16
+  concurrent requests about one in six requests failed with HTTP 500.
+  BENCH_BENTOML_DEFAULT_CONN=1 keeps the default to see it.
 """
 
 from __future__ import annotations
@@ -39,6 +48,8 @@ import bentoml
 _cfg: dict = {"workers": 1}
 if os.environ.get("BENCH_ACCESS_LOG") != "1":
     _cfg["logging"] = {"access": {"enabled": False}}
+if os.environ.get("BENCH_BENTOML_DEFAULT_CONN") != "1":
+    _cfg["runner_connection"] = {"max_requests": 2**31 - 1}
 
 
 async def _lines(stream: t.AsyncIterator[str]) -> t.AsyncIterator[str]:
