@@ -1,18 +1,35 @@
 #!/usr/bin/env bash
-# Installs dynamo's Debian build and run-time dependencies when missing.
-# Safe to run again: it asks apt only for what is not installed yet.
+# Installs dynamo's Debian build and run-time dependencies when missing, and
+# the Python packages the tests use (pytest; pydantic, which the SDK accepts
+# where installed) for the python3 on PATH. Safe to run again: it installs
+# only what is missing.
 set -euo pipefail
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
 pkgs=(build-essential cmake pkg-config libuv1-dev libjansson-dev libyaml-dev
-      libcurl4-openssl-dev libnats-dev libxxhash-dev libhttp-parser-dev clang nats-server
-      python3 python3-venv curl)
+      libcurl4-openssl-dev libnats-dev libxxhash-dev libhttp-parser-dev clang
+      libclang-rt-14-dev nats-server python3 python3-dev python3-venv curl procps)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
+updated=0
+apt_install() {
+  [ "$updated" -eq 1 ] || { $SUDO apt-get update -qq; updated=1; }
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$@"
+}
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "deps: installing ${missing[*]}"
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  apt_install "${missing[@]}"
 fi
+
+# Python modules for the python3 on PATH: pip where that python allows it
+# (a venv, pyenv), Debian's package for Debian's own python3.
+py=$(command -v python3)
+need_py() { "$py" -c "import $1" 2>/dev/null && return 1 || return 0; }
+for mod in pytest pydantic; do
+  if need_py "$mod"; then
+    echo "deps: installing Python module $mod for $py"
+    "$py" -m pip install -q "$mod" 2>/dev/null || apt_install "python3-$mod"
+  fi
+done

@@ -39,8 +39,7 @@ class Middle:
 
     @dynamo_endpoint()
     async def generate(self, req: RequestType):
-        next_request = RequestType(text=f"{req.text}-{self.message}").model_dump_json()
-        async for response in self.backend.generate(next_request):
+        async for response in self.backend.generate(RequestType(text=f"{req.text}-{self.message}")):
             yield f"Middle: {response}"
 
 
@@ -58,5 +57,5 @@ class Frontend:
 
     @api
     async def generate(self, text: str):
-        async for response in self.middle.generate(RequestType(text=text).model_dump_json()):
+        async for response in self.middle.generate(RequestType(text=text)):
             yield f"Frontend: {response}"

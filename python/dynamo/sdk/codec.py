@@ -18,11 +18,17 @@ except Exception:  # pragma: no cover - exercised where pydantic is absent
     _PydanticModel = None  # type: ignore[assignment,misc]
 
 
+def _is_pydantic(t: Any) -> bool:
+    return _PydanticModel is not None and isinstance(t, type) and issubclass(t, _PydanticModel)
+
+
 def encode(value: Any) -> bytes:
     if isinstance(value, (bytes, bytearray)):
         return bytes(value)
     if _PydanticModel is not None and isinstance(value, _PydanticModel):
-        return value.model_dump_json().encode()
+        # pydantic 2 (model_dump_json) or 1 (json), whichever is installed
+        dump = getattr(value, "model_dump_json", None) or value.json
+        return dump().encode()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         value = dataclasses.asdict(value)
     return json.dumps(value, separators=(",", ":")).encode()
@@ -39,8 +45,9 @@ def decode(data: bytes, typ: Any = None) -> Any:
             value = json.loads(value)
         except ValueError:
             pass
-    if _PydanticModel is not None and isinstance(typ, type) and issubclass(typ, _PydanticModel):
-        return typ.model_validate(value)
+    if _is_pydantic(typ):
+        validate = getattr(typ, "model_validate", None) or typ.parse_obj
+        return validate(value)
     if dataclasses.is_dataclass(typ) and isinstance(value, dict):
         return typ(**value)
     return value

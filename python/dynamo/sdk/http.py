@@ -18,7 +18,7 @@ import os
 from typing import Any, Dict
 
 from dynamo.runtime import DistributedRuntime
-from dynamo.sdk.codec import _PydanticModel, decode, encode
+from dynamo.sdk.codec import _is_pydantic, decode, encode
 from dynamo.sdk.decorators import EndpointSpec
 from dynamo.sdk.service import DynamoService
 
@@ -32,8 +32,7 @@ class HttpError(Exception):
 
 
 def _is_model(t: Any) -> bool:
-    return isinstance(t, type) and (dataclasses.is_dataclass(t) or (
-        _PydanticModel is not None and issubclass(t, _PydanticModel)))
+    return isinstance(t, type) and (dataclasses.is_dataclass(t) or _is_pydantic(t))
 
 
 def _arguments(spec: EndpointSpec, body: bytes) -> Dict[str, Any]:
