@@ -7,7 +7,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 dynamo=$(command -v dynamo || echo "$here/../../${BUILD:-build}/dynamo")
 "$dynamo" serve "$here/hello_world.py:Frontend" -f "$here/config.yaml" &
 serve=$!
-trap 'kill -INT $serve 2>/dev/null; wait $serve' INT TERM
+# Ctrl-C reaches serve too (same process group): just wait for its drain.
+trap 'wait $serve' INT
+trap 'kill -TERM $serve 2>/dev/null; wait $serve' TERM
 for _ in $(seq 100); do
   curl -s -o /dev/null localhost:8000/generate -X POST -d '{"text": "ping"}' && break
   sleep 0.2
