@@ -37,7 +37,8 @@ def test_seed_example_runs_unchanged(serve, tmp_path):
 def test_config_precedence_cli_over_yaml_over_decorator_over_ctor(serve, tmp_path):
     cfg = tmp_path / "config.yaml"
     cfg.write_text("Common:\n  model: tiny\nLeaf:\n  greeting: yaml\n  level: 1\n"
-                   "  common-configs: [model]\n  ServiceArgs:\n    workers: 2\n")
+                   "  common-configs: [model]\n  ServiceArgs:\n    workers: 2\n"
+                   "    envs:\n      - {name: KNOB_ENV, value: from-yaml}\n")
     # ctor default for greeting is "ctor"; YAML says "yaml"; CLI says "cli".
     s = serve(f"{KNOBS}:Leaf", "-f", str(cfg), "--Leaf.greeting=cli")
     s.wait_for("Leaf ready", count=2)  # ServiceArgs.workers (YAML) beats the decorator's 1
@@ -45,6 +46,9 @@ def test_config_precedence_cli_over_yaml_over_decorator_over_ctor(serve, tmp_pat
     assert out["greeting"] == "cli"      # CLI > YAML
     assert out["level"] == 1             # YAML > constructor default
     assert out["model"] == "tiny"        # Common key the service opted into
+    assert out["env"] == "from-yaml"     # ServiceArgs.envs reach the worker
+    assert out["context"]["service"] == "Leaf" and out["context"]["namespace"] == "knobs"
+    assert out["context"]["worker_index"] in (0, 1)
     s.stop()
     # With no config at all the constructor default stands.
     s2 = serve(f"{KNOBS}:Leaf")

@@ -4,7 +4,7 @@ import dataclasses
 import os
 import subprocess
 
-from dynamo.sdk import ServiceConfig, depends, dynamo_endpoint, service
+from dynamo.sdk import ServiceConfig, depends, dynamo_context, dynamo_endpoint, service
 
 
 @dataclasses.dataclass
@@ -22,7 +22,9 @@ class Leaf:
     async def show(self, ask: Ask):
         cfg = ServiceConfig.get_instance().get("Leaf", {})
         return {"greeting": self.greeting, "level": self.level, "what": ask.what,
-                "model": cfg.get("model"), "pid": os.getpid()}
+                "model": cfg.get("model"), "pid": os.getpid(),
+                "env": os.environ.get("KNOB_ENV"),
+                "context": {k: dynamo_context[k] for k in ("service", "namespace", "worker_index")}}
 
     @dynamo_endpoint()
     async def count(self, n: int):
