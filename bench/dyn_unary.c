@@ -12,6 +12,7 @@
  * prints: RESULT name=dynamo_unary p50_us=X p99_us=Y
  */
 #define _GNU_SOURCE
+#include "bench.h"
 #include <dynamo/dynamo.h>
 #include <signal.h>
 #include <stdio.h>
@@ -23,16 +24,6 @@
 #define WARMUP 1000
 #define TIMEOUT_MS 5000
 
-static double now_us(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
-}
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y ? 1 : 0;
-}
 
 /* One unary call; DYN_OK when exactly one 64-byte message then EOF came. */
 static int call_once(dyn_client_t *c, const dyn_call_options_t *opt,
@@ -116,9 +107,7 @@ int main(int argc, char **argv) {
   dyn_runtime_shutdown(rt, 0);
   dyn_runtime_destroy(rt);
   if (!failed) {
-    qsort(lat, (size_t)iters, sizeof *lat, cmp_double);
-    printf("RESULT name=dynamo_unary p50_us=%.2f p99_us=%.2f\n",
-           lat[(size_t)(iters * 50 / 100)], lat[(size_t)(iters * 99 / 100)]);
+    bench_print_latency("dynamo_unary", lat, iters);
   }
   free(lat);
   return failed;

@@ -16,6 +16,7 @@
  * prints: RESULT name=nats_reqrep p50_us=X p99_us=Y
  */
 #define _GNU_SOURCE
+#include "bench.h"
 #include <nats/nats.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,16 +29,6 @@
 
 static char g_reply[MSG];
 
-static double now_us(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
-}
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y ? 1 : 0;
-}
 
 static void on_request(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
                        void *closure) {
@@ -106,9 +97,7 @@ int main(int argc, char **argv) {
   nats_Close();
 
   if (rc == 0) {
-    qsort(lat, (size_t)iters, sizeof *lat, cmp_double);
-    printf("RESULT name=nats_reqrep p50_us=%.2f p99_us=%.2f\n",
-           lat[(size_t)(iters * 50 / 100)], lat[(size_t)(iters * 99 / 100)]);
+    bench_print_latency("nats_reqrep", lat, iters);
   }
   free(lat);
   return rc;

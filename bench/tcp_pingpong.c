@@ -9,6 +9,7 @@
  * prints: RESULT name=tcp_pingpong p50_us=X p99_us=Y
  */
 #define _GNU_SOURCE
+#include "bench.h"
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -43,16 +44,6 @@ static void nodelay(int fd) {
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
-static double now_us(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
-}
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y ? 1 : 0;
-}
 
 static void serve(int lfd) {
   int fd = accept(lfd, NULL, NULL);
@@ -121,9 +112,7 @@ int main(int argc, char **argv) {
   if (waitpid(child, &st, 0) < 0) kill(child, SIGKILL);
 
   if (rc == 0) {
-    qsort(lat, (size_t)iters, sizeof *lat, cmp_double);
-    printf("RESULT name=tcp_pingpong p50_us=%.2f p99_us=%.2f\n",
-           lat[(size_t)(iters * 50 / 100)], lat[(size_t)(iters * 99 / 100)]);
+    bench_print_latency("tcp_pingpong", lat, iters);
   }
   free(lat);
   return rc;

@@ -40,6 +40,7 @@
 #include "dynamo/runtime.h"
 #include "http/parse.h"
 #include "runtime/buf.h"
+#include "runtime/conn.h"
 
 #define READ_CHUNK (64u * 1024u)
 /* Pipelined input held while a request is in flight before reading pauses. */
@@ -209,28 +210,14 @@ static void on_write(uv_write_t *wr, int status) {
 
 static void flush(hconn_t *c) {
   if (c->closing || c->dead || c->writing) return;
-  if (c->out.len) {
-    uv_buf_t b = uv_buf_init((char *)c->out.data, (unsigned)c->out.len);
-    int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
-    if (n < 0 && n != UV_EAGAIN) {
-      c->dead = 1; /* closed from the kick handle, never under a caller */
-      kick(c);
-      return;
-    }
-    if (n > 0) dyn__buf_consume(&c->out, (size_t)n);
+  c->wr.data = c;
+  int rc = dyn__write_corked((uv_stream_t *)&c->tcp, &c->out, &c->inflight, &c->wr, on_write);
+  if (rc < 0) {
+    c->dead = 1; /* closed from the kick handle, never under a caller */
+    kick(c);
+    return;
   }
-  if (c->out.len) {
-    dyn__buf_t t = c->inflight;
-    c->inflight = c->out;
-    c->out = t;
-    c->out.len = 0;
-    uv_buf_t b = uv_buf_init((char *)c->inflight.data, (unsigned)c->inflight.len);
-    c->wr.data = c;
-    if (uv_write(&c->wr, (uv_stream_t *)&c->tcp, &b, 1, on_write)) {
-      c->dead = 1;
-      kick(c);
-      return;
-    }
+  if (rc == 1) {
     c->writing = 1;
     return;
   }

@@ -143,30 +143,34 @@ static void on_write(uv_write_t *req, int status) {
   flush(c);
 }
 
+int dyn__write_corked(uv_stream_t *s, dyn__buf_t *out, dyn__buf_t *inflight,
+                      uv_write_t *req, uv_write_cb cb) {
+  if (out->len) {
+    uv_buf_t b = uv_buf_init((char *)out->data, (unsigned)out->len);
+    int n = uv_try_write(s, &b, 1);
+    if (n < 0 && n != UV_EAGAIN) return n;
+    if (n > 0) dyn__buf_consume(out, (size_t)n);
+  }
+  if (!out->len) return 0;
+  /* Hand the rest to libuv; swap buffers so sends may keep appending. */
+  dyn__buf_t t = *inflight;
+  *inflight = *out;
+  *out = t;
+  out->len = 0;
+  uv_buf_t b = uv_buf_init((char *)inflight->data, (unsigned)inflight->len);
+  int rc = uv_write(req, s, &b, 1, cb);
+  return rc ? rc : 1;
+}
+
 static void flush(dyn__conn_t *c) {
   if (c->closing || !c->connected || c->writing) return;
-  if (c->out.len) {
-    uv_buf_t b = uv_buf_init((char *)c->out.data, (unsigned)c->out.len);
-    int n = uv_try_write(&c->h.stream, &b, 1);
-    if (n < 0 && n != UV_EAGAIN) {
-      dyn__conn_close(c, DYN_EDISCONNECTED, uv_strerror(n));
-      return;
-    }
-    if (n > 0) dyn__buf_consume(&c->out, (size_t)n);
+  c->write_req.data = c;
+  int rc = dyn__write_corked(&c->h.stream, &c->out, &c->inflight, &c->write_req, on_write);
+  if (rc < 0) {
+    dyn__conn_close(c, DYN_EDISCONNECTED, uv_strerror(rc));
+    return;
   }
-  if (c->out.len) {
-    /* Hand the rest to libuv; swap buffers so sends may keep appending. */
-    dyn__buf_t t = c->inflight;
-    c->inflight = c->out;
-    c->out = t;
-    c->out.len = 0;
-    uv_buf_t b = uv_buf_init((char *)c->inflight.data, (unsigned)c->inflight.len);
-    c->write_req.data = c;
-    int rc = uv_write(&c->write_req, &c->h.stream, &b, 1, on_write);
-    if (rc) {
-      dyn__conn_close(c, DYN_EDISCONNECTED, uv_strerror(rc));
-      return;
-    }
+  if (rc == 1) {
     c->writing = 1;
     return;
   }

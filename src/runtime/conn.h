@@ -79,4 +79,13 @@ void dyn__conn_close(dyn__conn_t *c, int status, const char *why);
 /* Closes once queued output is written. */
 void dyn__conn_close_flushed(dyn__conn_t *c, int status, const char *why);
 size_t dyn__conn_pending(const dyn__conn_t *c);
+
+/* The corked write both connection kinds (this one and HTTP) share: writes
+ * as much of out as the socket takes now and hands the rest to one
+ * uv_write from inflight, swapping the buffers so that new output keeps
+ * accumulating in out. Returns 0 when everything was written, 1 when a
+ * uv_write is in flight (cb runs when it ends and must empty inflight), or
+ * a libuv error code. */
+int dyn__write_corked(uv_stream_t *s, dyn__buf_t *out, dyn__buf_t *inflight,
+                      uv_write_t *req, uv_write_cb cb);
 #endif

@@ -16,18 +16,10 @@
 #include "dynamo/runtime.h"
 #include "dynamo/status.h"
 #include "sdk/capture.h"
+#include "sdk/fail.h"
 
 #define NVIDIA_SMI_TIMEOUT_MS 10000
 
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-  return code;
-}
 
 static int add_id(dyn__gpus_t *g, const char *id, size_t len) {
   char **ids = realloc(g->ids, (g->count + 2) * sizeof *ids);
@@ -68,7 +60,7 @@ int dyn__gpu_detect(uv_loop_t *loop, dyn__gpus_t *g, char *err, size_t errlen) {
     errno = 0;
     long n = strtol(env, &end, 10);
     if (errno || *end || n < 0 || n > 4096)
-      return fail(err, errlen, DYN_EINVAL, "DYN_GPU_COUNT='%s' is not a number of GPUs", env);
+      return dyn__fail(err, errlen, DYN_EINVAL, "DYN_GPU_COUNT='%s' is not a number of GPUs", env);
     g->source = "DYN_GPU_COUNT";
     if (numbered(g, (size_t)n)) goto oom;
     return DYN_OK;
@@ -106,7 +98,7 @@ int dyn__gpu_detect(uv_loop_t *loop, dyn__gpus_t *g, char *err, size_t errlen) {
   return DYN_OK;
 oom:
   dyn__gpu_free(g);
-  return fail(err, errlen, DYN_ENOMEM, "out of memory");
+  return dyn__fail(err, errlen, DYN_ENOMEM, "out of memory");
 }
 
 void dyn__gpu_free(dyn__gpus_t *g) {
@@ -157,7 +149,7 @@ int dyn__gpu_assign(const dyn__gpus_t *g, const dyn__gpu_demand_t *d, size_t n,
       char *s = malloc(len);
       if (!s) {
         while (k > 0) free(assign[--k]);
-        return fail(err, errlen, DYN_ENOMEM, "out of memory");
+        return dyn__fail(err, errlen, DYN_ENOMEM, "out of memory");
       }
       s[0] = 0;
       for (int j = 0; j < d[i].per_worker; j++) {

@@ -18,23 +18,15 @@
 #include "dynamo/status.h"
 #include "sdk/capture.h"
 #include "sdk/env.h"
+#include "sdk/fail.h"
 #include "sdk/supervisor.h"
 
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-  return code;
-}
 
 int dyn__target_parse(const char *target, char **graph, char **service, int *is_c, char *err,
                       size_t errlen) {
   const char *colon = strrchr(target, ':');
   if (!colon || colon == target || !colon[1])
-    return fail(err, errlen, DYN_EINVAL,
+    return dyn__fail(err, errlen, DYN_EINVAL,
                 "TARGET '%s' must be FILE.py:Service, package.module:Service or LIB.so:Service",
                 target);
   *graph = strndup(target, (size_t)(colon - target));
@@ -42,7 +34,7 @@ int dyn__target_parse(const char *target, char **graph, char **service, int *is_
   if (!*graph || !*service) {
     free(*graph);
     free(*service);
-    return fail(err, errlen, DYN_ENOMEM, "out of memory");
+    return dyn__fail(err, errlen, DYN_ENOMEM, "out of memory");
   }
   size_t n = strlen(*graph);
   /* The same rule as `dynamo worker` (dyn__is_c_target): a name ending in .so. */
@@ -82,7 +74,7 @@ static int get_count(const json_t *v, int dflt, long *out) {
 static int env_entry(dyn__service_t *s, size_t *n, const char *name, const json_t *value,
                      char *err, size_t errlen) {
   if (!name || !*name || strchr(name, '='))
-    return fail(err, errlen, DYN_EINVAL, "service '%s': an env entry has no valid name",
+    return dyn__fail(err, errlen, DYN_EINVAL, "service '%s': an env entry has no valid name",
                 s->name);
   char num[64];
   const char *text;
@@ -92,11 +84,11 @@ static int env_entry(dyn__service_t *s, size_t *n, const char *name, const json_
   else if (json_is_real(value)) snprintf(num, sizeof num, "%.17g", json_real_value(value)), text = num;
   else if (json_is_boolean(value)) text = json_is_true(value) ? "true" : "false";
   else
-    return fail(err, errlen, DYN_EINVAL, "service '%s': env %s must be a string, not a %s",
+    return dyn__fail(err, errlen, DYN_EINVAL, "service '%s': env %s must be a string, not a %s",
                 s->name, name, json_is_object(value) ? "mapping" : "list");
   size_t len = strlen(name) + strlen(text) + 2;
   char *var = malloc(len);
-  if (!var) return fail(err, errlen, DYN_ENOMEM, "out of memory");
+  if (!var) return dyn__fail(err, errlen, DYN_ENOMEM, "out of memory");
   snprintf(var, len, "%s=%s", name, text);
   s->envs[(*n)++] = var;
   return DYN_OK;
@@ -105,10 +97,10 @@ static int env_entry(dyn__service_t *s, size_t *n, const char *name, const json_
 static int check_envs(dyn__service_t *s, const json_t *envs, char *err, size_t errlen) {
   size_t cap = json_is_array(envs) ? json_array_size(envs) : json_is_object(envs) ? json_object_size(envs) : 0;
   if (envs && !json_is_null(envs) && !json_is_array(envs) && !json_is_object(envs))
-    return fail(err, errlen, DYN_EINVAL, "service '%s': envs must be a list of {name, value}",
+    return dyn__fail(err, errlen, DYN_EINVAL, "service '%s': envs must be a list of {name, value}",
                 s->name);
   s->envs = calloc(cap + 1, sizeof *s->envs);
-  if (!s->envs) return fail(err, errlen, DYN_ENOMEM, "out of memory");
+  if (!s->envs) return dyn__fail(err, errlen, DYN_ENOMEM, "out of memory");
   size_t n = 0;
   int rc = DYN_OK;
   if (json_is_array(envs)) {
@@ -116,7 +108,7 @@ static int check_envs(dyn__service_t *s, const json_t *envs, char *err, size_t e
     json_t *e;
     json_array_foreach(envs, i, e) {
       if (!json_is_object(e))
-        return fail(err, errlen, DYN_EINVAL, "service '%s': envs[%zu] is not {name, value}",
+        return dyn__fail(err, errlen, DYN_EINVAL, "service '%s': envs[%zu] is not {name, value}",
                     s->name, i);
       if ((rc = env_entry(s, &n, json_string_value(json_object_get(e, "name")),
                           json_object_get(e, "value"), err, errlen)))
@@ -136,27 +128,27 @@ static int check_service(dyn__plan_t *p, size_t idx, json_t *js, char *err, size
   dyn__service_t *s = &p->services[idx];
   s->json = js;
   if (!json_is_object(js))
-    return fail(err, errlen, DYN_EINVAL, "services[%zu] is not an object", idx);
+    return dyn__fail(err, errlen, DYN_EINVAL, "services[%zu] is not an object", idx);
   s->name = json_string_value(json_object_get(js, "name"));
   if (!s->name || !*s->name)
-    return fail(err, errlen, DYN_EINVAL, "services[%zu] has no name", idx);
+    return dyn__fail(err, errlen, DYN_EINVAL, "services[%zu] has no name", idx);
   for (size_t i = 0; i < idx; i++)
     if (!strcmp(p->services[i].name, s->name))
-      return fail(err, errlen, DYN_EINVAL, "service '%s' is listed twice", s->name);
+      return dyn__fail(err, errlen, DYN_EINVAL, "service '%s' is listed twice", s->name);
   const json_t *ns = json_object_get(js, "namespace");
   if (ns && !json_is_null(ns) && !json_is_string(ns))
-    return fail(err, errlen, DYN_EINVAL, "service '%s': namespace must be a string", s->name);
+    return dyn__fail(err, errlen, DYN_EINVAL, "service '%s': namespace must be a string", s->name);
   s->ns = json_is_string(ns) ? json_string_value(ns) : "";
   long n;
   if (!get_count(json_object_get(js, "workers"), 1, &n) || n < 1 || n > 4096)
-    return fail(err, errlen, DYN_EINVAL,
+    return dyn__fail(err, errlen, DYN_EINVAL,
                 "service '%s': workers must be a whole number from 1 to 4096", s->name);
   s->workers = (int)n;
   const json_t *res = json_object_get(js, "resources");
   if (res && !json_is_null(res) && !json_is_object(res))
-    return fail(err, errlen, DYN_EINVAL, "service '%s': resources must be an object", s->name);
+    return dyn__fail(err, errlen, DYN_EINVAL, "service '%s': resources must be an object", s->name);
   if (!get_count(json_object_get(res, "gpu"), 0, &n) || n < 0 || n > 1024)
-    return fail(err, errlen, DYN_EINVAL,
+    return dyn__fail(err, errlen, DYN_EINVAL,
                 "service '%s': resources.gpu must be a whole number of GPUs (0 or more)",
                 s->name);
   s->gpus = (int)n;
@@ -166,19 +158,19 @@ static int check_service(dyn__plan_t *p, size_t idx, json_t *js, char *err, size
   if (json_is_string(kind) && !strcmp(json_string_value(kind), "c")) {
     const json_t *t = json_object_get(js, "target");
     if (!json_is_string(t) || !dyn__is_c_target(json_string_value(t)))
-      return fail(err, errlen, DYN_EINVAL, "service '%s': a C service needs a target lib.so:Name",
+      return dyn__fail(err, errlen, DYN_EINVAL, "service '%s': a C service needs a target lib.so:Name",
                   s->name);
     s->c_target = json_string_value(t);
   }
   const json_t *http = json_object_get(js, "http");
   if (http && !json_is_null(http)) {
     if (!json_is_object(http))
-      return fail(err, errlen, DYN_EINVAL, "service '%s': http must be an object or null",
+      return dyn__fail(err, errlen, DYN_EINVAL, "service '%s': http must be an object or null",
                   s->name);
     const json_t *host = json_object_get(http, "host");
     s->http_host = json_is_string(host) ? json_string_value(host) : "0.0.0.0";
     if (!get_count(json_object_get(http, "port"), 0, &n) || n < 1 || n > 65535)
-      return fail(err, errlen, DYN_EINVAL, "service '%s': http.port must be from 1 to 65535",
+      return dyn__fail(err, errlen, DYN_EINVAL, "service '%s': http.port must be from 1 to 65535",
                   s->name);
     s->http_port = (int)n;
   }
@@ -188,18 +180,18 @@ static int check_service(dyn__plan_t *p, size_t idx, json_t *js, char *err, size
 int dyn__plan_from_json(json_t *doc, dyn__plan_t *p, char *err, size_t errlen) {
   memset(p, 0, sizeof *p);
   if (!json_is_object(doc))
-    return fail(err, errlen, DYN_EPROTO, "the plan is not a JSON object");
+    return dyn__fail(err, errlen, DYN_EPROTO, "the plan is not a JSON object");
   p->json = json_incref(doc);
   int rc = DYN_OK;
   const json_t *services = json_object_get(doc, "services");
   if (!json_is_array(services) || json_array_size(services) == 0) {
-    rc = fail(err, errlen, DYN_EPROTO, "the plan lists no services");
+    rc = dyn__fail(err, errlen, DYN_EPROTO, "the plan lists no services");
     goto out;
   }
   p->nservices = json_array_size(services);
   p->services = calloc(p->nservices, sizeof *p->services);
   if (!p->services) {
-    rc = fail(err, errlen, DYN_ENOMEM, "out of memory");
+    rc = dyn__fail(err, errlen, DYN_ENOMEM, "out of memory");
     goto out;
   }
   for (size_t i = 0; i < p->nservices; i++)
@@ -209,7 +201,7 @@ int dyn__plan_from_json(json_t *doc, dyn__plan_t *p, char *err, size_t errlen) {
   const json_t *entry = json_object_get(doc, "entry");
   p->entry = json_is_string(entry) ? json_string_value(entry) : "";
   if (*p->entry && !dyn__plan_find(p, p->entry)) {
-    rc = fail(err, errlen, DYN_EPROTO, "the plan's entry '%s' is not one of its services",
+    rc = dyn__fail(err, errlen, DYN_EPROTO, "the plan's entry '%s' is not one of its services",
               p->entry);
     goto out;
   }
@@ -220,7 +212,7 @@ int dyn__plan_from_json(json_t *doc, dyn__plan_t *p, char *err, size_t errlen) {
     size_t i;
     json_t *e;
     if (!json_is_array(edges)) {
-      rc = fail(err, errlen, DYN_EPROTO, "the plan's edges are not a list");
+      rc = dyn__fail(err, errlen, DYN_EPROTO, "the plan's edges are not a list");
       goto out;
     }
     json_array_foreach(edges, i, e) {
@@ -228,7 +220,7 @@ int dyn__plan_from_json(json_t *doc, dyn__plan_t *p, char *err, size_t errlen) {
        * language, served elsewhere. */
       if (json_array_size(e) != 2 || !json_is_string(json_array_get(e, 0)) ||
           !json_is_string(json_array_get(e, 1))) {
-        rc = fail(err, errlen, DYN_EPROTO, "the plan's edges[%zu] is not a pair of service names",
+        rc = dyn__fail(err, errlen, DYN_EPROTO, "the plan's edges[%zu] is not a pair of service names",
                   i);
         goto out;
       }
@@ -275,14 +267,14 @@ static int resolve_python(uv_loop_t *loop, const char *python, const char *targe
   dyn__env_t env;
   if (!cfg || dyn__env_init(&env)) {
     free(cfg);
-    return fail(err, errlen, DYN_ENOMEM, "out of memory");
+    return dyn__fail(err, errlen, DYN_ENOMEM, "out of memory");
   }
   int rc = dyn__env_set(&env, "DYNAMO_SERVICE_CONFIG", cfg);
   if (!rc) rc = dyn__env_set(&env, "DYN_CONFIG_FILE", config_file ? config_file : "");
   free(cfg);
   if (rc) {
     dyn__env_free(&env);
-    return fail(err, errlen, DYN_ENOMEM, "out of memory");
+    return dyn__fail(err, errlen, DYN_ENOMEM, "out of memory");
   }
   char *argv[] = {(char *)python, "-m", "dynamo.sdk.plan", (char *)target, NULL};
   dyn__captured_t c;
@@ -290,20 +282,20 @@ static int resolve_python(uv_loop_t *loop, const char *python, const char *targe
   rc = dyn__capture(loop, argv, env.vars, 0, &c, &uv_err);
   dyn__env_free(&env);
   if (rc == DYN_ESYS)
-    return fail(err, errlen, rc, "cannot run the resolver '%s -m dynamo.sdk.plan': %s%s",
+    return dyn__fail(err, errlen, rc, "cannot run the resolver '%s -m dynamo.sdk.plan': %s%s",
                 python, uv_strerror(uv_err),
                 uv_err == UV_ENOENT ? " (set DYN_PYTHON to the Python that has dynamo)" : "");
-  if (rc) return fail(err, errlen, rc, "out of memory reading the resolver's output");
+  if (rc) return dyn__fail(err, errlen, rc, "out of memory reading the resolver's output");
   if (c.err_len) {
     *log = c.err;
     c.err = NULL;
   }
   if (c.term_signal || c.exit_status) {
     if (c.term_signal)
-      rc = fail(err, errlen, DYN_EREMOTE, "resolving %s failed: the resolver was killed by signal %d",
+      rc = dyn__fail(err, errlen, DYN_EREMOTE, "resolving %s failed: the resolver was killed by signal %d",
                 target, c.term_signal);
     else
-      rc = fail(err, errlen, DYN_EREMOTE, "resolving %s failed (the resolver exited with status %d)",
+      rc = dyn__fail(err, errlen, DYN_EREMOTE, "resolving %s failed (the resolver exited with status %d)",
                 target, (int)c.exit_status);
     dyn__captured_free(&c);
     return rc;
@@ -311,7 +303,7 @@ static int resolve_python(uv_loop_t *loop, const char *python, const char *targe
   *doc = parse_plan_output(c.out);
   if (!*doc) {
     size_t n = c.out_len;
-    rc = fail(err, errlen, DYN_EPROTO,
+    rc = dyn__fail(err, errlen, DYN_EPROTO,
               "resolving %s: the resolver did not print a JSON plan on stdout%s%.*s%s", target,
               n ? ", it printed: " : " (it printed nothing)", n > 300 ? 300 : (int)n, c.out,
               n > 300 ? "..." : "");
@@ -334,11 +326,11 @@ int dyn__plan_resolve(uv_loop_t *loop, const char *python, const char *target, j
     /* dyn__c_plan, like the Python resolver, names the config file in its
      * messages from $DYN_CONFIG_FILE. */
     if (setenv("DYN_CONFIG_FILE", config_file ? config_file : "", 1))
-      rc = fail(err, errlen, DYN_ENOMEM, "out of memory");
+      rc = dyn__fail(err, errlen, DYN_ENOMEM, "out of memory");
     else
       rc = dyn__c_plan(graph, svc, config, &doc);
     if (rc)
-      fail(err, errlen, rc, "cannot resolve the C graph %s: %s", target, dyn_strerror(rc));
+      dyn__fail(err, errlen, rc, "cannot resolve the C graph %s: %s", target, dyn_strerror(rc));
   } else {
     rc = resolve_python(loop, python, target, config, config_file, &doc, log, err, errlen);
   }
@@ -349,7 +341,7 @@ int dyn__plan_resolve(uv_loop_t *loop, const char *python, const char *target, j
   rc = dyn__plan_from_json(doc, out, why, sizeof why);
   json_decref(doc);
   if (rc) {
-    fail(err, errlen, rc, "the plan for %s is not usable: %s", target, why);
+    dyn__fail(err, errlen, rc, "the plan for %s is not usable: %s", target, why);
     return rc;
   }
   if (!*out->target) out->target = target; /* the caller keeps target alive */
