@@ -33,7 +33,7 @@ Two settings differ from BentoML's defaults:
   dependency replaces its aiohttp session every max_requests calls and closes
   the old one, which aborts the calls still in flight on it
   ("Server disconnected", "Cannot write to closing transport"); at 16
-  concurrent requests about one in six requests failed with HTTP 500.
+  concurrent requests one request in five or six failed with HTTP 500.
   BENCH_BENTOML_DEFAULT_CONN=1 keeps the default to see it.
 """
 

@@ -13,6 +13,8 @@
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 bench=$(cd "$here/.." && pwd)
+logs="$bench/results/pipeline-logs" # git-ignored
+mkdir -p "$logs"
 PY=${PYTHON:-$(command -v python3)}
 BENTOML_VERSION=${BENTOML_VERSION:-1.4.40}
 RAY_VERSION=${RAY_VERSION:-2.60.0}
@@ -25,7 +27,7 @@ fi
 # install NAME PACKAGE_SPEC IMPORT_CHECK VERSION_EXPR
 install() {
   local name=$1 spec=$2 check=$3 verexpr=$4
-  local venv="$bench/.venv-$name" log="$bench/.venv-$name.setup.log"
+  local venv="$bench/.venv-$name" log="$logs/setup-$name.log"
   if [ -x "$venv/bin/python" ] && [ -f "$venv/INSTALLED" ] && [ "$(cat "$venv/INSTALLED")" = "$spec" ] \
      && "$venv/bin/python" -c "$check" 2>/dev/null; then
     echo "setup.sh: $name: $spec already installed ($venv)"

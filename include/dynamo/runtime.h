@@ -40,6 +40,12 @@ typedef struct dyn_endpoint dyn_endpoint_t;
  *   DYN_LISTEN_PORT      port the request plane binds (0: any free port)
  *   DYN_ADVERTISE_HOST   address published to callers (the listen host)
  *   DYN_MAX_FRAME        largest frame accepted or sent, bytes
+ *   ETCD_ENDPOINTS       discovery on etcd ("http://host:2379[,...]")
+ *   NATS_SERVER          events on NATS ("nats://host:4222")
+ * Either backend left unset is served by the embedded control plane. With
+ * etcd, the request plane listens on all interfaces unless DYN_LISTEN_HOST
+ * says otherwise, and advertises DYN_ADVERTISE_HOST or, failing that, the
+ * machine's first non-loopback IPv4 address.
  */
 typedef struct dyn_runtime_options {
   const char *control_socket; /* NULL: dyn_control_default_path() */
@@ -47,6 +53,8 @@ typedef struct dyn_runtime_options {
   int listen_port;
   const char *advertise_host; /* NULL: listen_host */
   uint32_t max_frame;
+  const char *etcd_endpoints; /* NULL: embedded discovery */
+  const char *nats_url;       /* NULL: embedded events */
   uv_loop_t *loop; /* NULL: the runtime creates and owns its loop */
 } dyn_runtime_options_t;
 

@@ -62,6 +62,12 @@ static void usage(FILE *f) {
 "                              the processes that would run; start nothing\n"
 "  --service-name NAME         run only NAME's workers (the other services run\n"
 "                              elsewhere)\n"
+"  --etcd URL                  discovery on etcd (also $ETCD_ENDPOINTS), e.g.\n"
+"                              http://10.0.0.1:2379; workers then listen on all\n"
+"                              interfaces and advertise --host\n"
+"  --nats URL                  events on NATS (also $NATS_SERVER)\n"
+"  --host ADDRESS              the address this machine's workers advertise\n"
+"                              (also $DYN_ADVERTISE_HOST)\n"
 "  --control-socket PATH       host the embedded control plane at PATH (default:\n"
 "                              a fresh temporary directory); if a control\n"
 "                              plane already answers there, join it instead:\n"
@@ -106,6 +112,7 @@ typedef struct serve {
   const char *file;
   const char *only; /* --service-name */
   const char *control_socket; /* --control-socket */
+  const char *etcd, *nats, *host; /* --etcd, --nats, --host */
   double grace;
   int dry_run, oversubscribe, no_gpu_alloc;
   const char **overrides;
@@ -182,6 +189,15 @@ static int parse_args(serve_t *sv, int argc, char **argv) {
     } else if ((r = option_value(argc, argv, &i, "--service-name", &v))) {
       if (r < 0) return 2;
       sv->only = v;
+    } else if ((r = option_value(argc, argv, &i, "--etcd", &v))) {
+      if (r < 0) return 2;
+      sv->etcd = v;
+    } else if ((r = option_value(argc, argv, &i, "--nats", &v))) {
+      if (r < 0) return 2;
+      sv->nats = v;
+    } else if ((r = option_value(argc, argv, &i, "--host", &v))) {
+      if (r < 0) return 2;
+      sv->host = v;
     } else if ((r = option_value(argc, argv, &i, "--control-socket", &v))) {
       if (r < 0) return 2;
       if (strlen(v) >= sizeof sv->sock) {
@@ -356,7 +372,10 @@ static char **worker_env(const serve_t *sv, const proc_t *p) {
   snprintf(grace, sizeof grace, "%g", sv->grace);
   snprintf(pid, sizeof pid, "%d", (int)getpid());
   rc = rc || dyn__env_set(&e, "DYNAMO_SERVICE_CONFIG", sv->config_text);
-  rc = rc || dyn__env_set(&e, "DYN_CONTROL_SOCKET", sv->sock);
+  if (sv->sock[0]) rc = rc || dyn__env_set(&e, "DYN_CONTROL_SOCKET", sv->sock);
+  if (sv->etcd) rc = rc || dyn__env_set(&e, "ETCD_ENDPOINTS", sv->etcd);
+  if (sv->nats) rc = rc || dyn__env_set(&e, "NATS_SERVER", sv->nats);
+  if (sv->host) rc = rc || dyn__env_set(&e, "DYN_ADVERTISE_HOST", sv->host);
   rc = rc || dyn__env_set(&e, "DYN_SERVICE_NAME", p->svc->name);
   rc = rc || dyn__env_set(&e, "DYN_WORKER_INDEX", index);
   rc = rc || dyn__env_set(&e, "DYN_SUPERVISOR_PID", pid);
@@ -503,7 +522,34 @@ static int make_socket_dir(serve_t *sv) {
   return 0;
 }
 
+/* Spawns every worker and runs until the graph stops; returns the exit code. */
+static int supervise(serve_t *sv, uv_loop_t *loop) {
+  dyn__sup_options_t opt = {.grace_s = sv->grace, .on_started = on_started, .arg = sv};
+  dyn__supervisor_t *sup = NULL;
+  int code = 1;
+  if (dyn__sup_new(loop, &opt, &sup)) return 1;
+  for (size_t k = 0; k < sv->nprocs; k++) {
+    char **env = worker_env(sv, &sv->procs[k]);
+    int rc = env ? dyn__sup_add(sup, sv->procs[k].label, sv->procs[k].argv, env) : DYN_ENOMEM;
+    dyn__strv_free(env);
+    if (rc) {
+      fprintf(stderr, "dynamo serve: out of memory\n");
+      dyn__sup_free(sup);
+      return 1;
+    }
+  }
+  code = dyn__sup_run(sup);
+  dyn__sup_free(sup);
+  return code;
+}
+
 static int run_graph(serve_t *sv, uv_loop_t *loop) {
+  if (sv->etcd && sv->nats) {
+    /* Discovery and events live elsewhere: nothing to host here. */
+    int code = supervise(sv, loop);
+    uv_run(loop, UV_RUN_DEFAULT);
+    return code;
+  }
   if (sv->control_socket)
     snprintf(sv->sock, sizeof sv->sock, "%s", sv->control_socket);
   else if (make_socket_dir(sv))
@@ -521,25 +567,10 @@ static int run_graph(serve_t *sv, uv_loop_t *loop) {
     return 1;
   }
   dyn_log(DYN_LOG_INFO, "serve: control plane on %s", sv->sock);
-  dyn__sup_options_t opt = {.grace_s = sv->grace, .on_started = on_started, .arg = sv};
-  dyn__supervisor_t *sup = NULL;
-  int code = 1;
-  if (dyn__sup_new(loop, &opt, &sup)) goto out;
-  for (size_t k = 0; k < sv->nprocs; k++) {
-    char **env = worker_env(sv, &sv->procs[k]);
-    rc = env ? dyn__sup_add(sup, sv->procs[k].label, sv->procs[k].argv, env) : DYN_ENOMEM;
-    dyn__strv_free(env);
-    if (rc) {
-      fprintf(stderr, "dynamo serve: out of memory\n");
-      goto out;
-    }
-  }
-  code = dyn__sup_run(sup);
-out:
+  int code = supervise(sv, loop);
   /* The control plane outlives the workers, so that those stopping
    * gracefully can still deregister. */
   if (cp) dyn_control_stop(cp);
-  dyn__sup_free(sup);
   uv_run(loop, UV_RUN_DEFAULT);
   if (sv->tmpdir[0]) {
     unlink(sv->sock);
@@ -556,6 +587,10 @@ int dyn__cmd_serve(int argc, char **argv) {
     free(sv.overrides);
     return code < 0 ? 0 : code;
   }
+  const char *env;
+  if (!sv.etcd && (env = getenv("ETCD_ENDPOINTS")) && *env) sv.etcd = env;
+  if (!sv.nats && (env = getenv("NATS_SERVER")) && *env) sv.nats = env;
+  if (!sv.host && (env = getenv("DYN_ADVERTISE_HOST")) && *env) sv.host = env;
   /* A closed stdout must not kill the supervisor while workers run. */
   signal(SIGPIPE, SIG_IGN);
   uv_loop_t *loop = uv_default_loop();

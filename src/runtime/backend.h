@@ -44,4 +44,11 @@ typedef struct dyn_runtime dyn_runtime_t;
 int dyn__embedded_open(dyn_runtime_t *rt, const char *path, void **state);
 extern const dyn__discovery_ops_t dyn__embedded_discovery;
 extern const dyn__events_ops_t dyn__embedded_events;
+
+/* etcd v3 discovery (runtime/etcd/etcd.h) and NATS events
+ * (runtime/nats/nats_events.h): same contracts, other machines. */
+int dyn__etcd_open(dyn_runtime_t *rt, const char *endpoints, void **state);
+extern const dyn__discovery_ops_t dyn__etcd_discovery;
+int dyn__nats_open(dyn_runtime_t *rt, const char *url, void **state);
+extern const dyn__events_ops_t dyn__nats_events;
 #endif

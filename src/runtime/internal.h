@@ -64,6 +64,7 @@ struct dyn_runtime {
   void *disc_state;
   const dyn__events_ops_t *ev;
   void *ev_state;
+  void *emb_state; /* the embedded session, when either backend uses it */
   uint64_t session;
 
   /* serving */
@@ -105,6 +106,8 @@ void dyn__server_goaway(dyn_runtime_t *rt);
 void dyn__server_close_conns(dyn_runtime_t *rt);
 size_t dyn__server_cancel_all(dyn_runtime_t *rt);
 void dyn__server_deregister_all(dyn_runtime_t *rt);
+/* Puts every served instance again under the current session id. */
+void dyn__server_reregister_all(dyn_runtime_t *rt);
 
 /* client.c */
 void dyn__peers_close(dyn_runtime_t *rt);

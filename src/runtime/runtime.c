@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "dynamo/control.h"
+#include "runtime/etcd/etcd.h"
 #include "runtime/internal.h"
 
 static const char *env_or(const char *name, const char *dflt) {
@@ -15,14 +16,82 @@ static const char *env_or(const char *name, const char *dflt) {
 void dyn_runtime_options_init(dyn_runtime_options_t *o) {
   memset(o, 0, sizeof *o);
   o->control_socket = env_or("DYN_CONTROL_SOCKET", NULL);
-  o->listen_host = env_or("DYN_LISTEN_HOST", "127.0.0.1");
+  o->etcd_endpoints = env_or("ETCD_ENDPOINTS", NULL);
+  o->nats_url = env_or("NATS_SERVER", NULL);
+  /* Loopback only while discovery is local to this machine. */
+  o->listen_host = env_or("DYN_LISTEN_HOST", o->etcd_endpoints ? "0.0.0.0" : "127.0.0.1");
   o->listen_port = atoi(env_or("DYN_LISTEN_PORT", "0"));
   o->advertise_host = env_or("DYN_ADVERTISE_HOST", NULL);
   long mf = atol(env_or("DYN_MAX_FRAME", "0"));
   o->max_frame = mf > 0 ? (uint32_t)mf : DYN_DEFAULT_MAX_FRAME;
 }
 
-static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
+
+/* What callers on other machines can reach when we listen on a wildcard
+ * address: the first non-loopback IPv4 address, else loopback. */
+static char *guess_advertise_host(const char *listen_host) {
+  if (strcmp(listen_host, "0.0.0.0") && strcmp(listen_host, "::")) return strdup(listen_host);
+  uv_interface_address_t *ifs;
+  int n;
+  char ip[INET6_ADDRSTRLEN] = "127.0.0.1";
+  if (uv_interface_addresses(&ifs, &n) == 0) {
+    for (int i = 0; i < n; i++)
+      if (!ifs[i].is_internal && ifs[i].address.address4.sin_family == AF_INET) {
+        uv_ip4_name(&ifs[i].address.address4, ip, sizeof ip);
+        break;
+      }
+    uv_free_interface_addresses(ifs, n);
+  }
+  return strdup(ip);
+}
+
+/* etcd refused to give our lease back after an outage: the instances move
+ * to the new session id. */
+static void on_etcd_session(void *ud, uint64_t old_id, uint64_t new_id) {
+  dyn_runtime_t *rt = ud;
+  (void)old_id;
+  rt->session = new_id;
+  dyn__server_reregister_all(rt);
+}
+
+/* Discovery and events each come from etcd / NATS when configured, else
+ * from the embedded control plane; the embedded session is opened once
+ * and shared when both use it. */
+static int open_backends(dyn_runtime_t *rt, const dyn_runtime_options_t *o) {
+  int rc = DYN_OK;
+  if (!o->etcd_endpoints || !o->nats_url) {
+    rc = dyn__embedded_open(rt, rt->control_socket, &rt->emb_state);
+    if (rc) return rc;
+  }
+  if (o->etcd_endpoints) {
+    rc = dyn__etcd_open(rt, o->etcd_endpoints, &rt->disc_state);
+    if (rc) return rc;
+    rt->disc = &dyn__etcd_discovery;
+    dyn__etcd_set_session_hook(rt->disc_state, on_etcd_session, rt);
+  } else {
+    rt->disc = &dyn__embedded_discovery;
+    rt->disc_state = rt->emb_state;
+  }
+  if (o->nats_url) {
+    rc = dyn__nats_open(rt, o->nats_url, &rt->ev_state);
+    if (rc) return rc;
+    rt->ev = &dyn__nats_events;
+  } else {
+    rt->ev = &dyn__embedded_events;
+    rt->ev_state = rt->emb_state;
+  }
+  return DYN_OK;
+}
+
+static void close_backends(dyn_runtime_t *rt) {
+  if (rt->disc) rt->disc->close(rt->disc_state);
+  if (rt->ev && rt->ev != &dyn__embedded_events) rt->ev->close(rt->ev_state);
+  if (rt->emb_state && rt->disc != &dyn__embedded_discovery)
+    dyn__embedded_discovery.close(rt->emb_state);
+  rt->disc = NULL;
+  rt->ev = NULL;
+  rt->emb_state = NULL;
+}
 
 int dyn_runtime_create(const dyn_runtime_options_t *opts, dyn_runtime_t **out) {
   dyn_runtime_options_t dflt;
@@ -45,7 +114,8 @@ int dyn_runtime_create(const dyn_runtime_options_t *opts, dyn_runtime_t **out) {
   const char *cs = opts->control_socket ? opts->control_socket : dyn_control_default_path();
   rt->control_socket = strdup(cs);
   rt->listen_host = strdup(opts->listen_host ? opts->listen_host : "127.0.0.1");
-  rt->advertise_host = dup_or_null(opts->advertise_host);
+  rt->advertise_host = opts->advertise_host ? strdup(opts->advertise_host)
+                                            : guess_advertise_host(rt->listen_host);
   rt->listen_port = opts->listen_port;
   rt->max_frame = opts->max_frame ? opts->max_frame : DYN_DEFAULT_MAX_FRAME;
   uint64_t seed = 0;
@@ -57,17 +127,12 @@ int dyn_runtime_create(const dyn_runtime_options_t *opts, dyn_runtime_t **out) {
   struct sigaction sa;
   if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL) signal(SIGPIPE, SIG_IGN);
 
-  void *st = NULL;
-  int rc = dyn__embedded_open(rt, rt->control_socket, &st);
+  int rc = open_backends(rt, opts);
   if (rc) {
     dyn_runtime_destroy(rt);
     return rc;
   }
-  rt->disc = &dyn__embedded_discovery;
-  rt->disc_state = st;
-  rt->ev = &dyn__embedded_events;
-  rt->ev_state = st;
-  rt->session = rt->disc->session_id(st);
+  rt->session = rt->disc->session_id(rt->disc_state);
   *out = rt;
   return DYN_OK;
 }
@@ -83,10 +148,7 @@ void dyn_runtime_destroy(dyn_runtime_t *rt) {
   dyn__server_close(rt);
   dyn__server_close_conns(rt);
   dyn__peers_close(rt);
-  if (rt->disc) rt->disc->close(rt->disc_state);
-  if (rt->ev && rt->ev_state != rt->disc_state) rt->ev->close(rt->ev_state);
-  rt->disc = NULL;
-  rt->ev = NULL;
+  close_backends(rt);
   dyn__flusher_close(&rt->flusher);
   if (rt->sync_timer_ready) uv_close((uv_handle_t *)&rt->sync_timer, NULL);
   /* Let every close callback run so no memory outlives the runtime. */
@@ -173,10 +235,7 @@ static void shutdown_finish(dyn_runtime_t *rt) {
   dyn__server_close_conns(rt);
   dyn__flusher_run(&rt->flusher);
   dyn__peers_close(rt);
-  if (rt->disc) rt->disc->close(rt->disc_state);
-  if (rt->ev && rt->ev_state != rt->disc_state) rt->ev->close(rt->ev_state);
-  rt->disc = NULL;
-  rt->ev = NULL;
+  close_backends(rt);
   dyn_runtime_stop(rt);
 }
 

@@ -316,6 +316,14 @@ int dyn_endpoint_unserve(dyn_endpoint_t *ep) {
   return DYN_OK;
 }
 
+void dyn__server_reregister_all(dyn_runtime_t *rt) {
+  for (dyn_endpoint_t *ep = rt->served; ep; ep = ep->served_next) {
+    if (ep->key[0]) dyn_discovery_delete(rt, ep->key);
+    if (register_instance(rt, ep))
+      dyn_log(DYN_LOG_ERROR, "cannot register %s again", ep->path);
+  }
+}
+
 void dyn__server_deregister_all(dyn_runtime_t *rt) {
   while (rt->served) dyn_endpoint_unserve(rt->served);
 }
