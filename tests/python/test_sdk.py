@@ -153,3 +153,52 @@ def test_c_graph_and_python_interop(serve):
     assert call(s.sock, "hello/Middle/generate", {"text": "a b"}, stream=True) == [
         "Middle: Backend: a", "Middle: Backend: b-mid-back"]
     s.stop()
+
+
+def _post(port, path, body, timeout=15.0):
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+    r = conn.getresponse()
+    data = r.read().decode()
+    conn.close()
+    return r.status, r.getheader("Content-Type"), data
+
+
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("graph", ["python", "c"])
+def test_hello_world_over_http(serve, graph):
+    port = _free_port()
+    if graph == "python":
+        target = f"{ROOT}/examples/hello_world/hello_world.py:Frontend"
+        args = ["-f", f"{ROOT}/examples/hello_world/config.yaml"]
+    else:
+        target, args = f"{C_GRAPH}:Frontend", []
+    s = serve(target, *args, f"--Frontend.port={port}")
+    s.wait_for(f"Frontend HTTP: http://127.0.0.1:{port}")
+    s.wait_for("Frontend ready")
+    s.wait_for("Middle ready")
+    s.wait_for("Backend ready")
+    status, ctype, body = _post(port, "/generate", json.dumps({"text": "hello world"}))
+    assert status == 200 and ctype.startswith("text/event-stream")
+    events = [json.loads(line[len("data: "):]) for line in body.splitlines() if line.startswith("data: ")]
+    assert events == ["Frontend: Middle: Backend: hello", "Frontend: Middle: Backend: world-mid-back"]
+    status, _, body = _post(port, "/generate", "{not json")
+    assert status == 400 and "error" in json.loads(body)
+    if graph == "python":
+        status, _, body = _post(port, "/generate", json.dumps({"txt": "x"}))
+        assert status == 400 and "unknown field" in body
+    assert s.stop() == 0
+
+
+def test_get_endpoint_gives_the_raw_client(serve):
+    s = serve(f"{KNOBS}:Top")
+    s.wait_for("Top ready")
+    assert call(s.sock, "knobs/Top/raw", 3, stream=True) == [0, 1, 2]
+    s.stop()

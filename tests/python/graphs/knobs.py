@@ -1,6 +1,7 @@
 """Graphs for config precedence, link pruning, crashes and shutdown."""
 
 import dataclasses
+import json
 import os
 import subprocess
 
@@ -56,6 +57,16 @@ class Top:
     @dynamo_endpoint()
     async def go(self, ask: Ask):
         return await self.middle.relay(ask)
+
+    @dynamo_endpoint()
+    async def raw(self, n: int):
+        # The raw client of a dependency's endpoint, routed by hand.
+        client = await self.middle.get_endpoint("relay")
+        ids = await client.wait_for_instances(1, 10)
+        async for chunk in client.direct(b'{"what": "direct"}', ids[0]):
+            assert json.loads(chunk)["what"] == "direct"
+        for i in range(n):
+            yield i
 
 
 # A service that crashes on its first start and a service whose worker
