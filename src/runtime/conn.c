@@ -10,9 +10,12 @@
 
 #include "runtime/addr.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "dynamo/runtime.h"
 #include "dynamo/status.h"
@@ -22,6 +25,29 @@
 #define EAGER_FLUSH (256u * 1024u)
 
 static void flush(dyn__conn_t *c);
+
+/* A peer that vanishes without closing (a cut network, a host gone) must
+ * not leave streams waiting forever: the kernel probes a connection idle
+ * for DEAD_PEER_IDLE_S, and fails it (ETIMEDOUT, so every stream on it
+ * ends with DYN_EDISCONNECTED) once probes, data or the connect itself
+ * went unanswered for DEAD_PEER_MS. A live peer's kernel answers the
+ * probes, however long its handler computes. */
+#define DEAD_PEER_IDLE_S 2
+#define DEAD_PEER_MS 10000u
+
+static void watch_peer(dyn__conn_t *c) {
+  uv_os_fd_t fd;
+  if (c->h.handle.type != UV_TCP || uv_fileno(&c->h.handle, &fd)) return;
+  int on = 1;
+  setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+#if defined(TCP_KEEPIDLE) && defined(TCP_KEEPINTVL) && defined(TCP_USER_TIMEOUT)
+  int idle = DEAD_PEER_IDLE_S, intvl = 1;
+  unsigned timeout = DEAD_PEER_MS;
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+  setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &timeout, sizeof timeout);
+#endif
+}
 
 static void flusher_unlink(dyn__conn_t *c) {
   if (!c->flush_queued) return;
@@ -253,6 +279,7 @@ int dyn__conn_start(dyn__conn_t *c) {
   c->connected = 1;
   if (c->h.handle.type == UV_TCP) {
     uv_tcp_nodelay(&c->h.tcp, 1);
+    watch_peer(c); /* accepted connections */
     dyn__peer_name(&c->h.tcp, c->peer);
   }
   int rc = uv_read_start(&c->h.stream, on_alloc, on_read);
@@ -302,5 +329,6 @@ int dyn__conn_connect(dyn__conn_t *c, const char *target) {
   if (parse_addr(target, &ss)) return DYN_EINVAL;
   if (uv_tcp_connect(&c->connect_req, &c->h.tcp, (struct sockaddr *)&ss, on_connect))
     return DYN_ECONNECT;
+  watch_peer(c); /* bounds the connect too */
   return DYN_OK;
 }

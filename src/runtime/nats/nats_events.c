@@ -20,7 +20,8 @@
  * poll callback, leaving no place to deliver messages after a read (the
  * only alternative was async subscriptions, i.e. libnats's threads plus a
  * uv_async_t queue: two thread hops per event). It also restarts its
- * uv_poll_t on every write request (an epoll_ctl DEL + ADD per publish), and
+ * uv_poll_t on every write request (three epoll_ctl calls per publish with
+ * libuv 1.44: uv_poll_start deregisters the descriptor first), and
  * it polls libnats's own descriptor, which libnats 3.4 closes before polling
  * has stopped when it notices a dead connection on a thread other than the
  * loop's (nats.c issue #814, fixed in 3.10): the loop could then poll
@@ -57,19 +58,24 @@
  * publishes that race with a connection dying on another thread; they are
  * sent after the reconnect.
  *
- * Closing uses natsConnection_Close() and natsConnection_Destroy(), never
+ * Closing first waits (bounded) until the server has every byte published
+ * (drain_output()), then uses natsConnection_Close() and Destroy(), never
  * nats_Close(): that one tears down the library for the whole process
  * (other connections included, and a later open would have to re-open it).
  * libnats's global threads (timers, async callbacks, GC) stay until exit
  * and hold nothing of ours: after natsConnection_Close() returns, the
  * reconnect thread has been joined and no adapter callback comes again.
  */
+#include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 
 #include <nats/nats.h>
 
@@ -78,6 +84,8 @@
 
 #define CONNECT_TIMEOUT_MS 2000
 #define RECONNECT_WAIT_MS 250
+/* How long close() waits for the socket to take the last events. */
+#define CLOSE_FLUSH_MS 1000
 /* Publishes (and SUB/UNSUB) racing a connection's death on another thread
  * wait here and go out after the reconnect (see above). */
 #define RECONNECT_BUF_BYTES (1024 * 1024)
@@ -218,7 +226,7 @@ static void apply(nats_ev_t *st) {
   if (!st->want_write) st->write_blocked = 0;
   int events = UV_READABLE | (st->write_blocked ? UV_WRITABLE : 0);
   if (st->poll && events != st->poll_events) {
-    /* Rare (a full socket buffer): uv_poll_start costs an epoll_ctl. */
+    /* Rare (a full socket buffer): uv_poll_start costs epoll_ctl calls. */
     uv_poll_start(st->poll, events, on_poll);
     st->poll_events = events;
   }
@@ -561,10 +569,36 @@ static void nats_unsubscribe(void *p, void *handle) {
   if (!st->rt->in_loop) flush(st);
 }
 
+/* natsConnection_Close() drops what libnats has not written yet, and
+ * libnats sets SO_LINGER to 0 on its sockets, so the close is a reset that
+ * also drops what the kernel has not sent. The last events (a burst
+ * published just before shutdown) must leave first: we write libnats's
+ * buffer out and wait until the server has acknowledged every byte
+ * (SIOCOUTQ), blocking, at most CLOSE_FLUSH_MS. The runtime is going away;
+ * nothing else on its loop is left to delay. */
+static void drain_output(nats_ev_t *st) {
+  uint64_t deadline = uv_hrtime() + (uint64_t)CLOSE_FLUSH_MS * 1000000u;
+  flush(st);
+  while (st->poll) {
+    uint64_t now = uv_hrtime();
+    if (now >= deadline) break;
+    int unacked = 0;
+    if (!st->want_write && (ioctl(st->poll_fd, SIOCOUTQ, &unacked) != 0 || unacked == 0))
+      break;
+    /* Writable while libnats has output; else a millisecond's wait. */
+    struct pollfd pf = {st->poll_fd, st->want_write ? POLLOUT : 0, 0};
+    int ms = (int)((deadline - now) / 1000000u) + 1;
+    int r = poll(&pf, 1, st->want_write ? ms : 1);
+    if (r < 0 && errno != EINTR) break;
+    if (r > 0 && (pf.revents & (POLLERR | POLLHUP))) break;
+    flush(st);
+  }
+}
+
 static void nats_close(void *p) {
   nats_ev_t *st = p;
   if (st->closing) return;
-  flush(st); /* the last events, if the socket takes them now */
+  drain_output(st);
   st->closing = 1;
   /* Synchronous: stops polling through our callbacks (on this thread) and
    * joins a reconnect thread. A reconnect attempt in progress holds the

@@ -1,0 +1,525 @@
+"""Multi-node dynamo on one machine: two "hosts" made of network namespaces
+joined by a veth pair (198.51.100.0/24, TEST-NET-2: never a real address),
+etcd and nats-server in host A, `dynamo serve --service-name ...` splitting
+graphs across the two, and faults: kill -9 of a worker, etcd restart, NATS
+down, and a cut link.
+
+    host A (dyn-a-PID)  198.51.100.1  etcd :2379/:2380, nats-server :4222
+    host B (dyn-b-PID)  198.51.100.2
+                 veth dva<PID> <-> dvb<PID>
+
+Needs root and `ip netns`; skipped (with the reason) only without them.
+Everything it started is killed, and both namespaces deleted, at the end
+of the session, also on failure. Run: DYN_BIN=build/dynamo
+DYN_BUILD=build python3 -m pytest -q tests/distributed
+"""
+
+import json
+import os
+import queue
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+BUILD = Path(os.environ.get("DYN_BUILD", ROOT / "build"))
+DYN_BIN = os.environ.get("DYN_BIN", str(BUILD / "dynamo"))
+HELLO = ROOT / "examples" / "hello_world" / "hello_world.py"
+SLOW = HERE / "slow_graph.py"
+AGENT = HERE / "agent.py"
+
+ADDR_A, ADDR_B = "198.51.100.1", "198.51.100.2"
+ETCD_URL = f"http://{ADDR_A}:2379"
+NATS_URL = f"nats://{ADDR_A}:4222"
+TTL_S = 2  # DYN_ETCD_TTL for everything started here
+
+# Report lines (bounds measured, latencies) printed at the end of the run.
+REPORT = []
+
+
+def report(line):
+    REPORT.append(line)
+    print(line, file=sys.stderr)
+
+
+def sh(*args, check=True, timeout=20):
+    return subprocess.run(list(args), check=check, timeout=timeout, capture_output=True, text=True)
+
+
+def env_for(**extra):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(BUILD / "python"), str(HERE)])
+    env["PYTHONUNBUFFERED"] = "1"
+    env["DYN_ETCD_TTL"] = str(TTL_S)
+    for k in ("ETCD_ENDPOINTS", "NATS_SERVER", "DYN_ADVERTISE_HOST", "DYN_CONTROL_SOCKET",
+              "DYN_LISTEN_HOST"):
+        env.pop(k, None)
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def netns_unsupported():
+    """Why the namespaces cannot be made here, or None."""
+    if os.geteuid() != 0:
+        return "needs root (creates network namespaces)"
+    if not shutil.which("ip"):
+        return "needs iproute2's ip"
+    probe = f"dyn-probe-{os.getpid()}"
+    r = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    if r.returncode:
+        return f"`ip netns add` is not supported here: {r.stderr.strip()}"
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    return None
+
+
+class Proc:
+    """A process started inside a namespace, its output collected to a file
+    (a thread also splits stdout into lines for the agents)."""
+
+    def __init__(self, cluster, ns, args, name, env=None, lines=False, stdin=False):
+        self.name = name
+        self.path = os.path.join(cluster.tmp, f"{name}.log")
+        self.log = open(self.path, "a+")
+        self.lines = queue.Queue() if lines else None
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, *args], env=env or env_for(),
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE if lines else self.log,
+            stderr=self.log, start_new_session=True, text=True, cwd=ROOT)
+        self.pid = self.proc.pid  # `ip netns exec` execs: this is the program
+        cluster.procs.append(self)
+        if lines:
+            threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self):
+        for line in self.proc.stdout:
+            self.log.write("> " + line)
+            self.log.flush()
+            try:
+                self.lines.put(json.loads(line))
+            except ValueError:
+                pass
+
+    def output(self):
+        self.log.flush()
+        with open(self.path) as f:
+            return f.read()
+
+    def wait_for(self, text, timeout=20.0, count=1, since=0):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            out = self.output()[since:]
+            if out.count(text) >= count:
+                return out
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"{self.name}: '{text}' not seen within {timeout}s; output:\n"
+                             + self.output()[-6000:])
+
+    def mark(self):
+        return len(self.output())
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def kill(self, sig):
+        if self.alive():
+            try:
+                os.killpg(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def stop(self, sig=signal.SIGTERM, timeout=15.0):
+        self.kill(sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill(signal.SIGKILL)
+            self.proc.wait(5)
+            raise AssertionError(f"{self.name} did not stop on {sig!r} within {timeout}s:\n"
+                                 + self.output()[-4000:])
+
+
+class Agent(Proc):
+    """tests/distributed/agent.py in a namespace (see its docstring)."""
+
+    def __init__(self, cluster, ns, name, **env):
+        super().__init__(cluster, ns, [sys.executable, str(AGENT)], name,
+                         env=env_for(**env), lines=True, stdin=True)
+        self.events = []
+        self.ready = self.next(lambda e: e["ev"] == "ready", 15)
+
+    def send(self, **cmd):
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+
+    def next(self, pred, timeout):
+        """The first event (already seen or coming) that pred accepts."""
+        for e in self.events:
+            if pred(e):
+                return e
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"{self.name}: no matching event within {timeout}s; "
+                                     f"saw {self.events[-12:]}\n{self.output()[-3000:]}")
+            try:
+                e = self.lines.get(timeout=left)
+            except queue.Empty:
+                continue
+            self.events.append(e)
+            if pred(e):
+                return e
+
+    def drain(self):
+        while True:
+            try:
+                self.events.append(self.lines.get_nowait())
+            except queue.Empty:
+                return
+
+    def instances(self, path, pred, timeout, after=0.0):
+        """Waits for a live-list update of path, made after `after`
+        (monotonic), that pred accepts."""
+        return self.next(lambda e: e["ev"] == "instances" and e["path"] == path
+                         and e["t"] >= after and pred(set(e["ids"])), timeout)
+
+    def call(self, cid, path, body, **kw):
+        self.send(op="call", id=cid, path=path, body=body, **kw)
+
+    def result(self, cid, timeout):
+        """(items, error message or None, monotonic time it ended)."""
+        end = self.next(lambda e: e.get("id") == cid and e["ev"] in ("done", "error"), timeout)
+        items = [e for e in self.events if e.get("id") == cid and e["ev"] == "item"]
+        return items, end.get("msg"), end["t"]
+
+    def request(self, cid, path, body, timeout=15, **kw):
+        self.call(cid, path, body, **kw)
+        return self.result(cid, timeout)
+
+
+class Cluster:
+    def __init__(self):
+        self.tag = str(os.getpid())
+        self.ns_a, self.ns_b = f"dyn-a-{self.tag}", f"dyn-b-{self.tag}"
+        self.veth_a, self.veth_b = f"dva{self.tag}", f"dvb{self.tag}"
+        self.tmp = tempfile.mkdtemp(prefix="dyn-dist-")
+        self.etcd_dir = os.path.join(self.tmp, "etcd")
+        self.procs = []
+        self.made_ns = []
+        self.etcd = self.nats = None
+
+    # -- the network ------------------------------------------------------
+    def up(self):
+        for ns in (self.ns_a, self.ns_b):
+            sh("ip", "netns", "add", ns)
+            self.made_ns.append(ns)
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+        sh("ip", "link", "add", self.veth_a, "netns", self.ns_a, "type", "veth",
+           "peer", "name", self.veth_b, "netns", self.ns_b)
+        sh("ip", "-n", self.ns_a, "addr", "add", f"{ADDR_A}/24", "dev", self.veth_a)
+        sh("ip", "-n", self.ns_b, "addr", "add", f"{ADDR_B}/24", "dev", self.veth_b)
+        sh("ip", "-n", self.ns_a, "link", "set", self.veth_a, "up")
+        sh("ip", "-n", self.ns_b, "link", "set", self.veth_b, "up")
+        r = sh("ip", "netns", "exec", self.ns_b, "ping", "-c", "1", "-W", "2", ADDR_A, check=False)
+        if r.returncode and shutil.which("ping"):
+            raise AssertionError(f"veth pair does not pass traffic: {r.stdout}{r.stderr}")
+
+    def link(self, up):
+        sh("ip", "-n", self.ns_a, "link", "set", self.veth_a, "up" if up else "down")
+
+    # -- servers in A -----------------------------------------------------
+    def start_etcd(self):
+        self.etcd = Proc(self, self.ns_a, [
+            "etcd", "--name", "dyn", "--data-dir", self.etcd_dir,
+            "--listen-client-urls", ETCD_URL, "--advertise-client-urls", ETCD_URL,
+            "--listen-peer-urls", f"http://{ADDR_A}:2380",
+            "--initial-advertise-peer-urls", f"http://{ADDR_A}:2380",
+            "--initial-cluster", f"dyn=http://{ADDR_A}:2380",
+            "--initial-cluster-state", "new", "--log-level", "warn",
+        ], "etcd")
+        self.wait_etcd()
+
+    def wait_etcd(self, timeout=20.0):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            r = sh("ip", "netns", "exec", self.ns_a, "curl", "-s", "-m", "1",
+                   f"{ETCD_URL}/health", check=False)
+            if '"health":"true"' in r.stdout:
+                return
+            if not self.etcd.alive():
+                break
+            time.sleep(0.1)
+        raise AssertionError("etcd did not become healthy:\n" + self.etcd.output()[-4000:])
+
+    def start_nats(self):
+        self.nats = Proc(self, self.ns_a, ["nats-server", "-a", ADDR_A, "-p", "4222"], "nats")
+        self.nats.wait_for("Server is ready", 15)
+
+    # -- dynamo -----------------------------------------------------------
+    def serve(self, ns, host, target, service, *extra, name=None):
+        args = [DYN_BIN, "serve", target, "--service-name", service, "--etcd", ETCD_URL,
+                "--nats", NATS_URL, "--host", host, *extra]
+        return Proc(self, ns, args, name or f"serve-{service}-{len(self.procs)}")
+
+    def agent(self, ns, name, **env):
+        env.setdefault("ETCD_ENDPOINTS", ETCD_URL)
+        env.setdefault("NATS_SERVER", NATS_URL)
+        return Agent(self, ns, name, **env)
+
+    def curl(self, ns, path, body, timeout=20, port=8000):
+        """POSTs inside ns; returns (SSE data items, seconds it took, curl rc)."""
+        t0 = time.monotonic()
+        r = sh("ip", "netns", "exec", ns, "curl", "-sN", "-m", str(timeout), "-X", "POST",
+               f"http://127.0.0.1:{port}{path}", "-H", "content-type: application/json",
+               "-d", json.dumps(body), check=False, timeout=timeout + 10)
+        items = [json.loads(l[5:]) for l in r.stdout.splitlines() if l.startswith("data:")]
+        return items, time.monotonic() - t0, r.returncode
+
+    # -- teardown ---------------------------------------------------------
+    def down(self):
+        for p in reversed(self.procs):
+            p.kill(signal.SIGTERM)
+        deadline = time.time() + 10
+        for p in reversed(self.procs):
+            try:
+                p.proc.wait(max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                p.kill(signal.SIGKILL)
+                p.proc.wait(5)
+        # Anything left in the namespaces (a worker whose supervisor was
+        # killed, say) goes too, before the namespaces do.
+        for ns in self.made_ns:
+            r = sh("ip", "netns", "pids", ns, check=False)
+            for pid in r.stdout.split():
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except (ProcessLookupError, ValueError):
+                    pass
+        for ns in self.made_ns:
+            sh("ip", "netns", "del", ns, check=False)
+        for p in self.procs:
+            p.log.close()
+        if not os.environ.get("DYN_DIST_KEEP_LOGS"):
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def worker_pids(serve, service):
+    """pids of serve's workers of service (from their environment)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            if ppid != serve.pid:
+                continue
+            with open(f"/proc/{d}/environ", "rb") as f:
+                env = dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
+        except (OSError, ValueError, IndexError):
+            continue
+        if env.get(b"DYN_SERVICE_NAME") == service.encode():
+            out.append(int(d))
+    return sorted(out)
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    why = netns_unsupported()
+    if why:
+        pytest.skip(why)
+    for tool in ("etcd", "nats-server", "curl"):
+        if not shutil.which(tool):
+            pytest.fail(f"{tool} is not installed (.ci/run installs etcd-server and nats-server)")
+    c = Cluster()
+    try:
+        c.up()
+        c.start_etcd()
+        c.start_nats()
+        yield c
+    finally:
+        c.down()
+        if REPORT:
+            print("\n" + "\n".join(REPORT), file=sys.stderr)
+
+
+# ---- 1. the hello-world graph across two hosts ------------------------------
+
+def test_cross_host_hello_world(cluster):
+    c = cluster
+    target = f"{HELLO}:Frontend"
+    backend = c.serve(c.ns_b, ADDR_B, target, "Backend", "--Backend.ServiceArgs.workers=1",
+                      name="hello-backend-B")
+    middle = c.serve(c.ns_a, ADDR_A, target, "Middle", name="hello-middle-A")
+    front = c.serve(c.ns_a, ADDR_A, target, "Frontend", name="hello-frontend-A")
+    try:
+        backend.wait_for("Backend ready")
+        middle.wait_for("Middle ready")
+        front.wait_for("Frontend ready")
+        items, took, rc = c.curl(c.ns_a, "/generate", {"text": "hello world"})
+        assert rc == 0, f"curl failed ({rc})"
+        assert items == ["Frontend: Middle: Backend: hello",
+                         "Frontend: Middle: Backend: world-mid-back"], items
+        # Backend ran in B: it advertised B's address, which Middle (in A)
+        # reached over the veth.
+        out = backend.output()
+        assert f"at {ADDR_B}:" in out, out
+        assert f"at {ADDR_A}:" in middle.output()
+        # Nothing of Backend's runs in A.
+        assert "Backend" not in middle.output() and "Backend" not in front.output()
+        report(f"cross-host hello world: 2 SSE events in {took * 1000:.0f} ms (first request)")
+    finally:
+        for s in (front, middle, backend):
+            s.stop()
+
+
+# ---- the fault tests' deployment ----------------------------------------------
+# slow_graph.py: Backend (2 workers) in B, Frontend (HTTP :8001) in A, and an
+# agent in A that watches Backend's live list and calls it directly.
+
+BACKEND = "dist/Backend/generate"
+PORT = 8001
+
+
+class Deployment:
+    def __init__(self, c):
+        self.c = c
+        target = f"{SLOW}:Frontend"
+        self.backend = c.serve(c.ns_b, ADDR_B, target, "Backend", name="slow-backend-B")
+        self.front = c.serve(c.ns_a, ADDR_A, target, "Frontend", f"--Frontend.port={PORT}",
+                             name="slow-frontend-A")
+        self.backend.wait_for("Backend ready", count=2)
+        self.front.wait_for("Frontend ready")
+        self.agent = c.agent(c.ns_a, "agent-A")
+        self.agent.send(op="watch", path=BACKEND)
+        self.live = self.agent.instances(BACKEND, lambda ids: len(ids) == 2, 15)
+        self.n = 0
+
+    def ids(self):
+        """The agent's latest view of Backend's live list."""
+        self.agent.drain()
+        views = [e for e in self.agent.events if e["ev"] == "instances" and e["path"] == BACKEND]
+        return set(views[-1]["ids"]) if views else set()
+
+    def cid(self, what):
+        self.n += 1
+        return f"{what}-{self.n}"
+
+    def request_ok(self, body=None, timeout=15, **kw):
+        """One direct call from A to Backend that must succeed."""
+        cid = self.cid("ok")
+        items, err, _ = self.agent.request(cid, BACKEND, body or {"n": 2}, timeout, **kw)
+        assert err is None, f"request {cid} failed: {err}"
+        assert len(items) == (body or {"n": 2})["n"], items
+        return items
+
+    def http_ok(self, n=2):
+        items, took, rc = self.c.curl(self.c.ns_a, "/generate", {"n": n}, port=PORT)
+        assert rc == 0 and len(items) == n and all("error" not in i for i in items), (rc, items)
+        return took
+
+
+@pytest.fixture(scope="module")
+def dep(cluster):
+    d = Deployment(cluster)
+    yield d
+    for p in (d.agent, d.front, d.backend):
+        if p.alive():
+            p.stop()
+
+
+def curl_bg(c, body, timeout=30):
+    """A streaming POST to the slow Frontend, in a thread: a dict that gets
+    'items', 'rc' and 'done_t' (monotonic) when it ends."""
+    res = {}
+
+    def go():
+        items, _, rc = c.curl(c.ns_a, "/generate", body, timeout=timeout, port=PORT)
+        res.update(items=items, rc=rc, done_t=time.monotonic())
+
+    t = threading.Thread(target=go, daemon=True)
+    t.start()
+    res["thread"] = t
+    return res
+
+
+# ---- 2. kill -9 of a worker -----------------------------------------------------
+
+def test_kill_worker_mid_stream(cluster, dep):
+    c, a = cluster, dep.agent
+    before = dep.ids()
+    assert len(before) == 2
+    # Four long streams, round robin: two on each worker; and one through
+    # the HTTP Frontend.
+    body = {"n": 60, "delay": 0.05}  # 3 s each
+    sids = [dep.cid("stream") for _ in range(4)]
+    for sid in sids:
+        a.call(sid, BACKEND, body, route="round_robin")
+    http = curl_bg(c, body)
+    first = a.next(lambda e: e["ev"] == "item" and e["id"] == sids[0], 10)
+    victim_pid, victim = first["data"]["pid"], first["data"]["instance"]
+    assert victim in before and first["data"]["host"] == ADDR_B
+    assert victim_pid in worker_pids(dep.backend, "Backend")
+    mark = dep.backend.mark()
+    t_kill = time.monotonic()
+    os.kill(victim_pid, signal.SIGKILL)
+
+    # Requests made right away succeed on the survivor (a refused connection
+    # to the dead one is retried elsewhere).
+    for _ in range(5):
+        dep.request_ok()
+
+    # Streams on the victim end with an error, quickly; the others finish.
+    on_victim = failed = 0
+    for sid in sids:
+        items, err, t_end = a.result(sid, 15)
+        inst = {i["data"]["instance"] for i in items}
+        assert len(inst) == 1
+        if inst == {victim}:
+            on_victim += 1
+            assert err is not None, f"stream {sid} on the killed worker ended without an error"
+            assert "disconnected" in err, err
+            assert t_end - t_kill < 5.0, f"error after {t_end - t_kill:.1f}s"
+            failed = max(failed, t_end - t_kill)
+        else:
+            assert err is None, f"stream {sid} on the survivor failed: {err}"
+            assert len(items) == body["n"]
+    assert on_victim == 2
+
+    # The victim leaves the live list: at once on the connection loss, or
+    # when its lease runs out (TTL).
+    gone = a.instances(BACKEND, lambda ids: victim not in ids, TTL_S + 5, after=t_kill)
+    left = gone["t"] - t_kill
+    assert left < TTL_S + 2.5, f"killed instance left the live list after {left:.1f}s"
+
+    # The HTTP stream ended too: complete, or with an error event.
+    http["thread"].join(20)
+    assert "rc" in http, "HTTP stream through the Frontend hung"
+    errs = [i for i in http["items"] if isinstance(i, dict) and "error" in i]
+    assert len(http["items"]) == body["n"] or errs, http["items"][-3:]
+
+    # The supervisor restarts the worker; it becomes visible, and later
+    # requests succeed on both.
+    dep.backend.wait_for("Backend ready", since=mark, timeout=20)
+    back = a.instances(BACKEND, lambda ids: len(ids) == 2 and victim not in ids, 20,
+                       after=t_kill)
+    seen = set()
+    for _ in range(6):
+        seen |= {i["data"]["instance"] for i in dep.request_ok(route="round_robin")}
+    assert seen == set(back["ids"]), (seen, back["ids"])
+    dep.http_ok()
+    report(f"kill -9: in-flight streams failed {failed * 1000:.0f} ms after the kill; "
+           f"instance left the live list after {left * 1000:.0f} ms (TTL {TTL_S} s); "
+           f"restarted worker visible {(back['t'] - t_kill):.1f} s after the kill")
