@@ -130,20 +130,6 @@ if [[ ! -S "$DYN_CONTROL_SOCKET" ]]; then
   exit 1
 fi
 
-"$bin/dyn_echo_worker" >"$tmp/worker.out" 2>"$logs/worker.log" &
-worker=$!
-pids+=("$worker")
-for _ in $(seq 1 200); do
-  grep -q '^READY' "$tmp/worker.out" 2>/dev/null && break
-  kill -0 "$worker" 2>/dev/null || break
-  sleep 0.05
-done
-if ! grep -q '^READY' "$tmp/worker.out"; then
-  log "the echo worker did not start:"
-  cat "$logs/worker.log" >&2
-  exit 1
-fi
-
 nats_url=""
 if [[ ! -x "$bin/nats_reqrep" ]]; then
   skip nats_reqrep "libnats not found when building"
@@ -164,6 +150,43 @@ else
   else
     skip nats_reqrep "nats-server did not start"
   fi
+fi
+
+# BACKEND=distributed: the dynamo programs discover through etcd and publish
+# through NATS (both on loopback) instead of the embedded control plane; the
+# request plane is the same direct TCP either way.
+if [[ "${BACKEND:-embedded}" == distributed ]]; then
+  if [[ -z "$nats_url" ]] || ! command -v etcd >/dev/null 2>&1; then
+    log "BACKEND=distributed needs etcd and nats-server"
+    exit 1
+  fi
+  eport="$(free_port)"
+  epeer="$(free_port)"
+  etcd --data-dir "$tmp/etcd" --listen-client-urls "http://127.0.0.1:$eport" \
+    --advertise-client-urls "http://127.0.0.1:$eport" --listen-peer-urls "http://127.0.0.1:$epeer" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$epeer" \
+    --initial-cluster "default=http://127.0.0.1:$epeer" >"$logs/etcd.log" 2>&1 &
+  pids+=("$!")
+  for _ in $(seq 1 200); do
+    curl -s "http://127.0.0.1:$eport/health" 2>/dev/null | grep -q true && break
+    sleep 0.05
+  done
+  export ETCD_ENDPOINTS="http://127.0.0.1:$eport" NATS_SERVER="$nats_url"
+  log "backend: etcd at $ETCD_ENDPOINTS, NATS at $NATS_SERVER"
+fi
+
+"$bin/dyn_echo_worker" >"$tmp/worker.out" 2>"$logs/worker.log" &
+worker=$!
+pids+=("$worker")
+for _ in $(seq 1 200); do
+  grep -q '^READY' "$tmp/worker.out" 2>/dev/null && break
+  kill -0 "$worker" 2>/dev/null || break
+  sleep 0.05
+done
+if ! grep -q '^READY' "$tmp/worker.out"; then
+  log "the echo worker did not start:"
+  cat "$logs/worker.log" >&2
+  exit 1
 fi
 
 # ---- latency rounds: (b) raw TCP, (a) dynamo unary, (c) NATS ------------------
@@ -210,7 +233,7 @@ fi
 # ---- the table ---------------------------------------------------------------------
 cpu="$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//')"
 report="$tmp/latest.md"
-awk -v cpu="${cpu:-unknown cpu}" -v ncpu="$(nproc)" -v kernel="$(uname -r)" \
+awk -v backend="${BACKEND:-embedded}" -v cpu="${cpu:-unknown cpu}" -v ncpu="$(nproc)" -v kernel="$(uname -r)" \
     -v date="$(date -u '+%Y-%m-%d %H:%M UTC')" -v iters="$ITERS" -v rounds="$ROUNDS" \
     -v per_round="$per_round" -v smsgs="$STREAM_MSGS" -v nviters="$NV_ITERS" \
     -v strict="${BENCH_STRICT:-0}" -v hwm="${worker_hwm:-unknown}" '
@@ -275,7 +298,7 @@ function target(desc, ok, value) {
   if (!ok) missed++
 }
 END {
-  printf "# dynamo benchmarks\n\n"
+  printf "# dynamo benchmarks (discovery and events: %s)\n\n", backend
   printf "%s · %s · %d CPUs · Linux %s\n\n", date, cpu, ncpu, kernel
   printf "Unary cases (b), (a), (c): %d interleaved rounds of %d round trips each (after warmup); p50/p99 are medians over rounds, ratios medians of per-round ratios. NVIDIA (d): %d round trips, one run, compared with the median dynamo p50. Streams: %s messages of 64 B per case.\n\n", rounds, per_round, nviters, commas(smsgs)
   printf "| case | p50 µs | p99 µs | msgs/s | p50 vs raw TCP | vs dynamo unary p50 |\n"

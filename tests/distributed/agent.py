@@ -13,7 +13,7 @@ Commands:
       -> {"ev": "item", "id", "data"}..., then {"ev": "done", "id"}
          or {"ev": "error", "id", "status", "msg"}
   {"op": "subscribe", "subject"}  -> {"ev": "event", "subject", "data"}
-  {"op": "publish", "subject", "data"} -> {"ev": "published", "ok", "msg"}
+  {"op": "publish", "id", "subject", "data"} -> {"ev": "published", "id", "ok", "msg"}
   {"op": "serve", "path"}  serves an echo endpoint
       -> {"ev": "registering", "instance"} just before, {"ev": "serving"}
   {"op": "exit"}
@@ -105,9 +105,9 @@ async def main():
         elif op == "publish":
             try:
                 rt.publish(cmd["subject"], cmd["data"].encode())
-                emit(ev="published", ok=True, msg="")
+                emit(ev="published", id=cmd.get("id"), ok=True, msg="")
             except DynamoError as e:
-                emit(ev="published", ok=False, msg=str(e))
+                emit(ev="published", id=cmd.get("id"), ok=False, msg=str(e))
         elif op == "serve":
             ns, comp, ep = cmd["path"].split("/")
             endpoint = rt.namespace(ns).component(comp).endpoint(ep)

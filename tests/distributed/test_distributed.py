@@ -523,3 +523,180 @@ def test_kill_worker_mid_stream(cluster, dep):
     report(f"kill -9: in-flight streams failed {failed * 1000:.0f} ms after the kill; "
            f"instance left the live list after {left * 1000:.0f} ms (TTL {TTL_S} s); "
            f"restarted worker visible {(back['t'] - t_kill):.1f} s after the kill")
+
+
+# ---- 3. etcd restarted while serving -------------------------------------------
+
+def etcd_gateway(c, path, body):
+    r = sh("ip", "netns", "exec", c.ns_a, "curl", "-s", "-m", "3", "-X", "POST",
+           f"{ETCD_URL}{path}", "-d", json.dumps(body))
+    return json.loads(r.stdout or "{}")
+
+
+def test_etcd_restart(cluster, dep):
+    c, a = cluster, dep.agent
+    live = dep.ids()
+    assert len(live) == 2
+    dep.request_ok()
+    t_down = time.monotonic()
+    c.etcd.stop(signal.SIGKILL)
+    # Longer than the lease TTL: calls to instances already known never fail,
+    # direct or through the HTTP Frontend, and the live list keeps its view.
+    calls = 0
+    while time.monotonic() - t_down < TTL_S + 1.5:
+        dep.request_ok(route="round_robin")
+        if calls % 4 == 0:
+            dep.http_ok()
+        calls += 1
+        time.sleep(0.05)
+    assert dep.ids() == live
+    assert "etcd" in dep.backend.wait_for("no keepalive answer")
+
+    t_up = time.monotonic()
+    c.start_etcd()  # the same data dir
+    # The watch resyncs (a fresh snapshot, the same two instances).
+    resync = a.instances(BACKEND, lambda ids: ids == live, 15, after=t_up)
+    # Fresh discovery works again: a new caller finds both.
+    fresh = c.agent(c.ns_a, "agent-A-fresh")
+    fresh.send(op="watch", path=BACKEND)
+    fresh.instances(BACKEND, lambda ids: ids == live, 10)
+    fresh.stop()
+    dep.request_ok()
+
+    # A worker whose lease etcd lost (as after an outage longer than its TTL,
+    # here revoked) puts its instance back under the same id.
+    lost = sorted(live)[0]
+    t_rev = time.monotonic()
+    etcd_gateway(c, "/v3/lease/revoke", {"ID": str(int(lost, 16))})
+    a.instances(BACKEND, lambda ids: lost not in ids, 5, after=t_rev)
+    back = a.instances(BACKEND, lambda ids: ids == live, 10, after=t_rev)
+    dep.backend.wait_for(f"lease {lost} is gone")
+
+    # A restarted worker becomes visible to the old watcher.
+    victim = dep.request_ok(body={"n": 1})[0]["data"]
+    t_kill = time.monotonic()
+    os.kill(victim["pid"], signal.SIGKILL)
+    new = a.instances(BACKEND, lambda ids: len(ids) == 2 and victim["instance"] not in ids,
+                      20, after=t_kill)
+    for _ in range(4):
+        dep.request_ok(route="round_robin")
+    dep.http_ok()
+    report(f"etcd restart: {calls} calls during a {t_up - t_down:.1f} s outage, none failed; "
+           f"watch resynced {(resync['t'] - t_up) * 1000:.0f} ms after etcd started again; "
+           f"a lost lease was re-registered in {(back['t'] - t_rev) * 1000:.0f} ms; "
+           f"a restarted worker was visible {new['t'] - t_kill:.1f} s after the kill")
+
+
+# ---- 4. NATS down ----------------------------------------------------------------
+
+TICKS = "namespace.dist.component.ticks.tick"
+
+
+def test_nats_down(cluster, dep):
+    c, a = cluster, dep.agent
+    pub = c.agent(c.ns_b, "publisher-B")
+    a.send(op="subscribe", subject="namespace.dist.component.ticks.>")
+    a.next(lambda e: e["ev"] == "subscribed", 5)
+    seq = [0]
+
+    def publish(tag):
+        seq[0] += 1
+        pid = f"{tag}-{seq[0]}"
+        pub.send(op="publish", id=pid, subject=TICKS, data=pid)
+        return pub.next(lambda e: e["ev"] == "published" and e["id"] == pid, 5)
+
+    def flows(tag, timeout):
+        """Publishes every 100 ms until the subscriber in A gets one."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            p = publish(tag)
+            if p["ok"]:
+                try:
+                    return a.next(lambda e: e["ev"] == "event" and e["data"].startswith(tag), 0.1)
+                except AssertionError:
+                    pass
+            time.sleep(0.1)
+        raise AssertionError(f"events tagged {tag} never reached the subscriber")
+
+    flows("before", 5)
+    t_down = time.monotonic()
+    c.nats.stop(signal.SIGKILL)
+    # libnats notices the closed socket; from then on publishes are dropped,
+    # counted, and said once.
+    pub.wait_for("lost NATS at")
+    dropped = 0
+    for _ in range(5):
+        p = publish("during")
+        assert not p["ok"], "a publish succeeded while NATS was down"
+        dropped += 1
+    assert "lost NATS at" in dep.backend.wait_for("lost NATS at")
+    assert pub.output().count("lost NATS at") == 1, "more than one warning for one outage"
+    # The request plane does not notice.
+    for k in range(6):
+        dep.request_ok(route="round_robin")
+        if k % 2 == 0:
+            dep.http_ok()
+
+    t_up = time.monotonic()
+    c.start_nats()
+    got = flows("after", 15)
+    back = pub.wait_for("is back;")
+    line = [l for l in back.splitlines() if "is back;" in l][-1]
+    n_dropped = int(line.split("is back;")[1].split()[0])
+    assert n_dropped >= dropped, line
+    assert not any(e["ev"] == "event" and e["data"].startswith("during") for e in a.events)
+    dep.request_ok()
+    pub.stop()
+    report(f"NATS down {t_up - t_down:.1f} s: requests unaffected; {n_dropped} publish(es) "
+           f"dropped and counted, one warning; events flowed again "
+           f"{(got['t'] - t_up) * 1000:.0f} ms after nats-server started again")
+
+
+# ---- 5. a cut link between the hosts -----------------------------------------------
+
+# A peer that stops answering fails its connection within this (TCP keepalive
+# after 2 s idle + TCP_USER_TIMEOUT 10 s, src/runtime/conn.c), plus slack.
+CUT_BOUND_S = 14.0
+
+
+@pytest.mark.parametrize("side", ["B", "A"])
+def test_link_cut(cluster, dep, side):
+    c, a = cluster, dep.agent
+    ns, dev = (c.ns_b, c.veth_b) if side == "B" else (c.ns_a, c.veth_a)
+    assert len(dep.ids()) == 2
+    sid = dep.cid("cut")
+    body = {"n": 600, "delay": 0.05}  # 30 s
+    a.call(sid, BACKEND, body)
+    a.next(lambda e: e["ev"] == "item" and e["id"] == sid, 10)
+    http = curl_bg(c, body, timeout=60)
+    time.sleep(0.3)
+    t_cut = time.monotonic()
+    sh("ip", "-n", ns, "link", "set", dev, "down")
+    try:
+        # A new call while the link is down ends too (no live instance, or
+        # no connection).
+        nid = dep.cid("during-cut")
+        a.call(nid, BACKEND, {"n": 1}, wait_ms=3000)
+        items, err, t_end = a.result(sid, CUT_BOUND_S + 5)
+        assert err is not None, "a stream across the cut link ended without an error"
+        stream_s = t_end - t_cut
+        assert stream_s < CUT_BOUND_S, f"stream error only after {stream_s:.1f}s: {err}"
+        _, nerr, nt = a.result(nid, CUT_BOUND_S + 5)
+        assert nerr is not None
+        new_s = nt - t_cut
+        assert new_s < CUT_BOUND_S, f"new call ended after {new_s:.1f}s: {nerr}"
+        http["thread"].join(CUT_BOUND_S + 5 - (time.monotonic() - t_cut))
+        assert "rc" in http, "HTTP stream through the Frontend hung across the cut link"
+        assert any("error" in i for i in http["items"] if isinstance(i, dict)), http["items"][-2:]
+        http_s = http["done_t"] - t_cut
+    finally:
+        sh("ip", "-n", ns, "link", "set", dev, "up")
+    t_up = time.monotonic()
+    back = a.instances(BACKEND, lambda ids: len(ids) == 2, 20, after=t_up)
+    for _ in range(4):
+        dep.request_ok(route="round_robin")
+    dep.http_ok()
+    report(f"link cut at {side}'s end: in-flight stream failed after {stream_s:.1f} s "
+           f"({err.split(': ')[-1].rstrip(')')!r}), HTTP stream after {http_s:.1f} s, "
+           f"a new call after {new_s:.1f} s ({nerr.split(', ', 1)[-1][:60]}); both instances "
+           f"back {(back['t'] - t_up) * 1000:.0f} ms after link up")
