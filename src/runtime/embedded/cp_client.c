@@ -12,16 +12,11 @@
 #include <string.h>
 
 #include "runtime/embedded/cp_proto.h"
+#include "runtime/keyset.h"
 #include "runtime/internal.h"
 
 #define OPEN_TIMEOUT_MS 5000
 #define RETRY_MS 250
-
-typedef struct emb_key {
-  struct emb_key *next;
-  char *key;
-  char *value;
-} emb_key_t;
 
 typedef struct emb_watch {
   struct emb_watch *next;
@@ -50,7 +45,7 @@ typedef struct emb {
   int retry_closed; /* the retry timer's close completed */
   char last_error[160];
   uint32_t next_stream;
-  emb_key_t *keys;
+  dyn__keyset_t keys; /* put back after reconnecting */
   emb_watch_t *watches;
   emb_sub_t *subs;
   uv_timer_t retry;
@@ -198,7 +193,7 @@ static void connect_now(emb_t *e) {
   uint8_t hello[DYN__HELLO_LEN];
   dyn__hello_encode(hello, DYN__ROLE_CLIENT, e->session);
   dyn__conn_send(e->conn, DYN__F_HELLO, 0, 0, hello, sizeof hello, NULL, 0);
-  for (emb_key_t *k = e->keys; k; k = k->next)
+  for (dyn__key_t *k = e->keys.head; k; k = k->next)
     send_pair(e, DYN__CP_PUT, next_stream(e), k->key, k->value, strlen(k->value));
   for (emb_watch_t *w = e->watches; w; w = w->next)
     send_string(e, DYN__CP_WATCH, w->stream, w->prefix);
@@ -252,38 +247,14 @@ int dyn__embedded_open(dyn_runtime_t *rt, const char *path, void **state) {
 static int emb_put(void *st, const char *key, const char *value) {
   emb_t *e = st;
   if (strlen(key) > DYN__CP_KEY_MAX) return DYN_EINVAL;
-  emb_key_t *k = e->keys;
-  while (k && strcmp(k->key, key)) k = k->next;
-  char *v = strdup(value);
-  if (!v) return DYN_ENOMEM;
-  if (!k) {
-    k = calloc(1, sizeof *k);
-    if (!k || !(k->key = strdup(key))) {
-      free(k);
-      free(v);
-      return DYN_ENOMEM;
-    }
-    k->next = e->keys;
-    e->keys = k;
-  } else {
-    free(k->value);
-  }
-  k->value = v;
+  if (dyn__keyset_put(&e->keys, key, value)) return DYN_ENOMEM;
   send_pair(e, DYN__CP_PUT, next_stream(e), key, value, strlen(value));
   return DYN_OK;
 }
 
 static int emb_del(void *st, const char *key) {
   emb_t *e = st;
-  for (emb_key_t **pp = &e->keys; *pp; pp = &(*pp)->next)
-    if (!strcmp((*pp)->key, key)) {
-      emb_key_t *k = *pp;
-      *pp = k->next;
-      free(k->key);
-      free(k->value);
-      free(k);
-      break;
-    }
+  dyn__keyset_del(&e->keys, key);
   send_string(e, DYN__CP_DEL, next_stream(e), key);
   return DYN_OK;
 }
@@ -323,13 +294,7 @@ static void emb_close(void *st) {
   emb_t *e = st;
   e->closing = 1;
   if (e->conn) dyn__conn_close_flushed(e->conn, DYN_ECLOSED, "runtime closing");
-  while (e->keys) {
-    emb_key_t *k = e->keys;
-    e->keys = k->next;
-    free(k->key);
-    free(k->value);
-    free(k);
-  }
+  dyn__keyset_clear(&e->keys);
   while (e->watches) {
     emb_watch_t *w = e->watches;
     e->watches = w->next;

@@ -19,6 +19,7 @@
 #include "runtime/etcd/etcd_codec.h"
 #include "runtime/etcd/etcd_http.h"
 #include "runtime/internal.h"
+#include "runtime/keyset.h"
 
 #define DEFAULT_TTL_S 10
 #define OPEN_TIMEOUT_MS 5000
@@ -32,12 +33,6 @@
 #define GRPC_NOT_FOUND 5
 #define GRPC_FAILED_PRECONDITION 9
 #define GRPC_UNAVAILABLE 14
-
-typedef struct ekey {
-  struct ekey *next;
-  char *key;
-  char *value;
-} ekey_t;
 
 /* A put (value set) or delete (value NULL) waiting for its turn. */
 typedef struct eop {
@@ -80,7 +75,7 @@ struct etcd {
   uv_timer_t lease_timer;
   dyn__ehttp_req_t *lease_req;
 
-  ekey_t *keys;
+  dyn__keyset_t keys; /* put back after the lease was lost */
   eop_t *ops, **ops_tail;
   dyn__ehttp_req_t *op_req; /* for the head of ops */
   uv_timer_t op_timer;
@@ -205,7 +200,7 @@ static int enqueue(etcd_t *e, const char *key, const char *value) {
 static void replay(etcd_t *e) {
   drop_ops(e);
   size_t n = 0;
-  for (ekey_t *k = e->keys; k; k = k->next, n++)
+  for (dyn__key_t *k = e->keys.head; k; k = k->next, n++)
     if (enqueue(e, k->key, k->value))
       dyn_log(DYN_LOG_ERROR, "etcd: out of memory putting back %s", k->key);
   if (n) dyn_log(DYN_LOG_INFO, "etcd: putting back %zu key(s) under lease %" PRIx64, n, e->lease);
@@ -604,23 +599,7 @@ static void watch_drop(ewatch_t *w) {
 static int etcd_put(void *st, const char *key, const char *value) {
   etcd_t *e = st;
   if (e->closing) return DYN_ECLOSED;
-  ekey_t *k = e->keys;
-  while (k && strcmp(k->key, key)) k = k->next;
-  char *v = strdup(value);
-  if (!v) return DYN_ENOMEM;
-  if (!k) {
-    k = calloc(1, sizeof *k);
-    if (!k || !(k->key = strdup(key))) {
-      free(k);
-      free(v);
-      return DYN_ENOMEM;
-    }
-    k->next = e->keys;
-    e->keys = k;
-  } else {
-    free(k->value);
-  }
-  k->value = v;
+  if (dyn__keyset_put(&e->keys, key, value)) return DYN_ENOMEM;
   int rc = enqueue(e, key, value);
   ops_pump(e);
   return rc;
@@ -629,15 +608,7 @@ static int etcd_put(void *st, const char *key, const char *value) {
 static int etcd_del(void *st, const char *key) {
   etcd_t *e = st;
   if (e->closing) return DYN_ECLOSED;
-  for (ekey_t **pp = &e->keys; *pp; pp = &(*pp)->next)
-    if (!strcmp((*pp)->key, key)) {
-      ekey_t *k = *pp;
-      *pp = k->next;
-      free(k->key);
-      free(k->value);
-      free(k);
-      break;
-    }
+  dyn__keyset_del(&e->keys, key);
   int rc = enqueue(e, key, NULL);
   ops_pump(e);
   return rc;
@@ -714,13 +685,7 @@ static void teardown(etcd_t *e) {
   e->http = NULL;
   e->lease_req = e->op_req = NULL;
   drop_ops(e);
-  while (e->keys) {
-    ekey_t *k = e->keys;
-    e->keys = k->next;
-    free(k->key);
-    free(k->value);
-    free(k);
-  }
+  dyn__keyset_clear(&e->keys);
   while (e->watches) {
     ewatch_t *w = e->watches;
     e->watches = w->next;
