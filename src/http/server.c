@@ -70,7 +70,7 @@ struct hconn {
   dyn_http_req_t *req; /* the request in flight, if any */
   uint64_t last_active, linger_since;
   unsigned closing : 1, writing : 1, dead : 1, close_after : 1, shut_sent : 1,
-      lingering : 1, read_paused : 1, continue_sent : 1, kicked : 1;
+      lingering : 1, read_paused : 1, continue_sent : 1, kicked : 1, flush_due : 1;
   char peer[DYN__ADDR_MAX];
 };
 
@@ -106,6 +106,7 @@ struct dyn_http_req {
 };
 
 static void flush(hconn_t *c);
+static void flush_soon(hconn_t *c);
 static void process(hconn_t *c);
 static void on_kick(uv_idle_t *h);
 
@@ -137,6 +138,15 @@ static void kick(hconn_t *c) {
   c->kick_next = s->kick_head;
   s->kick_head = c;
   uv_idle_start(&s->kick, on_kick);
+}
+
+/* Response output is corked: what a handler writes during one loop pass
+ * (head, events, the last chunk) leaves in one write, from the kick
+ * handle, before the loop next polls. */
+static void flush_soon(hconn_t *c) {
+  c->flush_due = 1;
+  kick(c);
+  if (!c->kicked) flush(c); /* the server is stopping: write now */
 }
 
 static void kick_unlink(hconn_t *c) {
@@ -439,6 +449,11 @@ static void on_kick(uv_idle_t *h) {
       conn_close(c, "write failed");
       continue;
     }
+    if (c->flush_due) {
+      c->flush_due = 0;
+      flush(c);
+      if (c->closing) continue;
+    }
     if (c->read_paused && !c->req) {
       c->read_paused = 0;
       uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
@@ -648,7 +663,7 @@ static void req_done(dyn_http_req_t *req) {
   c->req = NULL;
   if (!req->keep_alive) c->close_after = 1;
   req_free(req);
-  flush(c);
+  flush_soon(c);
   if (!c->close_after && (c->in.len || c->read_paused)) kick(c);
 }
 
@@ -751,7 +766,7 @@ int dyn_http_start(dyn_http_req_t *req, int status, const char *content_type) {
   dyn__buf_free(&head);
   if (rc) return rc;
   req->state = REQ_STREAMING;
-  flush(c);
+  flush_soon(c);
   return DYN_OK;
 }
 
@@ -769,7 +784,7 @@ int dyn_http_write(dyn_http_req_t *req, const void *data, size_t len) {
     rc = emit(c, data, len, NULL, 0, NULL, 0);
   }
   if (rc) return rc;
-  flush(c);
+  flush_soon(c);
   return gone(req) ? DYN_ECLOSED : DYN_OK;
 }
 
