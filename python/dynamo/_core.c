@@ -687,6 +687,7 @@ static void wake(StreamObject *so) {
 
 static void on_stream_data(dyn_stream_t *s, const void *data, size_t len, void *ud) {
   StreamObject *so = ud;
+  so->instance = dyn_stream_instance_id(s);
   PyObject *b = PyBytes_FromStringAndSize(data, (Py_ssize_t)len);
   if (!b || PyList_Append(so->items, b)) {
     PyErr_Clear();
@@ -700,6 +701,7 @@ static void on_stream_data(dyn_stream_t *s, const void *data, size_t len, void *
 
 static void on_stream_done(dyn_stream_t *s, int status, const char *message, void *ud) {
   StreamObject *so = ud;
+  so->instance = dyn_stream_instance_id(s); /* where it ran, after any reroute */
   so->s = NULL;
   so->done = 1;
   so->status = status;
