@@ -116,6 +116,9 @@ uint64_t dyn_stream_instance_id(const dyn_stream_t *s) { return s->instance; }
 
 /* ---- peers ------------------------------------------------------------- */
 
+static void suspect_add(dyn_runtime_t *rt, const char *addr);
+static void suspect_clear(dyn_runtime_t *rt, const char *addr);
+
 static void on_peer_frame(dyn__conn_t *conn, const dyn__frame_t *f) {
   dyn__peer_t *p = conn->owner;
   const char *why = NULL;
@@ -134,6 +137,7 @@ static void on_peer_frame(dyn__conn_t *conn, const dyn__frame_t *f) {
     }
     conn->hello_done = 1;
     p->ready = 1;
+    if (p->rt->suspects) suspect_clear(p->rt, p->addr);
     return;
   }
   if (f->type == DYN__F_GOAWAY) {
@@ -190,6 +194,9 @@ static void on_peer_close(dyn__conn_t *conn, int status, const char *why) {
   /* Not just a refused connect: a dying process's listener may still take
    * the TCP handshake and then reset it, before its HELLO ever came. */
   int unanswered_are_safe = !p->ready || p->goaway;
+  /* Lost, not closed by us or drained: stop choosing it now, not when its
+   * registration expires. */
+  if (!p->goaway && status != DYN_ECLOSED) suspect_add(rt, p->addr);
   size_t n;
   void **streams = dyn__idmap_drain(&p->streams, &n);
   /* Callbacks below may end other streams of this list (on_done cancels a
@@ -250,6 +257,65 @@ void dyn__peers_close(dyn_runtime_t *rt) {
 
 /* ---- routing ----------------------------------------------------------- */
 
+/* ---- suspects ------------------------------------------------------------
+ * A worker that dies takes its connections with it at once, while its
+ * registration may linger until its lease expires (etcd: up to the TTL).
+ * Callers should stop choosing it at whichever comes first, so an address
+ * whose connection failed is "suspect": left out of routing and of the
+ * live list until it registers again, a new connection to it succeeds, or
+ * SUSPECT_MS pass (a transient failure must not exclude it for good). */
+
+#define SUSPECT_MS 30000
+
+struct dyn__suspect {
+  struct dyn__suspect *next;
+  uint64_t since;
+  char addr[96];
+};
+
+static void suspect_clear(dyn_runtime_t *rt, const char *addr) {
+  for (struct dyn__suspect **pp = &rt->suspects; *pp; pp = &(*pp)->next)
+    if (!strcmp((*pp)->addr, addr)) {
+      struct dyn__suspect *x = *pp;
+      *pp = x->next;
+      free(x);
+      return;
+    }
+}
+
+static void suspect_add(dyn_runtime_t *rt, const char *addr) {
+  suspect_clear(rt, addr);
+  struct dyn__suspect *x = calloc(1, sizeof *x);
+  if (!x) return;
+  x->since = uv_now(rt->loop);
+  snprintf(x->addr, sizeof x->addr, "%s", addr);
+  x->next = rt->suspects;
+  rt->suspects = x;
+}
+
+static int suspect(dyn_runtime_t *rt, const char *addr) {
+  uint64_t now = uv_now(rt->loop);
+  for (struct dyn__suspect **pp = &rt->suspects; *pp;) {
+    struct dyn__suspect *x = *pp;
+    if (now - x->since > SUSPECT_MS) {
+      *pp = x->next;
+      free(x);
+      continue;
+    }
+    if (!strcmp(x->addr, addr)) return 1;
+    pp = &x->next;
+  }
+  return 0;
+}
+
+void dyn__suspects_free(dyn_runtime_t *rt) {
+  while (rt->suspects) {
+    struct dyn__suspect *x = rt->suspects;
+    rt->suspects = x->next;
+    free(x);
+  }
+}
+
 static int tried(const dyn_stream_t *s, uint64_t id) {
   for (int i = 0; i < s->ntried; i++)
     if (s->tried[i] == id) return 1;
@@ -272,11 +338,14 @@ static const inst_t *pick(dyn_client_t *c, dyn_stream_t *s) {
   }
   size_t start = s->opt.route == DYN_ROUTE_ROUND_ROBIN ? c->rr++ % c->n
                                                         : (size_t)(next_rand(c) % c->n);
+  const inst_t *fallback = NULL;
   for (size_t k = 0; k < c->n; k++) {
     const inst_t *in = &c->inst[(start + k) % c->n];
-    if (!tried(s, in->id)) return in;
+    if (tried(s, in->id)) continue;
+    if (!c->rt->suspects || !suspect(c->rt, in->addr)) return in;
+    if (!fallback) fallback = in;
   }
-  return NULL;
+  return fallback; /* every untried one is suspect: try one anyway */
 }
 
 static void on_timer(uv_timer_t *t) {
@@ -491,6 +560,7 @@ static void on_watch(dyn_watch_event_t ev, const char *key, const char *value, s
         dyn_log(DYN_LOG_WARN, "ignoring malformed instance record %s", key);
         return;
       }
+      if (c->rt->suspects) suspect_clear(c->rt, in.addr); /* registered anew */
       for (size_t i = 0; i < c->n; i++)
         if (c->inst[i].id == in.id) {
           c->inst[i] = in;
@@ -561,8 +631,13 @@ void dyn_client_free(dyn_client_t *c) {
 void dyn_client_set_wait(dyn_client_t *c, int wait_ms) { c->wait_ms = wait_ms; }
 
 size_t dyn_client_instances(const dyn_client_t *c, uint64_t *ids, size_t cap) {
-  for (size_t i = 0; i < c->n && i < cap; i++) ids[i] = c->inst[i].id;
-  return c->n;
+  size_t n = 0;
+  for (size_t i = 0; i < c->n; i++) {
+    if (c->rt->suspects && suspect(c->rt, c->inst[i].addr)) continue;
+    if (n < cap) ids[n] = c->inst[i].id;
+    n++;
+  }
+  return n;
 }
 
 void dyn_client_on_change(dyn_client_t *c, dyn_instances_fn fn, void *ud) {

@@ -79,6 +79,7 @@ struct dyn_runtime {
 
   /* calling */
   dyn__peer_t *peers;
+  struct dyn__suspect *suspects; /* addresses whose connection just died */
   uint64_t next_request_id;
 
   dyn_namespace_t *namespaces;
@@ -112,6 +113,7 @@ void dyn__server_reregister_all(dyn_runtime_t *rt);
 /* client.c */
 void dyn__peers_close(dyn_runtime_t *rt);
 dyn_runtime_t *dyn__client_runtime(const dyn_client_t *c);
+void dyn__suspects_free(dyn_runtime_t *rt);
 
 /* runtime.c: run the loop once, blocking; used by the blocking API. */
 void dyn__run_once(dyn_runtime_t *rt);

@@ -160,6 +160,7 @@ void dyn_runtime_destroy(dyn_runtime_t *rt) {
     uv_loop_close(rt->loop);
   }
   dyn__names_free(rt);
+  dyn__suspects_free(rt);
   free(rt->control_socket);
   free(rt->listen_host);
   free(rt->advertise_host);
