@@ -235,8 +235,41 @@ static void test_control_garbage(void) {
   CHECK(call_ok("control"));
 }
 
+/* A caller that never says HELLO, or stops in the middle of a frame, is
+ * closed after DYN_STALL_MS (600 ms here); one idle between frames is not. */
+static void test_stalled_callers(void) {
+  double t0 = h_now_ms_f();
+  int silent = h_tcp_connect(w.addr);
+  REQUIRE(silent >= 0);
+  int partial = h_tcp_connect(w.addr);
+  REQUIRE(partial >= 0);
+  h_send_hello(partial, 1);
+  h_frame_t f;
+  CHECK_EQ_INT(h_read_frame(partial, &f, 3000), 1); /* its HELLO */
+  CHECK(write(partial, "\x10\x00\x00", 3) == 3); /* a quarter of a header */
+  int idle = h_tcp_connect(w.addr);
+  REQUIRE(idle >= 0);
+  h_send_hello(idle, 1);
+  CHECK_EQ_INT(h_read_frame(idle, &f, 3000), 1);
+  CHECK(h_wait_closed(silent, 3000));
+  CHECK(h_wait_closed(partial, 3000));
+  double ms = h_now_ms_f() - t0;
+  printf("measured: stalled callers closed after %.0f ms (limit 600 ms)\n", ms);
+  CHECK_MSG(ms >= 500.0 && ms < 3000.0, "closed after %.0f ms", ms);
+  /* The idle one still works. */
+  h_send_request(idle, 1, "malformed/echo/generate", "1 0 idle");
+  CHECK_EQ_INT(h_read_frame(idle, &f, 3000), 1);
+  CHECK_EQ_INT(f.type, 3);
+  close(silent);
+  close(partial);
+  close(idle);
+  CHECK(h_file_count(err_path, "no HELLO in time") >= 1);
+  CHECK(h_file_count(err_path, "stalled in the middle of a frame") >= 1);
+}
+
 int main(void) {
   h_init("malformed");
+  setenv("DYN_STALL_MS", "600", 1); /* the worker inherits it */
   REQUIRE(h_start_control() > 0);
   snprintf(err_path, sizeof err_path, "%s/worker.err", h_dir);
   REQUIRE(h_start_worker("malformed", err_path, &w) == 0);
@@ -250,6 +283,7 @@ int main(void) {
   test_garbage();
   test_byte_by_byte();
   test_control_garbage();
+  test_stalled_callers();
 
   dyn_client_free(c);
   dyn_runtime_destroy(rt);

@@ -257,6 +257,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     return;
   }
   c->in.len += (size_t)nread;
+  c->last_read = uv_now(s->loop);
   size_t off = 0;
   while (!c->closing) {
     dyn__frame_t f;
@@ -276,6 +277,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 }
 
 int dyn__conn_start(dyn__conn_t *c) {
+  c->opened = c->last_read = uv_now(c->h.handle.loop);
   c->connected = 1;
   if (c->h.handle.type == UV_TCP) {
     uv_tcp_nodelay(&c->h.tcp, 1);

@@ -47,6 +47,7 @@ struct dyn__conn {
   dyn__close_fn on_close;
   void *owner;
   uint32_t max_frame;
+  uint64_t opened, last_read; /* loop time, ms: for stalled-peer sweeps */
   unsigned connected : 1, writing : 1, closing : 1, flush_queued : 1,
       close_when_flushed : 1, hello_done : 1;
   char peer[96]; /* "host:port" or a socket path */

@@ -74,6 +74,9 @@ struct dyn_runtime {
   dyn_endpoint_t *served;
   dyn_endpoint_t *last_ep; /* one-entry cache for the path lookup */
   struct dyn__sconn *sconns;
+  uv_timer_t sweep; /* closes callers that stall (server.c) */
+  int sweep_ready;
+  unsigned stall_ms;
   size_t inflight;
   int draining;
 
@@ -103,6 +106,7 @@ void dyn__names_free(dyn_runtime_t *rt);
 
 /* server.c */
 void dyn__server_close(dyn_runtime_t *rt);
+void dyn__server_stop_sweep(dyn_runtime_t *rt);
 void dyn__server_goaway(dyn_runtime_t *rt);
 void dyn__server_close_conns(dyn_runtime_t *rt);
 size_t dyn__server_cancel_all(dyn_runtime_t *rt);

@@ -149,6 +149,7 @@ void dyn_runtime_destroy(dyn_runtime_t *rt) {
   dyn__server_close_conns(rt);
   dyn__peers_close(rt);
   close_backends(rt);
+  dyn__server_stop_sweep(rt);
   dyn__flusher_close(&rt->flusher);
   if (rt->sync_timer_ready) uv_close((uv_handle_t *)&rt->sync_timer, NULL);
   /* Let every close callback run so no memory outlives the runtime. */

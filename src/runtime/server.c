@@ -230,6 +230,48 @@ static void on_connection(uv_stream_t *server, int status) {
     dyn__conn_close(sc->conn, DYN_ESYS, "accept");
 }
 
+/* ---- stalled callers ------------------------------------------------------
+ * A caller that connects and never says HELLO, or stops in the middle of a
+ * frame, would hold its connection and buffer forever: TCP keepalive only
+ * catches peers that are gone, not peers that are idle on purpose. A sweep
+ * closes such connections after DYN_STALL_MS (default 10 s). A caller idle
+ * between frames is fine. */
+
+static void on_sweep(uv_timer_t *t) {
+  dyn_runtime_t *rt = t->data;
+  uint64_t now = uv_now(rt->loop);
+  for (sconn_t *sc = rt->sconns, *next; sc; sc = next) {
+    next = sc->next;
+    dyn__conn_t *c = sc->conn;
+    if (c->closing || !c->connected) continue;
+    const char *why = NULL;
+    if (!c->hello_done && now - c->opened >= rt->stall_ms) why = "no HELLO in time";
+    else if (c->in.len && now - c->last_read >= rt->stall_ms) why = "stalled in the middle of a frame";
+    if (why) {
+      dyn_log(DYN_LOG_WARN, "closing connection from %s: %s", c->peer, why);
+      dyn__conn_close(c, DYN_EPROTO, why);
+    }
+  }
+}
+
+static void start_sweep(dyn_runtime_t *rt) {
+  if (rt->sweep_ready) return;
+  const char *env = getenv("DYN_STALL_MS");
+  rt->stall_ms = env && atoi(env) > 0 ? (unsigned)atoi(env) : 10000;
+  uv_timer_init(rt->loop, &rt->sweep);
+  rt->sweep.data = rt;
+  uv_unref((uv_handle_t *)&rt->sweep);
+  unsigned every = rt->stall_ms / 4 ? rt->stall_ms / 4 : 1;
+  uv_timer_start(&rt->sweep, on_sweep, every, every);
+  rt->sweep_ready = 1;
+}
+
+void dyn__server_stop_sweep(dyn_runtime_t *rt) {
+  if (!rt->sweep_ready) return;
+  uv_close((uv_handle_t *)&rt->sweep, NULL);
+  rt->sweep_ready = 0;
+}
+
 /* ---- listener and registration ----------------------------------------- */
 
 static int start_listener(dyn_runtime_t *rt) {
@@ -260,6 +302,7 @@ static int start_listener(dyn_runtime_t *rt) {
   else
     snprintf(rt->address, sizeof rt->address, "%s:%d", host, port);
   rt->listening = 1;
+  start_sweep(rt);
   return DYN_OK;
 }
 
