@@ -299,6 +299,40 @@ static void test_done_ends_siblings(void) {
   }
 }
 
+/* A worker crashed but is still listed (an etcd lease outlives it) and is
+ * being restarted: a request with a wait budget tries the dead one, then
+ * waits for the new instance instead of failing. */
+static void test_wait_after_dead(void) {
+  int port = closed_port();
+  REQUIRE(port > 0);
+  dyn_runtime_t *rt2 = h_runtime(NULL);
+  REQUIRE(rt2);
+  dyn_endpoint_t *ep;
+  dyn_client_t *cw;
+  REQUIRE(dyn_runtime_endpoint(rt, "failover2/echo/generate", &ep) == DYN_OK);
+  REQUIRE(dyn_endpoint_client(ep, &cw) == DYN_OK);
+  dyn_client_set_wait(cw, 5000);
+  char key[128], value[160];
+  snprintf(key, sizeof key, "instances/failover2/echo/generate:%" PRIx64, (uint64_t)0xdeadull);
+  snprintf(value, sizeof value, "{\"address\":\"127.0.0.1:%d\",\"instance_id\":\"57005\"}", port);
+  CHECK_STATUS(dyn_discovery_put(rt2, key, value), DYN_OK);
+  CHECK(PUMP_UNTIL(dyn_client_instances(cw, NULL, 0) == 1, 3000, rt, rt2));
+  h_call_t hc;
+  double t0 = h_now_ms_f();
+  CHECK_STATUS(h_call_start(cw, DYN_ROUTE_ROUND_ROBIN, 0, "1 0 back", &hc, NULL), DYN_OK);
+  PUMP_FOR(200, rt, rt2);
+  CHECK_EQ_INT(hc.done, 0); /* the dead one refused; it waits */
+  h_worker_t w;
+  REQUIRE(h_start_worker("failover2", NULL, &w) == 0);
+  CHECK(PUMP_UNTIL(hc.done, 5000, rt, rt2));
+  CHECK_STATUS(hc.status, DYN_OK);
+  CHECK_EQ_U64(hc.instance, w.id);
+  printf("measured: served by the restarted worker %.0f ms after the call\n", hc.t_done - t0);
+  h_kill9(w.pid);
+  dyn_client_free(cw);
+  dyn_runtime_destroy(rt2);
+}
+
 int main(void) {
   h_init("failover");
   REQUIRE(h_start_control() > 0);
@@ -316,6 +350,7 @@ int main(void) {
   test_connect_failure(&b);
   test_reset_then_large();
   test_done_ends_siblings();
+  test_wait_after_dead();
 
   dyn_client_free(c);
   dyn_runtime_destroy(rt);

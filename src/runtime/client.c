@@ -440,7 +440,9 @@ static void dispatch(dyn_stream_t *s, const void *body, size_t len) {
   }
   const inst_t *in = s->ntried < MAX_TRIES ? pick(c, s) : NULL;
   if (!in) {
-    if (c->wait_ms > 0 && !s->ntried && s->state != S_SENT) {
+    /* With a wait budget, a request whose instances all failed waits for a
+     * new one (a crashed worker being restarted) rather than failing now. */
+    if (c->wait_ms > 0 && s->ntried < MAX_TRIES && s->state != S_SENT) {
       uint64_t waited = uv_now(rt->loop) - s->started;
       if (waited < (uint64_t)c->wait_ms) {
         wait_for_instance(s, body, len);
