@@ -111,6 +111,19 @@ run_case() {
   return $rc
 }
 
+# wait_ready PID TRIES CMD...: polls CMD every 50 ms until it succeeds, PID
+# exits, or TRIES polls pass; succeeds only if CMD did.
+wait_ready() {
+  local pid=$1 tries=$2
+  shift 2
+  for _ in $(seq 1 "$tries"); do
+    "$@" 2>/dev/null && return 0
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  "$@" 2>/dev/null
+}
+
 skip() { printf 'RESULT round=0 name=%s skipped="%s"\n' "$1" "$2" >>"$out"; }
 
 # ---- servers: dynamo control plane, echo worker, nats-server ------------------
@@ -119,12 +132,7 @@ export DYN_LISTEN_HOST=127.0.0.1
 "$build/dynamo" control --socket "$DYN_CONTROL_SOCKET" >"$logs/control.log" 2>&1 &
 control=$!
 pids+=("$control")
-for _ in $(seq 1 100); do
-  [[ -S "$DYN_CONTROL_SOCKET" ]] && break
-  kill -0 "$control" 2>/dev/null || break
-  sleep 0.05
-done
-if [[ ! -S "$DYN_CONTROL_SOCKET" ]]; then
+if ! wait_ready "$control" 100 test -S "$DYN_CONTROL_SOCKET"; then
   log "the control plane did not start:"
   cat "$logs/control.log" >&2
   exit 1
@@ -140,12 +148,7 @@ else
   nats-server -a 127.0.0.1 -p "$nport" >"$logs/nats-server.log" 2>&1 &
   nats_pid=$!
   pids+=("$nats_pid")
-  for _ in $(seq 1 100); do
-    grep -q 'Server is ready' "$logs/nats-server.log" 2>/dev/null && break
-    kill -0 "$nats_pid" 2>/dev/null || break
-    sleep 0.05
-  done
-  if grep -q 'Server is ready' "$logs/nats-server.log"; then
+  if wait_ready "$nats_pid" 100 grep -q 'Server is ready' "$logs/nats-server.log"; then
     nats_url="nats://127.0.0.1:$nport"
   else
     skip nats_reqrep "nats-server did not start"
@@ -166,11 +169,14 @@ if [[ "${BACKEND:-embedded}" == distributed ]]; then
     --advertise-client-urls "http://127.0.0.1:$eport" --listen-peer-urls "http://127.0.0.1:$epeer" \
     --initial-advertise-peer-urls "http://127.0.0.1:$epeer" \
     --initial-cluster "default=http://127.0.0.1:$epeer" >"$logs/etcd.log" 2>&1 &
-  pids+=("$!")
-  for _ in $(seq 1 200); do
-    curl -s "http://127.0.0.1:$eport/health" 2>/dev/null | grep -q true && break
-    sleep 0.05
-  done
+  etcd_pid=$!
+  pids+=("$etcd_pid")
+  etcd_healthy() { curl -s "http://127.0.0.1:$eport/health" | grep -q true; }
+  if ! wait_ready "$etcd_pid" 200 etcd_healthy; then
+    log "etcd did not start:"
+    cat "$logs/etcd.log" >&2
+    exit 1
+  fi
   export ETCD_ENDPOINTS="http://127.0.0.1:$eport" NATS_SERVER="$nats_url"
   log "backend: etcd at $ETCD_ENDPOINTS, NATS at $NATS_SERVER"
 fi
@@ -178,12 +184,7 @@ fi
 "$bin/dyn_echo_worker" >"$tmp/worker.out" 2>"$logs/worker.log" &
 worker=$!
 pids+=("$worker")
-for _ in $(seq 1 200); do
-  grep -q '^READY' "$tmp/worker.out" 2>/dev/null && break
-  kill -0 "$worker" 2>/dev/null || break
-  sleep 0.05
-done
-if ! grep -q '^READY' "$tmp/worker.out"; then
+if ! wait_ready "$worker" 200 grep -q '^READY' "$tmp/worker.out"; then
   log "the echo worker did not start:"
   cat "$logs/worker.log" >&2
   exit 1

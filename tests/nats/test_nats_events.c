@@ -507,23 +507,30 @@ static int cmp_double(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
+/* Publishes N events one at a time on A to subject and times each until
+ * the sink (s) has seen one more; returns how many came back, sorted us[]. */
+enum { LAT_N = 1000 };
+static int time_events(const char *subject, const char *payload, sub_t *sink, double *us) {
+  int got = 0;
+  for (int i = 0; i < LAT_N; i++) {
+    int before = sink->n;
+    double t0 = now_ms();
+    if (dyn_publish(A, subject, payload, strlen(payload)) != DYN_OK) break;
+    if (!PUMP_UNTIL(sink->n > before, 1000, A, B)) break;
+    us[got++] = (sink->at_ms - t0) * 1000.0;
+  }
+  qsort(us, (size_t)got, sizeof *us, cmp_double);
+  return got;
+}
+
 static void test_latency(void) {
   sub_t s = {.pattern = "lat.x"};
   CHECK_STATUS(dyn_subscribe(B, s.pattern, on_event, &s, &s.h), DYN_OK);
   CHECK(sync_subs(B, &s, "lat.x"));
-  enum { N = 1000 };
-  static double us[N];
-  int got = 0;
-  for (int i = 0; i < N; i++) {
-    int before = s.n;
-    double t0 = now_ms();
-    if (dyn_publish(A, "lat.x", "0123456789abcdef", 16) != DYN_OK) break;
-    if (!PUMP_UNTIL(s.n > before, 1000, A, B)) break;
-    us[got++] = (s.at_ms - t0) * 1000.0;
-  }
-  CHECK_MSG(got == N, "only %d of %d events came back", got, N);
+  static double us[LAT_N];
+  int got = time_events("lat.x", "0123456789abcdef", &s, us);
+  CHECK_MSG(got == LAT_N, "only %d of %d events came back", got, LAT_N);
   if (got > 0) {
-    qsort(us, (size_t)got, sizeof *us, cmp_double);
     double p50 = us[got / 2], p99 = us[got * 99 / 100];
     printf("latency publish->deliver over %d events: p50 %.1f us, p99 %.1f us, min %.1f us\n",
            got, p50, p99, us[0]);
@@ -550,19 +557,10 @@ static void test_echo(void) {
   /* B's echo is live once B's own request came back to A. */
   CHECK(PUMP_UNTIL((dyn_publish(B, "echo.req", "s", 1), rep.n > 0), 3000, A, B));
   PUMP_UNTIL(0, 20, A, B);
-  enum { N = 1000 };
-  static double us[N];
-  int got = 0;
-  for (int i = 0; i < N; i++) {
-    int before = rep.n;
-    double t0 = now_ms();
-    if (dyn_publish(A, "echo.req", "ping", 4) != DYN_OK) break;
-    if (!PUMP_UNTIL(rep.n > before, 1000, A, B)) break;
-    us[got++] = (rep.at_ms - t0) * 1000.0;
-  }
-  CHECK_MSG(got == N, "only %d of %d replies came back", got, N);
+  static double us[LAT_N];
+  int got = time_events("echo.req", "ping", &rep, us);
+  CHECK_MSG(got == LAT_N, "only %d of %d replies came back", got, LAT_N);
   if (got > 0) {
-    qsort(us, (size_t)got, sizeof *us, cmp_double);
     printf("round trip A->B->A (reply published in B's callback) over %d: p50 %.1f us, "
            "p99 %.1f us\n",
            got, us[got / 2], us[got * 99 / 100]);
