@@ -73,6 +73,10 @@ long long dyn_service_config_int(dyn_service_ctx_t *ctx, const char *key, long l
  * later). */
 dyn_client_t *dyn_service_client(dyn_service_ctx_t *ctx, const char *service,
                                  const char *endpoint);
+/* Whether a dependency is live in the graph being served: listed in
+ * depends and not pruned by the graph's link() calls (a Python graph may
+ * link a C service to a subset of its depends). */
+int dyn_service_has_dependency(dyn_service_ctx_t *ctx, const char *service);
 void dyn_service_set_data(dyn_service_ctx_t *ctx, void *data);
 void *dyn_service_data(dyn_service_ctx_t *ctx);
 

@@ -354,6 +354,21 @@ static int plan_processes(serve_t *sv, uv_loop_t *loop) {
   return 0;
 }
 
+/* The dependencies that survived link(), comma-separated, for the worker
+ * (a C service's depends table is the maximal set of edges). */
+static char *live_dependencies(const dyn__service_t *svc) {
+  size_t cap = 1, i;
+  json_t *d, *deps = json_object_get(svc->json, "dependencies");
+  json_array_foreach(deps, i, d) cap += strlen(json_string_value(d) ? json_string_value(d) : "") + 1;
+  char *out = calloc(1, cap);
+  json_array_foreach(deps, i, d) {
+    if (!out || !json_string_value(d)) continue;
+    if (*out) strcat(out, ",");
+    strcat(out, json_string_value(d));
+  }
+  return out;
+}
+
 /* Worker env: ours, then the service's envs, then the supervisor's own
  * variables, which a service's envs cannot override (a worker with the
  * wrong control socket or someone else's GPUs is a bug, not a setting). */
@@ -377,6 +392,9 @@ static char **worker_env(const serve_t *sv, const proc_t *p) {
   if (sv->nats) rc = rc || dyn__env_set(&e, "NATS_SERVER", sv->nats);
   if (sv->host) rc = rc || dyn__env_set(&e, "DYN_ADVERTISE_HOST", sv->host);
   rc = rc || dyn__env_set(&e, "DYN_SERVICE_NAME", p->svc->name);
+  char *deps = live_dependencies(p->svc);
+  rc = rc || !deps || dyn__env_set(&e, "DYN_SERVICE_DEPENDS", deps);
+  free(deps);
   rc = rc || dyn__env_set(&e, "DYN_WORKER_INDEX", index);
   rc = rc || dyn__env_set(&e, "DYN_SUPERVISOR_PID", pid);
   /* So that a worker's own drain fits inside the time we give it. */

@@ -217,17 +217,45 @@ long long dyn_service_config_int(dyn_service_ctx_t *ctx, const char *key, long l
   return json_is_integer(v) ? (long long)json_integer_value(v) : dflt;
 }
 
+static int listed(const dyn_service_def_t *def, const char *service) {
+  for (size_t i = 0; def->depends && def->depends[i]; i++) {
+    const char *d = def->depends[i], *slash = strchr(d, '/');
+    if (!strcmp(slash ? slash + 1 : d, service) || !strcmp(d, service)) return 1;
+  }
+  return 0;
+}
+
+/* DYN_SERVICE_DEPENDS, set by `dynamo serve`, names the edges that survived
+ * the graph's link() calls; without it (a worker started by hand) every
+ * listed dependency is live. */
+int dyn_service_has_dependency(dyn_service_ctx_t *ctx, const char *service) {
+  if (!listed(ctx->def, service)) return 0;
+  const char *live = getenv("DYN_SERVICE_DEPENDS");
+  if (!live) return 1;
+  const char *slash = strchr(service, '/');
+  const char *name = slash ? slash + 1 : service;
+  size_t n = strlen(name);
+  for (const char *p = live; *p;) {
+    const char *end = strchr(p, ',');
+    size_t len = end ? (size_t)(end - p) : strlen(p);
+    if (len == n && !strncmp(p, name, n)) return 1;
+    if (!end) break;
+    p = end + 1;
+  }
+  return 0;
+}
+
 dyn_client_t *dyn_service_client(dyn_service_ctx_t *ctx, const char *service,
                                  const char *endpoint) {
   for (dep_client_t *c = ctx->clients; c; c = c->next)
     if (!strcmp(c->service, service) && !strcmp(c->endpoint, endpoint)) return c->client;
-  int listed = 0;
-  for (size_t i = 0; ctx->def->depends && ctx->def->depends[i]; i++) {
-    const char *d = ctx->def->depends[i], *slash = strchr(d, '/');
-    listed |= !strcmp(slash ? slash + 1 : d, service) || !strcmp(d, service);
-  }
-  if (!listed) {
+  if (!listed(ctx->def, service)) {
     dyn_log(DYN_LOG_ERROR, "%s: dyn_service_client(%s): not in the service's depends",
+            ctx->def->name, service);
+    return NULL;
+  }
+  if (!dyn_service_has_dependency(ctx, service)) {
+    dyn_log(DYN_LOG_ERROR, "%s: dyn_service_client(%s): the edge was pruned by link()",
             ctx->def->name, service);
     return NULL;
   }
@@ -314,6 +342,7 @@ int dyn__c_worker(const char *target, const char *service) {
   int rc = dyn_runtime_create(NULL, &ctx.rt);
   if (rc) return 1;
   for (size_t i = 0; def->depends && def->depends[i]; i++) {
+    if (!dyn_service_has_dependency(&ctx, def->depends[i])) continue;
     const dyn_service_def_t *dep = find_def(defs, def->depends[i]);
     for (const dyn_endpoint_def_t *e = dep ? dep->endpoints : NULL; e && e->name; e++)
       dyn_service_client(&ctx, def->depends[i], e->name);

@@ -172,14 +172,16 @@ def _free_port():
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("graph", ["python", "c"])
+@pytest.mark.parametrize("graph", ["python", "c", "c-from-python"])
 def test_hello_world_over_http(serve, graph):
     port = _free_port()
     if graph == "python":
         target = f"{ROOT}/examples/hello_world/hello_world.py:Frontend"
         args = ["-f", f"{ROOT}/examples/hello_world/config.yaml"]
-    else:
+    elif graph == "c":
         target, args = f"{C_GRAPH}:Frontend", []
+    else:
+        target, args = f"{GRAPHS}/c_declared.py:Frontend", []
     s = serve(target, *args, f"--Frontend.port={port}")
     s.wait_for(f"Frontend HTTP: http://127.0.0.1:{port}")
     s.wait_for("Frontend ready")

@@ -116,3 +116,25 @@ def test_package_module_target(tmp_path):
     assert plan["services"][0]["name"] == "Solo" and plan["services"][0]["endpoints"] == ["hi"]
     with pytest.raises(TargetError, match="no 'Nope'"):
         load_target(f"{GRAPHS}/knobs.py:Nope")
+
+
+def test_c_service_depends_follow_and_link_prunes():
+    from dynamo.sdk import c_service
+    from dynamo.sdk.plan import service_plan
+    worker = c_service("libx.so", "Worker")
+    router = c_service("libx.so", "Router", depends=[worker])
+    proc = c_service("libx.so", "Processor", depends=[router, worker])
+    front = c_service("libx.so", "Frontend", depends=[proc], http_port=8123)
+    # Unlinked: every declared edge is live.
+    order, edges = resolve(front)
+    assert [s.name for s in order] == ["Worker", "Router", "Processor", "Frontend"]
+    assert ("Processor", "Router") in edges and ("Router", "Worker") in edges
+    # link() keeps only the chosen path, as for Python services.
+    front.link(proc).link(worker)
+    order, edges = resolve(front)
+    assert [s.name for s in order] == ["Worker", "Processor", "Frontend"]
+    assert edges == [("Frontend", "Processor"), ("Processor", "Worker")]
+    plan = service_plan(proc, {})
+    assert plan["kind"] == "c" and plan["dependencies"] == ["Worker"]
+    http = service_plan(front, {"Frontend": {"port": 9001}})["http"]
+    assert http["port"] == 9001 and http["routes"] == []

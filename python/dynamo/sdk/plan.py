@@ -15,7 +15,7 @@ from typing import Any, Dict
 
 from dynamo.sdk.config import ConfigError, resolve_common, service_args
 from dynamo.sdk.graph import TargetError, load_target, resolve
-from dynamo.sdk.service import DynamoService
+from dynamo.sdk.service import CService, DynamoService
 
 DEFAULT_HTTP_PORT = 8000
 
@@ -30,13 +30,13 @@ def service_plan(svc: DynamoService, config: Dict[str, Any]) -> Dict[str, Any]:
     except (TypeError, ValueError):
         raise ConfigError(f"service {svc.name}: resources.gpu must be an integer, not {gpu!r}") from None
     http = None
-    if svc.apis:
+    # A C service has no @api routes to list; its http_port says it serves HTTP.
+    if svc.apis or (isinstance(svc, CService) and svc.http_port):
         section = config.get(svc.name, {})
         port = section.get("port", svc.http_port or DEFAULT_HTTP_PORT)
         host = section.get("host", "0.0.0.0")
         http = {"host": host, "port": int(port),
                 "routes": [{"method": a.method, "path": a.path} for a in svc.apis.values()]}
-    from dynamo.sdk.service import CService
     extra = {"kind": "c", "target": svc.target} if isinstance(svc, CService) else {}
     return {
         **extra,

@@ -107,22 +107,28 @@ class _CEndpoint:
 class CService(DynamoService):
     """A service written in C (see dynamo/service.h), as a node of a Python
     graph: ``depends(c_service("lib.so", "Backend"))`` starts its workers
-    with ``dynamo worker`` and calls it like any other service."""
+    with ``dynamo worker`` and calls it like any other service.
+
+    ``depends`` lists the services the C service calls (the names in its C
+    ``depends`` table), so the graph follows them and ``link()`` prunes them
+    as for a Python service; the worker is told which edges survived."""
 
     def __init__(self, so_path: str, name: str, namespace: str = DEFAULT_NAMESPACE,
                  endpoints: Optional[Dict[str, bool]] = None, workers: int = 1,
-                 resources: Optional[Dict[str, Any]] = None):
+                 resources: Optional[Dict[str, Any]] = None,
+                 depends: Optional[List[DynamoService]] = None,
+                 http_port: Optional[int] = None):
         self.inner = None  # type: ignore[assignment]
         self.name = name
         self.enabled = True
         self.namespace = namespace
         self.resources = dict(resources or {})
         self.workers = workers
-        self.http_port = None
+        self.http_port = http_port
         self.so_path = so_path
         self.endpoints = {n: _CEndpoint(n, s) for n, s in (endpoints or {"generate": True}).items()}  # type: ignore[misc]
         self.apis = {}
-        self.dependencies = {}
+        self.dependencies = {d.name: Dependency(d) for d in (depends or [])}
         self.on_start, self.on_shutdown, self.links = [], [], []
 
     @property
@@ -142,8 +148,11 @@ class CService(DynamoService):
 
 def c_service(so_path: str, name: str, namespace: str = DEFAULT_NAMESPACE,
               endpoints: Optional[Dict[str, bool]] = None, workers: int = 1,
-              resources: Optional[Dict[str, Any]] = None) -> CService:
-    """A C service from a shared object, for ``depends()``. ``endpoints``
-    maps each endpoint name to whether it streams (default: one streaming
-    ``generate``)."""
-    return CService(so_path, name, namespace, endpoints, workers, resources)
+              resources: Optional[Dict[str, Any]] = None,
+              depends: Optional[List[DynamoService]] = None,
+              http_port: Optional[int] = None) -> CService:
+    """A C service from a shared object, for ``depends()`` or as a graph's
+    entry. ``endpoints`` maps each endpoint name to whether it streams
+    (default: one streaming ``generate``); ``depends`` lists the services it
+    calls; ``http_port`` is the port it serves HTTP on, if it does."""
+    return CService(so_path, name, namespace, endpoints, workers, resources, depends, http_port)
