@@ -23,6 +23,7 @@
 #include "dynamo/control.h"
 #include "dynamo/runtime.h"
 #include "dynamo/status.h"
+#include "sdk/artifact.h"
 #include "sdk/config.h"
 #include "sdk/env.h"
 #include "sdk/gpu.h"
@@ -44,6 +45,10 @@ static void usage(FILE *f) {
 "  path/to/graph.py:Service    a Python file and the graph's entry service\n"
 "  package.module:Service      the same, by module name\n"
 "  path/to/libgraph.so:Service a C graph\n"
+"  ARTIFACT                    what `dynamo build` made: its directory, its\n"
+"                              dynamo.yaml or its .tar.gz (unpacked into a\n"
+"                              temporary directory, removed at exit); served\n"
+"                              with its config.yaml unless -f names another\n"
 "\n"
 "configuration\n"
 "  -f, --file CONFIG.yaml      one section per service, plus an optional Common\n"
@@ -79,6 +84,10 @@ static void usage(FILE *f) {
 "  --gpu-oversubscribe         when the graph asks for more GPUs than there\n"
 "                              are, deal them out again from the first\n"
 "  --no-gpu-alloc              leave CUDA_VISIBLE_DEVICES as it is\n"
+"  --health-port BASE          worker i (counted over the whole graph from 0)\n"
+"                              serves GET /live and /health on port BASE+i\n"
+"                              (also $DYN_HEALTH_PORT); /health is 200 once the\n"
+"                              worker is registered and its start hooks ran\n"
 "  -h, --help                  this text\n"
 "\n"
 "processes\n"
@@ -105,6 +114,7 @@ typedef struct proc {
   char label[256];
   char **argv;
   char *cuda; /* CUDA_VISIBLE_DEVICES, or NULL: leave it alone */
+  int health_port; /* DYN_HEALTH_PORT, or 0 */
 } proc_t;
 
 typedef struct serve {
@@ -115,6 +125,8 @@ typedef struct serve {
   const char *etcd, *nats, *host; /* --etcd, --nats, --host */
   double grace;
   int dry_run, oversubscribe, no_gpu_alloc;
+  int health_base; /* --health-port, or 0 */
+  dyn__artifact_t artifact; /* when TARGET is a built artifact */
   const char **overrides;
   size_t noverrides;
 
@@ -151,6 +163,18 @@ static int option_value(int argc, char **argv, int *i, const char *name, const c
   }
   *out = argv[++*i];
   return 1;
+}
+
+static int parse_health_port(serve_t *sv, const char *v) {
+  char *end;
+  errno = 0;
+  long n = strtol(v, &end, 10);
+  if (errno || end == v || *end || n < 1 || n > 65535) {
+    fprintf(stderr, "dynamo serve: --health-port '%s' is not a port number (1-65535)\n", v);
+    return 1;
+  }
+  sv->health_base = (int)n;
+  return 0;
 }
 
 static int parse_args(serve_t *sv, int argc, char **argv) {
@@ -216,6 +240,8 @@ static int parse_args(serve_t *sv, int argc, char **argv) {
         fprintf(stderr, "dynamo serve: --grace '%s' is not a number of seconds\n", v);
         return 2;
       }
+    } else if ((r = option_value(argc, argv, &i, "--health-port", &v))) {
+      if (r < 0 || parse_health_port(sv, v)) return 2;
     } else if (a[1] == '-' && dyn__config_is_override(a + 2)) {
       sv->overrides[sv->noverrides++] = a + 2;
     } else {
@@ -337,6 +363,7 @@ static int plan_processes(serve_t *sv, uv_loop_t *loop) {
       cuda[k] = NULL;
       sv->nprocs++;
       snprintf(p->label, sizeof p->label, "%s.%d", s->name, w);
+      if (sv->health_base) p->health_port = sv->health_base + (int)k;
       char *py[] = {(char *)python, "-m", "dynamo.sdk.worker", (char *)sv->target, "--service",
                     (char *)s->name, NULL};
       /* A C service inside a Python graph names its own shared object. */
@@ -392,6 +419,10 @@ static char **worker_env(const serve_t *sv, const proc_t *p) {
   if (sv->nats) rc = rc || dyn__env_set(&e, "NATS_SERVER", sv->nats);
   if (sv->host) rc = rc || dyn__env_set(&e, "DYN_ADVERTISE_HOST", sv->host);
   rc = rc || dyn__env_set(&e, "DYN_SERVICE_NAME", p->svc->name);
+  /* So that services resolve paths in their config (a tokenizer, say)
+   * against the config file's directory, wherever serve was started. */
+  char cfg[PATH_MAX];
+  if (sv->file && realpath(sv->file, cfg)) rc = rc || dyn__env_set(&e, "DYN_CONFIG_FILE", cfg);
   char *deps = live_dependencies(p->svc);
   rc = rc || !deps || dyn__env_set(&e, "DYN_SERVICE_DEPENDS", deps);
   free(deps);
@@ -400,6 +431,11 @@ static char **worker_env(const serve_t *sv, const proc_t *p) {
   /* So that a worker's own drain fits inside the time we give it. */
   rc = rc || dyn__env_set(&e, "DYN_GRACE_SECONDS", grace);
   if (p->cuda) rc = rc || dyn__env_set(&e, "CUDA_VISIBLE_DEVICES", p->cuda);
+  char health[16];
+  snprintf(health, sizeof health, "%d", p->health_port);
+  /* Set or cleared: an inherited DYN_HEALTH_PORT is the base, not a port
+   * every worker may bind. */
+  rc = rc || dyn__env_set(&e, "DYN_HEALTH_PORT", p->health_port ? health : "");
   /* Output goes through a pipe, where Python would buffer it in blocks and
    * a worker's log would arrive minutes late. */
   if (!sv->plan.is_c && !dyn__env_get(&e, "PYTHONUNBUFFERED"))
@@ -488,6 +524,7 @@ static void dry_run(const serve_t *sv) {
     const proc_t *pr = &sv->procs[k];
     printf("  %s: ", pr->label);
     if (pr->cuda) printf("CUDA_VISIBLE_DEVICES=\"%s\" ", pr->cuda);
+    if (pr->health_port) printf("DYN_HEALTH_PORT=%d ", pr->health_port);
     for (char **a = pr->argv; *a; a++) {
       if (a != pr->argv) putchar(' ');
       print_quoted(*a);
@@ -505,6 +542,9 @@ static void dry_run(const serve_t *sv) {
 static void on_started(void *arg) {
   const serve_t *sv = arg;
   printf("dynamo serve: %zu worker process(es) for %zu service(s)\n", sv->nprocs, sv->nserved);
+  for (size_t k = 0; k < sv->nprocs; k++)
+    if (sv->procs[k].health_port)
+      printf("%s health: http://127.0.0.1:%d/health\n", sv->procs[k].label, sv->procs[k].health_port);
   for (size_t i = 0; i < sv->plan.nservices; i++) {
     const dyn__service_t *s = &sv->plan.services[i];
     if (!is_served(sv, s) || !s->http_host) continue;
@@ -609,6 +649,23 @@ int dyn__cmd_serve(int argc, char **argv) {
   if (!sv.etcd && (env = getenv("ETCD_ENDPOINTS")) && *env) sv.etcd = env;
   if (!sv.nats && (env = getenv("NATS_SERVER")) && *env) sv.nats = env;
   if (!sv.host && (env = getenv("DYN_ADVERTISE_HOST")) && *env) sv.host = env;
+  if (!sv.health_base && (env = getenv("DYN_HEALTH_PORT")) && *env &&
+      parse_health_port(&sv, env)) {
+    free(sv.overrides);
+    return 2;
+  }
+  if (dyn__artifact_is(sv.target)) {
+    /* A built artifact: its manifest names the graph inside it, and its
+     * config.yaml is the config it was built with. */
+    char aerr[2048];
+    if (dyn__artifact_open(sv.target, &sv.artifact, aerr, sizeof aerr)) {
+      fprintf(stderr, "dynamo serve: %s\n", aerr);
+      free(sv.overrides);
+      return 1;
+    }
+    sv.target = sv.artifact.target;
+    if (!sv.file) sv.file = sv.artifact.config_path;
+  }
   /* A closed stdout must not kill the supervisor while workers run. */
   signal(SIGPIPE, SIG_IGN);
   uv_loop_t *loop = uv_default_loop();
@@ -647,5 +704,6 @@ out:
   free(sv.config_text);
   json_decref(sv.config);
   free(sv.overrides);
+  dyn__artifact_close(&sv.artifact);
   return code;
 }
