@@ -1,0 +1,266 @@
+/* test_openai.c - the OpenAI wire format of the Frontend (src/llm/openai.c):
+ * request validation (what passes, what fails and which field the 400
+ * names), error objects, upstream error mapping, and that every chunk and
+ * response is valid JSON of the shape OpenAI clients parse. */
+#include "harness.h"
+#include "llm/openai.h"
+
+#include <jansson.h>
+
+typedef struct vcase {
+  const char *body;
+  int ok;
+  const char *param; /* the field a 400 names */
+} vcase_t;
+
+static void run_cases(dyn__oai_kind_t kind, const vcase_t *cases, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    json_error_t jerr;
+    json_t *req = json_loads(cases[i].body, JSON_DECODE_ANY, &jerr);
+    REQUIRE(req);
+    dyn__oai_info_t info;
+    dyn__oai_error_t err = {0};
+    int rc = dyn__oai_validate(req, kind, &info, &err);
+    CHECK_MSG((rc == DYN_OK) == cases[i].ok, "%s -> %d %s", cases[i].body, rc,
+              rc ? err.message : "");
+    if (!cases[i].ok && rc) {
+      CHECK_EQ_INT(err.status, 400);
+      CHECK_MSG(cases[i].param ? err.param && !strcmp(err.param, cases[i].param) : !err.param,
+                "%s: param %s, expected %s", cases[i].body, err.param ? err.param : "(null)",
+                cases[i].param ? cases[i].param : "(null)");
+      /* The message names the field it is about. */
+      if (cases[i].param) CHECK_MSG(strstr(err.message, cases[i].param), "%s", err.message);
+    }
+    json_decref(req);
+  }
+}
+
+static void test_chat_validation(void) {
+  static const vcase_t cases[] = {
+      {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", 1, NULL},
+      {"{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":\"s\"},"
+       "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"a\"}]},"
+       "{\"role\":\"assistant\",\"content\":null},{\"role\":\"developer\",\"content\":\"d\"},"
+       "{\"role\":\"tool\",\"content\":\"t\"}],"
+       "\"max_tokens\":5,\"temperature\":0,\"top_p\":1,\"n\":1,\"stream\":true,"
+       "\"stream_options\":{\"include_usage\":true},\"stop\":[\"x\"],\"whatever\":{\"a\":1},"
+       "\"seed\":null}", 1, NULL},
+      {"[1,2]", 0, NULL},
+      {"{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", 0, "model"},
+      {"{\"model\":7,\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", 0, "model"},
+      {"{\"model\":\"m\"}", 0, "messages"},
+      {"{\"model\":\"m\",\"messages\":[]}", 0, "messages"},
+      {"{\"model\":\"m\",\"messages\":\"hi\"}", 0, "messages"},
+      {"{\"model\":\"m\",\"messages\":[{\"role\":\"wizard\",\"content\":\"hi\"}]}", 0, "messages"},
+      {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\"}]}", 0, "messages"},
+      {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":5}]}", 0, "messages"},
+      {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\"}]}]}",
+       0, "messages"},
+      {"{\"model\":\"m\",\"messages\":[1]}", 0, "messages"},
+      {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":0}", 0,
+       "max_tokens"},
+      {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":\"5\"}",
+       0, "max_tokens"},
+      {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+       "\"max_completion_tokens\":-1}", 0, "max_completion_tokens"},
+      {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"temperature\":2.5}",
+       0, "temperature"},
+      {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"temperature\":\"hot\"}",
+       0, "temperature"},
+      {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"top_p\":0}", 0,
+       "top_p"},
+      {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"n\":2}", 0, "n"},
+      {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"stream\":\"yes\"}", 0,
+       "stream"},
+      {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+       "\"stream_options\":{\"include_usage\":1}}", 0, "stream_options"},
+      {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"stop\":[1]}", 0,
+       "stop"},
+  };
+  run_cases(DYN__OAI_CHAT, cases, sizeof cases / sizeof *cases);
+}
+
+static void test_completion_validation(void) {
+  static const vcase_t cases[] = {
+      {"{\"model\":\"m\",\"prompt\":\"once upon\"}", 1, NULL},
+      {"{\"model\":\"m\",\"prompt\":[\"once upon\"],\"stop\":\"x\",\"echo\":false}", 1, NULL},
+      {"{\"model\":\"m\"}", 0, "prompt"},
+      {"{\"model\":\"m\",\"prompt\":[1,2,3]}", 0, "prompt"},
+      {"{\"model\":\"m\",\"prompt\":[\"a\",\"b\"]}", 0, "prompt"},
+      {"{\"model\":\"m\",\"prompt\":{}}", 0, "prompt"},
+      {"{\"model\":\"m\",\"prompt\":\"x\",\"n\":3}", 0, "n"},
+  };
+  run_cases(DYN__OAI_COMPLETION, cases, sizeof cases / sizeof *cases);
+  /* The info a valid request yields. */
+  json_t *req = json_loads("{\"model\":\"mm\",\"prompt\":\"p\",\"stream\":true,"
+                           "\"stream_options\":{\"include_usage\":true}}", 0, NULL);
+  dyn__oai_info_t info;
+  dyn__oai_error_t err;
+  CHECK_STATUS(dyn__oai_validate(req, DYN__OAI_COMPLETION, &info, &err), DYN_OK);
+  CHECK_EQ_STR(info.model, "mm");
+  CHECK_EQ_INT(info.stream, 1);
+  CHECK_EQ_INT(info.include_usage, 1);
+  json_decref(req);
+}
+
+static void test_errors(void) {
+  char *e = dyn__oai_error_json(404, "The model `x` does not exist.", "model");
+  json_t *v = json_loads(e, 0, NULL);
+  REQUIRE(v);
+  json_t *err = json_object_get(v, "error");
+  CHECK_EQ_STR(json_string_value(json_object_get(err, "message")), "The model `x` does not exist.");
+  CHECK_EQ_STR(json_string_value(json_object_get(err, "type")), "NotFoundError");
+  CHECK_EQ_STR(json_string_value(json_object_get(err, "param")), "model");
+  CHECK_EQ_INT(json_integer_value(json_object_get(err, "code")), 404);
+  json_decref(v);
+  free(e);
+  e = dyn__oai_error_json(503, "down", NULL);
+  v = json_loads(e, 0, NULL);
+  CHECK(json_is_null(json_object_get(json_object_get(v, "error"), "param")));
+  json_decref(v);
+  free(e);
+
+  const char *shown;
+  CHECK_EQ_INT(dyn__oai_upstream_status(DYN_EREMOTE, "400 prompt too long", &shown), 400);
+  CHECK_EQ_STR(shown, "prompt too long");
+  CHECK_EQ_INT(dyn__oai_upstream_status(DYN_EREMOTE, "429 busy", &shown), 429);
+  CHECK_EQ_INT(dyn__oai_upstream_status(DYN_EREMOTE, "engine exploded", &shown), 500);
+  CHECK_EQ_STR(shown, "engine exploded");
+  CHECK_EQ_INT(dyn__oai_upstream_status(DYN_EREMOTE, "4000 things", &shown), 500);
+  CHECK_EQ_INT(dyn__oai_upstream_status(DYN_EREMOTE, "500 x", &shown), 500);
+  CHECK_EQ_INT(dyn__oai_upstream_status(DYN_ENOINSTANCE, "no live instance", &shown), 503);
+}
+
+static void test_escape(void) {
+  const char s[] = "a\"b\\c\nd\te\x01\x1f" "\xc3\xa9 \xe2\x82\xac";
+  dyn__buf_t b;
+  dyn__buf_init(&b);
+  CHECK_STATUS(dyn__oai_append_json_string(&b, s, sizeof s - 1), DYN_OK);
+  json_t *v = json_loadb((const char *)b.data, b.len, JSON_DECODE_ANY, NULL);
+  REQUIRE(v);
+  CHECK_EQ_INT((int)json_string_length(v), (int)(sizeof s - 1));
+  CHECK(!memcmp(json_string_value(v), s, sizeof s - 1));
+  json_decref(v);
+  /* A NUL inside text survives as \u0000. */
+  b.len = 0;
+  CHECK_STATUS(dyn__oai_append_json_string(&b, "x\0y", 3), DYN_OK);
+  v = json_loadb((const char *)b.data, b.len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+  CHECK(v && json_string_length(v) == 3);
+  json_decref(v);
+  dyn__buf_free(&b);
+}
+
+/* Splits "data: {json}\n\n" events, checks the framing, returns them. */
+static json_t *events(const dyn__buf_t *b) {
+  json_t *out = json_array();
+  const char *p = (const char *)b->data, *end = p + b->len;
+  while (p < end) {
+    CHECK(!strncmp(p, "data: ", 6));
+    const char *nl = memchr(p, '\n', (size_t)(end - p));
+    REQUIRE(nl && nl + 1 < end && nl[1] == '\n');
+    json_t *v = json_loadb(p + 6, (size_t)(nl - p - 6), 0, NULL);
+    CHECK(v);
+    json_array_append_new(out, v ? v : json_null());
+    p = nl + 2;
+  }
+  return out;
+}
+
+static void test_chat_chunks(void) {
+  dyn__oai_stream_t st;
+  REQUIRE(!dyn__oai_stream_init(&st, DYN__OAI_CHAT, "chatcmpl-1", 1700000000, "m\"q", 1));
+  dyn__buf_t b;
+  dyn__buf_init(&b);
+  CHECK_STATUS(dyn__oai_chunk_role(&st, &b), DYN_OK);
+  CHECK_STATUS(dyn__oai_chunk_delta(&st, "he\"llo", 6, NULL, &b), DYN_OK);
+  CHECK_STATUS(dyn__oai_chunk_delta(&st, "", 0, "length", &b), DYN_OK);
+  CHECK_STATUS(dyn__oai_chunk_usage(&st, 7, 2, 3, &b), DYN_OK);
+  json_t *ev = events(&b);
+  REQUIRE(json_array_size(ev) == 4);
+  for (size_t i = 0; i < 4; i++) {
+    json_t *c = json_array_get(ev, i);
+    CHECK_EQ_STR(json_string_value(json_object_get(c, "id")), "chatcmpl-1");
+    CHECK_EQ_STR(json_string_value(json_object_get(c, "object")), "chat.completion.chunk");
+    CHECK_EQ_STR(json_string_value(json_object_get(c, "model")), "m\"q");
+    CHECK_EQ_INT(json_integer_value(json_object_get(c, "created")), 1700000000);
+    if (i < 3) CHECK(json_is_null(json_object_get(c, "usage")));
+  }
+  json_t *d0 = json_object_get(json_array_get(json_object_get(json_array_get(ev, 0), "choices"), 0), "delta");
+  CHECK_EQ_STR(json_string_value(json_object_get(d0, "role")), "assistant");
+  CHECK_EQ_STR(json_string_value(json_object_get(d0, "content")), "");
+  json_t *c1 = json_array_get(json_object_get(json_array_get(ev, 1), "choices"), 0);
+  CHECK_EQ_STR(json_string_value(json_object_get(json_object_get(c1, "delta"), "content")), "he\"llo");
+  CHECK(json_is_null(json_object_get(c1, "finish_reason")));
+  json_t *c2 = json_array_get(json_object_get(json_array_get(ev, 2), "choices"), 0);
+  CHECK_EQ_INT((int)json_object_size(json_object_get(c2, "delta")), 0);
+  CHECK_EQ_STR(json_string_value(json_object_get(c2, "finish_reason")), "length");
+  json_t *last = json_array_get(ev, 3);
+  CHECK_EQ_INT((int)json_array_size(json_object_get(last, "choices")), 0);
+  json_t *u = json_object_get(last, "usage");
+  CHECK_EQ_INT(json_integer_value(json_object_get(u, "prompt_tokens")), 7);
+  CHECK_EQ_INT(json_integer_value(json_object_get(u, "completion_tokens")), 2);
+  CHECK_EQ_INT(json_integer_value(json_object_get(u, "total_tokens")), 9);
+  CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(u, "prompt_tokens_details"),
+                                                  "cached_tokens")), 3);
+  json_decref(ev);
+  dyn__buf_free(&b);
+  dyn__oai_stream_free(&st);
+}
+
+static void test_completion_chunks(void) {
+  dyn__oai_stream_t st;
+  REQUIRE(!dyn__oai_stream_init(&st, DYN__OAI_COMPLETION, "cmpl-9", 5, "m", 0));
+  dyn__buf_t b;
+  dyn__buf_init(&b);
+  CHECK_STATUS(dyn__oai_chunk_delta(&st, "a\nb", 3, NULL, &b), DYN_OK);
+  CHECK_STATUS(dyn__oai_chunk_delta(&st, " c", 2, "stop", &b), DYN_OK);
+  json_t *ev = events(&b);
+  REQUIRE(json_array_size(ev) == 2);
+  json_t *c0 = json_array_get(ev, 0);
+  CHECK_EQ_STR(json_string_value(json_object_get(c0, "object")), "text_completion");
+  CHECK(!json_object_get(c0, "usage")); /* no include_usage: no usage key */
+  json_t *ch0 = json_array_get(json_object_get(c0, "choices"), 0);
+  CHECK_EQ_STR(json_string_value(json_object_get(ch0, "text")), "a\nb");
+  CHECK_EQ_INT(json_integer_value(json_object_get(ch0, "index")), 0);
+  CHECK(json_is_null(json_object_get(ch0, "logprobs")));
+  json_t *ch1 = json_array_get(json_object_get(json_array_get(ev, 1), "choices"), 0);
+  CHECK_EQ_STR(json_string_value(json_object_get(ch1, "finish_reason")), "stop");
+  json_decref(ev);
+  dyn__buf_free(&b);
+  dyn__oai_stream_free(&st);
+}
+
+static void test_responses(void) {
+  char *r = dyn__oai_response(DYN__OAI_CHAT, "chatcmpl-2", 10, "m", "hi there", 8, "stop", 4, 2, 1);
+  json_t *v = json_loads(r, 0, NULL);
+  REQUIRE(v);
+  CHECK_EQ_STR(json_string_value(json_object_get(v, "object")), "chat.completion");
+  json_t *c = json_array_get(json_object_get(v, "choices"), 0);
+  CHECK_EQ_STR(json_string_value(json_object_get(json_object_get(c, "message"), "role")), "assistant");
+  CHECK_EQ_STR(json_string_value(json_object_get(json_object_get(c, "message"), "content")),
+               "hi there");
+  CHECK_EQ_STR(json_string_value(json_object_get(c, "finish_reason")), "stop");
+  CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(v, "usage"), "total_tokens")), 6);
+  json_decref(v);
+  free(r);
+  r = dyn__oai_response(DYN__OAI_COMPLETION, "cmpl-2", 10, "m", "", 0, "length", 1, 0, 0);
+  v = json_loads(r, 0, NULL);
+  REQUIRE(v);
+  CHECK_EQ_STR(json_string_value(json_object_get(v, "object")), "text_completion");
+  c = json_array_get(json_object_get(v, "choices"), 0);
+  CHECK_EQ_STR(json_string_value(json_object_get(c, "text")), "");
+  CHECK_EQ_STR(json_string_value(json_object_get(c, "finish_reason")), "length");
+  json_decref(v);
+  free(r);
+}
+
+int main(void) {
+  test_chat_validation();
+  test_completion_validation();
+  test_errors();
+  test_escape();
+  test_chat_chunks();
+  test_completion_chunks();
+  test_responses();
+  TEST_END();
+}
