@@ -1,0 +1,178 @@
+/* dynamo/llm/engine.h - a simulated LLM engine: no GPU, no model, vLLM's
+ * timing and KV-cache behaviour.
+ *
+ * It exists so that KV-aware routing can be tested and benchmarked on any
+ * machine. Like vLLM it keeps a paged KV cache of num_blocks blocks of
+ * block_size tokens with automatic prefix caching and LRU eviction, and
+ * runs continuous batching: each step admits waiting requests (FIFO, while
+ * a slot and the KV blocks for the prompt are free), prefills them, and
+ * decodes one token for every running sequence. A step lasts what the
+ * timing model says, divided by speedup:
+ *
+ *   step = [prefill_base_us + prefill_per_token_us * uncached prompt tokens]
+ *              (if the step prefills anything)
+ *        + [decode_base_us + decode_per_seq_us * sequences decoding]
+ *              (if any sequence decodes)
+ *
+ * so time to first token is queueing plus the prefill of the part of the
+ * prompt the cache did not hold: exactly what routing to the worker with
+ * the longest cached prefix saves. Generated tokens are pseudo-random ids
+ * from a per-request seed (reproducible), EOS with a small probability.
+ * When the pool runs out of blocks for decoding, the newest running
+ * sequence is preempted (its blocks freed, its prompt and output requeued
+ * at the front and recomputed later, as vLLM's recompute preemption does).
+ *
+ * Everything runs on one libuv loop thread: create, submit, cancel and the
+ * callbacks all happen on it. KV events use the types of dynamo/llm/kv.h
+ * and the block hashes of dyn_kv_hash_blocks, so a router's indexer can
+ * apply them as they are.
+ */
+#ifndef DYNAMO_LLM_ENGINE_H
+#define DYNAMO_LLM_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "dynamo/llm/kv.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct dyn_engine dyn_engine_t;
+typedef struct dyn_engine_seq dyn_engine_seq_t; /* one submitted request */
+
+/* Defaults (dyn_engine_options_init) model a small model on one GPU:
+ * a 1,000-token uncached prompt costs 2 + 100 = 102 ms of prefill, a decode
+ * step 8 ms alone and 8 + 64 * 0.1 = 14.4 ms with 64 sequences. */
+typedef struct dyn_engine_options {
+  uint32_t block_size;             /* tokens per KV block: 16 */
+  uint32_t num_blocks;             /* KV blocks in the pool: 1024 */
+  uint32_t max_num_seqs;           /* running sequences at most: 64 */
+  uint32_t max_num_batched_tokens; /* uncached prompt tokens prefilled per
+                                    * step: 2048 (a longer prompt still runs,
+                                    * alone in its step; no chunking) */
+  uint32_t vocab_size;             /* generated ids are below this: 32000 */
+  uint32_t min_token_id;           /* ... and at least this (skips special
+                                    * ids): 3 */
+  uint32_t eos_token_id;           /* never generated as text: 2 */
+  double eos_probability;          /* chance a step ends a request (STOP)
+                                    * unless ignore_eos: 0.005 */
+  double speedup;                  /* every duration is divided by it: 1 */
+  double prefill_base_us;          /* 2000 */
+  double prefill_per_token_us;     /* per uncached prompt token: 100 */
+  double decode_base_us;           /* 8000 */
+  double decode_per_seq_us;        /* per sequence in the step: 100 */
+  uint64_t seed;                   /* seeds requests that give none: 0 */
+  uint64_t kv_hash_seed;           /* for block hashes: DYN_KV_DEFAULT_SEED;
+                                    * must match the router's */
+} dyn_engine_options_t;
+
+void dyn_engine_options_init(dyn_engine_options_t *o);
+
+typedef struct dyn_engine_request {
+  const uint32_t *prompt; /* copied by submit */
+  size_t n_prompt;        /* at least 1 */
+  uint32_t max_tokens;    /* at least 1; generation stops (LENGTH) there */
+  int ignore_eos;         /* nonzero: only max_tokens ends the request */
+  /* Which tokens come out. temperature 0 is greedy: the output depends on
+   * the prompt alone (and the engine seed). Otherwise a request with
+   * has_seed replays the same tokens for the same seed, and one without
+   * draws from the engine's own sequence. */
+  float temperature;
+  int has_seed;
+  uint64_t seed;
+} dyn_engine_request_t;
+
+typedef enum dyn_engine_finish {
+  DYN_ENGINE_STOP = 1,      /* generated EOS (not passed to on_tokens) */
+  DYN_ENGINE_LENGTH = 2,    /* reached max_tokens */
+  DYN_ENGINE_CANCELLED = 3, /* dyn_engine_cancel or dyn_engine_destroy */
+  DYN_ENGINE_ERROR = 4      /* the engine failed it (out of memory) */
+} dyn_engine_finish_t;
+
+/* on_tokens: new tokens of seq (one per step today; the array is valid
+ * during the call). on_done: seq ended, once, always; the handle is freed
+ * when on_done returns, so forget it there. Both may call any engine
+ * function except dyn_engine_destroy: submit, cancel (of any sequence,
+ * this one included, which then gets no further call) and the accessors. */
+typedef struct dyn_engine_callbacks {
+  void (*on_tokens)(dyn_engine_seq_t *seq, const uint32_t *tokens, size_t n, void *ud);
+  void (*on_done)(dyn_engine_seq_t *seq, dyn_engine_finish_t reason, void *ud);
+} dyn_engine_callbacks_t;
+
+/* Receives the KV events of one engine step (or of a cache reset) in
+ * order, event ids increasing; the arrays are valid only during the call.
+ * Evictions of one step share a REMOVED event; each chain of blocks that
+ * became full shares a STORED event naming its parent. */
+typedef void (*dyn_engine_kv_events_fn)(const dyn_kv_event_t *events, size_t n, void *ud);
+
+/* Load and counters, for the worker's metrics and the router's costs. */
+typedef struct dyn_engine_metrics {
+  uint32_t active_slots;     /* sequences running (admitted, not finished) */
+  uint32_t total_slots;      /* max_num_seqs */
+  uint32_t waiting;          /* submitted, not running (incl. preempted) */
+  uint64_t kv_blocks_used;   /* blocks referenced by running sequences */
+  uint64_t kv_blocks_cached; /* blocks in the prefix cache (used or not) */
+  uint64_t kv_blocks_total;  /* num_blocks */
+  /* cumulative */
+  uint64_t requests;         /* submitted */
+  uint64_t prompt_tokens;    /* prompt tokens admitted (first admission) */
+  uint64_t cached_prompt_tokens; /* ... of which the prefix cache held */
+  uint64_t generated_tokens; /* tokens passed to on_tokens */
+  uint64_t preemptions;      /* sequences preempted for lack of blocks */
+  uint64_t evictions;        /* cached blocks evicted */
+  uint64_t steps;            /* steps run */
+} dyn_engine_metrics_t;
+
+/* Creates an idle engine on loop. opts NULL: defaults. DYN_EINVAL for a
+ * zero size or count, vocab_size not above min_token_id + 1, a speedup
+ * that is not positive, or a negative or non-finite time or probability,
+ * with *why (if not NULL) pointed at a static sentence naming it;
+ * DYN_ENOMEM. */
+int dyn_engine_create(uv_loop_t *loop, const dyn_engine_options_t *opts,
+                      dyn_engine_t **out, const char **why);
+
+/* Cancels every request (on_done(CANCELLED), synchronously, in submission
+ * order), drops pending KV events, and closes the step timer; the engine's
+ * memory is freed by the timer's close callback, so run the loop once more
+ * (as any libuv handle needs). Not from inside an engine callback. */
+void dyn_engine_destroy(dyn_engine_t *e);
+
+/* The sink for KV events (NULL: none; events are then dropped). */
+void dyn_engine_set_kv_events(dyn_engine_t *e, dyn_engine_kv_events_fn fn, void *ud);
+
+/* Queues a request; it runs from the next step, on its own loop turn, so no
+ * callback happens inside submit. *out (may be NULL) receives its handle.
+ * DYN_EINVAL, *why naming it, for NULL arguments, an empty prompt,
+ * max_tokens 0, or a request whose prompt plus max_tokens needs more KV
+ * blocks than the whole pool has (it could never run); DYN_ECLOSED after
+ * destroy began; DYN_ENOMEM. */
+int dyn_engine_submit(dyn_engine_t *e, const dyn_engine_request_t *req,
+                      const dyn_engine_callbacks_t *cb, void *ud, dyn_engine_seq_t **out,
+                      const char **why);
+
+/* Ends seq now: its KV references are dropped at once (its blocks stay in
+ * the prefix cache), it gets no more tokens, and on_done(CANCELLED) is
+ * called before cancel returns. seq must not have ended already. */
+void dyn_engine_cancel(dyn_engine_seq_t *seq);
+
+/* Per request, valid until its on_done returns. cached_tokens: prompt
+ * tokens the prefix cache held when it was first admitted (0 before), for
+ * usage.prompt_tokens_details.cached_tokens. */
+size_t dyn_engine_seq_prompt_tokens(const dyn_engine_seq_t *seq);
+size_t dyn_engine_seq_cached_tokens(const dyn_engine_seq_t *seq);
+size_t dyn_engine_seq_generated_tokens(const dyn_engine_seq_t *seq);
+
+void dyn_engine_get_metrics(const dyn_engine_t *e, dyn_engine_metrics_t *m);
+
+/* Empties the prefix cache (CLEARED goes to the sink before this returns).
+ * Meant for an idle engine: running sequences keep their blocks, which are
+ * then no longer shared. DYN_ENOMEM if the event could not be made. */
+int dyn_engine_reset_cache(dyn_engine_t *e);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
