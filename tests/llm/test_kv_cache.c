@@ -336,6 +336,75 @@ static void test_reset(void) {
   dyn__kv_cache_free(&c);
 }
 
+/* Every block is in exactly one state, the counters agree with the blocks,
+ * and every referenced block is counted by the sequences that hold it. */
+static int consistent(const dyn__kv_cache_t *c, dyn__kv_seq_t *seqs, int n_seqs) {
+  uint32_t used = 0, lru = 0, reg = 0, refs = 0, held = 0;
+  for (uint32_t i = 0; i < c->num_blocks; i++) {
+    const dyn__kv_blk_t *b = &c->blk[i];
+    used += b->ref > 0;
+    lru += b->ref == 0 && b->registered;
+    reg += b->registered;
+    refs += b->ref;
+    if (b->registered && dyn__kv_map_get(&c->map, b->seq_hash) != b) return 0;
+  }
+  for (int s = 0; s < n_seqs; s++) held += (uint32_t)seqs[s].n_blocks;
+  return used == c->n_used && lru == c->n_lru && reg == c->n_registered &&
+         c->n_used + c->n_lru + c->n_free == c->num_blocks && refs == held;
+}
+
+/* Random admits, decode growth and releases over a small pool, prompts
+ * drawn from a few shared prefixes: the pool stays consistent throughout. */
+static void test_random_ops(void) {
+  dyn__kv_cache_t c;
+  rec_t r = {0};
+  REQUIRE(dyn__kv_cache_init(&c, 24, 4, SEED) == DYN_OK);
+  dyn__kv_cache_set_sink(&c, sink, &r);
+  enum { NS = 6, LEN = 40 };
+  dyn__kv_seq_t seqs[NS];
+  uint32_t toks[NS][LEN];
+  size_t len[NS];
+  memset(seqs, 0, sizeof seqs);
+  memset(len, 0, sizeof len);
+  uint64_t x = 12345;
+  int ok = 1, waits = 0;
+  for (int step = 0; step < 5000 && ok; step++) {
+    x = x * 6364136223846793005ull + 1442695040888963407ull;
+    int s = (int)((x >> 33) % NS), op = (int)((x >> 40) % 4);
+    if (!len[s]) { /* admit: one of 3 prefixes, a random suffix */
+      size_t n = 4 + (x >> 45) % 20;
+      fill(toks[s], LEN, 1000 * (uint32_t)((x >> 50) % 3));
+      for (size_t i = 12; i < LEN; i++) toks[s][i] = (uint32_t)((x >> 20) % 5 + i);
+      int rc = dyn__kv_cache_admit(&c, &seqs[s], toks[s], n, NULL);
+      if (rc == DYN_OK) {
+        len[s] = n;
+        ok = dyn__kv_cache_commit(&c, &seqs[s], toks[s], n) == DYN_OK;
+      } else {
+        ok = rc == DYN__KV_NOSPACE && seqs[s].n_blocks == 0;
+        waits++;
+      }
+    } else if (op == 0 || len[s] == LEN) {
+      dyn__kv_cache_release(&c, &seqs[s]);
+      len[s] = 0;
+    } else { /* one decode step */
+      int rc = dyn__kv_cache_grow(&c, &seqs[s], len[s] + 1);
+      if (rc == DYN_OK) ok = dyn__kv_cache_commit(&c, &seqs[s], toks[s], ++len[s]) == DYN_OK;
+      else ok = rc == DYN__KV_NOSPACE;
+    }
+    dyn__kv_cache_flush(&c);
+    if (ok) ok = consistent(&c, seqs, NS);
+  }
+  CHECK(ok);
+  CHECK(waits > 0);
+  CHECK(c.evictions > 0);
+  for (int s = 0; s < NS; s++) {
+    dyn__kv_cache_release(&c, &seqs[s]);
+    dyn__kv_seq_free(&seqs[s]);
+  }
+  CHECK_EQ_INT(c.n_used, 0);
+  dyn__kv_cache_free(&c);
+}
+
 static void test_bad_init(void) {
   dyn__kv_cache_t c;
   CHECK_EQ_INT(dyn__kv_cache_init(&c, 0, 16, SEED), DYN_EINVAL);
@@ -350,6 +419,7 @@ int main(void) {
   test_generated_blocks();
   test_duplicate_prefix();
   test_reset();
+  test_random_ops();
   test_bad_init();
   TEST_END();
 }

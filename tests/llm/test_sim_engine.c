@@ -197,7 +197,7 @@ static void on_kv(const dyn_kv_event_t *ev, size_t n, void *ud) {
 static void test_ttft_prefix(uv_loop_t *loop) {
   dyn_engine_options_t o;
   dyn_engine_options_init(&o);
-  o.speedup = 10; /* first prefill: (2 + 0.1 * 2048) / 10 = 20.7 ms */
+  o.speedup = 4; /* first prefill: (2 + 0.1 * 2048) / 4 = 51.7 ms, then ~0.5 */
   dyn_engine_t *e = engine(loop, &o);
   REQUIRE(e);
   static evlog_t log;
@@ -212,8 +212,8 @@ static void test_ttft_prefix(uv_loop_t *loop) {
   REQUIRE(submit(e, &b, p, 2048, 1, 1, 1) == DYN_OK);
   uv_run(loop, UV_RUN_DEFAULT);
   double t1 = ms(a.t_first - a.t_submit), t2 = ms(b.t_first - b.t_submit);
-  printf("TTFT 2048-token prompt: uncached %.2f ms, cached %.2f ms (speedup 10)\n", t1, t2);
-  CHECK_MSG(t1 >= 20.0, "uncached TTFT %.2f ms, the model says 20.7", t1);
+  printf("TTFT 2048-token prompt: uncached %.2f ms, cached %.2f ms (speedup 4)\n", t1, t2);
+  CHECK_MSG(t1 >= 51.0, "uncached TTFT %.2f ms, the model says 51.7", t1);
   CHECK_MSG(t2 * 3 < t1, "cached TTFT %.2f ms is not clearly below uncached %.2f ms", t2, t1);
   CHECK_EQ_INT(a.cached_at_done, 0);
   CHECK_EQ_INT(b.cached_at_done, 2048);
@@ -342,7 +342,10 @@ static void test_decode_scaling(uv_loop_t *loop) {
   double eight = itl_ms(&r[0]);
   printf("decode step: %.2f ms with 1 sequence, %.2f ms with 8 (model: 3, 17)\n", one, eight);
   CHECK_MSG(one >= 2.9, "a step with one sequence took %.2f ms, the model says 3", one);
-  CHECK_MSG(eight > 3 * one, "8 sequences: %.2f ms per step vs %.2f ms for 1", eight, one);
+  /* Lower bounds hold on any machine (steps never end early); the ratio
+   * leaves room for a loaded one (the model says 5.7). */
+  CHECK_MSG(eight >= 16.5, "a step with 8 sequences took %.2f ms, the model says 17", eight);
+  CHECK_MSG(eight > 2 * one, "8 sequences: %.2f ms per step vs %.2f ms for 1", eight, one);
   finish_engine(loop, e);
 }
 
