@@ -1,0 +1,130 @@
+/* dynamo/llm/tokenizer.h - byte-level BPE tokenizer and incremental detokenizer.
+ *
+ * The Processor turns a prompt into token ids for the engine and the
+ * engine's ids back into text. This is the C side of both, reading the
+ * Hugging Face `tokenizer.json` that ships with a model:
+ *
+ *   dyn_tokenizer_t *tk;
+ *   char err[256];
+ *   if (dyn_tokenizer_load_file("tokenizer.json", &tk, err, sizeof err)) die(err);
+ *   dyn_tokens_t ids = {0};
+ *   dyn_tokenizer_encode(tk, text, strlen(text), &ids);   // appends to ids
+ *   ...
+ *   dyn_detok_t *d;
+ *   dyn_detok_new(tk, DYN_DETOK_SKIP_SPECIAL, &d);
+ *   for each generated id: dyn_detok_push(d, id, &piece, &n);  // new text only
+ *   dyn_detok_flush(d, &piece, &n);
+ *
+ * Supported: model.type "BPE" with `vocab` and `merges` (merges as "a b"
+ * strings or ["a","b"] arrays, `ignore_merges`), pre_tokenizer ByteLevel
+ * and/or Split(Regex, behavior Isolated), alone or in a Sequence (GPT-2,
+ * Llama 3 / cl100k, Qwen2 style), decoder ByteLevel, added_tokens matched
+ * literally in the text, longest first, before pre-tokenization (as HF does
+ * for special tokens). Split patterns run on PCRE2 (UTF + Unicode
+ * properties), so any pattern a tokenizer.json carries works, not only two
+ * built-in ones. Anything else (Unigram, WordPiece, byte_fallback, other
+ * normalizers) fails to load with an error naming it.
+ *
+ * Encoding is the equivalent of HF's `encode(text, add_special_tokens=False)`:
+ * no post-processor (a chat template puts BOS in the text itself). An NFC
+ * normalizer is accepted but NOT applied: text is assumed to be NFC already,
+ * which JSON from OpenAI clients almost always is.
+ *
+ * Threading: a loaded tokenizer is immutable; encode, decode and lookups may
+ * run on any number of threads at once. A detokenizer belongs to one thread.
+ * Every call that can fail returns a dynamo/status.h code.
+ */
+#ifndef DYNAMO_LLM_TOKENIZER_H
+#define DYNAMO_LLM_TOKENIZER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct dyn_tokenizer dyn_tokenizer_t;
+
+/* A growable array of token ids. Zero-initialise; encode appends; free with
+ * dyn_tokens_free (which leaves it empty and reusable). */
+typedef struct dyn_tokens {
+  uint32_t *ids;
+  size_t len, cap;
+} dyn_tokens_t;
+
+void dyn_tokens_free(dyn_tokens_t *t);
+
+/* Loads a tokenizer.json from a file or from memory (`name` labels errors,
+ * e.g. the path it came from). On failure returns DYN_EINVAL (bad or
+ * unsupported content), DYN_ENOTFOUND/DYN_ESYS (file) or DYN_ENOMEM, and
+ * writes a sentence naming the file and what was wrong into err (may be
+ * NULL), e.g. "tokenizer.json: model.type 'Unigram' is not supported
+ * (byte-level BPE only)". */
+int dyn_tokenizer_load_file(const char *path, dyn_tokenizer_t **out, char *err, size_t errlen);
+int dyn_tokenizer_load_buf(const char *json, size_t len, const char *name,
+                           dyn_tokenizer_t **out, char *err, size_t errlen);
+void dyn_tokenizer_free(dyn_tokenizer_t *tk);
+
+/* Encodes text (UTF-8, len bytes, need not be NUL-terminated) and appends
+ * the ids to out. DYN_EINVAL if the text is not valid UTF-8 (nothing is
+ * appended then), DYN_ENOMEM. */
+int dyn_tokenizer_encode(const dyn_tokenizer_t *tk, const char *text, size_t len,
+                         dyn_tokens_t *out);
+
+/* Decode flags. */
+#define DYN_DETOK_SKIP_SPECIAL 1u /* leave out added tokens marked special */
+
+/* Decodes ids to a malloc'd, NUL-terminated UTF-8 string (*out, length
+ * *out_len without the NUL). Bytes that do not form valid UTF-8 become
+ * U+FFFD, one per maximal invalid subsequence (as HF/Rust's lossy decode).
+ * DYN_EINVAL names no id: an id outside the vocabulary fails the call. */
+int dyn_tokenizer_decode(const dyn_tokenizer_t *tk, const uint32_t *ids, size_t n,
+                         unsigned flags, char **out, size_t *out_len);
+
+/* Number of ids: one more than the largest id (vocab and added tokens). */
+uint32_t dyn_tokenizer_vocab_size(const dyn_tokenizer_t *tk);
+
+/* The id of a token given as it appears in tokenizer.json (byte-level form,
+ * e.g. "Ġthe", or an added token such as "<|eot_id|>"). DYN_ENOTFOUND if
+ * there is none. */
+int dyn_tokenizer_token_id(const dyn_tokenizer_t *tk, const char *tok, size_t len, uint32_t *id);
+
+/* The token string of an id as in tokenizer.json (not NUL-terminated; its
+ * length in *len), or NULL for an id that has none. */
+const char *dyn_tokenizer_token_str(const dyn_tokenizer_t *tk, uint32_t id, size_t *len);
+
+/* 1 if id is an added token marked special, else 0. */
+int dyn_tokenizer_is_special(const dyn_tokenizer_t *tk, uint32_t id);
+
+/* BOS/EOS ids, when an added token has a well-known name (<|begin_of_text|>,
+ * <s>, <bos>, <|startoftext|> / <|end_of_text|>, <|endoftext|>, </s>, <eos>).
+ * DYN_ENOTFOUND otherwise. */
+int dyn_tokenizer_bos_id(const dyn_tokenizer_t *tk, uint32_t *id);
+int dyn_tokenizer_eos_id(const dyn_tokenizer_t *tk, uint32_t *id);
+
+/* ---- incremental detokenizer -------------------------------------------- */
+
+/* Turns ids, one at a time, into text as soon as it is complete: a UTF-8
+ * character split over several tokens comes out whole, with the token that
+ * completes it. Bytes that can no longer become a valid character come out
+ * as U+FFFD when that is certain; the concatenation of everything returned
+ * (pushes, then flush) equals dyn_tokenizer_decode of all the ids with the
+ * same flags. The tokenizer must outlive the detokenizer. */
+typedef struct dyn_detok dyn_detok_t;
+
+int dyn_detok_new(const dyn_tokenizer_t *tk, unsigned flags, dyn_detok_t **out);
+void dyn_detok_free(dyn_detok_t *d);
+
+/* Adds one id. *text and *len get the newly completed text (possibly empty,
+ * len 0), valid until the next call on d. DYN_EINVAL for an unknown id. */
+int dyn_detok_push(dyn_detok_t *d, uint32_t id, const char **text, size_t *len);
+
+/* Ends the sequence: held incomplete bytes come out as U+FFFD. The
+ * detokenizer is then empty and may start a new sequence. */
+int dyn_detok_flush(dyn_detok_t *d, const char **text, size_t *len);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
