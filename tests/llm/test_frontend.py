@@ -97,9 +97,19 @@ class Stack:
         return p.returncode
 
     def close(self):
+        """Stops everything; returns what went wrong: a worker that did not
+        exit 0 on SIGTERM, or a sanitizer report in any log."""
+        problems = []
         for name in [n for n in self.procs if n != "control"] + ["control"]:
             if name in self.procs:
-                self.stop(name)
+                rc = self.stop(name)
+                if rc != 0:
+                    problems.append(f"{name} exited {rc}")
+        for f in sorted(Path(self.tmp).glob("*.log")):
+            text = f.read_text()
+            if "Sanitizer" in text or "runtime error:" in text:
+                problems.append(f"{f.name}:\n{text[-3000:]}")
+        return problems
 
     def get(self, path):
         c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
@@ -129,7 +139,8 @@ class Stack:
 def stack():
     s = Stack()
     yield s
-    s.close()
+    problems = s.close()
+    assert not problems, "\n".join(problems)
 
 
 @pytest.fixture
@@ -387,7 +398,7 @@ def test_metrics(live):
 
 def test_no_processor_503(live):
     """Last: the Processor goes away; requests fail fast with 503."""
-    live.stop("Processor")
+    assert live.stop("Processor") == 0
     t0 = time.time()
     with pytest.raises(openai.InternalServerError) as e:
         chat(live, "anyone there")
