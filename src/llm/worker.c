@@ -193,7 +193,9 @@ static int worker_start(dyn_service_ctx_t *ctx) {
   o.decode_base_us = dyn__llm_config_double(ctx, "decode-base-us", o.decode_base_us);
   o.decode_per_seq_us = dyn__llm_config_double(ctx, "decode-per-seq-us", o.decode_per_seq_us);
   o.eos_probability = dyn__llm_config_double(ctx, "eos-probability", o.eos_probability);
-  o.seed = (uint64_t)dyn__llm_config_int(ctx, "seed", (long long)dyn_service_worker_index(ctx));
+  /* The same on every worker, so a greedy (temperature 0) request gives the
+   * same answer wherever it is routed. */
+  o.seed = (uint64_t)dyn__llm_config_int(ctx, "seed", 0);
   o.kv_hash_seed = (uint64_t)dyn__llm_config_int(ctx, "kv-seed", (long long)o.kv_hash_seed);
   dyn_runtime_t *rt = dyn_service_runtime(ctx);
   const char *why = NULL;

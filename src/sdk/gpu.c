@@ -84,6 +84,7 @@ int dyn__gpu_detect(uv_loop_t *loop, dyn__gpus_t *g, char *err, size_t errlen) {
   int uv_err;
   int rc = dyn__capture(loop, argv, NULL, NVIDIA_SMI_TIMEOUT_MS, &c, &uv_err);
   if (rc == DYN_ESYS) {
+    dyn__captured_free(&c); /* the (empty) output is allocated all the same */
     g->source = "no nvidia-smi";
     return DYN_OK;
   }

@@ -1,0 +1,248 @@
+"""The LLM graphs of examples/llm served by `dynamo serve`, end to end:
+OpenAI conformance through the real Processor and engine (the official
+openai client), KV-aware routing to the worker holding a prompt's prefix,
+a dead worker's blocks leaving the index, and a client disconnect
+cancelling the engine's work."""
+
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests" / "python"))
+from conftest import BUILD, Serve, env_for_tests  # noqa: E402
+
+import openai  # noqa: E402  (scripts/deps.sh installs it)
+
+from dynamo.runtime import DistributedRuntime  # noqa: E402
+
+GRAPHS = ROOT / "examples" / "llm" / "graphs"
+CONFIGS = ROOT / "examples" / "llm" / "configs"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def graph():
+    started = []
+
+    def start(name, *overrides, workers=2):
+        port = free_port()
+        s = Serve([f"{GRAPHS}/{name}.py:Frontend", "-f", f"{CONFIGS}/{name}.yaml",
+                   f"--Frontend.port={port}", f"--Worker.ServiceArgs.workers={workers}",
+                   *overrides], env_for_tests())
+        started.append(s)
+        s.port = port
+        s.wait_for("Frontend ready")
+        s.wait_for("Processor ready")
+        s.wait_for("Worker ready", count=workers)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none")
+        deadline = time.time() + 20
+        while True:  # /health turns 200 once the Frontend sees a worker
+            try:
+                client.models.list()
+                if urllib.request.urlopen(f"http://127.0.0.1:{port}/health").status == 200:
+                    break
+            except Exception:
+                pass
+            assert time.time() < deadline, s.output()
+            time.sleep(0.05)
+        s.client = client
+        return s
+
+    yield start
+    for s in started:
+        if s.proc.poll() is None:
+            assert s.stop() == 0, s.output()
+        # Under an ASan build (DYN_BIN, DYN_LLM_LIB) every worker reports here.
+        assert "Sanitizer" not in s.output(), s.output()
+
+
+# ---- OpenAI conformance through the whole graph ------------------------------
+
+@pytest.mark.parametrize("name", ["agg", "agg_router"])
+def test_openai_client_through_the_graph(graph, name):
+    s = graph(name)
+    c = s.client
+    assert [m.id for m in c.models.list().data] == ["dynamo-sim"]
+
+    r = c.chat.completions.create(model="dynamo-sim", max_tokens=8,
+                                  messages=[{"role": "system", "content": "Be brief."},
+                                            {"role": "user", "content": "Tell me about the weather"}])
+    assert r.object == "chat.completion" and r.model == "dynamo-sim"
+    assert r.choices[0].message.role == "assistant" and r.choices[0].message.content
+    assert r.choices[0].finish_reason == "length"
+    assert r.usage.completion_tokens == 8 and r.usage.prompt_tokens > 10
+    assert r.usage.total_tokens == r.usage.prompt_tokens + 8
+
+    chunks = list(c.chat.completions.create(
+        model="dynamo-sim", max_tokens=6, stream=True, stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": "Tell me about the weather"}]))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert len({ch.id for ch in chunks}) == 1
+    assert chunks[-2].choices[0].finish_reason == "length"
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 6
+    text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+    assert text
+
+    r = c.completions.create(model="dynamo-sim", prompt="Once upon a time", max_tokens=5)
+    assert r.object == "text_completion" and r.choices[0].text and r.usage.completion_tokens == 5
+    pieces = list(c.completions.create(model="dynamo-sim", prompt="Once upon a time",
+                                       max_tokens=5, stream=True))
+    assert "".join(p.choices[0].text for p in pieces if p.choices)
+
+    # Errors, as OpenAI sends them.
+    with pytest.raises(openai.NotFoundError):
+        c.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.BadRequestError) as e:  # over the context length (Processor)
+        c.completions.create(model="dynamo-sim", prompt="word " * 100, max_tokens=9000)
+    assert "maximum context length" in str(e.value)
+    with pytest.raises(openai.BadRequestError):
+        c.chat.completions.create(model="dynamo-sim", messages=[{"role": "wizard", "content": "x"}])
+
+    # A stop string ends the answer early, without the stop string itself.
+    full = c.completions.create(model="dynamo-sim", prompt="abc", max_tokens=20, seed=7,
+                                temperature=0.0).choices[0].text
+    stop = full[5:8]
+    cut = c.completions.create(model="dynamo-sim", prompt="abc", max_tokens=20, seed=7,
+                               temperature=0.0, stop=[stop]).choices[0]
+    assert cut.finish_reason == "stop" and cut.text == full[:full.index(stop)]
+
+
+# ---- KV-aware routing ----------------------------------------------------------
+
+def worker_instances(s):
+    """Worker index -> (instance id, pid), from the log and /proc."""
+    out = s.output()
+    inst = {int(i): int(h, 16) for i, h in re.findall(r"Worker (\d+): .* instance ([0-9a-f]+)", out)}
+    pids = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            env = open(f"/proc/{d}/environ", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if (b"DYN_SERVICE_NAME=Worker" in env and f"DYN_SUPERVISOR_PID={s.proc.pid}".encode() in env):
+            idx = [e for e in env if e.startswith(b"DYN_WORKER_INDEX=")][0].split(b"=")[1]
+            pids[int(idx)] = int(d)
+    return {i: (inst[i], pids.get(i)) for i in inst}
+
+
+async def collect(stream):
+    return [json.loads(m) async for m in stream]
+
+
+def test_router_sends_prefix_to_its_worker_and_forgets_dead_workers(graph):
+    s = graph("agg_router", workers=3)
+    workers = worker_instances(s)
+    assert len(workers) == 3
+
+    async def scenario():
+        rt = await DistributedRuntime.connect(control_socket=s.sock)
+        engine = await rt.namespace("dynamo").component("Worker").endpoint("generate").client()
+        router = await rt.namespace("dynamo").component("Router").endpoint("generate").client()
+        await engine.wait_for_instances(3, timeout=10)
+        await router.wait_for_instances(1, timeout=10)
+        # Each worker gets its own 200-token prompt (12 full blocks of 16).
+        prompts = {i: [1000 + 300 * i + k for k in range(200)] for i in workers}
+        for i, (iid, _) in workers.items():
+            body = json.dumps({"token_ids": prompts[i], "max_tokens": 1}).encode()
+            await collect(engine.direct(body, iid))
+
+        async def ask(tokens):
+            msgs = await collect(router.generate(json.dumps({"token_ids": tokens}).encode()))
+            return int(msgs[0]["worker_id"], 16), msgs[0]["overlap_blocks"]
+
+        # KV events travel over the bus: wait until the index has them.
+        deadline = time.time() + 5
+        while True:
+            answers = {i: await ask(prompts[i] + [7, 8, 9]) for i in workers}
+            if all(answers[i] == (workers[i][0], 12) for i in workers) or time.time() > deadline:
+                break
+            await asyncio.sleep(0.05)
+        for i in workers:  # every continuation goes to the worker holding its prefix
+            assert answers[i] == (workers[i][0], 12), (i, answers, workers)
+
+        # kill -9 worker 1: its instance leaves and its blocks leave the index.
+        dead_iid, dead_pid = workers[1]
+        os.kill(dead_pid, signal.SIGKILL)
+        s.wait_for("left; its blocks are out of the index", timeout=10)
+        wid, overlap = await ask(prompts[1] + [7, 8, 9])
+        assert wid != dead_iid and overlap == 0
+        # The survivors' prefixes are still routed to them.
+        assert await ask(prompts[0] + [1]) == (workers[0][0], 12)
+        rt.close()
+
+    asyncio.run(scenario())
+
+
+def test_kv_routing_reuses_the_cache_for_a_multi_turn_conversation(graph):
+    s = graph("agg_router", workers=3)
+    c = s.client
+    messages = [{"role": "system", "content": "You are a helpful assistant. " * 20}]
+    cached = []
+    for turn in range(4):
+        messages.append({"role": "user", "content": f"question number {turn} about the order"})
+        r = c.chat.completions.create(model="dynamo-sim", messages=messages, max_tokens=8, seed=turn)
+        cached.append(r.usage.prompt_tokens_details.cached_tokens)
+        messages.append({"role": "assistant", "content": r.choices[0].message.content})
+    # Turn 1 is new; every later turn lands where the conversation's blocks are.
+    assert cached[0] == 0 and all(x > 0 for x in cached[1:]), cached
+
+
+# ---- cancellation ---------------------------------------------------------------
+
+def test_client_disconnect_cancels_the_engine_request(graph):
+    s = graph("agg", "--Worker.speedup=1.0", workers=1)
+    seen = []
+
+    async def scenario():
+        rt = await DistributedRuntime.connect(control_socket=s.sock)
+        rt.subscribe("namespace.dynamo.component.Worker.load_metrics",
+                     lambda subject, data: seen.append((time.monotonic(), json.loads(data))))
+        # A long answer: 4,000 tokens at >= 8 ms a step is over 30 s.
+        body = json.dumps({"model": "dynamo-sim", "stream": True, "max_tokens": 4000,
+                           "ignore_eos": True,
+                           "messages": [{"role": "user", "content": "write a long story"}]})
+        sock = socket.create_connection(("127.0.0.1", s.port))
+        sock.sendall((f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                      f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+                      + body).encode())
+        got = b""
+        while got.count(b"data: ") < 5:
+            got += await asyncio.get_running_loop().sock_recv(sock, 65536)
+        await asyncio.sleep(0.2)
+        assert any(m["active_slots"] == 1 for _, m in seen), seen[-3:]
+        sock.close()
+        closed = time.monotonic()
+        deadline = closed + 2.0
+        while time.monotonic() < deadline:
+            if any(t > closed and m["active_slots"] == 0 and m["waiting"] == 0 for t, m in seen):
+                break
+            await asyncio.sleep(0.02)
+        idle = [t - closed for t, m in seen if t > closed and m["active_slots"] == 0]
+        assert idle and idle[0] < 1.0, f"the engine still ran the request: {seen[-3:]}"
+        # And it stays stopped: no token is generated afterwards.
+        await asyncio.sleep(0.3)
+        before = seen[-1][1]["generated_tokens"]
+        await asyncio.sleep(1.2)  # metrics go out at least every second
+        assert seen[-1][1]["generated_tokens"] == before < 4000
+        rt.close()
+
+    asyncio.run(scenario())
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{s.port}/metrics").read().decode()
+    assert re.search(r'dynamo_frontend_requests_total\{[^}]*status="cancelled"[^}]*\} 1', metrics), metrics
