@@ -48,8 +48,18 @@ static inline void *dyn__kv_map_get(const dyn__kv_map_t *m, uint64_t key) {
   }
 }
 
+/* Asks the CPU to start loading key's slot: a caller that knows the next
+ * keys (an event's blocks) overlaps their cache misses, which otherwise
+ * dominate (a worker's map is far bigger than the caches). */
+static inline void dyn__kv_map_prefetch(const dyn__kv_map_t *m, uint64_t key) {
+  if (m->slots) __builtin_prefetch(&m->slots[dyn__kv_mix(key) & m->mask]);
+}
+
 /* Inserts or replaces; 0 or DYN_ENOMEM (the map unchanged). */
 int dyn__kv_map_put(dyn__kv_map_t *m, uint64_t key, void *val);
+/* As put, and *prev gets the value replaced (NULL if the key was new):
+ * one probe does both the lookup and the insertion. */
+int dyn__kv_map_swap(dyn__kv_map_t *m, uint64_t key, void *val, void **prev);
 /* Removes key; returns its value, or NULL if absent. */
 void *dyn__kv_map_del(dyn__kv_map_t *m, uint64_t key);
 /* Capacity (for iterating slots[0..cap), skipping NULL values). */
