@@ -334,11 +334,22 @@ def test_client_disconnect_cancels_upstream(live):
     it = iter(stream)
     first = next(it)
     next(it)  # a content delta: the request is running upstream
+    samples, _ = parse_prometheus(live.get("/metrics")[2].decode())
+    assert list(samples["dynamo_frontend_inflight_requests"].values()) == [1]
     t0 = time.time()
     stream.close()
     ids = wait_until(lambda: live.cancelled()[before:], 1.0, "the cancel at the Processor")
     assert ids == [first.id]
     assert time.time() - t0 < 1.0
+
+
+def test_unary_client_timeout_cancels_upstream(live):
+    before = len(live.cancelled())
+    with pytest.raises(openai.APITimeoutError):
+        live.client.with_options(timeout=0.3).chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "SLOW " + "w " * 100}])
+    ids = wait_until(lambda: live.cancelled()[before:], 1.0, "the cancel at the Processor")
+    assert len(ids) == 1 and ids[0].startswith("chatcmpl-")
 
 
 def parse_prometheus(text):
@@ -381,6 +392,7 @@ def test_metrics(live):
     assert count(endpoint="completions", status="success") >= 2
     assert count(status="error") >= 5
     assert count(endpoint="chat_completions", request_type="stream", status="cancelled") >= 1
+    assert count(endpoint="chat_completions", request_type="unary", status="cancelled") >= 1
     assert all(dict(k)["model"] == MODEL for k in reqs)
     assert list(samples["dynamo_frontend_inflight_requests"].values()) == [0]
     assert list(samples["dynamo_frontend_output_tokens_total"].values())[0] >= 20
