@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "dynamo/dynamo.h"
+#include "sdk/health.h"
 
 #define MAX_SERVICES 64
 
@@ -301,6 +302,7 @@ static dyn_service_ctx_t *g_ctx;
 
 static void on_stop_signal(uv_signal_t *s, int sig) {
   uv_signal_stop(s);
+  dyn__health_set("draining");
   dyn_log(DYN_LOG_INFO, "%s: signal %d, shutting down", g_ctx->def->name, sig);
   const char *g = getenv("DYN_GRACE_SECONDS");
   int cancelled = dyn_runtime_shutdown(g_ctx->rt, (int)((g ? atof(g) : 10.0) * 500));
@@ -341,6 +343,7 @@ int dyn__c_worker(const char *target, const char *service) {
   g_ctx = &ctx;
   int rc = dyn_runtime_create(NULL, &ctx.rt);
   if (rc) return 1;
+  if (dyn__health_start(dyn_runtime_loop(ctx.rt), def->name)) return 1; /* $DYN_HEALTH_PORT */
   for (size_t i = 0; def->depends && def->depends[i]; i++) {
     if (!dyn_service_has_dependency(&ctx, def->depends[i])) continue;
     const dyn_service_def_t *dep = find_def(defs, def->depends[i]);
@@ -369,12 +372,14 @@ int dyn__c_worker(const char *target, const char *service) {
   uv_signal_start(&intr, on_stop_signal, SIGINT);
   uv_unref((uv_handle_t *)&term);
   uv_unref((uv_handle_t *)&intr);
+  dyn__health_set("ready"); /* registered, and on_start returned */
   printf("%s ready: instance %llx%s%s\n", def->name,
          (unsigned long long)dyn_runtime_instance_id(ctx.rt),
          def->endpoints && def->endpoints->name ? " at " : "",
          def->endpoints && def->endpoints->name ? dyn_runtime_address(ctx.rt) : "");
   fflush(stdout);
   dyn_runtime_run(ctx.rt);
+  dyn__health_stop();
   uv_close((uv_handle_t *)&term, NULL);
   uv_close((uv_handle_t *)&intr, NULL);
   while (ctx.clients) {

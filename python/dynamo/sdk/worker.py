@@ -26,6 +26,7 @@ from dynamo.sdk.config import ConfigError, ServiceConfig, init_kwargs
 from dynamo.sdk.context import dynamo_context
 from dynamo.sdk.decorators import EndpointSpec
 from dynamo.sdk.graph import TargetError, find, load_target, resolve
+from dynamo.sdk.health import start_health
 from dynamo.sdk.service import DynamoService
 
 GRACE_S = float(os.environ.get("DYN_GRACE_SECONDS", "10"))
@@ -80,6 +81,7 @@ async def run(svc: DynamoService) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
+    health = start_health(rt)  # /health: 503 until registered and started
     obj = _instantiate(svc, rt, config)
     for hook in svc.on_start:
         await getattr(obj, hook.__name__)()
@@ -94,9 +96,14 @@ async def run(svc: DynamoService) -> int:
     where = [f"at {rt.address}"] if svc.endpoints else []
     if http:
         where.append(f"HTTP on port {http.port}")
+    if health:
+        health.state = "ready"
+        where.append(f"health on port {health.port}")
     print(f"{svc.name} ready: instance {rt.instance_id:x} " + ", ".join(where), flush=True)
 
     await stop.wait()
+    if health:
+        health.state = "draining"
     # Stop accepting, drain, then the user's shutdown hooks, then exit.
     if http is not None:
         http.stop()
@@ -108,6 +115,8 @@ async def run(svc: DynamoService) -> int:
             await getattr(obj, hook.__name__)()
         except Exception as e:
             print(f"{svc.name}: shutdown hook {hook.__name__} failed: {e!r}", file=sys.stderr, flush=True)
+    if health:
+        health.stop()
     return 0
 
 
