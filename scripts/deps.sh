@@ -33,3 +33,8 @@ for mod in pytest pydantic; do
     "$py" -m pip install -q "$mod" 2>/dev/null || apt_install "python3-$mod"
   fi
 done
+# PyYAML (module yaml): tests/build parses the manifests of `dynamo deploy`.
+if need_py yaml; then
+  echo "deps: installing Python module yaml (PyYAML) for $py"
+  "$py" -m pip install -q pyyaml 2>/dev/null || apt_install python3-yaml
+fi

@@ -1,0 +1,184 @@
+"""`dynamo build`: the artifact's layout and manifest, link() pruning,
+byte-identical archives, `dynamo serve ARTIFACT`, and --containerize."""
+
+import gzip
+import http.client
+import json
+import os
+import shutil
+import tarfile
+
+import pytest
+import yaml
+
+from conftest import C_HELLO, GRAPHS, HELLO, descendants, dynamo, env_for_tests, free_port
+
+
+def build(*args, env=None):
+    r = dynamo("build", *args, env=env)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    return lines[1].strip(), lines[2].strip()  # the directory and the .tar.gz
+
+
+def manifest(d):
+    with open(os.path.join(d, "dynamo.yaml")) as f:
+        return yaml.safe_load(f)
+
+
+@pytest.fixture
+def hello_src(tmp_path):
+    """A copy of examples/hello_world with junk a build must leave out."""
+    src = tmp_path / "hello"
+    shutil.copytree(HELLO, src)
+    (src / "__pycache__").mkdir(exist_ok=True)
+    (src / "__pycache__" / "hello_world.cpython-311.pyc").write_bytes(b"junk")
+    (src / "stale.pyc").write_bytes(b"junk")
+    return src
+
+
+def test_build_writes_the_artifact(hello_src, tmp_path):
+    d, tgz = build(f"{hello_src}/hello_world.py:Frontend", "-f", hello_src / "config.yaml",
+                   "-o", tmp_path / "out")
+    assert os.path.isdir(d) and os.path.isfile(tgz) and tgz == d + ".tar.gz"
+    m = manifest(d)
+    assert m["name"] == "frontend" and m["entry"] == "Frontend" and m["kind"] == "python"
+    assert os.path.basename(d) == f"frontend-{m['version']}"
+    assert m["target"] == "hello_world.py:Frontend"
+    svcs = {s["name"]: s for s in m["services"]}
+    assert set(svcs) == {"Frontend", "Middle", "Backend"}
+    assert svcs["Backend"]["workers"] == 2 and svcs["Backend"]["config"]["message"] == "back"
+    assert svcs["Backend"]["endpoints"] == ["generate"] and svcs["Backend"]["http"] is None
+    assert svcs["Frontend"]["http"] == {"host": "0.0.0.0", "port": 8000,
+                                        "routes": [{"method": "POST", "path": "/generate"}]}
+    assert svcs["Frontend"]["resources"] == {"cpu": "1", "memory": "1Gi", "gpu": 0}
+    assert svcs["Middle"]["dependencies"] == ["Backend"]
+    assert sorted(map(tuple, m["edges"])) == [("Frontend", "Middle"), ("Middle", "Backend")]
+    with open(os.path.join(d, "config.yaml")) as f:
+        assert yaml.safe_load(f) == yaml.safe_load((hello_src / "config.yaml").read_text())
+    files = sorted(os.listdir(os.path.join(d, "src")))
+    assert "hello_world.py" in files and "__pycache__" not in files and "stale.pyc" not in files
+    dockerfile = open(os.path.join(d, "env", "docker", "Dockerfile")).read()
+    assert "FROM ${DYNAMO_IMAGE}" in dockerfile and "dynamo serve /app" in dockerfile
+    assert "--service-name" in dockerfile and "EXPOSE 8000" in dockerfile
+    assert "dynamo deploy" in open(os.path.join(d, "README.md")).read()
+
+
+def test_link_pruned_edges_are_not_in_the_manifest(tmp_path):
+    d, _ = build(f"{GRAPHS}/pruned.py:Gateway", "-o", tmp_path)
+    m = manifest(d)
+    assert sorted(s["name"] for s in m["services"]) == ["Gateway", "Worker"]
+    assert m["edges"] == [["Gateway", "Worker"]]
+    gw = next(s for s in m["services"] if s["name"] == "Gateway")
+    assert gw["dependencies"] == ["Worker"]
+    assert "Spare" not in open(os.path.join(d, "dynamo.yaml")).read()
+
+
+def test_c_graph_packs_its_shared_object(tmp_path):
+    d, _ = build(f"{C_HELLO}:Frontend", "-o", tmp_path)
+    m = manifest(d)
+    assert m["kind"] == "c" and m["target"] == "libhello_services.so:Frontend"
+    assert os.listdir(os.path.join(d, "src")) == ["libhello_services.so"]
+
+
+def test_two_builds_give_identical_archives(hello_src, tmp_path):
+    target = f"{hello_src}/hello_world.py:Frontend"
+    cfg = hello_src / "config.yaml"
+    _, a = build(target, "-f", cfg, "-o", tmp_path / "one")
+    for root, dirs, files in os.walk(hello_src):  # new mtimes, new junk
+        for name in files + dirs:
+            os.utime(os.path.join(root, name), (1e9, 1.5e9))
+    (hello_src / "__pycache__" / "other.pyc").write_bytes(b"more junk")
+    _, b = build(target, "-f", cfg, "-o", tmp_path / "two")
+    assert os.path.basename(a) == os.path.basename(b)
+    assert open(a, "rb").read() == open(b, "rb").read()
+    raw = open(a, "rb").read()
+    assert raw[4:8] == b"\0\0\0\0" and not raw[3] & 0x08  # no gzip mtime, no file name
+    with tarfile.open(a) as t:
+        members = t.getmembers()
+    names = [m.name for m in members]
+    assert names[0] == os.path.basename(a)[: -len(".tar.gz")]
+    assert all(m.mtime == 0 and m.uid == 0 and m.gid == 0 and m.uname == "" for m in members)
+    assert all(m.mode in (0o644, 0o755) for m in members)
+    assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
+    # A change to a source is a new version.
+    with open(hello_src / "hello_world.py", "a") as f:
+        f.write("\n# changed\n")
+    _, c = build(target, "-f", cfg, "-o", tmp_path / "three")
+    assert os.path.basename(c) != os.path.basename(a)
+
+
+def _post(port, path, body, timeout=15.0):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+    r = conn.getresponse()
+    data = r.read().decode()
+    conn.close()
+    return r.status, data
+
+
+@pytest.mark.parametrize("form", ["dir", "tar.gz"])
+def test_serve_artifact_answers_hello_world(serve, hello_src, tmp_path, form):
+    _, tgz = build(f"{hello_src}/hello_world.py:Frontend", "-f", hello_src / "config.yaml",
+                   "-o", tmp_path / "out")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(tgz, elsewhere)
+    shutil.rmtree(tmp_path / "out")
+    shutil.rmtree(hello_src)  # the artifact must not need the sources
+    if form == "dir":
+        with tarfile.open(elsewhere / os.path.basename(tgz)) as t:
+            t.extractall(elsewhere)
+        target = elsewhere / os.path.basename(tgz)[: -len(".tar.gz")]
+    else:
+        target = elsewhere / os.path.basename(tgz)
+    unpack = tmp_path / "tmp"
+    unpack.mkdir()
+    port = free_port()
+    s = serve(target, f"--Frontend.port={port}", env=env_for_tests(TMPDIR=unpack))
+    s.wait_for("Frontend ready")
+    s.wait_for("Middle ready")
+    s.wait_for("Backend ready")
+    if form == "tar.gz":
+        assert len(os.listdir(unpack)) >= 1  # unpacked here while it runs
+    workers = descendants(s.proc.pid)
+    assert len(workers) >= 4
+    status, body = _post(port, "/generate", json.dumps({"text": "hello world"}))
+    assert status == 200
+    events = [json.loads(x[len("data: "):]) for x in body.splitlines() if x.startswith("data: ")]
+    assert events == ["Frontend: Middle: Backend: hello", "Frontend: Middle: Backend: world-mid-back"]
+    assert s.stop() == 0
+    assert not descendants(s.proc.pid) and not any(os.path.exists(f"/proc/{p}") and
+                                                   open(f"/proc/{p}/stat").read().split()[2] != "Z"
+                                                   for p in workers)
+    assert not [p for p in os.listdir(unpack) if p.startswith("dynamo-artifact-")]
+
+
+def test_serve_refuses_a_broken_archive(tmp_path):
+    bad = tmp_path / "bad.tar.gz"
+    bad.write_bytes(gzip.compress(b"not a tar file at all" * 30))
+    r = dynamo("serve", bad, "--dry-run", env=env_for_tests(TMPDIR=tmp_path))
+    assert r.returncode != 0 and "bad.tar.gz" in r.stderr
+    assert not [p for p in os.listdir(tmp_path) if p.startswith("dynamo-artifact-")]
+
+
+def test_containerize_without_a_builder_says_what_is_missing(tmp_path):
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    r = dynamo("build", f"{GRAPHS}/slow.py:Slow", "-o", tmp_path / "out", "--containerize",
+               env=env_for_tests(PATH=empty))
+    assert r.returncode != 0
+    for word in ("docker is not on PATH", "podman is not on PATH", "buildah is not on PATH"):
+        assert word in r.stderr, r.stderr
+    assert os.path.isdir(r.stdout.splitlines()[1].strip())  # the artifact itself was built
+
+
+@pytest.mark.skipif(not shutil.which("docker"), reason="no docker CLI here")
+def test_containerize_with_a_docker_that_has_no_daemon(tmp_path):
+    # DOCKER_HOST points at a socket nobody serves, so there is no daemon
+    # whatever this machine has.
+    r = dynamo("build", f"{GRAPHS}/slow.py:Slow", "-o", tmp_path, "--containerize",
+               env=env_for_tests(DOCKER_HOST=f"unix://{tmp_path}/no-docker.sock"))
+    assert r.returncode != 0
+    assert "daemon does not answer" in r.stderr, r.stderr
+
