@@ -134,6 +134,24 @@ static void on_instances(dyn_client_t *c, void *ud) {
 
 /* ---- the endpoint ------------------------------------------------------ */
 
+/* The chosen worker will hold the prompt's blocks once it has prefilled
+ * them, but its events say so only then. Until they come, requests sharing
+ * the prefix would see no overlap anywhere and be spread over every worker,
+ * each computing (and caching) the same prefix. So the index takes the
+ * blocks as stored by the chosen worker now; the engine's own STORED is
+ * then a no-op, and if the engine evicts them (or never stores them) its
+ * REMOVED, or the worker's departure, takes them out again. */
+static void predict_stored(router_t *r, uint64_t worker, const dyn_kv_hash_t *local,
+                           const dyn_kv_hash_t *seq, size_t nb) {
+  if (nb == 0) return;
+  dyn_kv_block_t *blocks = malloc(nb * sizeof *blocks);
+  if (!blocks) return;
+  for (size_t i = 0; i < nb; i++) blocks[i] = (dyn_kv_block_t){seq[i], local[i]};
+  dyn_kv_event_t ev = {.kind = DYN_KV_STORED, .blocks = blocks, .n_blocks = nb};
+  dyn_kv_indexer_apply(r->index, worker, &ev);
+  free(blocks);
+}
+
 static void route(dyn_request_t *req, const void *body, size_t len, void *ud) {
   router_t *r = dyn_service_data(ud);
   json_error_t err;
@@ -149,25 +167,32 @@ static void route(dyn_request_t *req, const void *body, size_t len, void *ud) {
   json_decref(in);
   size_t nb = n / r->block_size;
   dyn_kv_hash_t *local = malloc((nb ? nb : 1) * sizeof *local);
-  if (!local) {
+  dyn_kv_hash_t *seq = malloc((nb ? nb : 1) * sizeof *seq);
+  if (!local || !seq) {
     free(toks);
+    free(local);
+    free(seq);
     dyn_request_fail(req, "out of memory");
     return;
   }
-  dyn_kv_hash_blocks(toks, n, r->block_size, r->kv_seed, local, NULL, nb);
+  dyn_kv_hash_blocks(toks, n, r->block_size, r->kv_seed, local, seq, nb);
   free(toks);
   size_t nm = dyn_kv_indexer_find_matches(r->index, local, nb, r->matches, MAX_WORKERS);
-  free(local);
   if (nm > MAX_WORKERS) nm = MAX_WORKERS;
   uint64_t chosen;
   uint32_t overlap = 0;
   int rc = dyn_kv_select(&r->opts, &r->state, r->loads, r->n_loads, r->matches, nm, nb, &chosen,
                          &overlap);
   if (rc) {
+    free(local);
+    free(seq);
     dyn_request_fail(req, rc == DYN_ENOINSTANCE ? "503 no engine worker is live"
                                                 : dyn_strerror(rc));
     return;
   }
+  if (r->opts.mode == DYN_KV_ROUTE_KV) predict_stored(r, chosen, local, seq, nb);
+  free(local);
+  free(seq);
   dyn_kv_worker_load_t *l = load_of(r, chosen);
   l->waiting++;
   l->kv_blocks_used += nb - overlap;
