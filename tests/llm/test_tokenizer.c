@@ -378,10 +378,34 @@ static void test_errors(void) {
 
 /* ---- speed ----------------------------------------------------------------- */
 
+/* Encodes text `iters` times; prints and returns microseconds per call. */
+static double time_encode(dyn_tokenizer_t *tk, const char *text, size_t n, const char *label) {
+  dyn_tokens_t t = {0};
+  CHECK_STATUS(dyn_tokenizer_encode(tk, text, n, &t), DYN_OK);
+  size_t tokens = t.len;
+  int iters = 200;
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (int i = 0; i < iters; i++) {
+    t.len = 0;
+    dyn_tokenizer_encode(tk, text, n, &t);
+  }
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  double us = ((t1.tv_sec - t0.tv_sec) * 1e9 + (t1.tv_nsec - t0.tv_nsec)) / 1e3 / iters;
+  printf("encode %s: %zu bytes -> %zu tokens in %.1f us (%.0f ns/token)\n", label, n, tokens, us,
+         us * 1e3 / (double)tokens);
+  CHECK_EQ_INT(t.len, tokens);
+  dyn_tokens_free(&t);
+  return us;
+}
+
+/* Two ~4,000-token prompts (a 1,024-token vocabulary makes more, shorter
+ * tokens per byte than a real model's): random sentences over a small word
+ * list (repetitive, like a long system prompt), and the first 4,000 tokens'
+ * worth of the README (varied prose, shell, Python, YAML). The
+ * bound is loose on purpose: the printed numbers are the measurement; the
+ * check catches a quadratic slip without failing a busy or sanitized build. */
 static void test_speed(dyn_tokenizer_t *tk) {
-  /* English-like text of varied words; about 4,000 tokens with this
-   * 1,024-token vocabulary (a small vocabulary means more, shorter tokens
-   * per byte than a real model's). */
   static const char *words[] = {"the", "request", "worker", "router", "prefix", "cache",
                                 "block", "token", "tokens", "stream", "latency", "is",
                                 "a", "of", "and", "to", "in", "measured", "serving",
@@ -398,22 +422,19 @@ static void test_speed(dyn_tokenizer_t *tk) {
     t.len = 0;
     dyn_tokenizer_encode(tk, text, n, &t);
   }
-  size_t tokens = t.len;
-  int iters = 200;
-  struct timespec t0, t1;
-  clock_gettime(CLOCK_MONOTONIC, &t0);
-  for (int i = 0; i < iters; i++) {
-    t.len = 0;
-    dyn_tokenizer_encode(tk, text, n, &t);
-  }
-  clock_gettime(CLOCK_MONOTONIC, &t1);
-  double us = ((t1.tv_sec - t0.tv_sec) * 1e9 + (t1.tv_nsec - t0.tv_nsec)) / 1e3 / iters;
-  printf("encode: %zu bytes -> %zu tokens in %.1f us (%.0f ns/token)\n", n, tokens, us,
-         us * 1e3 / (double)tokens);
-  CHECK_EQ_INT(t.len, tokens);
-  /* a loose bound: the number above is the measurement; this catches a
-   * quadratic slip without failing on a busy (or sanitized) build */
-  CHECK(us < 50000);
+  CHECK(time_encode(tk, text, n, "repetitive") < 50000);
+  FILE *f = fopen(DYN_TEST_DATA "/../../../README.md", "rb");
+  REQUIRE(f);
+  n = fread(text, 1, cap, f);
+  fclose(f);
+  t.len = 0;
+  dyn_tokenizer_encode(tk, text, n, &t);
+  /* cut at about 4,000 tokens: the bytes those tokens decode to */
+  char *cut;
+  size_t cut_len;
+  REQUIRE(dyn_tokenizer_decode(tk, t.ids, t.len < 4000 ? t.len : 4000, 0, &cut, &cut_len) == DYN_OK);
+  CHECK(time_encode(tk, cut, cut_len, "README.md") < 50000);
+  free(cut);
   dyn_tokens_free(&t);
   free(text);
 }
