@@ -8,7 +8,7 @@ JOBS ?= $(shell nproc)
 FUZZ_SECONDS ?= 20
 PYTHON ?= $(shell command -v python3)
 
-.PHONY: all deps build build-asan install run test test-c test-asan fuzz bench clean
+.PHONY: all deps build build-asan install run test test-c test-asan fuzz bench bench-llm clean
 
 all: build
 
@@ -57,6 +57,9 @@ test: test-c test-asan fuzz
 
 bench: build
 	bash bench/run.sh $(BUILD)
+
+bench-llm: build
+	bash bench/llm/run.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
