@@ -6,7 +6,9 @@
  * exists and reaches a cluster, so that "no cluster" is one clear sentence
  * rather than a page of kubectl retries.
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* asprintf */
+#endif
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>

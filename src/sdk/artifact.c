@@ -14,7 +14,9 @@
  *  - a C graph: its shared object only. Sources beside a .so are usually a
  *    build tree, and the .so is what `dynamo worker` loads.
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* asprintf */
+#endif
 #include "sdk/artifact.h"
 
 #include <ctype.h>
