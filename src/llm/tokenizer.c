@@ -108,7 +108,7 @@ static bool grow_arr(void **p, size_t *cap, size_t need, size_t elem) {
 /* Remembers a piece's ids; a full table (or no memory) just stops caching. */
 static void cache_put(cache_t *c, cslot_t *e, const uint8_t *s, size_t n, const uint32_t *ids,
                       size_t k) {
-  if ((c->n + 1) * 2 > c->mask + 1 || k > UINT8_MAX) return;
+  if ((c->n + 1) * 2 > c->mask + 1 || k == 0 || k > UINT8_MAX) return;
   if (!grow_arr((void **)&c->keys, &c->keys_cap, c->keys_len + n, 1) ||
       !grow_arr((void **)&c->ids, &c->ids_cap, c->ids_len + k, sizeof *c->ids))
     return;
