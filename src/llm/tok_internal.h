@@ -25,6 +25,7 @@ extern const char dyn__pat_cl100k[];
  * step before. No steps: the whole text is one piece. */
 typedef struct dyn__pretok {
   void *code[DYN__PRETOK_MAX_STEPS]; /* pcre2_code_8 * */
+  bool jit[DYN__PRETOK_MAX_STEPS];     /* JIT-compiled: call pcre2_jit_match */
   int n;
   bool add_prefix_space; /* ByteLevel: prepend ' ' unless the text starts with one */
 } dyn__pretok_t;

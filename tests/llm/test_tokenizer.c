@@ -127,7 +127,7 @@ static void test_invalid_input(dyn_tokenizer_t *tk) {
 }
 
 /* Pathological pieces: one 200 KB word (BPE must not be quadratic) and
- * 1 MB of spaces (past the PCRE2 JIT's stack, back to the interpreter). */
+ * 1 MB of spaces (one long run for \s+(?!\S) to backtrack over). */
 static void test_long_inputs(dyn_tokenizer_t *tk) {
   size_t n = 1 << 20;
   char *s = malloc(n);

@@ -62,6 +62,10 @@ def corpus(seed=1234, n=300):
     rng = random.Random(seed)
     out = ["", " ", "a", "Hello world", "  leading and trailing  ", "\n", "x" * 3000,
            " " * 500 + "y", "ab" * 700, "🎉" * 50, "The quick brown fox jumps over the lazy dog. " * 40]
+    # long words of common letters: BPE's heap path (words over 48 bytes)
+    for length in (49, 60, 100, 250, 1000):
+        out.append(" " + "".join(rng.choice("etaoinshrdlucmw") for _ in range(length)))
+        out.append("".join(rng.choice(["the", "ing", "er", "clock", "é", "日本"]) for _ in range(length // 3)))
     while len(out) < n:
         k = rng.randint(1, 25)
         out.append("".join(rng.choice(FRAGMENTS) for _ in range(k)))

@@ -23,7 +23,10 @@
  * for special tokens). Split patterns run on PCRE2 (UTF + Unicode
  * properties), so any pattern a tokenizer.json carries works, not only two
  * built-in ones. Anything else (Unigram, WordPiece, byte_fallback, other
- * normalizers) fails to load with an error naming it.
+ * normalizers) fails to load with an error naming it; so do SentencePiece-
+ * style BPE files (Metaspace + byte_fallback: Llama 2, Mistral v0.1-v0.3,
+ * Gemma, Phi-3), which are not byte-level. Added tokens' lstrip, rstrip and
+ * single_word flags are not applied (the byte-level families leave them off).
  *
  * Encoding is the equivalent of HF's `encode(text, add_special_tokens=False)`:
  * no post-processor (a chat template puts BOS in the text itself). An NFC
