@@ -23,6 +23,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt_install "${missing[@]}"
 fi
 
+# kubectl, for tests/build (`kubectl apply --dry-run=client` of the
+# manifests `dynamo deploy` writes): Debian's kubernetes-client when none
+# is installed (a newer one from elsewhere is kept).
+command -v kubectl >/dev/null 2>&1 || apt_install kubernetes-client
+
 # Python modules for the python3 on PATH: pip where that python allows it
 # (a venv, pyenv), Debian's package for Debian's own python3.
 py=$(command -v python3)

@@ -1,6 +1,8 @@
 """`dynamo deploy`: every object well formed and consistent with the
-artifact, kubectl's own decoding where kubectl exists, and --apply's
-errors without kubectl or without a cluster."""
+artifact, accepted by kubectl (typed decoding, and `kubectl apply
+--dry-run=client` against a stand-in API server), and --apply's errors
+without kubectl or without a cluster. scripts/deps.sh installs kubectl
+(Debian's kubernetes-client) when there is none."""
 
 import os
 import re
@@ -11,6 +13,7 @@ import pytest
 import yaml
 
 from conftest import GRAPHS, HELLO, dynamo, env_for_tests
+from fake_apiserver import FakeAPIServer
 
 DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -200,8 +203,37 @@ def test_bad_quantity_is_refused(tmp_path):
     assert "Worker" in r.stderr and "resources.memory" in r.stderr and "quantity" in r.stderr
 
 
-@pytest.mark.skipif(not shutil.which("kubectl"), reason="kubectl is not installed")
-def test_kubectl_decodes_every_object(hello, pruned, tmp_path):
+@pytest.fixture
+def kubectl():
+    path = shutil.which("kubectl")
+    assert path, "kubectl is missing: scripts/deps.sh installs it (Debian's kubernetes-client)"
+    return path
+
+
+def test_kubectl_apply_dry_run_accepts_every_object(kubectl, hello, pruned, tmp_path):
+    api = FakeAPIServer()
+    try:
+        for artifact, ns in ((hello, "default"), (pruned, "demo")):
+            f = tmp_path / "m.yaml"
+            r = dynamo("deploy", artifact, "--namespace", ns, "-o", f)
+            assert r.returncode == 0, r.stderr
+            docs = list(yaml.safe_load_all(f.read_text()))
+            k = subprocess.run([kubectl, "apply", "--dry-run=client", "--validate=false", "-f", f],
+                               capture_output=True, text=True, timeout=60,
+                               env=env_for_tests(KUBECONFIG=api.kubeconfig(tmp_path / "kc")))
+            assert k.returncode == 0, k.stderr
+            created = [x for x in k.stdout.splitlines() if x.endswith("created (dry run)")]
+            assert len(created) == len(docs), k.stdout
+            for d in docs:  # each object went to its namespaced REST path
+                plural = d["kind"].lower() + "s"
+                assert any(f"/namespaces/{ns}/{plural}/{d['metadata']['name']}" in q
+                           for q in api.httpd.requests), (d["kind"], api.httpd.requests)
+        assert api.httpd.writes == 0
+    finally:
+        api.close()
+
+
+def test_kubectl_decodes_every_object(kubectl, hello, pruned, tmp_path):
     # `kubectl apply --dry-run=client` needs an API server even so (it asks
     # it for the REST mapping). `kubectl set env --local` needs none and
     # decodes each object into its typed Go struct (replicas an int32,
@@ -236,8 +268,7 @@ def test_apply_without_kubectl_says_so(hello, tmp_path):
     assert "needs kubectl" in r.stderr and "none on PATH" in r.stderr
 
 
-@pytest.mark.skipif(not shutil.which("kubectl"), reason="kubectl is not installed")
-def test_apply_without_a_cluster_says_so(hello, tmp_path):
+def test_apply_without_a_cluster_says_so(kubectl, hello, tmp_path):
     # An empty kubeconfig: no context, no server.
     cfg = tmp_path / "kubeconfig"
     cfg.write_text("apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n")
