@@ -43,11 +43,12 @@ if need_py yaml; then
   echo "deps: installing Python module yaml (PyYAML) for $py"
   "$py" -m pip install -q pyyaml 2>/dev/null || apt_install python3-yaml
 fi
-# openai (the official client) and tokenizers (Hugging Face's reference
-# tokenizer): tests/llm checks the OpenAI frontend and our BPE against
-# them. Debian has neither in a usable version, so pip; on Debian's own
-# python3 that means python3-pip and --break-system-packages (tests only).
-for mod in openai tokenizers; do
+# openai (the official client), tokenizers (Hugging Face's reference
+# tokenizer) and regex (\p{L} patterns): tests/llm checks the OpenAI
+# frontend, our BPE and its split patterns against them. Debian lacks
+# usable versions, so pip; on Debian's own python3 that means python3-pip
+# and --break-system-packages (tests only).
+for mod in openai tokenizers regex; do
   if need_py "$mod"; then
     echo "deps: installing Python module $mod for $py"
     "$py" -m pip install -q "$mod" 2>/dev/null || {
