@@ -60,22 +60,6 @@ typedef struct build {
   size_t noverrides;
 } build_t;
 
-static int value_of(int argc, char **argv, int *i, const char *name, const char **out) {
-  size_t n = strlen(name);
-  if (strncmp(argv[*i], name, n)) return 0;
-  if (argv[*i][n] == '=') {
-    *out = argv[*i] + n + 1;
-    return 1;
-  }
-  if (argv[*i][n]) return 0;
-  if (*i + 1 >= argc) {
-    fprintf(stderr, "dynamo build: %s needs a value (try --help)\n", name);
-    return -1;
-  }
-  *out = argv[++*i];
-  return 1;
-}
-
 static int parse_args(build_t *b, int argc, char **argv) {
   b->overrides = calloc((size_t)argc, sizeof *b->overrides);
   if (!b->overrides) return 1;
@@ -93,17 +77,17 @@ static int parse_args(build_t *b, int argc, char **argv) {
       return -1;
     } else if (!strcmp(a, "--containerize")) {
       b->containerize = 1;
-    } else if ((r = value_of(argc, argv, &i, "-f", &v)) || (r = value_of(argc, argv, &i, "--file", &v))) {
+    } else if ((r = dyn__cli_option(argc, argv, &i, "-f", &v)) || (r = dyn__cli_option(argc, argv, &i, "--file", &v))) {
       if (r < 0) return 2;
       b->file = v;
-    } else if ((r = value_of(argc, argv, &i, "-o", &v)) ||
-               (r = value_of(argc, argv, &i, "--output", &v))) {
+    } else if ((r = dyn__cli_option(argc, argv, &i, "-o", &v)) ||
+               (r = dyn__cli_option(argc, argv, &i, "--output", &v))) {
       if (r < 0) return 2;
       b->outdir = v;
-    } else if ((r = value_of(argc, argv, &i, "--version", &v))) {
+    } else if ((r = dyn__cli_option(argc, argv, &i, "--version", &v))) {
       if (r < 0) return 2;
       b->version = v;
-    } else if ((r = value_of(argc, argv, &i, "--image", &v))) {
+    } else if ((r = dyn__cli_option(argc, argv, &i, "--image", &v))) {
       if (r < 0) return 2;
       b->image = v;
     } else if (a[1] == '-' && dyn__config_is_override(a + 2)) {

@@ -51,22 +51,6 @@ typedef struct deploy {
   int apply;
 } deploy_t;
 
-static int value_of(int argc, char **argv, int *i, const char *name, const char **out) {
-  size_t n = strlen(name);
-  if (strncmp(argv[*i], name, n)) return 0;
-  if (argv[*i][n] == '=') {
-    *out = argv[*i] + n + 1;
-    return 1;
-  }
-  if (argv[*i][n]) return 0;
-  if (*i + 1 >= argc) {
-    fprintf(stderr, "dynamo deploy: %s needs a value (try --help)\n", name);
-    return -1;
-  }
-  *out = argv[++*i];
-  return 1;
-}
-
 static int parse_args(deploy_t *d, int argc, char **argv) {
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -82,13 +66,13 @@ static int parse_args(deploy_t *d, int argc, char **argv) {
       return -1;
     } else if (!strcmp(a, "--apply")) {
       d->apply = 1;
-    } else if ((r = value_of(argc, argv, &i, "-n", &d->ns)) ||
-               (r = value_of(argc, argv, &i, "--namespace", &d->ns)) ||
-               (r = value_of(argc, argv, &i, "-o", &d->output)) ||
-               (r = value_of(argc, argv, &i, "--output", &d->output)) ||
-               (r = value_of(argc, argv, &i, "--image", &d->image)) ||
-               (r = value_of(argc, argv, &i, "--etcd", &d->etcd)) ||
-               (r = value_of(argc, argv, &i, "--nats", &d->nats))) {
+    } else if ((r = dyn__cli_option(argc, argv, &i, "-n", &d->ns)) ||
+               (r = dyn__cli_option(argc, argv, &i, "--namespace", &d->ns)) ||
+               (r = dyn__cli_option(argc, argv, &i, "-o", &d->output)) ||
+               (r = dyn__cli_option(argc, argv, &i, "--output", &d->output)) ||
+               (r = dyn__cli_option(argc, argv, &i, "--image", &d->image)) ||
+               (r = dyn__cli_option(argc, argv, &i, "--etcd", &d->etcd)) ||
+               (r = dyn__cli_option(argc, argv, &i, "--nats", &d->nats))) {
       if (r < 0) return 2;
     } else {
       fprintf(stderr, "dynamo deploy: unknown option '%s' (try --help)\n", a);

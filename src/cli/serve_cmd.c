@@ -147,24 +147,6 @@ static int is_served(const serve_t *sv, const dyn__service_t *s) {
 
 /* ---- options ---------------------------------------------------------- */
 
-/* "--name VALUE" or "--name=VALUE"; advances *i past what it used. */
-static int option_value(int argc, char **argv, int *i, const char *name, const char **out) {
-  size_t n = strlen(name);
-  if (strncmp(argv[*i], name, n)) return 0;
-  if (argv[*i][n] == '=') {
-    *out = argv[*i] + n + 1;
-    return 1;
-  }
-  if (argv[*i][n]) return 0;
-  if (*i + 1 >= argc) {
-    fprintf(stderr, "dynamo serve: %s needs a value (try --help)\n", name);
-    *out = NULL;
-    return -1;
-  }
-  *out = argv[++*i];
-  return 1;
-}
-
 static int parse_health_port(serve_t *sv, const char *v) {
   char *end;
   errno = 0;
@@ -202,27 +184,27 @@ static int parse_args(serve_t *sv, int argc, char **argv) {
       sv->oversubscribe = 1;
     } else if (!strcmp(a, "--no-gpu-alloc")) {
       sv->no_gpu_alloc = 1;
-    } else if ((r = option_value(argc, argv, &i, "-f", &v)) ||
-               (r = option_value(argc, argv, &i, "--file", &v))) {
+    } else if ((r = dyn__cli_option(argc, argv, &i, "-f", &v)) ||
+               (r = dyn__cli_option(argc, argv, &i, "--file", &v))) {
       if (r < 0) return 2;
       if (sv->file) {
         fprintf(stderr, "dynamo serve: one config file only (%s and %s)\n", sv->file, v);
         return 2;
       }
       sv->file = v;
-    } else if ((r = option_value(argc, argv, &i, "--service-name", &v))) {
+    } else if ((r = dyn__cli_option(argc, argv, &i, "--service-name", &v))) {
       if (r < 0) return 2;
       sv->only = v;
-    } else if ((r = option_value(argc, argv, &i, "--etcd", &v))) {
+    } else if ((r = dyn__cli_option(argc, argv, &i, "--etcd", &v))) {
       if (r < 0) return 2;
       sv->etcd = v;
-    } else if ((r = option_value(argc, argv, &i, "--nats", &v))) {
+    } else if ((r = dyn__cli_option(argc, argv, &i, "--nats", &v))) {
       if (r < 0) return 2;
       sv->nats = v;
-    } else if ((r = option_value(argc, argv, &i, "--host", &v))) {
+    } else if ((r = dyn__cli_option(argc, argv, &i, "--host", &v))) {
       if (r < 0) return 2;
       sv->host = v;
-    } else if ((r = option_value(argc, argv, &i, "--control-socket", &v))) {
+    } else if ((r = dyn__cli_option(argc, argv, &i, "--control-socket", &v))) {
       if (r < 0) return 2;
       if (strlen(v) >= sizeof sv->sock) {
         fprintf(stderr, "dynamo serve: --control-socket path too long (max %zu bytes)\n",
@@ -230,7 +212,7 @@ static int parse_args(serve_t *sv, int argc, char **argv) {
         return 2;
       }
       sv->control_socket = v;
-    } else if ((r = option_value(argc, argv, &i, "--grace", &v))) {
+    } else if ((r = dyn__cli_option(argc, argv, &i, "--grace", &v))) {
       if (r < 0) return 2;
       char *end;
       errno = 0;
@@ -240,7 +222,7 @@ static int parse_args(serve_t *sv, int argc, char **argv) {
         fprintf(stderr, "dynamo serve: --grace '%s' is not a number of seconds\n", v);
         return 2;
       }
-    } else if ((r = option_value(argc, argv, &i, "--health-port", &v))) {
+    } else if ((r = dyn__cli_option(argc, argv, &i, "--health-port", &v))) {
       if (r < 0 || parse_health_port(sv, v)) return 2;
     } else if (a[1] == '-' && dyn__config_is_override(a + 2)) {
       sv->overrides[sv->noverrides++] = a + 2;
