@@ -210,7 +210,8 @@ static void on_peer_close(dyn__conn_t *conn, int status, const char *why) {
     s->sid = 0;
     if (unanswered_are_safe && s->body) {
       /* Nothing of it ran: try another instance. */
-      dyn_log(DYN_LOG_INFO, "%s closed (%s) before answering; routing elsewhere", p->addr, why);
+      dyn_log(DYN_LOG_INFO, "%s closed (%s) before answering; routing elsewhere", p->addr,
+              why ? why : dyn_strerror(status));
       s->state = S_PENDING;
       dispatch(s, s->body, s->body_len);
       continue;
