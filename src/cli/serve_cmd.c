@@ -378,6 +378,23 @@ static char *live_dependencies(const dyn__service_t *svc) {
   return out;
 }
 
+/* The directory of a FILE.py:Svc or LIB.so:Svc target (absolute), or 0
+ * for a module target. */
+static int graph_dir(const char *target, char *out, size_t cap) {
+  const char *colon = strrchr(target, ':');
+  char file[PATH_MAX], real[PATH_MAX];
+  if (!colon || (size_t)(colon - target) >= sizeof file) return 0;
+  snprintf(file, sizeof file, "%.*s", (int)(colon - target), target);
+  size_t n = strlen(file);
+  int is_file = (n > 3 && (!strcmp(file + n - 3, ".py") || !strcmp(file + n - 3, ".so")));
+  if (!is_file || !realpath(file, real)) return 0;
+  char *slash = strrchr(real, '/');
+  if (!slash) return 0;
+  *slash = '\0';
+  snprintf(out, cap, "%s", real[0] ? real : "/");
+  return 1;
+}
+
 /* Worker env: ours, then the service's envs, then the supervisor's own
  * variables, which a service's envs cannot override (a worker with the
  * wrong control socket or someone else's GPUs is a bug, not a setting). */
@@ -405,6 +422,10 @@ static char **worker_env(const serve_t *sv, const proc_t *p) {
    * against the config file's directory, wherever serve was started. */
   char cfg[PATH_MAX];
   if (sv->file && realpath(sv->file, cfg)) rc = rc || dyn__env_set(&e, "DYN_CONFIG_FILE", cfg);
+  /* ...or against the graph file's directory, which is what `dynamo build`
+   * packs: data kept beside the graph travels with its artifact. */
+  char graph[PATH_MAX];
+  if (graph_dir(sv->target, graph, sizeof graph)) rc = rc || dyn__env_set(&e, "DYN_GRAPH_DIR", graph);
   char *deps = live_dependencies(p->svc);
   rc = rc || !deps || dyn__env_set(&e, "DYN_SERVICE_DEPENDS", deps);
   free(deps);

@@ -19,8 +19,8 @@
  * "ignore_eos", "seed", "request_id"} in; {"token_ids": [...]} messages
  * out, the first with "cached_tokens", the last with "finish_reason".
  *
- * Config: tokenizer (path to tokenizer.json; relative paths are tried
- * from the working directory, then from the config file's directory),
+ * Config: tokenizer (path to tokenizer.json; a relative path is tried
+ * from the working directory, the config file's and the graph file's),
  * chat-template (llama3, chatml, mistral, gemma, phi3, plain; default:
  * detected from the tokenizer), context-length (8192), max-tokens (256,
  * when the request gives none), route (round-robin | random, without a
@@ -376,19 +376,25 @@ static void generate(dyn_request_t *req, const void *body, size_t len, void *ud)
 
 /* ---- lifecycle ------------------------------------------------------------ */
 
-/* path as given, else beside the config file (DYN_CONFIG_FILE). */
+/* A relative path is tried as given (from the working directory), then
+ * from the config file's directory (DYN_CONFIG_FILE), then from the graph
+ * file's (DYN_GRAPH_DIR: what `dynamo build` packs, so a tokenizer kept
+ * beside the graph works in its artifact too). */
 static int load_tokenizer(processor_t *p, const char *path) {
-  char err[512] = "";
-  if (access(path, R_OK) != 0 && path[0] != '/' && getenv("DYN_CONFIG_FILE")) {
-    char *cfg = strdup(getenv("DYN_CONFIG_FILE"));
-    char alt[4096];
-    snprintf(alt, sizeof alt, "%s/%s", dirname(cfg), path);
-    free(cfg);
-    if (access(alt, R_OK) == 0) return dyn_tokenizer_load_file(alt, &p->tk, err, sizeof err)
-                                           ? (fprintf(stderr, "error: Processor: %s\n", err), 1)
-                                           : 0;
+  char err[512] = "", alt[4096];
+  const char *use = path;
+  if (access(path, R_OK) != 0 && path[0] != '/') {
+    const char *cfg = getenv("DYN_CONFIG_FILE"), *graph = getenv("DYN_GRAPH_DIR");
+    char *cfg_copy = cfg ? strdup(cfg) : NULL;
+    const char *bases[2] = {cfg_copy ? dirname(cfg_copy) : NULL, graph};
+    for (int i = 0; i < 2 && use == path; i++) {
+      if (!bases[i]) continue;
+      snprintf(alt, sizeof alt, "%s/%s", bases[i], path);
+      if (access(alt, R_OK) == 0) use = alt;
+    }
+    free(cfg_copy);
   }
-  if (dyn_tokenizer_load_file(path, &p->tk, err, sizeof err)) {
+  if (dyn_tokenizer_load_file(use, &p->tk, err, sizeof err)) {
     fprintf(stderr, "error: Processor: %s\n", err);
     return 1;
   }

@@ -7,11 +7,12 @@ import json
 import os
 import shutil
 import tarfile
+import time
 
 import pytest
 import yaml
 
-from conftest import C_HELLO, GRAPHS, HELLO, descendants, dynamo, env_for_tests, free_port
+from conftest import C_HELLO, GRAPHS, HELLO, ROOT, descendants, dynamo, env_for_tests, free_port
 
 
 def build(*args, env=None):
@@ -182,3 +183,36 @@ def test_containerize_with_a_docker_that_has_no_daemon(tmp_path):
     assert r.returncode != 0
     assert "daemon does not answer" in r.stderr, r.stderr
 
+
+
+def test_llm_graph_artifact_serves_chat_completions(serve, tmp_path):
+    # The flagship graph: C services from libdynamo_llm.so declared in
+    # Python, a tokenizer kept beside the graph file. Built, moved away
+    # from the sources and served from the archive in another directory.
+    llm = ROOT / "examples" / "llm"
+    _, tgz = build(f"{llm}/graphs/agg_router.py:Frontend", "-f", llm / "configs" / "agg_router.yaml",
+                   "-o", tmp_path / "out")
+    with tarfile.open(tgz) as t:
+        names = t.getnames()
+    assert any(n.endswith("/src/tokenizer.json") for n in names)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.move(tgz, elsewhere)
+    port = free_port()
+    s = serve(elsewhere / os.path.basename(tgz), f"--Frontend.port={port}",
+              "--Worker.ServiceArgs.workers=1")
+    s.wait_for("Processor ready")
+    s.wait_for("Router ready")
+    s.wait_for("Worker ready")
+    deadline = time.time() + 20
+    while True:
+        status, body = _post(port, "/v1/chat/completions", json.dumps(
+            {"model": "dynamo-sim", "max_tokens": 4,
+             "messages": [{"role": "user", "content": "hello"}]}))
+        if status == 200 or time.time() > deadline:
+            break
+        time.sleep(0.1)  # 503 until the Frontend sees the worker
+    assert status == 200, body
+    reply = json.loads(body)
+    assert reply["object"] == "chat.completion" and reply["usage"]["completion_tokens"] == 4
+    assert s.stop() == 0
