@@ -32,7 +32,8 @@ typedef struct dyn__k8s_opts {
 /* The objects for manifest (an artifact's dynamo.yaml as JSON), as a JSON
  * array of documents in apply order. DYN_EINVAL, with the reason in err,
  * for what Kubernetes would refuse (a bad resource quantity, a port that
- * clashes with the fixed ones). */
+ * clashes with the fixed ones) and for two services that would get the
+ * same object or pod selector (names equal but for case or '_'/'-'). */
 int dyn__k8s_objects(json_t *manifest, const dyn__k8s_opts_t *o, json_t **out, char *err,
                      size_t errlen);
 

@@ -337,6 +337,105 @@ static void test_k8s_objects(void) {
   json_decref(m);
 }
 
+static const char *doc_name(json_t *d) {
+  return json_string_value(json_object_get(json_object_get(d, "metadata"), "name"));
+}
+
+static json_t *pod_selector(json_t *d) {
+  json_t *spec = json_object_get(d, "spec");
+  json_t *m = json_object_get(json_object_get(spec, "selector"), "matchLabels");
+  return m ? m : json_object_get(spec, "selector");
+}
+
+/* Every (kind, name) once, every workload selector once, names valid. */
+static void check_distinct(json_t *docs) {
+  size_t i, j;
+  json_t *a, *b;
+  json_array_foreach(docs, i, a) {
+    const char *n = doc_name(a);
+    CHECK_MSG(strlen(n) <= 63 && strspn(n, "abcdefghijklmnopqrstuvwxyz0123456789-") == strlen(n),
+              "bad name %s", n);
+    json_array_foreach(docs, j, b) {
+      if (j <= i) continue;
+      const char *ka = json_string_value(json_object_get(a, "kind"));
+      const char *kb = json_string_value(json_object_get(b, "kind"));
+      CHECK_MSG(strcmp(ka, kb) || strcmp(n, doc_name(b)), "%s %s twice", ka, n);
+      if (!strcmp(ka, "Service") || !strcmp(kb, "Service") || !strcmp(ka, "ConfigMap") ||
+          !strcmp(kb, "ConfigMap"))
+        continue;
+      CHECK_MSG(!json_equal(pod_selector(a), pod_selector(b)), "%s and %s select the same pods",
+                n, doc_name(b));
+    }
+  }
+}
+
+static json_t *one_service(const char *name, int http) {
+  return json_pack("{s:s, s:i, s:{}, s:o}", "name", name, "workers", 1, "resources", "http",
+                   http ? json_pack("{s:i}", "port", 8080) : json_null());
+}
+
+static void test_k8s_names_never_collide(void) {
+  char a[200], b[200], err[512];
+  memset(a, 'a', 100);
+  a[100] = 0;
+  snprintf(b, sizeof b, "%s", a);
+  a[99] = 'x';  /* two long names that differ only past the cut */
+  json_t *m = json_pack("{s:s, s:s, s:[o, o, o, o, o]}", "name", "demo", "version", "1",
+                        "services", one_service(a, 1), one_service(b, 1), one_service("Etcd", 1),
+                        one_service("Nats", 1), one_service("Config", 0));
+  dyn__k8s_opts_t o = {.image = "demo:1", .config_yaml = "{}\n"};
+  json_t *docs;
+  REQUIRE(dyn__k8s_objects(m, &o, &docs, err, sizeof err) == DYN_OK);
+  check_distinct(docs);
+  /* Each Service selects its own pods only: etcd's Service never the
+   * graph's Etcd. */
+  json_t *etcd_svc = NULL, *etcd_ss = NULL, *user_etcd = NULL;
+  size_t i;
+  json_t *d;
+  json_array_foreach(docs, i, d) {
+    const char *kind = json_string_value(json_object_get(d, "kind"));
+    if (!strcmp(doc_name(d), "demo-dynamo-etcd") && !strcmp(kind, "Service")) etcd_svc = d;
+    if (!strcmp(doc_name(d), "demo-dynamo-etcd") && !strcmp(kind, "StatefulSet")) etcd_ss = d;
+    if (!strcmp(doc_name(d), "demo-etcd") && !strcmp(kind, "Deployment")) user_etcd = d;
+  }
+  REQUIRE(etcd_svc && etcd_ss && user_etcd);
+  CHECK(json_equal(pod_selector(etcd_svc), pod_selector(etcd_ss)));
+  CHECK(!json_equal(pod_selector(etcd_svc), pod_selector(user_etcd)));
+  CHECK(find_kind(docs, "ConfigMap", 0) &&
+        !strcmp(doc_name(find_kind(docs, "ConfigMap", 0)), "demo-dynamo-config"));
+  json_decref(docs);
+  json_decref(m);
+
+  /* A long artifact name: two of them that differ past the cut stay two. */
+  char app1[120], app2[120];
+  memset(app1, 'p', 80);
+  app1[80] = 0;
+  snprintf(app2, sizeof app2, "%s", app1);
+  app2[79] = 'q';
+  json_t *parts[2];
+  const char *apps[2] = {app1, app2};
+  for (int k = 0; k < 2; k++) {
+    m = json_pack("{s:s, s:s, s:[o]}", "name", apps[k], "version", "1", "services",
+                  one_service("W", 0));
+    REQUIRE(dyn__k8s_objects(m, &o, &docs, err, sizeof err) == DYN_OK);
+    json_t *labels = json_object_get(json_object_get(json_array_get(docs, 0), "metadata"), "labels");
+    parts[k] = json_incref(json_object_get(labels, "app.kubernetes.io/part-of"));
+    CHECK(strlen(json_string_value(parts[k])) <= 40);
+    json_decref(docs);
+    json_decref(m);
+  }
+  CHECK(!json_equal(parts[0], parts[1]));
+  json_decref(parts[0]);
+  json_decref(parts[1]);
+
+  /* Names equal but for case or '_' / '-': refused, naming both. */
+  m = json_pack("{s:s, s:s, s:[o, o]}", "name", "demo", "version", "1", "services",
+                one_service("My_Worker", 0), one_service("my-worker", 0));
+  CHECK_STATUS(dyn__k8s_objects(m, &o, &docs, err, sizeof err), DYN_EINVAL);
+  CHECK_MSG(strstr(err, "'My_Worker'") && strstr(err, "'my-worker'"), "%s", err);
+  json_decref(m);
+}
+
 int main(void) {
   h_init("artifact");
   test_yaml_roundtrip();
@@ -346,5 +445,6 @@ int main(void) {
   test_unsafe_archives_are_refused();
   test_open_checks_the_manifest();
   test_k8s_objects();
+  test_k8s_names_never_collide();
   TEST_END();
 }

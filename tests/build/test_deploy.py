@@ -123,8 +123,8 @@ def test_hello_world_manifests(hello):
     check_services_select_pods(docs)
     assert all(d["metadata"]["namespace"] == "demo" for d in docs)
     kinds = sorted((d["kind"], d["metadata"]["name"]) for d in docs)
-    assert ("StatefulSet", "frontend-etcd") in kinds and ("StatefulSet", "frontend-nats") in kinds
-    assert ("Service", "frontend-etcd") in kinds and ("Service", "frontend-nats") in kinds
+    assert ("StatefulSet", "frontend-dynamo-etcd") in kinds and ("StatefulSet", "frontend-dynamo-nats") in kinds
+    assert ("Service", "frontend-dynamo-etcd") in kinds and ("Service", "frontend-dynamo-nats") in kinds
     cm = next(d for d in docs if d["kind"] == "ConfigMap")
     assert yaml.safe_load(cm["data"]["config.yaml"]) == yaml.safe_load((HELLO / "config.yaml").read_text())
     for svc in m["services"]:
@@ -133,8 +133,8 @@ def test_hello_world_manifests(hello):
         assert c["image"] == f"frontend:{m['version']}"
         assert f"--{svc['name']}.ServiceArgs.workers=1" in c["command"]
         env = {e["name"]: e for e in c["env"]}
-        assert env["ETCD_ENDPOINTS"]["value"] == "http://frontend-etcd:2379"
-        assert env["NATS_SERVER"]["value"] == "nats://frontend-nats:4222"
+        assert env["ETCD_ENDPOINTS"]["value"] == "http://frontend-dynamo-etcd:2379"
+        assert env["NATS_SERVER"]["value"] == "nats://frontend-dynamo-nats:4222"
         assert env["DYN_ADVERTISE_HOST"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
         assert int(env["DYN_LISTEN_PORT"]["value"]) == ports["dynamo"]
@@ -187,7 +187,7 @@ def test_existing_etcd_and_nats_are_used_not_deployed(hello, tmp_path):
     # Only one of them given: the other is still deployed.
     _, docs = deploy(hello, "--etcd", "http://etcd.infra:2379")
     names = {d["metadata"]["name"] for d in docs if d["kind"] == "StatefulSet"}
-    assert names == {"frontend-nats"}
+    assert names == {"frontend-dynamo-nats"}
 
 
 def test_the_tar_gz_deploys_the_same(hello):
