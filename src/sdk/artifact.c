@@ -379,36 +379,65 @@ static char *readme(json_t *m) {
 
 typedef struct source {
   char dir[PATH_MAX];   /* what to copy (a directory), or "" */
-  char file[PATH_MAX];  /* or the one file to copy */
+  char file[PATH_MAX];  /* or the one file to copy (its real path) */
+  char name[PATH_MAX];  /* and the name it gets in src/ */
   char rel_target[PATH_MAX + 256];
 } source_t;
+
+/* path made absolute without resolving links (realpath would). */
+static int absolute(const char *path, char *out, size_t cap) {
+  char cwd[PATH_MAX];
+  if (path[0] == '/') return snprintf(out, cap, "%s", path) >= (int)cap ? -1 : 0;
+  if (!getcwd(cwd, sizeof cwd)) return -1;
+  return snprintf(out, cap, "%s/%s", cwd, path) >= (int)cap ? -1 : 0;
+}
+
+/* The names come from the path as given, the bytes from where it leads:
+ * libfoo.so -> libfoo.so.1 (CMake's layout) is packed as src/libfoo.so,
+ * since a C target must end in .so; and a Python graph's directory is the
+ * one the given path names, not the one a linked directory leads to. */
+static int locate(const dyn__build_in_t *in, const char *graph, const char *svc, int is_c,
+                  source_t *src, char *err, size_t errlen) {
+  char real[PATH_MAX], given[PATH_MAX], tmp[PATH_MAX];
+  struct stat st;
+  if (!realpath(graph, real))
+    return dyn__fail(err, errlen, DYN_ENOTFOUND, "TARGET '%s': cannot find %s: %s", in->target,
+                     graph, strerror(errno));
+  if (absolute(graph, given, sizeof given))
+    return dyn__fail(err, errlen, DYN_EINVAL, "TARGET '%s': path too long", in->target);
+  snprintf(tmp, sizeof tmp, "%s", given);
+  snprintf(src->name, sizeof src->name, "%s", basename(tmp));
+  snprintf(src->rel_target, sizeof src->rel_target, "%s:%s", src->name, svc);
+  if (is_c) {
+    src->dir[0] = 0;
+    snprintf(src->file, sizeof src->file, "%s", real);
+    return DYN_OK;
+  }
+  /* The directory is copied without following links, so a linked graph
+   * file would be left out of its own artifact. */
+  if (!lstat(given, &st) && S_ISLNK(st.st_mode))
+    return dyn__fail(err, errlen, DYN_EINVAL,
+                     "TARGET '%s': %s is a symbolic link; dynamo build packs the graph's "
+                     "directory without following links, so name the file it leads to (%s)",
+                     in->target, graph, real);
+  snprintf(tmp, sizeof tmp, "%s", given);
+  snprintf(src->dir, sizeof src->dir, "%s", dirname(tmp));
+  src->file[0] = 0;
+  return DYN_OK;
+}
 
 static int find_source(const dyn__build_in_t *in, source_t *src, char *err, size_t errlen) {
   char *graph, *svc;
   int is_c;
   int rc = dyn__target_parse(in->target, &graph, &svc, &is_c, err, errlen);
   if (rc) return rc;
-  char real[PATH_MAX];
   size_t n = strlen(graph);
-  if (!is_c && (n < 4 || strcmp(graph + n - 3, ".py"))) {
+  if (!is_c && (n < 4 || strcmp(graph + n - 3, ".py")))
     rc = dyn__fail(err, errlen, DYN_EINVAL,
                    "TARGET '%s': dynamo build needs a file (FILE.py:Service or LIB.so:Service); a "
                    "module name does not say which files to pack", in->target);
-  } else if (!realpath(graph, real)) {
-    rc = dyn__fail(err, errlen, DYN_ENOTFOUND, "TARGET '%s': cannot find %s: %s", in->target, graph,
-                   strerror(errno));
-  } else {
-    char tmp[PATH_MAX];
-    snprintf(tmp, sizeof tmp, "%s", real);
-    snprintf(src->rel_target, sizeof src->rel_target, "%s:%s", basename(tmp), svc);
-    if (is_c) {
-      src->dir[0] = 0;
-      snprintf(src->file, sizeof src->file, "%s", real);
-    } else {
-      snprintf(src->dir, sizeof src->dir, "%s", dirname(tmp));
-      src->file[0] = 0;
-    }
-  }
+  else
+    rc = locate(in, graph, svc, is_c, src, err, errlen);
   free(graph);
   free(svc);
   return rc;
@@ -464,13 +493,11 @@ static int stage_sources(const source_t *src, const char *stage, copier_t *c) {
   if (mkdir(to, 0755)) return dyn__fail(c->err, c->errlen, DYN_ESYS, "cannot create %s: %s", to, strerror(errno));
   if (*src->dir) return copy_tree(c, src->dir, to, "");
   struct stat st;
-  char tmp[PATH_MAX], dst[PATH_MAX];
-  snprintf(tmp, sizeof tmp, "%s", src->file);
-  const char *base = basename(tmp);
-  if (join(dst, sizeof dst, to, base))
+  char dst[PATH_MAX];
+  if (join(dst, sizeof dst, to, src->name))
     return dyn__fail(c->err, c->errlen, DYN_EINVAL, "path too long: %s", to);
   if (stat(src->file, &st)) return dyn__fail(c->err, c->errlen, DYN_ESYS, "cannot stat %s", src->file);
-  return copy_file(c, src->file, dst, base, &st);
+  return copy_file(c, src->file, dst, src->name, &st);
 }
 
 /* Both an image tag and a Kubernetes label value. */

@@ -15,8 +15,8 @@ import yaml
 from conftest import C_HELLO, GRAPHS, HELLO, ROOT, descendants, dynamo, env_for_tests, free_port
 
 
-def build(*args, env=None):
-    r = dynamo("build", *args, env=env)
+def build(*args, env=None, cwd=None):
+    r = dynamo("build", *args, env=env, cwd=cwd)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     return lines[1].strip(), lines[2].strip()  # the directory and the .tar.gz
@@ -80,6 +80,33 @@ def test_c_graph_packs_its_shared_object(tmp_path):
     m = manifest(d)
     assert m["kind"] == "c" and m["target"] == "libhello_services.so:Frontend"
     assert os.listdir(os.path.join(d, "src")) == ["libhello_services.so"]
+
+
+def test_c_graph_from_a_linked_shared_object(tmp_path):
+    # CMake's layout: libfoo.so -> libfoo.so.1. The artifact keeps the name
+    # given (a C target must end in .so) and the bytes the link leads to.
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    shutil.copy(C_HELLO, lib / "libhello_services.so.1")
+    os.symlink("libhello_services.so.1", lib / "libhello_services.so")
+    d, tgz = build("lib/libhello_services.so:Frontend", "-o", tmp_path / "out", cwd=tmp_path)
+    m = manifest(d)
+    assert m["target"] == "libhello_services.so:Frontend"
+    packed = os.path.join(d, "src", "libhello_services.so")
+    assert os.listdir(os.path.join(d, "src")) == ["libhello_services.so"]
+    assert not os.path.islink(packed) and open(packed, "rb").read() == open(C_HELLO, "rb").read()
+    r = dynamo("serve", tgz, "--dry-run", env=env_for_tests(TMPDIR=tmp_path))
+    assert r.returncode == 0 and "libhello_services.so:Frontend (C)" in r.stdout, r.stderr
+
+
+def test_a_linked_graph_file_is_refused_clearly(tmp_path):
+    # The graph's directory is packed without following links, so a linked
+    # graph file would be missing from its own artifact.
+    src = tmp_path / "src"
+    shutil.copytree(HELLO, src)
+    os.symlink(src / "hello_world.py", src / "linked.py")
+    r = dynamo("build", f"{src}/linked.py:Frontend", "-f", src / "config.yaml", "-o", tmp_path / "o")
+    assert r.returncode != 0 and "symbolic link" in r.stderr and "hello_world.py" in r.stderr
 
 
 def test_two_builds_give_identical_archives(hello_src, tmp_path):
