@@ -216,9 +216,10 @@ char *dyn__oai_error_json(int status, const char *message, const char *param) {
 int dyn__oai_upstream_status(int dyn_status, const char *message, const char **shown) {
   *shown = message ? message : dyn_strerror(dyn_status);
   if (dyn_status == DYN_ENOINSTANCE) return 503;
-  /* "4xx text": the Processor says the client asked for something wrong. */
+  /* "4xx text": the Processor says the client asked for something wrong;
+   * "5xx text": the service cannot serve it now (503: no worker). */
   const char *m = *shown;
-  if (m[0] == '4' && m[1] >= '0' && m[1] <= '9' && m[2] >= '0' && m[2] <= '9' && m[3] == ' ') {
+  if ((m[0] == '4' || m[0] == '5') && m[1] >= '0' && m[1] <= '9' && m[2] >= '0' && m[2] <= '9' && m[3] == ' ') {
     *shown = m + 4;
     return (m[0] - '0') * 100 + (m[1] - '0') * 10 + (m[2] - '0');
   }

@@ -44,8 +44,9 @@ int dyn__oai_validate(const json_t *req, dyn__oai_kind_t kind, dyn__oai_info_t *
 char *dyn__oai_error_json(int status, const char *message, const char *param);
 
 /* Maps an upstream (Processor) stream failure to an HTTP status and the
- * message to show: "400 text" from the Processor is the client's fault
- * (status 400, message "text"); DYN_ENOINSTANCE is 503; anything else 500. */
+ * message to show: a message "NNN text" with NNN a 4xx or 5xx status gives
+ * that status and "text" ("400 ..." the client's fault, "503 ..." no
+ * worker); DYN_ENOINSTANCE is 503; anything else 500. */
 int dyn__oai_upstream_status(int dyn_status, const char *message, const char **shown);
 
 /* JSON string escaping of s[0..n) (valid UTF-8) appended with its quotes. */

@@ -129,13 +129,17 @@ static int emit_text(job_t *j, const char *text, size_t len, size_t n_tokens) {
   j->held = h;
   j->held_len += len;
   h[j->held_len] = '\0';
+  /* The earliest stop string in the text wins, whatever its place in the
+   * list: nothing after the first one may reach the client. */
+  char *first = NULL;
   for (size_t i = 0; i < j->n_stop; i++) {
     char *at = strstr(h, j->stop[i]);
-    if (at) {
-      send_delta(j, h, (size_t)(at - h), n_tokens);
-      j->held_len = 0;
-      return 1;
-    }
+    if (at && (!first || at < first)) first = at;
+  }
+  if (first) {
+    send_delta(j, h, (size_t)(first - h), n_tokens);
+    j->held_len = 0;
+    return 1;
   }
   /* Keep the longest tail that could still grow into a stop string. */
   size_t keep = j->max_stop_len - 1 < j->held_len ? j->max_stop_len - 1 : j->held_len;
@@ -166,27 +170,30 @@ static void engine_data(dyn_stream_t *s, const void *data, size_t len, void *ud)
   if (json_is_integer(cached)) j->cached_tokens = (size_t)json_integer_value(cached);
   size_t i;
   json_t *t;
-  int stopped = 0;
+  int stop_token = 0, stop_string = 0;
   json_array_foreach(toks, i, t) {
     uint32_t id = (uint32_t)json_integer_value(t);
     j->completion_tokens++;
     if (is_stop_id(j->p, id)) {
-      stopped = 1;
+      stop_token = 1;
       break;
     }
     const char *piece;
     size_t n;
     if (dyn_detok_push(j->detok, id, &piece, &n) == DYN_OK && emit_text(j, piece, n, 1)) {
-      stopped = 1;
+      stop_string = 1;
       break;
     }
   }
   const char *fr = json_string_value(json_object_get(m, "finish_reason"));
+  int stopped = stop_token || stop_string;
   if (stopped || fr) {
+    /* The answer ended without a stop string in it: what the detokenizer
+     * and the stop-string look-behind still hold is part of it. */
     const char *piece;
     size_t n;
-    if (!stopped && dyn_detok_flush(j->detok, &piece, &n) == DYN_OK && !emit_text(j, piece, n, 0) &&
-        j->held_len)
+    if (!stop_string && dyn_detok_flush(j->detok, &piece, &n) == DYN_OK &&
+        !emit_text(j, piece, n, 0) && j->held_len)
       send_delta(j, j->held, j->held_len, 0);
     j->finish = stopped ? "stop" : (!strcmp(fr, "length") ? "length" : "stop");
     send_final(j);

@@ -246,3 +246,32 @@ def test_client_disconnect_cancels_the_engine_request(graph):
     asyncio.run(scenario())
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{s.port}/metrics").read().decode()
     assert re.search(r'dynamo_frontend_requests_total\{[^}]*status="cancelled"[^}]*\} 1', metrics), metrics
+
+
+def test_stop_strings_cut_at_the_earliest_and_never_lose_text(graph):
+    # The engine may emit the template's end-of-turn token (<|eot_id|>,
+    # among ids 3074..3078 of the example tokenizer) when its vocabulary
+    # reaches it; ids from 3000 make that likely within a short answer.
+    s = graph("agg", "--Worker.vocab-size=3079", "--Worker.min-token-id=3000", workers=1)
+    c = s.client
+
+    def complete(seed, **kw):
+        return c.completions.create(model="dynamo-sim", prompt="hello", max_tokens=200,
+                                    seed=seed, **kw).choices[0]
+
+    ended = [(seed, complete(seed)) for seed in range(1, 30)]
+    by_eot = [(seed, ch) for seed, ch in ended if ch.finish_reason == "stop" and len(ch.text) > 12]
+    assert by_eot, [ch.finish_reason for _, ch in ended]
+    seed, full = by_eot[0]
+    # A stop string that never matches must not change an answer that ended
+    # on the end-of-turn token (the look-behind text was once dropped).
+    assert complete(seed, stop=["@@@@@@@@"]).text == full.text
+    # Of several stop strings the earliest in the text wins, whatever the
+    # order of the list.
+    text = full.text
+    firsts = [i for i in range(len(text) - 1) if text.index(text[i:i + 2]) == i]
+    i, k = firsts[1], firsts[-1]  # two 2-char pieces, each first seen there
+    a, b = text[i:i + 2], text[k:k + 2]
+    for stops in ([b, a], [a, b]):
+        cut = complete(seed, stop=stops)
+        assert cut.finish_reason == "stop" and cut.text == text[:i], (stops, cut.text, text)

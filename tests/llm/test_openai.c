@@ -128,6 +128,10 @@ static void test_errors(void) {
   CHECK_EQ_STR(shown, "engine exploded");
   CHECK_EQ_INT(dyn__oai_upstream_status(DYN_EREMOTE, "4000 things", &shown), 500);
   CHECK_EQ_INT(dyn__oai_upstream_status(DYN_EREMOTE, "500 x", &shown), 500);
+  CHECK_EQ_STR(shown, "x");
+  CHECK_EQ_INT(dyn__oai_upstream_status(DYN_EREMOTE, "503 no engine worker is live", &shown), 503);
+  CHECK_EQ_STR(shown, "no engine worker is live");
+  CHECK_EQ_INT(dyn__oai_upstream_status(DYN_EREMOTE, "600 nonsense", &shown), 500);
   CHECK_EQ_INT(dyn__oai_upstream_status(DYN_ENOINSTANCE, "no live instance", &shown), 503);
 }
 
