@@ -17,6 +17,7 @@
 
 #include "dynamo/dynamo.h"
 #include "dynamo/http.h"
+#include "runtime/registered.h"
 
 static PyObject *DynamoError;
 
@@ -314,6 +315,11 @@ static PyObject *Runtime_get_inflight(RuntimeObject *self, void *c) {
   return PyLong_FromSize_t(self->rt ? dyn_runtime_inflight(self->rt) : 0);
 }
 
+/* For /health (dynamo/sdk/health.py): discovery holds our registrations. */
+static PyObject *Runtime_get_registered(RuntimeObject *self, void *c) {
+  return PyBool_FromLong(self->rt && dyn__runtime_registered(self->rt));
+}
+
 
 /* ---- HTTP (for @api) ---------------------------------------------------- */
 
@@ -568,6 +574,7 @@ static PyGetSetDef Runtime_getset[] = {
     {"instance_id", (getter)Runtime_get_instance_id, NULL, "this process's instance id", NULL},
     {"address", (getter)Runtime_get_address, NULL, "host:port callers reach", NULL},
     {"inflight", (getter)Runtime_get_inflight, NULL, "requests being served", NULL},
+    {"registered", (getter)Runtime_get_registered, NULL, "discovery holds every registration", NULL},
     {NULL}};
 
 static PyTypeObject RuntimeType = {

@@ -26,6 +26,9 @@ typedef struct dyn__discovery_ops {
   void (*unwatch)(void *st, void *handle);
   uint64_t (*session_id)(void *st);
   void (*close)(void *st);
+  /* 1 while the session is live and every put so far was acknowledged:
+   * what a worker's /health needs to say "registered". */
+  int (*registered)(void *st);
 } dyn__discovery_ops_t;
 
 typedef struct dyn__events_ops {

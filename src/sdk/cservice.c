@@ -343,7 +343,7 @@ int dyn__c_worker(const char *target, const char *service) {
   g_ctx = &ctx;
   int rc = dyn_runtime_create(NULL, &ctx.rt);
   if (rc) return 1;
-  if (dyn__health_start(dyn_runtime_loop(ctx.rt), def->name)) return 1; /* $DYN_HEALTH_PORT */
+  if (dyn__health_start(ctx.rt, def->name)) return 1; /* $DYN_HEALTH_PORT */
   for (size_t i = 0; def->depends && def->depends[i]; i++) {
     if (!dyn_service_has_dependency(&ctx, def->depends[i])) continue;
     const dyn_service_def_t *dep = find_def(defs, def->depends[i]);

@@ -15,8 +15,10 @@
 
 #include "dynamo/http.h"
 #include "dynamo/status.h"
+#include "runtime/registered.h"
 
 static dyn_http_server_t *g_server;
+static dyn_runtime_t *g_rt;
 static const char *g_state = "starting";
 
 static void on_live(dyn_http_req_t *req, void *ud) {
@@ -24,13 +26,17 @@ static void on_live(dyn_http_req_t *req, void *ud) {
   dyn_http_respond(req, 200, "application/json", body, sizeof body - 1);
 }
 
+/* "ready" is what the worker reached; whether callers can find it is
+ * discovery's to say, and can change (and change back) at any time. */
 static void on_health(dyn_http_req_t *req, void *ud) {
+  const char *state = g_state;
+  if (!strcmp(state, "ready") && !dyn__runtime_registered(g_rt)) state = "unregistered";
   char body[64];
-  int n = snprintf(body, sizeof body, "{\"status\":\"%s\"}", g_state);
-  dyn_http_respond(req, strcmp(g_state, "ready") ? 503 : 200, "application/json", body, (size_t)n);
+  int n = snprintf(body, sizeof body, "{\"status\":\"%s\"}", state);
+  dyn_http_respond(req, strcmp(state, "ready") ? 503 : 200, "application/json", body, (size_t)n);
 }
 
-int dyn__health_start(uv_loop_t *loop, const char *who) {
+int dyn__health_start(dyn_runtime_t *rt, const char *who) {
   const char *port = getenv("DYN_HEALTH_PORT");
   if (!port || !*port || !strcmp(port, "0")) return DYN_OK;
   char *end;
@@ -42,7 +48,8 @@ int dyn__health_start(uv_loop_t *loop, const char *who) {
   }
   const char *host = getenv("DYN_HEALTH_HOST");
   if (!host || !*host) host = "0.0.0.0";
-  int rc = dyn_http_server_start(loop, host, (int)n, &g_server);
+  g_rt = rt;
+  int rc = dyn_http_server_start(dyn_runtime_loop(rt), host, (int)n, &g_server);
   if (!rc) rc = dyn_http_route(g_server, "GET", "/live", on_live, NULL);
   if (!rc) rc = dyn_http_route(g_server, "GET", "/health", on_health, NULL);
   if (rc) {

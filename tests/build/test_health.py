@@ -1,15 +1,19 @@
 """Worker health ports: with `dynamo serve --health-port BASE`, worker i
 serves GET /live (200 while its loop runs) and GET /health (503 until it is
 registered and its start hooks finished, then 200 {"status": "ready"}), for
-a Python and a C worker whose start hook takes about a second."""
+a Python and a C worker whose start hook takes about a second; and, for
+both, 503 {"status": "unregistered"} while the control plane is gone and
+200 again once it is back."""
 
 import http.client
 import json
+import subprocess
+import sys
 import time
 
 import pytest
 
-from conftest import GRAPHS, SLOW_C, free_port
+from conftest import DYN_BIN, GRAPHS, SLOW_C, env_for_tests, free_port
 
 
 def get(port, path):
@@ -53,3 +57,63 @@ def test_each_worker_gets_its_own_port(serve):
         time.sleep(0.05)
     assert get(base, "/health")[0] == 200 and get(base + 1, "/health")[0] == 200
     assert s.stop() == 0
+
+
+def wait_health(port, want, timeout=15.0):
+    """Polls /health until it answers want; returns what it last answered."""
+    deadline = time.time() + timeout
+    got = None
+    while time.time() < deadline:
+        try:
+            got = get(port, "/health")
+        except OSError as e:
+            got = repr(e)
+        if got == want:
+            return got
+        time.sleep(0.05)
+    raise AssertionError(f"/health never answered {want}; last {got}")
+
+
+@pytest.mark.parametrize("kind", ["python", "c"])
+def test_health_follows_the_registration(kind, tmp_path):
+    # A worker on its own, against a control plane we can kill: the worker
+    # keeps running, but callers can no longer find it, so /health must say
+    # so (503 "unregistered") until the control plane is back and the
+    # worker's registration acknowledged (200 again).
+    sock = tmp_path / "cp.sock"
+    port = free_port()
+    env = env_for_tests(DYN_CONTROL_SOCKET=sock, DYN_HEALTH_PORT=port, DYN_HEALTH_HOST="127.0.0.1")
+    if kind == "python":
+        cmd = [sys.executable, "-m", "dynamo.sdk.worker", f"{GRAPHS}/slow.py:Slow", "--service", "Slow"]
+    else:
+        cmd = [DYN_BIN, "worker", f"{SLOW_C}:SlowC", "--service", "SlowC"]
+
+    def control():
+        p = subprocess.Popen([DYN_BIN, "control", "--socket", str(sock)], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while not sock.exists() and time.time() < deadline:
+            time.sleep(0.02)
+        return p
+
+    cp = control()
+    worker = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_health(port, (200, {"status": "ready"}))
+        cp.kill()
+        cp.wait(5)
+        wait_health(port, (503, {"status": "unregistered"}))
+        assert get(port, "/live") == (200, {"status": "live"})
+        sock.unlink(missing_ok=True)
+        cp = control()
+        wait_health(port, (200, {"status": "ready"}))
+        assert worker.poll() is None
+    finally:
+        for p in (worker, cp):
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait(5)

@@ -9,7 +9,10 @@ worker serves on that port, on the C HTTP server in its own loop:
 - ``GET /health``: 200 ``{"status":"ready"}`` once the worker's endpoints are
   registered with discovery and its ``@async_on_start`` hooks have finished;
   503 before that (``starting``) and once it begins draining (``draining``),
-  so a readiness probe takes it out of rotation at the right moments.
+  so a readiness probe takes it out of rotation at the right moments; and
+  503 ``unregistered`` while a ready worker's registration is gone from
+  discovery (control plane lost, etcd lease expired), 200 again once the
+  runtime has put it back.
 """
 
 from __future__ import annotations
@@ -37,7 +40,10 @@ class Health:
         self._answer(req, 200, {"status": "live"})
 
     def _health(self, req: Any) -> None:
-        self._answer(req, 200 if self.state == "ready" else 503, {"status": self.state})
+        state = self.state
+        if state == "ready" and not self._rt._core.registered:
+            state = "unregistered"
+        self._answer(req, 200 if state == "ready" else 503, {"status": state})
 
     def stop(self) -> None:
         self._server.stop()

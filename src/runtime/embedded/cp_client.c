@@ -45,6 +45,7 @@ typedef struct emb {
   int retry_closed; /* the retry timer's close completed */
   char last_error[160];
   uint32_t next_stream;
+  uint32_t last_put; /* the newest put not yet acknowledged, or 0 */
   dyn__keyset_t keys; /* put back after reconnecting */
   emb_watch_t *watches;
   emb_sub_t *subs;
@@ -64,6 +65,14 @@ static void send_pair(emb_t *e, uint8_t type, uint32_t stream,
   uint8_t pre[2 + DYN__CP_KEY_MAX];
   size_t n = dyn__cp_pair_prefix(pre, str, (uint16_t)strlen(str));
   dyn__conn_send(e->conn, type, 0, stream, pre, n, rest, rest_len);
+}
+
+/* The control plane answers a connection's frames in order, so once the
+ * newest put is acknowledged every earlier one is too. */
+static void send_put(emb_t *e, const char *key, const char *value) {
+  uint32_t stream = next_stream(e);
+  if (e->conn) e->last_put = stream;
+  send_pair(e, DYN__CP_PUT, stream, key, value, strlen(value));
 }
 
 static void send_string(emb_t *e, uint8_t type, uint32_t stream, const char *s) {
@@ -140,7 +149,9 @@ static void on_frame(dyn__conn_t *c, const dyn__frame_t *f) {
   switch (f->type) {
     case DYN__CP_EVENT: on_event(e, f); break;
     case DYN__CP_MSG: on_msg(e, f); break;
-    case DYN__CP_OK: break;
+    case DYN__CP_OK:
+      if (f->stream == e->last_put) e->last_put = 0;
+      break;
     case DYN__F_ERROR:
       dyn_log(DYN_LOG_WARN, "control plane refused operation %u: %.*s", f->stream,
               (int)(f->len < 200 ? f->len : 200), (const char *)f->payload);
@@ -190,11 +201,12 @@ static void connect_now(emb_t *e) {
   e->conn = dyn__conn_new(rt->loop, &rt->flusher, 1, rt->max_frame, on_frame,
                           on_close, e);
   if (!e->conn) return;
+  e->last_put = 0;
   uint8_t hello[DYN__HELLO_LEN];
   dyn__hello_encode(hello, DYN__ROLE_CLIENT, e->session);
   dyn__conn_send(e->conn, DYN__F_HELLO, 0, 0, hello, sizeof hello, NULL, 0);
   for (dyn__key_t *k = e->keys.head; k; k = k->next)
-    send_pair(e, DYN__CP_PUT, next_stream(e), k->key, k->value, strlen(k->value));
+    send_put(e, k->key, k->value);
   for (emb_watch_t *w = e->watches; w; w = w->next)
     send_string(e, DYN__CP_WATCH, w->stream, w->prefix);
   for (emb_sub_t *s = e->subs; s; s = s->next)
@@ -248,7 +260,7 @@ static int emb_put(void *st, const char *key, const char *value) {
   emb_t *e = st;
   if (strlen(key) > DYN__CP_KEY_MAX) return DYN_EINVAL;
   if (dyn__keyset_put(&e->keys, key, value)) return DYN_ENOMEM;
-  send_pair(e, DYN__CP_PUT, next_stream(e), key, value, strlen(value));
+  send_put(e, key, value);
   return DYN_OK;
 }
 
@@ -290,6 +302,13 @@ static void emb_unwatch(void *st, void *handle) {
 
 static uint64_t emb_session(void *st) { return ((emb_t *)st)->session; }
 
+/* Connected, and the control plane holds every key we put. A refused put
+ * (an error, not an OK) leaves it 0: that key is not registered. */
+static int emb_registered(void *st) {
+  emb_t *e = st;
+  return e->up && !e->last_put;
+}
+
 static void emb_close(void *st) {
   emb_t *e = st;
   e->closing = 1;
@@ -309,7 +328,8 @@ static void emb_close(void *st) {
 }
 
 const dyn__discovery_ops_t dyn__embedded_discovery = {
-    "embedded", emb_put, emb_del, emb_watch, emb_unwatch, emb_session, emb_close};
+    "embedded", emb_put, emb_del, emb_watch, emb_unwatch, emb_session, emb_close,
+    emb_registered};
 
 /* ---- events ops -------------------------------------------------------- */
 

@@ -720,8 +720,20 @@ void dyn__etcd_set_session_hook(void *state, dyn__etcd_session_fn fn, void *ud) 
   e->on_session_ud = ud;
 }
 
+/* The lease is held (granted, and a keepalive answered within its TTL)
+ * and no put waits in the queue: etcd has every key under a live lease. */
+static int etcd_registered(void *st) {
+  etcd_t *e = st;
+  if (!e->live || e->closing) return 0;
+  if (now_ms(e) - e->last_ok_ms >= (uint64_t)e->granted_ttl_s * 1000) return 0;
+  for (eop_t *op = e->ops; op; op = op->next)
+    if (op->value) return 0;
+  return 1;
+}
+
 const dyn__discovery_ops_t dyn__etcd_discovery = {
-    "etcd", etcd_put, etcd_del, etcd_watch, etcd_unwatch, etcd_session, etcd_close};
+    "etcd", etcd_put, etcd_del, etcd_watch, etcd_unwatch, etcd_session, etcd_close,
+    etcd_registered};
 
 /* ---- open -------------------------------------------------------------- */
 
