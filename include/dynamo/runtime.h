@@ -104,8 +104,17 @@ int dyn_runtime_shutdown(dyn_runtime_t *rt, int grace_ms);
  * grace period is over. */
 int dyn_runtime_drain(dyn_runtime_t *rt);
 
-/* Number of requests being served right now. */
+/* Number of requests being served right now, holds included. */
 size_t dyn_runtime_inflight(const dyn_runtime_t *rt);
+
+/* Work that is not a served request (an HTTP request a frontend relays to
+ * its dependencies, say) but should finish before the process goes: each
+ * hold counts as one request in flight until its release, so a shutdown
+ * drains it within the grace period like any request. */
+void dyn_runtime_hold(dyn_runtime_t *rt);
+void dyn_runtime_release(dyn_runtime_t *rt);
+/* Non-zero once dyn_runtime_drain (or a shutdown) began: take no new work. */
+int dyn_runtime_draining(const dyn_runtime_t *rt);
 
 /* The address callers use to reach this process ("host:port"); valid after
  * the first dyn_endpoint_serve(). */

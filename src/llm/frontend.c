@@ -56,6 +56,7 @@ typedef struct call {
   dyn_stream_t *stream; /* NULL once done */
   dyn__oai_kind_t kind;
   int streaming, started, finished;
+  int held; /* counted in the runtime's in-flight work (see shutdown) */
   char id[48];
   char finish_reason[16];
   dyn__oai_stream_t st; /* streaming: the chunks' common prefix */
@@ -105,6 +106,7 @@ static size_t live_workers(frontend_t *fe) {
 /* ---- one request: upstream stream -> HTTP ------------------------------ */
 
 static void call_free(call_t *c) {
+  if (c->held) dyn_runtime_release(dyn_service_runtime(c->fe->ctx));
   dyn__oai_stream_free(&c->st);
   dyn__buf_free(&c->text);
   dyn__buf_free(&c->out);
@@ -322,7 +324,10 @@ static void handle_generate(dyn_http_req_t *req, frontend_t *fe, dyn__oai_kind_t
   const char *why = NULL, *param = NULL;
   char msg[300];
   call_t *c = NULL;
-  if (dyn__oai_validate(request, kind, &info, &err)) {
+  if (dyn_runtime_draining(dyn_service_runtime(fe->ctx))) {
+    info.stream = 0;
+    status = 503, why = "the server is shutting down";
+  } else if (dyn__oai_validate(request, kind, &info, &err)) {
     status = err.status, why = err.message, param = err.param;
   } else if (fe->model && strcmp(info.model, fe->model)) {
     snprintf(msg, sizeof msg, "The model `%.200s` does not exist.", info.model);
@@ -345,6 +350,10 @@ static void handle_generate(dyn_http_req_t *req, frontend_t *fe, dyn__oai_kind_t
   }
   json_decref(request);
   dyn__series_add(fe->inflight, 1);
+  /* A shutdown waits for this answer (up to the grace period), as it does
+   * for the requests a worker serves: SIGTERM must not cut streams off. */
+  dyn_runtime_hold(dyn_service_runtime(fe->ctx));
+  c->held = 1;
   if (dyn_http_on_close(req, on_client_left, c) == DYN_ECLOSED) on_client_left(req, c);
 }
 
@@ -369,6 +378,10 @@ static void on_health(dyn_http_req_t *req, void *ud) {
   frontend_t *fe = ud;
   size_t n = live_workers(fe);
   const char *what = fe->workers ? fe->worker_path : "the Processor";
+  if (dyn_runtime_draining(dyn_service_runtime(fe->ctx))) {
+    respond_json(req, 503, json_pack("{s:s}", "status", "draining"));
+    return;
+  }
   if (n) {
     respond_json(req, 200, json_pack("{s:s, s:s, s:I}", "status", "healthy", "endpoint", what,
                                      "instances", (json_int_t)n));

@@ -172,6 +172,13 @@ void dyn_runtime_destroy(dyn_runtime_t *rt) {
 uint64_t dyn_runtime_instance_id(const dyn_runtime_t *rt) { return rt->session; }
 uv_loop_t *dyn_runtime_loop(dyn_runtime_t *rt) { return rt->loop; }
 size_t dyn_runtime_inflight(const dyn_runtime_t *rt) { return rt->inflight; }
+int dyn_runtime_draining(const dyn_runtime_t *rt) { return rt->draining; }
+
+void dyn_runtime_hold(dyn_runtime_t *rt) { rt->inflight++; }
+
+void dyn_runtime_release(dyn_runtime_t *rt) {
+  if (rt->inflight > 0 && --rt->inflight == 0 && rt->draining) dyn__drained(rt);
+}
 const char *dyn_runtime_address(const dyn_runtime_t *rt) { return rt->address; }
 
 /* Our uv_run calls go through here so that the runtime knows when it is

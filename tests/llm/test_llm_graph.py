@@ -12,6 +12,7 @@ import signal
 import socket
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -275,3 +276,40 @@ def test_stop_strings_cut_at_the_earliest_and_never_lose_text(graph):
     for stops in ([b, a], [a, b]):
         cut = complete(seed, stop=stops)
         assert cut.finish_reason == "stop" and cut.text == text[:i], (stops, cut.text, text)
+
+
+def test_sigterm_lets_streams_in_flight_finish(graph):
+    # A rolling restart: SIGTERM to `dynamo serve` while an answer streams.
+    # Every service drains (the Frontend counts the HTTP requests it relays
+    # as work in flight), so the answer completes within the grace period.
+    s = graph("agg", workers=1)
+    body = json.dumps({"model": "dynamo-sim", "stream": True, "max_tokens": 120,
+                       "ignore_eos": True, "messages": [{"role": "user", "content": "go on"}]})
+    sock = socket.create_connection(("127.0.0.1", s.port), timeout=20)
+    sock.sendall((f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                  f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+                  + body).encode())
+    got = b""
+    while got.count(b"data: ") < 3:
+        got += sock.recv(65536)
+    s.proc.send_signal(signal.SIGTERM)
+    # New requests are refused while draining.
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{s.port}/health", timeout=2)
+        except urllib.error.HTTPError as e:
+            assert e.code == 503 and b"draining" in e.read()
+            break
+        except OSError:
+            break
+        time.sleep(0.02)
+    while b"data: [DONE]" not in got:
+        chunk = sock.recv(65536)
+        assert chunk, f"the stream was cut off: {got[-300:]!r}"
+        got += chunk
+    events = [json.loads(line[6:]) for line in got.decode().split("\n")
+              if line.startswith("data: {")]
+    assert events[-1]["choices"][0]["finish_reason"] == "length"
+    assert sum(1 for e in events if e["choices"] and e["choices"][0]["delta"].get("content")) == 120
+    assert s.proc.wait(20) == 0

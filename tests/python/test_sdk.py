@@ -204,3 +204,36 @@ def test_get_endpoint_gives_the_raw_client(serve):
     s.wait_for("Top ready")
     assert call(s.sock, "knobs/Top/raw", 3, stream=True) == [0, 1, 2]
     s.stop()
+
+
+def test_sigterm_lets_api_streams_finish(serve):
+    # SIGTERM while an @api answer streams: the worker refuses new HTTP
+    # requests and lets the one in flight end before it exits.
+    import http.client
+    import socket as socket_mod
+    port = _free_port()
+    s = serve(f"{GRAPHS}/slow_api.py:Slow", f"--Slow.port={port}")
+    s.wait_for("Slow ready")
+    body = json.dumps({"n": 30})
+    sock = socket_mod.create_connection(("127.0.0.1", port), timeout=15)
+    sock.sendall((f"POST /count HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  f"Content-Length: {len(body)}\r\n\r\n{body}").encode())
+    got = b""
+    while b"data: 1" not in got:
+        got += sock.recv(4096)
+    s.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    late = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        late.request("POST", "/count", body=json.dumps({"n": 1}),
+                     headers={"Content-Type": "application/json"})
+        assert late.getresponse().status == 503
+    except (ConnectionError, socket_mod.timeout):
+        pass  # or the listener is already gone; either way no new work
+    while not got.endswith(b"0\r\n\r\n"):  # the chunked body's end
+        chunk = sock.recv(4096)
+        assert chunk, f"the stream was cut off: {got[-200:]!r}"
+        got += chunk
+    events = [int(line[6:]) for line in got.decode().split("\n") if line.startswith("data: ")]
+    assert events == list(range(30))
+    assert s.proc.wait(20) == 0

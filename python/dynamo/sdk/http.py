@@ -68,6 +68,8 @@ class ApiServer:
         self._loop = asyncio.get_running_loop()
         self._server = rt._core.http_server(host, port)
         self.port = self._server.port
+        self._tasks: set = set()
+        self._draining = False
         for spec in svc.apis.values():
             self._server.route(spec.method, spec.path, self._handler(spec))
         # libuv adds the listener to its epoll set on its next pass; until
@@ -78,7 +80,13 @@ class ApiServer:
         method = getattr(self._obj, spec.func.__name__)
 
         def on_request(req: Any) -> None:
+            if self._draining:
+                req.error(503, "the server is shutting down")
+                self._rt.kick()
+                return
             task = self._loop.create_task(self._serve(spec, method, req))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
             req.on_close = task.cancel
 
         return on_request
@@ -113,6 +121,15 @@ class ApiServer:
                 req.error(500, f"{type(e).__name__}: {e}")
         finally:
             self._rt.kick()
+
+    async def drain(self, deadline: float) -> None:
+        """Refuse new requests (503), let the ones in flight finish until
+        deadline (a loop.time()), then stop: a SIGTERM must not cut off the
+        streams being served."""
+        self._draining = True
+        while self._tasks and self._loop.time() < deadline:
+            await asyncio.wait(set(self._tasks), timeout=deadline - self._loop.time())
+        self.stop()
 
     def stop(self) -> None:
         self._server.stop()

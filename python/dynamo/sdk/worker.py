@@ -104,10 +104,15 @@ async def run(svc: DynamoService) -> int:
     await stop.wait()
     if health:
         health.state = "draining"
-    # Stop accepting, drain, then the user's shutdown hooks, then exit.
+    # Stop accepting, drain (endpoint requests and @api requests alike,
+    # within one grace period), then the user's shutdown hooks, then exit.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + GRACE_S * 0.5
+    rt._core.drain()
+    rt.kick()
     if http is not None:
-        http.stop()
-    cancelled = await rt.shutdown(int(GRACE_S * 1000 * 0.5))
+        await http.drain(deadline)
+    cancelled = await rt.shutdown(max(0, int((deadline - loop.time()) * 1000)))
     if cancelled:
         print(f"{svc.name}: {cancelled} request(s) cancelled at shutdown", file=sys.stderr, flush=True)
     for hook in svc.on_shutdown:

@@ -1,0 +1,14 @@
+"""An @api that streams slowly, for the shutdown-drains-HTTP test."""
+
+import asyncio
+
+from dynamo.sdk import api, service
+
+
+@service(dynamo={"namespace": "slow"})
+class Slow:
+    @api()
+    async def count(self, n: int):
+        for i in range(n):
+            await asyncio.sleep(0.05)
+            yield i
