@@ -131,8 +131,10 @@ static void hash_str(hash_t *h, const char *s) { hash_add(h, s, strlen(s) + 1); 
 
 typedef struct copier {
   hash_t *hash;
-  dev_t skip_dev;
+  dev_t skip_dev;  /* the output directory */
   ino_t skip_ino;
+  dev_t stage_dev; /* and the staging directory in it */
+  ino_t stage_ino;
   size_t nfiles;
   char *err;
   size_t errlen;
@@ -149,6 +151,38 @@ static int excluded(const char *name, int is_dir) {
   }
   size_t n = strlen(name);
   return (n > 4 && (!strcmp(name + n - 4, ".pyc") || !strcmp(name + n - 4, ".pyo")));
+}
+
+static int exists(const char *dir, const char *name, const char *suffix) {
+  char p[PATH_MAX];
+  if (snprintf(p, sizeof p, "%s/%s%s", dir, name, suffix) >= (int)sizeof p) return 0;
+  return access(p, F_OK) == 0;
+}
+
+/* What earlier builds left among the sources, when -o named the graph's
+ * own directory or one inside it: an artifact (NAME-VERSION/ with a
+ * dynamo.yaml beside NAME-VERSION.tar.gz), that archive, a directory
+ * holding such a pair (an output directory under any name), and the
+ * staging directories (.NAME-build-XXXXXX) of builds in progress. None of
+ * it is source, and packing it would nest every build in the next. */
+static int is_build_output(const char *parent, const char *name, int is_dir) {
+  char stem[NAME_MAX + 1], dir[PATH_MAX];
+  size_t n = strlen(name);
+  if (!is_dir) {
+    if (n <= 7 || strcmp(name + n - 7, ".tar.gz") || n - 7 > NAME_MAX) return 0;
+    memcpy(stem, name, n - 7);
+    stem[n - 7] = 0;
+    return exists(parent, stem, "/dynamo.yaml");
+  }
+  if (name[0] == '.' && n > 14 && !strncmp(name + n - 13, "-build-", 7)) return 1;
+  if (exists(parent, name, "/dynamo.yaml") && exists(parent, name, ".tar.gz")) return 1;
+  if (snprintf(dir, sizeof dir, "%s/%s", parent, name) >= (int)sizeof dir) return 0;
+  DIR *d = opendir(dir);
+  int found = 0;
+  for (struct dirent *e; d && !found && (e = readdir(d));)
+    found = is_build_output(dir, e->d_name, 0);
+  if (d) closedir(d);
+  return found;
 }
 
 static int copy_file(copier_t *c, const char *from, const char *to, const char *rel,
@@ -205,14 +239,16 @@ static int copy_tree(copier_t *c, const char *from, const char *to, const char *
       rc = dyn__fail(c->err, c->errlen, DYN_ESYS, "cannot stat %s: %s", f, strerror(errno));
     if (!rc) {
       if (S_ISDIR(st.st_mode)) {
-        if (!excluded(name, 1) && !(st.st_dev == c->skip_dev && st.st_ino == c->skip_ino)) {
+        if (!excluded(name, 1) && !(st.st_dev == c->skip_dev && st.st_ino == c->skip_ino) &&
+            !(st.st_dev == c->stage_dev && st.st_ino == c->stage_ino) &&
+            !is_build_output(from, name, 1)) {
           if (mkdir(t, 0755))
             rc = dyn__fail(c->err, c->errlen, DYN_ESYS, "cannot create %s: %s", t, strerror(errno));
           else
             rc = copy_tree(c, f, t, r);
         }
       } else if (S_ISREG(st.st_mode)) {
-        if (!excluded(name, 0)) rc = copy_file(c, f, t, r, &st);
+        if (!excluded(name, 0) && !is_build_output(from, name, 0)) rc = copy_file(c, f, t, r, &st);
       } else if (S_ISLNK(st.st_mode)) {
         /* A link's target is not ours to pack, and following one could
          * drag in a whole tree; say so rather than guess. */
@@ -528,6 +564,14 @@ int dyn__artifact_build(const dyn__build_in_t *in, dyn__build_out_t *out, char *
   hash_init(&hash);
   copier_t c = {.hash = &hash, .skip_dev = ost.st_dev, .skip_ino = ost.st_ino, .err = err,
                 .errlen = errlen};
+  struct stat sst;
+  if (stat(stage, &sst)) {
+    rc = dyn__fail(err, errlen, DYN_ESYS, "cannot stat %s: %s", stage, strerror(errno));
+    dyn__rmtree(stage);
+    return rc;
+  }
+  c.stage_dev = sst.st_dev;
+  c.stage_ino = sst.st_ino;
   rc = stage_sources(&src, stage, &c);
   json_t *m = manifest(in, out->name, src.rel_target);
   if (!rc) {

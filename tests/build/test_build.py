@@ -109,6 +109,27 @@ def test_a_linked_graph_file_is_refused_clearly(tmp_path):
     assert r.returncode != 0 and "symbolic link" in r.stderr and "hello_world.py" in r.stderr
 
 
+def test_output_in_the_graph_directory_is_not_packed(hello_src, tmp_path):
+    # -o naming the graph's own directory: the build must not pack its
+    # staging directory (it used to copy itself until "path too long"), nor
+    # what earlier builds left there, nor an earlier output directory
+    # under any name; the version stays that of the sources alone.
+    target = f"{hello_src}/hello_world.py:Frontend"
+    cfg = hello_src / "config.yaml"
+    _, ref = build(target, "-f", cfg, "-o", tmp_path / "ref")
+    _, first = build(target, "-f", cfg, "-o", hello_src)
+    _, again = build(target, "-f", cfg, "-o", hello_src)
+    _, inner = build(target, "-f", cfg, "-o", hello_src / "old-output")
+    _, other = build(target, "-f", cfg, "-o", tmp_path / "other")
+    name = os.path.basename(ref)
+    for tgz in (first, again, inner, other):
+        assert os.path.basename(tgz) == name
+        with tarfile.open(tgz) as t:
+            src = sorted(n.split("/src/", 1)[1] for n in t.getnames() if "/src/" in n)
+        assert src == ["config.yaml", "hello_world.py", "run.sh"], (tgz, src)
+    assert open(other, "rb").read() == open(ref, "rb").read()
+
+
 def test_two_builds_give_identical_archives(hello_src, tmp_path):
     target = f"{hello_src}/hello_world.py:Frontend"
     cfg = hello_src / "config.yaml"
