@@ -333,6 +333,39 @@ static void test_wait_after_dead(void) {
   dyn_runtime_destroy(rt2);
 }
 
+/* A failure found while dyn_client_generate dispatches (the only instance
+ * has an address nothing can connect to) reaches on_done from the loop, not
+ * inside the call: callers set up their state after it returns. */
+static void test_failure_is_never_reported_inside_generate(void) {
+  dyn_runtime_t *rt2 = h_runtime(NULL);
+  REQUIRE(rt2);
+  CHECK_STATUS(dyn_discovery_put(rt2, "instances/failover-sync/echo/generate:5e",
+                                 "{\"address\":\"no-such-host\",\"instance_id\":\"94\"}"),
+               DYN_OK);
+  dyn_endpoint_t *ep;
+  REQUIRE(dyn_runtime_endpoint(rt, "failover-sync/echo/generate", &ep) == DYN_OK);
+  dyn_client_t *cs;
+  REQUIRE(dyn_endpoint_client(ep, &cs) == DYN_OK);
+  CHECK(PUMP_UNTIL(dyn_client_instances(cs, NULL, 0) == 1, 3000, rt, rt2));
+  h_call_t hc;
+  dyn_stream_t *s = NULL;
+  CHECK_STATUS(h_call_start(cs, DYN_ROUTE_RANDOM, 0, "x", &hc, &s), DYN_OK);
+  CHECK(s != NULL);
+  CHECK_EQ_INT(hc.done, 0); /* not yet: the caller still holds s */
+  CHECK(PUMP_UNTIL(hc.done, 2000, rt));
+  CHECK_STATUS(hc.status, DYN_ECONNECT);
+  /* And a cancel before the loop reports it ends the stream just once. */
+  CHECK_STATUS(h_call_start(cs, DYN_ROUTE_RANDOM, 0, "y", &hc, &s), DYN_OK);
+  CHECK_EQ_INT(hc.done, 0);
+  dyn_stream_cancel(s);
+  CHECK_EQ_INT(hc.done, 1);
+  CHECK_STATUS(hc.status, DYN_ECANCELED);
+  PUMP_FOR(50, rt);
+  CHECK_EQ_INT(hc.done, 1);
+  dyn_client_free(cs);
+  dyn_runtime_destroy(rt2);
+}
+
 int main(void) {
   h_init("failover");
   REQUIRE(h_start_control() > 0);
@@ -351,6 +384,7 @@ int main(void) {
   test_reset_then_large();
   test_done_ends_siblings();
   test_wait_after_dead();
+  test_failure_is_never_reported_inside_generate();
 
   dyn_client_free(c);
   dyn_runtime_destroy(rt);

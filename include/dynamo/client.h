@@ -68,7 +68,8 @@ typedef struct dyn_call_options {
  * DYN_OK *out (if not NULL) names the stream until on_done. Failures known
  * at once (bad arguments, a message over the maximum frame size, no live
  * instance while the client does not wait) return an error and call
- * nothing; all later ones arrive through on_done. */
+ * nothing; all later ones arrive through on_done, which never runs inside
+ * this call (an end found while dispatching is reported from the loop). */
 int dyn_client_generate(dyn_client_t *c, const dyn_call_options_t *opt,
                         const void *body, size_t len,
                         const dyn_stream_callbacks_t *cb, void *ud,

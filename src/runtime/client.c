@@ -62,6 +62,12 @@ struct dyn_stream {
   int ntried;
   uv_timer_t *timer;
   void **drain_ref; /* its entry in a dying peer's list (on_peer_close) */
+  /* Inside dyn_client_generate: an end found there (no instance, no
+   * memory) is held and reported from the loop, because the caller does
+   * not know the stream yet (client.h: failures arrive through on_done). */
+  int in_generate;
+  int deferred_status; /* non-zero: finish with it when the timer fires */
+  char *deferred_msg;
 };
 
 struct dyn_client {
@@ -87,8 +93,17 @@ static void retry_elsewhere(dyn_stream_t *s, const char *why);
 
 static void free_timer(uv_handle_t *h) { free(h); }
 
+static int arm_timer(dyn_stream_t *s, uint64_t ms);
+
 static void finish(dyn_stream_t *s, int status, const char *msg) {
   if (s->state == S_DONE) return;
+  if (s->in_generate && !s->deferred_status) {
+    s->deferred_status = status;
+    s->deferred_msg = strdup(msg ? msg : dyn_strerror(status));
+    if (!arm_timer(s, 0)) return;
+    /* No timer: finish now after all; the caller's stream pointer is then
+     * dead on return, which only happens when memory ran out. */
+  }
   s->state = S_DONE;
   if (s->drain_ref) *s->drain_ref = NULL; /* on_peer_close skips it */
   if (s->peer && s->sid) dyn__idmap_del(&s->peer->streams, s->sid);
@@ -99,6 +114,7 @@ static void finish(dyn_stream_t *s, int status, const char *msg) {
   if (s->timer) uv_close((uv_handle_t *)s->timer, free_timer);
   if (s->cb.on_done) s->cb.on_done(s, status, msg ? msg : dyn_strerror(status), s->ud);
   free(s->body);
+  free(s->deferred_msg);
   free(s);
 }
 
@@ -352,6 +368,11 @@ static const inst_t *pick(dyn_client_t *c, dyn_stream_t *s) {
 static void on_timer(uv_timer_t *t) {
   dyn_stream_t *s = t->data;
   char msg[300];
+  if (s->deferred_status) {
+    snprintf(msg, sizeof msg, "%s", s->deferred_msg ? s->deferred_msg : "");
+    finish(s, s->deferred_status, msg);
+    return;
+  }
   uint64_t waited = uv_now(s->c->rt->loop) - s->started;
   /* A pending stream's timer is its wait or its deadline, whichever ends
    * first (wait_for_instance). */
@@ -516,7 +537,9 @@ int dyn_client_generate(dyn_client_t *c, const dyn_call_options_t *opt, const vo
   if (c->open) c->open->prev = s;
   c->open = s;
   if (out) *out = s;
+  s->in_generate = 1;
   dispatch(s, body, len);
+  s->in_generate = 0;
   return DYN_OK;
 }
 
@@ -525,13 +548,15 @@ int dyn_client_generate(dyn_client_t *c, const dyn_call_options_t *opt, const vo
 static void retry_pending(dyn_client_t *c) {
   /* Collect first: dispatch may finish streams and change the list. */
   size_t n = 0;
-  for (dyn_stream_t *s = c->open; s; s = s->next) n += s->state == S_PENDING && !s->peer;
+  /* A stream whose failure is only waiting to be reported stays failed. */
+  for (dyn_stream_t *s = c->open; s; s = s->next)
+    n += s->state == S_PENDING && !s->peer && !s->deferred_status;
   if (!n) return;
   dyn_stream_t **v = malloc(n * sizeof *v);
   if (!v) return;
   size_t k = 0;
   for (dyn_stream_t *s = c->open; s && k < n; s = s->next)
-    if (s->state == S_PENDING && !s->peer) v[k++] = s;
+    if (s->state == S_PENDING && !s->peer && !s->deferred_status) v[k++] = s;
   for (size_t i = 0; i < k; i++) {
     if (v[i]->timer) uv_timer_stop(v[i]->timer);
     dispatch(v[i], v[i]->body, v[i]->body_len);
