@@ -661,6 +661,7 @@ int dyn__cmd_serve(int argc, char **argv) {
     /* A built artifact: its manifest names the graph inside it, and its
      * config.yaml is the config it was built with. */
     char aerr[2048];
+    dyn__artifact_guard_signals(); /* until the supervisor's handlers take over */
     if (dyn__artifact_open(sv.target, &sv.artifact, aerr, sizeof aerr)) {
       fprintf(stderr, "dynamo serve: %s\n", aerr);
       free(sv.overrides);

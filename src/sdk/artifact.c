@@ -24,6 +24,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <signal.h>
 #include <libgen.h>
 #include <limits.h>
 #include <stdint.h>
@@ -31,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "dynamo/status.h"
@@ -684,6 +686,93 @@ static int check_manifest(dyn__artifact_t *a, const char *path, char *err, size_
   return DYN_OK;
 }
 
+/* ---- a temporary directory a signal must not leave behind -------------
+ * `dynamo serve X.tar.gz` unpacks X before its supervisor handles SIGTERM
+ * and SIGINT; a signal in between would end the process with the
+ * directory left in $TMPDIR. Until the supervisor takes the signals over,
+ * a handler removes it and then lets the signal kill the process as it
+ * would have. Only async-signal-safe calls from here to the handler:
+ * openat, getdents64, fstatat, unlinkat, no malloc, no stdio. */
+
+static char g_unpacked[PATH_MAX];
+static volatile sig_atomic_t g_unpacked_set;
+
+struct dirent64_raw { /* what getdents64 writes */
+  uint64_t ino;
+  int64_t off;
+  unsigned short reclen;
+  unsigned char type;
+  char name[];
+};
+
+/* Empties the directory open at fd. Passes repeat, since removing entries
+ * while reading may make the kernel skip some. */
+static void clear_dir(int fd, int depth) {
+  _Alignas(8) char buf[2048];
+  if (depth > 64) return;
+  for (int pass = 0; pass < 8; pass++) {
+    int removed = 0;
+    long n;
+    lseek(fd, 0, SEEK_SET);
+    while ((n = syscall(SYS_getdents64, fd, buf, sizeof buf)) > 0) {
+      for (long off = 0; off < n;) {
+        struct dirent64_raw *d = (struct dirent64_raw *)(void *)(buf + off);
+        off += d->reclen;
+        if (!strcmp(d->name, ".") || !strcmp(d->name, "..")) continue;
+        struct stat st;
+        if (fstatat(fd, d->name, &st, AT_SYMLINK_NOFOLLOW)) continue;
+        if (S_ISDIR(st.st_mode)) {
+          int sub = openat(fd, d->name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+          if (sub >= 0) {
+            clear_dir(sub, depth + 1);
+            close(sub);
+          }
+          removed += !unlinkat(fd, d->name, AT_REMOVEDIR);
+        } else {
+          removed += !unlinkat(fd, d->name, 0);
+        }
+      }
+    }
+    if (!removed) break;
+  }
+}
+
+static void on_stop_signal(int sig) {
+  if (g_unpacked_set) {
+    int fd = open(g_unpacked, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd >= 0) {
+      clear_dir(fd, 0);
+      close(fd);
+    }
+    rmdir(g_unpacked);
+  }
+  /* Blocked while we run, so it lands once we return: the default action,
+   * the exit status the sender expects. */
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
+void dyn__artifact_guard_signals(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaddset(&sa.sa_mask, SIGTERM);
+  sigaddset(&sa.sa_mask, SIGINT);
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGINT, &sa, NULL);
+}
+
+static void unpacked_set(const char *dir) {
+  g_unpacked_set = 0;
+  if (dir && strlen(dir) < sizeof g_unpacked) {
+    memcpy(g_unpacked, dir, strlen(dir) + 1);
+    g_unpacked_set = 1;
+  }
+}
+
+/* ---- opening, continued ---------------------------------------------- */
+
 int dyn__artifact_open(const char *path, dyn__artifact_t *a, char *err, size_t errlen) {
   memset(a, 0, sizeof *a);
   char root[PATH_MAX], real[PATH_MAX];
@@ -710,6 +799,7 @@ int dyn__artifact_open(const char *path, dyn__artifact_t *a, char *err, size_t e
       a->tmpdir = NULL;
       return rc;
     }
+    unpacked_set(a->tmpdir);
     if ((rc = dyn__tarball_extract(real, a->tmpdir, err, errlen))) goto fail;
     if (unpacked_root(a->tmpdir, root, sizeof root)) {
       rc = dyn__fail(err, errlen, DYN_EINVAL,
@@ -741,6 +831,7 @@ fail:
 
 void dyn__artifact_close(dyn__artifact_t *a) {
   if (a->tmpdir) {
+    unpacked_set(NULL);
     dyn__rmtree(a->tmpdir);
     free(a->tmpdir);
   }

@@ -62,6 +62,12 @@ int dyn__artifact_is(const char *path);
 int dyn__artifact_open(const char *path, dyn__artifact_t *out, char *err, size_t errlen);
 void dyn__artifact_close(dyn__artifact_t *a);
 
+/* From now until something else handles SIGTERM and SIGINT (the
+ * supervisor's loop does), either signal removes the directory a .tar.gz
+ * is being or was unpacked into, then ends the process as it would have.
+ * For the startup of `dynamo serve ARTIFACT`. */
+void dyn__artifact_guard_signals(void);
+
 /* rm -rf, not following symbolic links. */
 int dyn__rmtree(const char *path);
 

@@ -273,6 +273,49 @@ static void test_open_checks_the_manifest(void) {
   unsetenv("TMPDIR");
 }
 
+/* A signal while `dynamo serve X.tar.gz` starts: the handler empties and
+ * removes the unpacked directory (nested, with signal-safe calls only),
+ * then the signal ends the process as it would have. */
+static void test_signal_removes_the_unpacked_directory(void) {
+  char dir[256], p[512], tmp[256], tgz[256], err[512];
+  snprintf(dir, sizeof dir, "%s/sigart", h_dir);
+  mkdir(dir, 0700);
+  snprintf(p, sizeof p, "%s/dynamo.yaml", dir);
+  write_file(p, "name: x\nversion: \"1\"\ntarget: g.py:X\nservices: [{name: X}]\n", 0644);
+  snprintf(p, sizeof p, "%s/src", dir);
+  make_tree(p);
+  snprintf(p, sizeof p, "%s/src/b/deeper", dir);
+  mkdir(p, 0700);
+  snprintf(p, sizeof p, "%s/src/b/deeper/x.txt", dir);
+  write_file(p, "x\n", 0644);
+  snprintf(tgz, sizeof tgz, "%s/sigart.tar.gz", h_dir);
+  REQUIRE(dyn__tarball_write(dir, "x-1", tgz, 0, err, sizeof err) == DYN_OK);
+  snprintf(tmp, sizeof tmp, "%s/sigtmp", h_dir);
+  mkdir(tmp, 0700);
+  int sigs[] = {SIGTERM, SIGINT};
+  for (int i = 0; i < 2; i++) {
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      dyn__artifact_t a;
+      setenv("TMPDIR", tmp, 1);
+      dyn__artifact_guard_signals();
+      if (dyn__artifact_open(tgz, &a, err, sizeof err)) _exit(3);
+      if (access(a.root, F_OK)) _exit(4);
+      raise(sigs[i]);
+      _exit(5); /* not reached: the signal ends us */
+    }
+    int status = 0;
+    REQUIRE(waitpid(pid, &status, 0) == pid);
+    CHECK_MSG(WIFSIGNALED(status) && WTERMSIG(status) == sigs[i], "status %#x", status);
+    DIR *d = opendir(tmp);
+    int left = 0;
+    for (struct dirent *e; d && (e = readdir(d));) left += e->d_name[0] != '.';
+    if (d) closedir(d);
+    CHECK_EQ_INT(left, 0);
+  }
+}
+
 /* ---- Kubernetes objects ------------------------------------------------- */
 
 static json_t *find_kind(json_t *docs, const char *kind, int nth) {
@@ -444,6 +487,7 @@ int main(void) {
   test_reproducible_archive();
   test_unsafe_archives_are_refused();
   test_open_checks_the_manifest();
+  test_signal_removes_the_unpacked_directory();
   test_k8s_objects();
   test_k8s_names_never_collide();
   TEST_END();

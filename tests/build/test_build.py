@@ -6,13 +6,17 @@ import http.client
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import tarfile
 import time
 
 import pytest
 import yaml
 
-from conftest import C_HELLO, GRAPHS, HELLO, ROOT, descendants, dynamo, env_for_tests, free_port
+from conftest import (C_HELLO, DYN_BIN, GRAPHS, HELLO, ROOT, descendants, dynamo, env_for_tests,
+                      free_port)
 
 
 def build(*args, env=None, cwd=None):
@@ -201,6 +205,41 @@ def test_serve_artifact_answers_hello_world(serve, hello_src, tmp_path, form):
                                                    open(f"/proc/{p}/stat").read().split()[2] != "Z"
                                                    for p in workers)
     assert not [p for p in os.listdir(unpack) if p.startswith("dynamo-artifact-")]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_during_startup_leaves_no_unpacked_directory(hello_src, tmp_path, sig):
+    # Between unpacking the .tar.gz and the supervisor's own handlers,
+    # serve resolves the graph (a Python process, slowed down here): a
+    # signal then must still remove $TMPDIR/dynamo-artifact-XXXXXX, and end
+    # serve as the signal would have.
+    _, tgz = build(f"{hello_src}/hello_world.py:Frontend", "-f", hello_src / "config.yaml",
+                   "-o", tmp_path / "out")
+    unpack = tmp_path / "tmp"
+    unpack.mkdir()
+    slow = tmp_path / "slow-python"
+    slow.write_text(f'#!/bin/sh\nsleep 3\nexec "{sys.executable}" "$@"\n')
+    slow.chmod(0o755)
+    p = subprocess.Popen([DYN_BIN, "serve", tgz, "--dry-run"], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True,
+                         env=env_for_tests(TMPDIR=unpack, DYN_PYTHON=slow))
+    try:
+        deadline = time.time() + 10
+        while time.time() < deadline and not list(unpack.glob("dynamo-artifact-*/*/dynamo.yaml")):
+            time.sleep(0.01)
+        assert list(unpack.glob("dynamo-artifact-*/*/dynamo.yaml")), "never unpacked"
+        time.sleep(0.3)  # into the graph's resolution
+        assert p.poll() is None
+        p.send_signal(sig)
+        assert p.wait(10) == -sig
+        assert list(unpack.iterdir()) == []
+    finally:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)  # the slowed resolver, if still asleep
+        except ProcessLookupError:
+            pass
+        if p.poll() is None:
+            p.wait(5)
 
 
 def test_serve_refuses_a_broken_archive(tmp_path):
