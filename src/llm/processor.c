@@ -50,6 +50,7 @@ typedef struct processor {
   uint32_t stop_ids[MAX_STOP]; /* the template's end-of-turn tokens and EOS */
   size_t n_stop_ids;
   long long context_length, default_max_tokens;
+  size_t max_token_bytes; /* the longest token's text, in bytes */
   dyn_route_t route;
   dyn_client_t *router, *worker;
 } processor_t;
@@ -316,14 +317,31 @@ static void generate(dyn_request_t *req, const void *body, size_t len, void *ud)
     dyn_request_fail(req, "400 the Processor takes {\"kind\": \"chat\"|\"completion\", \"request\": {...}}");
     return;
   }
-  char *text = prompt_text(p, kind, request, &why);
-  dyn_tokens_t ids = {0};
-  if (text && dyn_tokenizer_encode(p->tk, text, strlen(text), &ids))
-    why = "400 the prompt is not valid UTF-8";
-  free(text);
   json_t *mt = json_object_get(request, "max_completion_tokens");
   if (!json_is_integer(mt)) mt = json_object_get(request, "max_tokens");
   long long max_tokens = json_is_integer(mt) ? json_integer_value(mt) : p->default_max_tokens;
+  if (max_tokens < 1) {
+    why = "400 max_tokens must be at least 1";
+  } else if (max_tokens > p->context_length) {
+    snprintf(msg, sizeof msg,
+             "400 This model's maximum context length is %lld tokens. However, you requested "
+             "%lld tokens in the completion alone.", p->context_length, max_tokens);
+    why = msg;
+  }
+  char *text = why ? NULL : prompt_text(p, kind, request, &why);
+  dyn_tokens_t ids = {0};
+  /* No token is longer than the longest in the vocabulary, so a prompt of
+   * more bytes than that many tokens can hold is refused before the
+   * tokenizer spends (loop) time on it: every request shares this loop. */
+  if (text && strlen(text) > (size_t)p->context_length * p->max_token_bytes) {
+    snprintf(msg, sizeof msg,
+             "400 This model's maximum context length is %lld tokens; the prompt is %zu bytes, "
+             "more than that many tokens can hold.", p->context_length, strlen(text));
+    why = msg;
+  } else if (text && dyn_tokenizer_encode(p->tk, text, strlen(text), &ids)) {
+    why = "400 the prompt is not valid UTF-8";
+  }
+  free(text);
   if (!why && (long long)ids.len + max_tokens > p->context_length) {
     snprintf(msg, sizeof msg,
              "400 This model's maximum context length is %lld tokens. However, you requested "
@@ -431,6 +449,13 @@ static int processor_start(dyn_service_ctx_t *ctx) {
   }
   p->n_stop_ids = dyn_chat_stop_ids(p->family, p->tk, p->stop_ids, MAX_STOP);
   if (p->n_stop_ids > MAX_STOP) p->n_stop_ids = MAX_STOP;
+  for (uint32_t id = 0, n = dyn_tokenizer_vocab_size(p->tk); id < n; id++) {
+    size_t len = 0;
+    /* The byte-level form is at least as long as the bytes it stands for. */
+    if (dyn_tokenizer_token_str(p->tk, id, &len) && len > p->max_token_bytes)
+      p->max_token_bytes = len;
+  }
+  if (p->max_token_bytes == 0) p->max_token_bytes = 1;
   p->context_length = dyn__llm_config_int(ctx, "context-length", 8192);
   p->default_max_tokens = dyn__llm_config_int(ctx, "max-tokens", 256);
   const char *route = dyn__llm_config_string(ctx, "route", "round-robin");

@@ -146,8 +146,11 @@ static void generate(dyn_request_t *req, const void *body, size_t len, void *ud)
   dyn_engine_request_t r = {
       .prompt = toks,
       .n_prompt = n,
-      .max_tokens = json_is_integer(mt) && json_integer_value(mt) > 0
-                        ? (uint32_t)json_integer_value(mt) : 16,
+      /* Absent: 16. Out of range: 0, which submit refuses with a reason. */
+      .max_tokens = !mt ? 16
+                    : json_is_integer(mt) && json_integer_value(mt) > 0 &&
+                              json_integer_value(mt) <= (json_int_t)UINT32_MAX
+                        ? (uint32_t)json_integer_value(mt) : 0,
       .ignore_eos = json_is_true(json_object_get(in, "ignore_eos")),
       .temperature = json_is_number(temp) ? (float)json_number_value(temp) : 1.0f,
       .has_seed = json_is_integer(seed),

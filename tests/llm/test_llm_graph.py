@@ -313,3 +313,17 @@ def test_sigterm_lets_streams_in_flight_finish(graph):
     assert events[-1]["choices"][0]["finish_reason"] == "length"
     assert sum(1 for e in events if e["choices"] and e["choices"][0]["delta"].get("content")) == 120
     assert s.proc.wait(20) == 0
+
+
+def test_oversized_prompt_is_refused_before_tokenizing(graph):
+    # A prompt longer than the context could hold even in the longest
+    # tokens is refused at once, without holding the Processor's loop.
+    s = graph("agg", "--Processor.context-length=64", workers=1)
+    with pytest.raises(openai.BadRequestError) as e:
+        s.client.completions.create(model="dynamo-sim", prompt="x" * 200_000, max_tokens=4)
+    assert "bytes" in str(e.value)
+    with pytest.raises(openai.BadRequestError) as e:
+        s.client.completions.create(model="dynamo-sim", prompt="hi", max_tokens=100)
+    assert "maximum context length" in str(e.value)
+    assert s.client.completions.create(model="dynamo-sim", prompt="hi",
+                                       max_tokens=4).usage.completion_tokens == 4
