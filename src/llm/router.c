@@ -20,6 +20,7 @@
  *   block-size (16), mode: kv | round-robin | random (kv),
  *   overlap-weight (1.0), usage-weight (1.0), waiting-weight (1.0),
  *   temperature (0), seed (0), kv-seed (DYN_KV_DEFAULT_SEED),
+ *   prediction-ttl-ms (10000: see predict_stored),
  *   worker: the engine component's name (Worker).
  */
 #include <stdio.h>
@@ -32,6 +33,7 @@
 #include "dynamo/llm/kv.h"
 #include "dynamo/service.h"
 #include "dynamo/status.h"
+#include "llm/kv_predict.h"
 #include "llm/llm_common.h"
 #include "llm/services.h"
 
@@ -50,6 +52,9 @@ typedef struct router {
   size_t n_loads;
   dyn_kv_match_t *matches; /* scratch for find_matches */
   uint64_t dropped_batches;
+  dyn__kv_predict_t *guesses; /* blocks indexed before their worker said so */
+  uint64_t guess_ttl_ms;
+  uv_timer_t guess_timer;
 } router_t;
 
 static int parse_mode(const char *s, dyn_kv_route_mode_t *mode) {
@@ -73,6 +78,7 @@ static int apply_one(void *ud, uint64_t worker_id, const dyn_kv_event_t *ev) {
   /* Events of a worker that is not (or no longer) live would resurrect its
    * blocks after its removal; only live workers are indexed. */
   if (!load_of(r, worker_id)) return DYN_OK;
+  if (ev->kind == DYN_KV_STORED) dyn__kv_predict_confirm(r->guesses, worker_id, ev->blocks, ev->n_blocks);
   dyn_kv_indexer_apply(r->index, worker_id, ev); /* drops are counted inside */
   return DYN_OK;
 }
@@ -138,18 +144,33 @@ static void on_instances(dyn_client_t *c, void *ud) {
  * them, but its events say so only then. Until they come, requests sharing
  * the prefix would see no overlap anywhere and be spread over every worker,
  * each computing (and caching) the same prefix. So the index takes the
- * blocks as stored by the chosen worker now; the engine's own STORED is
- * then a no-op, and if the engine evicts them (or never stores them) its
- * REMOVED, or the worker's departure, takes them out again. */
+ * blocks as stored by the chosen worker now, and the blocks it did not
+ * hold are remembered as guesses (kv_predict.h): the engine's own STORED
+ * confirms them; one still unconfirmed after prediction-ttl-ms (the request
+ * was cancelled or refused before its prefill) is removed again. */
 static void predict_stored(router_t *r, uint64_t worker, const dyn_kv_hash_t *local,
-                           const dyn_kv_hash_t *seq, size_t nb) {
-  if (nb == 0) return;
+                           const dyn_kv_hash_t *seq, size_t nb, size_t overlap) {
+  if (nb == 0 || overlap >= nb) return;
   dyn_kv_block_t *blocks = malloc(nb * sizeof *blocks);
   if (!blocks) return;
   for (size_t i = 0; i < nb; i++) blocks[i] = (dyn_kv_block_t){seq[i], local[i]};
   dyn_kv_event_t ev = {.kind = DYN_KV_STORED, .blocks = blocks, .n_blocks = nb};
-  dyn_kv_indexer_apply(r->index, worker, &ev);
+  if (dyn_kv_indexer_apply(r->index, worker, &ev) == DYN_OK)
+    dyn__kv_predict_add(r->guesses, worker, seq + overlap, nb - overlap,
+                        uv_now(dyn_runtime_loop(dyn_service_runtime(r->ctx))) + r->guess_ttl_ms);
   free(blocks);
+}
+
+static void forget_guess(void *ud, uint64_t worker, dyn_kv_hash_t seq) {
+  router_t *r = ud;
+  dyn_kv_event_t ev = {.kind = DYN_KV_REMOVED, .removed = &seq, .n_removed = 1};
+  dyn_kv_indexer_apply(r->index, worker, &ev);
+}
+
+static void on_guess_timer(uv_timer_t *t) {
+  router_t *r = t->data;
+  size_t n = dyn__kv_predict_expire(r->guesses, uv_now(t->loop), forget_guess, r);
+  if (n) fprintf(stderr, "Router: %zu predicted block(s) never stored; out of the index\n", n);
 }
 
 static void route(dyn_request_t *req, const void *body, size_t len, void *ud) {
@@ -190,7 +211,7 @@ static void route(dyn_request_t *req, const void *body, size_t len, void *ud) {
                                                 : dyn_strerror(rc));
     return;
   }
-  if (r->opts.mode == DYN_KV_ROUTE_KV) predict_stored(r, chosen, local, seq, nb);
+  if (r->opts.mode == DYN_KV_ROUTE_KV) predict_stored(r, chosen, local, seq, nb, overlap);
   free(local);
   free(seq);
   dyn_kv_worker_load_t *l = load_of(r, chosen);
@@ -234,8 +255,18 @@ static int router_start(dyn_service_ctx_t *ctx) {
   dyn_kv_select_state_init(&r->state, (uint64_t)dyn__llm_config_int(ctx, "seed", 0));
   const char *worker = dyn__llm_config_string(ctx, "worker", "Worker");
   const char *ns = dyn_service_def(ctx)->namespace_ ? dyn_service_def(ctx)->namespace_ : "dynamo";
+  r->guess_ttl_ms = (uint64_t)dyn__llm_config_int(ctx, "prediction-ttl-ms", 10000);
   r->matches = calloc(MAX_WORKERS, sizeof *r->matches);
   int rc = r->matches ? dyn_kv_indexer_create(&r->index) : DYN_ENOMEM;
+  if (!rc) rc = dyn__kv_predict_create(&r->guesses);
+  if (!rc) {
+    uv_loop_t *loop = dyn_runtime_loop(dyn_service_runtime(ctx));
+    uv_timer_init(loop, &r->guess_timer);
+    r->guess_timer.data = r;
+    uint64_t every = r->guess_ttl_ms / 4 ? r->guess_ttl_ms / 4 : 1;
+    uv_timer_start(&r->guess_timer, on_guess_timer, every, every);
+    uv_unref((uv_handle_t *)&r->guess_timer); /* never keeps a drained loop alive */
+  }
   if (!rc) rc = subscribe(r, ns, worker, "kv_events", on_kv_events, &r->events_sub);
   if (!rc) rc = subscribe(r, ns, worker, "load_metrics", on_metrics, &r->metrics_sub);
   r->workers = rc ? NULL : dyn_service_client(ctx, worker, "generate");
@@ -252,16 +283,22 @@ static int router_start(dyn_service_ctx_t *ctx) {
   return DYN_OK;
 }
 
+static void free_router(uv_handle_t *h) {
+  router_t *r = h->data;
+  dyn__kv_predict_destroy(r->guesses);
+  dyn_kv_indexer_destroy(r->index);
+  free(r->matches);
+  free(r);
+}
+
 static void router_shutdown(dyn_service_ctx_t *ctx) {
   router_t *r = dyn_service_data(ctx);
   if (!r) return;
   dyn_unsubscribe(r->events_sub);
   dyn_unsubscribe(r->metrics_sub);
   dyn_client_on_change(r->workers, NULL, NULL);
-  dyn_kv_indexer_destroy(r->index);
-  free(r->matches);
-  free(r);
   dyn_service_set_data(ctx, NULL);
+  uv_close((uv_handle_t *)&r->guess_timer, free_router);
 }
 
 static const dyn_endpoint_def_t router_endpoints[] = {{"generate", route}, {0}};

@@ -191,6 +191,34 @@ def test_router_sends_prefix_to_its_worker_and_forgets_dead_workers(graph):
     asyncio.run(scenario())
 
 
+def test_router_forgets_predicted_blocks_the_worker_never_stores(graph):
+    # The Router credits the chosen worker with a prompt's blocks at once;
+    # if the worker never stores them (here: nobody sends it the request),
+    # the guess leaves the index after prediction-ttl-ms.
+    s = graph("agg_router", "--Router.prediction-ttl-ms=400", workers=2)
+
+    async def scenario():
+        rt = await DistributedRuntime.connect(control_socket=s.sock)
+        router = await rt.namespace("dynamo").component("Router").endpoint("generate").client()
+        await router.wait_for_instances(1, timeout=10)
+
+        async def ask(tokens):
+            msgs = await collect(router.generate(json.dumps({"token_ids": tokens}).encode()))
+            return int(msgs[0]["worker_id"], 16), msgs[0]["overlap_blocks"]
+
+        prompt = [2000 + k for k in range(160)]  # 10 blocks
+        first, overlap = await ask(prompt)
+        assert overlap == 0
+        again = await ask(prompt + [1])
+        assert again == (first, 10)  # predicted: the burst follows the first
+        await asyncio.sleep(1.0)
+        assert (await ask(prompt + [2]))[1] == 0  # never stored: forgotten
+        rt.close()
+
+    asyncio.run(scenario())
+    s.wait_for("predicted block(s) never stored")
+
+
 def test_kv_routing_reuses_the_cache_for_a_multi_turn_conversation(graph):
     s = graph("agg_router", workers=3)
     c = s.client
