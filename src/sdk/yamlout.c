@@ -52,6 +52,9 @@ static int needs_quotes(const char *s) {
   static const char *const words[] = {"~", "null", "true", "false", "yes", "no", "on", "off",
                                       "y", "n", NULL};
   if (!*s) return 1;
+  /* YAML 1.1's merge key and value key: PyYAML, for one, reads a plain
+   * "<<" as a merge and fails on a plain "=" (no constructor for !!value). */
+  if (!strcmp(s, "<<") || !strcmp(s, "=")) return 1;
   if (isdigit((unsigned char)*s) || strchr("+-.", *s)) return 1;
   for (const char *const *w = words; *w; w++)
     if (!strcasecmp(s, *w)) return 1;

@@ -50,6 +50,13 @@ static void test_yaml_roundtrip(void) {
   json_decref(v);
 
   char *text = NULL;
+  /* YAML 1.1's merge and value keys stay strings there too. */
+  json_t *odd = json_pack("{s:s, s:[s, s]}", "<<", "=", "=", "<<", "<<x");
+  json_t *docs1[1] = {odd};
+  REQUIRE(dyn__yaml_dump(docs1, 1, &text) == DYN_OK);
+  CHECK_MSG(!strcmp(text, "\"<<\": \"=\"\n\"=\":\n- \"<<\"\n- <<x\n"), "%s", text);
+  free(text);
+  json_decref(odd);
   /* Several documents make a "---" stream. */
   json_t *two[2] = {json_pack("{s:i}", "a", 1), json_pack("{s:i}", "b", 2)};
   REQUIRE(dyn__yaml_dump(two, 2, &text) == DYN_OK);
