@@ -191,7 +191,14 @@ static int copy_file(copier_t *c, const char *from, const char *to, const char *
                      const struct stat *st) {
   int in = open(from, O_RDONLY);
   if (in < 0) return dyn__fail(c->err, c->errlen, DYN_ESYS, "cannot read %s: %s", from, strerror(errno));
-  int out = open(to, O_WRONLY | O_CREAT | O_EXCL, (st->st_mode & S_IXUSR) ? 0755 : 0644);
+  mode_t mode = (st->st_mode & S_IXUSR) ? 0755 : 0644;
+  int out = open(to, O_WRONLY | O_CREAT | O_EXCL, mode);
+  /* open's mode goes through the umask (0177 would drop the exec bit that
+   * the archive records and the version hashes): set it as meant. */
+  if (out >= 0 && fchmod(out, mode)) {
+    close(out);
+    out = -1;
+  }
   if (out < 0) {
     close(in);
     return dyn__fail(c->err, c->errlen, DYN_ESYS, "cannot create %s: %s", to, strerror(errno));
@@ -244,7 +251,7 @@ static int copy_tree(copier_t *c, const char *from, const char *to, const char *
         if (!excluded(name, 1) && !(st.st_dev == c->skip_dev && st.st_ino == c->skip_ino) &&
             !(st.st_dev == c->stage_dev && st.st_ino == c->stage_ino) &&
             !is_build_output(from, name, 1)) {
-          if (mkdir(t, 0755))
+          if (mkdir(t, 0755) || chmod(t, 0755)) /* whatever the umask */
             rc = dyn__fail(c->err, c->errlen, DYN_ESYS, "cannot create %s: %s", t, strerror(errno));
           else
             rc = copy_tree(c, f, t, r);
@@ -528,7 +535,7 @@ static int stage_sources(const source_t *src, const char *stage, copier_t *c) {
   char to[PATH_MAX];
   if (join(to, sizeof to, stage, "src"))
     return dyn__fail(c->err, c->errlen, DYN_EINVAL, "path too long: %s", stage);
-  if (mkdir(to, 0755)) return dyn__fail(c->err, c->errlen, DYN_ESYS, "cannot create %s: %s", to, strerror(errno));
+  if (mkdir(to, 0755) || chmod(to, 0755)) return dyn__fail(c->err, c->errlen, DYN_ESYS, "cannot create %s: %s", to, strerror(errno));
   if (*src->dir) return copy_tree(c, src->dir, to, "");
   struct stat st;
   char dst[PATH_MAX];

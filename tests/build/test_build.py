@@ -134,6 +134,25 @@ def test_output_in_the_graph_directory_is_not_packed(hello_src, tmp_path):
     assert open(other, "rb").read() == open(ref, "rb").read()
 
 
+def test_the_umask_changes_nothing(hello_src, tmp_path):
+    # With umask 0177 the staged run.sh lost its exec bit, so the archive
+    # said 0644 while the version (hashed from the source's mode) stayed.
+    target = f"{hello_src}/hello_world.py:Frontend"
+    cfg = hello_src / "config.yaml"
+    _, ref = build(target, "-f", cfg, "-o", tmp_path / "ref")
+    r = subprocess.run(["sh", "-c", 'umask 0177 && exec "$@"', "sh", DYN_BIN, "build", target,
+                        "-f", str(cfg), "-o", str(tmp_path / "tight")],
+                       capture_output=True, text=True, env=env_for_tests(), timeout=60)
+    assert r.returncode == 0, r.stderr
+    tight = r.stdout.splitlines()[2].strip()
+    with tarfile.open(tight) as t:
+        modes = {m.name.split("/", 1)[-1]: m.mode for m in t.getmembers()}
+    assert modes["src/run.sh"] == 0o755 and modes["src/hello_world.py"] == 0o644
+    assert open(tight, "rb").read() == open(ref, "rb").read()
+    staged = os.path.join(tight[: -len(".tar.gz")], "src", "run.sh")
+    assert os.stat(staged).st_mode & 0o777 == 0o755
+
+
 def test_two_builds_give_identical_archives(hello_src, tmp_path):
     target = f"{hello_src}/hello_world.py:Frontend"
     cfg = hello_src / "config.yaml"
