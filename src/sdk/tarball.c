@@ -221,6 +221,10 @@ int dyn__tarball_extract(const char *path, const char *into, char *err, size_t e
     const char *name = archive_entry_pathname(e);
     mode_t type = archive_entry_filetype(e);
     char full[PATH_MAX];
+    /* `tar czf x.tgz -C DIR .` names its entries "./", "./dynamo.yaml", ...:
+     * the same tree, one "./" deeper. The top itself is `into`. */
+    while (name && name[0] == '.' && name[1] == '/') name += 2 + strspn(name + 2, "/");
+    if (name && type == AE_IFDIR && (!*name || !strcmp(name, "."))) continue;
     if (!name || !safe_name(name)) {
       rc = dyn__fail(err, errlen, DYN_EINVAL, "%s: entry '%s' is not a safe relative path", path,
                      name ? name : "");

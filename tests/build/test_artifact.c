@@ -200,6 +200,61 @@ static void evil_archive(const char *path, const char *name, mode_t type) {
   archive_write_free(a);
 }
 
+/* What `tar czf a.tgz -C ARTIFACT .` writes: every name under "./". */
+static void test_dot_slash_archives_open(void) {
+  static const struct {
+    const char *name;
+    mode_t type;
+    const char *text;
+  } entries[] = {{"./", AE_IFDIR, NULL},
+                 {"./dynamo.yaml", AE_IFREG,
+                  "name: x\nversion: \"1\"\ntarget: g.py:X\nservices: [{name: X}]\n"},
+                 {"./src/", AE_IFDIR, NULL},
+                 {"./src/g.py", AE_IFREG, "print('x')\n"},
+                 {".", AE_IFDIR, NULL}};
+  char path[256], err[512];
+  snprintf(path, sizeof path, "%s/dotslash.tgz", h_dir);
+  struct archive *a = archive_write_new();
+  archive_write_add_filter_gzip(a);
+  archive_write_set_format_pax_restricted(a);
+  REQUIRE(archive_write_open_filename(a, path) == ARCHIVE_OK);
+  for (size_t i = 0; i < sizeof entries / sizeof entries[0]; i++) {
+    struct archive_entry *e = archive_entry_new();
+    size_t n = entries[i].text ? strlen(entries[i].text) : 0;
+    archive_entry_set_pathname(e, entries[i].name);
+    archive_entry_set_filetype(e, entries[i].type);
+    archive_entry_set_perm(e, entries[i].type == AE_IFDIR ? 0755 : 0644);
+    archive_entry_set_size(e, (la_int64_t)n);
+    archive_write_header(a, e);
+    if (n) archive_write_data(a, entries[i].text, n);
+    archive_entry_free(e);
+  }
+  archive_write_close(a);
+  archive_write_free(a);
+  dyn__artifact_t art;
+  int rc = dyn__artifact_open(path, &art, err, sizeof err);
+  CHECK_MSG(rc == DYN_OK, "%s", err);
+  if (rc) return;
+  CHECK(strstr(art.target, "/src/g.py:X") != NULL);
+  char g[1024];
+  snprintf(g, sizeof g, "%s/src/g.py", art.root);
+  CHECK(access(g, R_OK) == 0);
+  dyn__artifact_close(&art);
+  /* "./" does not hide what follows it. */
+  snprintf(path, sizeof path, "%s/dotdot.tgz", h_dir);
+  evil_archive(path, "./../evil.txt", AE_IFREG);
+  char into[256];
+  snprintf(into, sizeof into, "%s/dotinto", h_dir);
+  mkdir(into, 0700);
+  CHECK_STATUS(dyn__tarball_extract(path, into, err, sizeof err), DYN_EINVAL);
+  /* ".//etc/x" is "./etc/x": relative, and it stays inside. */
+  evil_archive(path, ".//etc/evil.txt", AE_IFREG);
+  CHECK_STATUS(dyn__tarball_extract(path, into, err, sizeof err), DYN_OK);
+  char inside[512];
+  snprintf(inside, sizeof inside, "%s/etc/evil.txt", into);
+  CHECK(access(inside, F_OK) == 0);
+}
+
 static void test_unsafe_archives_are_refused(void) {
   struct {
     const char *name;
@@ -493,6 +548,7 @@ int main(void) {
   test_dns_labels();
   test_reproducible_archive();
   test_unsafe_archives_are_refused();
+  test_dot_slash_archives_open();
   test_open_checks_the_manifest();
   test_signal_removes_the_unpacked_directory();
   test_k8s_objects();

@@ -261,6 +261,17 @@ def test_a_signal_during_startup_leaves_no_unpacked_directory(hello_src, tmp_pat
             p.wait(5)
 
 
+@pytest.mark.skipif(not shutil.which("tar"), reason="no tar here")
+def test_serve_takes_a_hand_made_archive(tmp_path):
+    # `tar czf a.tgz -C ARTIFACT .` names every entry "./...".
+    d, _ = build(f"{GRAPHS}/slow.py:Slow", "-o", tmp_path / "out")
+    hand = tmp_path / "hand.tgz"
+    subprocess.run(["tar", "czf", hand, "-C", d, "."], check=True)
+    r = dynamo("serve", hand, "--dry-run", env=env_for_tests(TMPDIR=tmp_path))
+    assert r.returncode == 0 and "Slow" in r.stdout, r.stderr
+    assert not [p for p in os.listdir(tmp_path) if p.startswith("dynamo-artifact-")]
+
+
 def test_serve_refuses_a_broken_archive(tmp_path):
     bad = tmp_path / "bad.tar.gz"
     bad.write_bytes(gzip.compress(b"not a tar file at all" * 30))
