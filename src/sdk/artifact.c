@@ -323,7 +323,16 @@ static json_t *service_entry(const dyn__service_t *s, json_t *config) {
   json_object_set_new(o, "http", http);
   json_object_set_new(o, "dependencies",
                       copy_or(json_object_get(s->json, "dependencies"), json_array()));
-  if (s->c_target) json_object_set_new(o, "c_target", json_string(s->c_target));
+  if (s->c_target) {
+    /* The library's file name and the service: where the library lay on
+     * the build machine is no part of the artifact (the Python graph finds
+     * it again where it runs) and must not change the version. */
+    const char *colon = strrchr(s->c_target, ':');
+    const char *base = s->c_target;
+    for (const char *p = s->c_target; colon && p < colon; p++)
+      if (*p == '/') base = p + 1;
+    json_object_set_new(o, "c_target", json_string(base));
+  }
   json_object_set_new(o, "config", service_config(config, s->name));
   return o;
 }

@@ -15,8 +15,8 @@ import time
 import pytest
 import yaml
 
-from conftest import (C_HELLO, DYN_BIN, GRAPHS, HELLO, ROOT, descendants, dynamo, env_for_tests,
-                      free_port)
+from conftest import (C_HELLO, DYN_BIN, GRAPHS, HELLO, ROOT, SLOW_C, descendants, dynamo,
+                      env_for_tests, free_port)
 
 
 def build(*args, env=None, cwd=None):
@@ -151,6 +151,27 @@ def test_the_umask_changes_nothing(hello_src, tmp_path):
     assert open(tight, "rb").read() == open(ref, "rb").read()
     staged = os.path.join(tight[: -len(".tar.gz")], "src", "run.sh")
     assert os.stat(staged).st_mode & 0o777 == 0o755
+
+
+def test_a_c_service_s_library_path_is_not_in_the_artifact(tmp_path):
+    # A Python graph with a C service: the library's directory on the build
+    # machine neither shows in the manifest nor changes the version.
+    g = tmp_path / "g"
+    g.mkdir()
+    (g / "graph.py").write_text(
+        "import os\nfrom dynamo.sdk import c_service\n"
+        "SlowC = c_service(os.environ['SLOW_SO'], 'SlowC', 'slow', endpoints={'ping': True})\n")
+    versions = set()
+    for where in ("a", "b/c"):
+        lib = tmp_path / where
+        lib.mkdir(parents=True)
+        shutil.copy(SLOW_C, lib / "libslow_start.so")
+        d, _ = build(f"{g}/graph.py:SlowC", "-o", tmp_path / f"out-{where[0]}",
+                     env=env_for_tests(SLOW_SO=lib / "libslow_start.so"))
+        m = manifest(d)
+        assert m["services"][0]["c_target"] == "libslow_start.so:SlowC"
+        versions.add(m["version"])
+    assert len(versions) == 1
 
 
 def test_two_builds_give_identical_archives(hello_src, tmp_path):
