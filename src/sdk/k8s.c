@@ -237,6 +237,31 @@ static int resources(const json_t *svc, const char *name, json_t **out, char *er
   return DYN_OK;
 }
 
+/* The variables every pod gets from us; a service's own envs may not set
+ * them (a pod with a name twice is ambiguous, and ours must win). */
+static const char *const pod_env_names[] = {"ETCD_ENDPOINTS",  "NATS_SERVER",     "DYN_ADVERTISE_HOST",
+                                            "DYN_LISTEN_HOST", "DYN_LISTEN_PORT", "DYN_HEALTH_PORT",
+                                            NULL};
+
+static int user_envs(const json_t *svc, const char *svc_name, json_t *envs, char *err,
+                     size_t errlen) {
+  size_t i;
+  json_t *e;
+  json_array_foreach(json_object_get(svc, "envs"), i, e) {
+    const char *k = json_string_value(json_object_get(e, "name"));
+    const char *v = json_string_value(json_object_get(e, "value"));
+    if (!k) continue;
+    for (const char *const *ours = pod_env_names; *ours; ours++)
+      if (!strcmp(k, *ours))
+        return dyn__fail(err, errlen, DYN_EINVAL,
+                         "service %s: ServiceArgs.envs sets %s, which dynamo deploy sets in every "
+                         "pod (to reach etcd, NATS and the other pods); remove it from the "
+                         "config, or use --etcd / --nats for other servers", svc_name, k);
+    json_array_append_new(envs, env(k, v ? v : ""));
+  }
+  return DYN_OK;
+}
+
 static json_t *probe(const char *path, int period, int failures) {
   return json_pack("{s:{s:s, s:s}, s:i, s:i, s:i}", "httpGet", "path", path, "port", "health",
                    "periodSeconds", period, "timeoutSeconds", 2, "failureThreshold", failures);
@@ -252,20 +277,20 @@ static int deployment(const names_t *n, const dyn__k8s_opts_t *o, const json_t *
   json_t *res = NULL;
   int rc = resources(svc, svc_name, &res, err, errlen);
   if (rc) return rc;
-  char name[64], cname[64], workers1[512], listen[16], health[16];
+  char name[64], cname[64], workers1[512], host[512], listen[16], health[16];
   object_name(n, svc_name, name, sizeof name);
   fitted_label(svc_name, cname, sizeof cname, 63);
   snprintf(workers1, sizeof workers1, "--%s.ServiceArgs.workers=1", svc_name);
+  /* A config's HTTP host (127.0.0.1 on a laptop) would hide the service
+   * from its Kubernetes Service: in a pod it listens on every address. */
+  snprintf(host, sizeof host, "--%s.host=0.0.0.0", svc_name);
   snprintf(listen, sizeof listen, "%d", DYN_K8S_LISTEN_PORT);
   snprintf(health, sizeof health, "%d", DYN_K8S_HEALTH_PORT);
 
   json_t *envs = json_array();
-  size_t i;
-  json_t *e;
-  json_array_foreach(json_object_get(svc, "envs"), i, e) {
-    const char *k = json_string_value(json_object_get(e, "name"));
-    const char *v = json_string_value(json_object_get(e, "value"));
-    if (k) json_array_append_new(envs, env(k, v ? v : ""));
+  if ((rc = user_envs(svc, svc_name, envs, err, errlen))) {
+    json_decref(envs), json_decref(res);
+    return rc;
   }
   json_array_append_new(envs, env("ETCD_ENDPOINTS", etcd));
   json_array_append_new(envs, env("NATS_SERVER", nats));
@@ -287,13 +312,14 @@ static int deployment(const names_t *n, const dyn__k8s_opts_t *o, const json_t *
                      svc_name, (long long)http_port, DYN_K8S_LISTEN_PORT, DYN_K8S_HEALTH_PORT);
   }
   if (http_port > 0) json_array_append_new(ports, port("http", (int)http_port));
+  json_t *command = json_pack("[s, s, s, s, s, s, s, s]", "dynamo", "serve", "/app",
+                              "--service-name", svc_name, "-f", "/etc/dynamo/config.yaml",
+                              workers1);
+  if (http_port > 0) json_array_append_new(command, json_string(host));
 
   json_t *container = json_pack(
-      "{s:s, s:s, s:[s, s, s, s, s, s, s, s], s:o, s:o, s:o, s:o, s:o, s:o, s:[{s:s, s:s, s:b}]}",
-      "name", cname, "image", o->image,
-      "command", "dynamo", "serve", "/app", "--service-name", svc_name, "-f",
-      "/etc/dynamo/config.yaml", workers1,
-      "ports", ports, "env", envs, "resources", res,
+      "{s:s, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:[{s:s, s:s, s:b}]}",
+      "name", cname, "image", o->image, "command", command, "ports", ports, "env", envs, "resources", res,
       /* Import and connect can take a while; until /live first answers the
        * startup probe holds the liveness probe back. */
       "startupProbe", probe("/live", 2, 90), "livenessProbe", probe("/live", 10, 3),

@@ -440,6 +440,25 @@ static void test_k8s_objects(void) {
   CHECK_STATUS(dyn__k8s_objects(m, &o, &docs, err, sizeof err), DYN_EINVAL);
   CHECK(strstr(err, "Web") && strstr(err, "HTTP port"));
   json_decref(m);
+
+  /* A service's envs may not set what every pod gets; an HTTP service
+   * listens on every address in its pod. */
+  m = json_pack("{s:s, s:s, s:[{s:s, s:[{s:s, s:s}], s:{s:i, s:s}}]}", "name", "demo", "version",
+                "1", "services", "name", "Web", "envs", "name", "DYN_LISTEN_PORT", "value", "1",
+                "http", "port", 8080, "host", "127.0.0.1");
+  CHECK_STATUS(dyn__k8s_objects(m, &o, &docs, err, sizeof err), DYN_EINVAL);
+  CHECK_MSG(strstr(err, "Web") && strstr(err, "DYN_LISTEN_PORT"), "%s", err);
+  json_t *first = json_array_get(json_object_get(json_array_get(json_object_get(m, "services"), 0),
+                                                 "envs"), 0);
+  json_object_set_new(first, "name", json_string("DYN_LOG"));
+  REQUIRE(dyn__k8s_objects(m, &o, &docs, err, sizeof err) == DYN_OK);
+  json_t *cmd = json_object_get(json_array_get(json_object_get(json_object_get(json_object_get(
+      json_object_get(find_kind(docs, "Deployment", 0), "spec"), "template"), "spec"),
+      "containers"), 0), "command");
+  CHECK_EQ_STR(json_string_value(json_array_get(cmd, json_array_size(cmd) - 1)),
+               "--Web.host=0.0.0.0");
+  json_decref(docs);
+  json_decref(m);
 }
 
 static const char *doc_name(json_t *d) {

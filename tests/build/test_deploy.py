@@ -275,3 +275,46 @@ def test_apply_without_a_cluster_says_so(kubectl, hello, tmp_path):
     r = dynamo("deploy", hello, "--apply", env=env_for_tests(KUBECONFIG=cfg))
     assert r.returncode != 0
     assert "no Kubernetes cluster is reachable" in r.stderr and "nothing applied" in r.stderr
+
+
+def test_pod_variables_cannot_be_set_twice(tmp_path):
+    # ETCD_ENDPOINTS, NATS_SERVER and the DYN_* variables dynamo deploy sets
+    # in every pod: a service's own envs naming one are refused (a pod with
+    # a variable twice is ambiguous); other variables pass through.
+    for name in ("NATS_SERVER", "ETCD_ENDPOINTS", "DYN_LISTEN_PORT", "DYN_HEALTH_PORT"):
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text(f"Worker:\n  ServiceArgs:\n    envs:\n      - {{name: {name}, value: x}}\n"
+                       "      - {name: MINE, value: y}\n")
+        d = build(f"{GRAPHS}/pruned.py:Gateway", tmp_path / "o", "-f", cfg)
+        r = dynamo("deploy", d)
+        assert r.returncode != 0
+        assert "Worker" in r.stderr and name in r.stderr and "every pod" in r.stderr, r.stderr
+    cfg.write_text("Worker:\n  ServiceArgs:\n    envs:\n      - {name: MINE, value: y}\n"
+                   "      - {name: DYN_LOG, value: debug}\n")
+    _, docs = deploy(build(f"{GRAPHS}/pruned.py:Gateway", tmp_path / "o", "-f", cfg))
+    _, c = deployment_for(docs, "Worker")
+    names = [e["name"] for e in c["env"]]
+    assert len(names) == len(set(names)) and {"MINE", "DYN_LOG"} <= set(names)
+
+
+def test_http_listens_on_every_address_in_the_pod(tmp_path):
+    # A config with host 127.0.0.1 (fine on a laptop) would hide the
+    # service from its Kubernetes Service: the pod's command overrides it.
+    # Running that command (paths mapped to here) shows what it serves on.
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text((HELLO / "config.yaml").read_text() + "  host: 127.0.0.1\n")
+    d = build(f"{HELLO}/hello_world.py:Frontend", tmp_path / "o", "-f", cfg)
+    _, docs = deploy(d)
+    cm = next(x for x in docs if x["kind"] == "ConfigMap")["data"]["config.yaml"]
+    assert "127.0.0.1" in cm
+    (tmp_path / "cm.yaml").write_text(cm)
+    for svc, http in (("Frontend", True), ("Backend", False)):
+        _, c = deployment_for(docs, svc)
+        assert (f"--{svc}.host=0.0.0.0" in c["command"]) == http
+        assert c["command"][:2] == ["dynamo", "serve"]
+        args = [d if a == "/app" else tmp_path / "cm.yaml" if a == "/etc/dynamo/config.yaml" else a
+                for a in c["command"][2:]]
+        r = dynamo("serve", *args, "--dry-run")
+        assert r.returncode == 0, r.stderr
+        if http:
+            assert "HTTP 0.0.0.0:8000" in r.stdout, r.stdout
