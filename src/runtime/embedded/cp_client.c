@@ -303,7 +303,8 @@ static void emb_unwatch(void *st, void *handle) {
 static uint64_t emb_session(void *st) { return ((emb_t *)st)->session; }
 
 /* Connected, and the control plane holds every key we put. A refused put
- * (an error, not an OK) leaves it 0: that key is not registered. */
+ * (an error, not an OK) keeps last_put set, so this stays 0: that key is
+ * not registered. */
 static int emb_registered(void *st) {
   emb_t *e = st;
   return e->up && !e->last_put;
