@@ -2,14 +2,16 @@
 serves GET /live (200 while its loop runs) and GET /health (503 until it is
 registered and its start hooks finished, then 200 {"status": "ready"}), for
 a Python and a C worker whose start hook takes about a second; and, for
-both, 503 {"status": "unregistered"} while the control plane is gone and
-200 again once it is back."""
+both, 503 {"status": "unregistered"} while the control plane (embedded) or
+etcd past the lease's TTL is gone, and 200 again once it is back."""
 
 import http.client
 import json
+import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 
 import pytest
 
@@ -110,6 +112,68 @@ def test_health_follows_the_registration(kind, tmp_path):
         assert worker.poll() is None
     finally:
         for p in (worker, cp):
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait(5)
+
+
+def start_etcd(data, client, peer):
+    url = f"http://127.0.0.1:{client}"
+    p = subprocess.Popen(["etcd", "--name", "h", "--data-dir", str(data), "--listen-client-urls", url,
+                          "--advertise-client-urls", url, "--listen-peer-urls",
+                          f"http://127.0.0.1:{peer}", "--initial-advertise-peer-urls",
+                          f"http://127.0.0.1:{peer}", "--initial-cluster",
+                          f"h=http://127.0.0.1:{peer}", "--log-level", "error"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=1) as r:
+                if b'"health":"true"' in r.read():
+                    return p
+        except OSError:
+            pass
+        time.sleep(0.1)
+    p.kill()
+    raise AssertionError("etcd did not start")
+
+
+@pytest.mark.skipif(not shutil.which("etcd"), reason="no etcd here (scripts/deps.sh installs it)")
+@pytest.mark.parametrize("kind", ["python", "c"])
+def test_health_follows_the_etcd_lease(kind, tmp_path):
+    # With etcd, serving only queues the put, and a worker whose etcd is
+    # gone past its lease's TTL is no longer found by callers: /health must
+    # say "unregistered" then, and "ready" again once etcd is back.
+    client, peer, port = free_port(), free_port(), free_port()
+    sock = tmp_path / "cp.sock"
+    env = env_for_tests(DYN_CONTROL_SOCKET=sock, DYN_HEALTH_PORT=port, DYN_HEALTH_HOST="127.0.0.1",
+                        ETCD_ENDPOINTS=f"http://127.0.0.1:{client}", DYN_ETCD_TTL=2)
+    if kind == "python":
+        cmd = [sys.executable, "-m", "dynamo.sdk.worker", f"{GRAPHS}/slow.py:Slow", "--service", "Slow"]
+    else:
+        cmd = [DYN_BIN, "worker", f"{SLOW_C}:SlowC", "--service", "SlowC"]
+    procs = [start_etcd(tmp_path / "etcd", client, peer)]
+    try:
+        # Events still go through a control plane (no NATS here).
+        procs.append(subprocess.Popen([DYN_BIN, "control", "--socket", str(sock)], env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        deadline = time.time() + 10
+        while not sock.exists() and time.time() < deadline:
+            time.sleep(0.02)
+        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL))
+        wait_health(port, (200, {"status": "ready"}))
+        procs[0].kill()
+        procs[0].wait(5)
+        wait_health(port, (503, {"status": "unregistered"}), timeout=10)
+        procs[0] = start_etcd(tmp_path / "etcd", client, peer)
+        wait_health(port, (200, {"status": "ready"}), timeout=20)
+    finally:
+        for p in reversed(procs):
             if p.poll() is None:
                 p.terminate()
                 try:
