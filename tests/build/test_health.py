@@ -47,8 +47,26 @@ def test_health_is_503_until_started_then_200(serve, kind):
     assert s.stop() == 0
 
 
+def free_port_pair():
+    """base and base + 1 both free, below the ephemeral range (32768 and up
+    here), so that no outgoing connection of a test running beside this one
+    takes base + 1 between the check and the worker's bind."""
+    import random
+    import socket
+    for _ in range(100):
+        base = random.randrange(20000, 32000)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", base))
+                b.bind(("127.0.0.1", base + 1))
+            return base
+        except OSError:
+            continue
+    raise AssertionError("no two free ports in a row")
+
+
 def test_each_worker_gets_its_own_port(serve):
-    base = free_port()
+    base = free_port_pair()
     s = serve(f"{GRAPHS}/slow.py:Slow", "--health-port", base, "--Slow.ServiceArgs.workers=2")
     s.wait_for("Slow.1 health")
     out = s.output()
