@@ -305,9 +305,9 @@ static void on_stop_signal(uv_signal_t *s, int sig) {
   dyn__health_set("draining");
   dyn_log(DYN_LOG_INFO, "%s: signal %d, shutting down", g_ctx->def->name, sig);
   const char *g = getenv("DYN_GRACE_SECONDS");
-  int cancelled = dyn_runtime_shutdown(g_ctx->rt, (int)((g ? atof(g) : 10.0) * 500));
-  if (cancelled) fprintf(stderr, "%s: %d request(s) cancelled at shutdown\n", g_ctx->def->name, cancelled);
-  if (g_ctx->def->on_shutdown) g_ctx->def->on_shutdown(g_ctx);
+  /* From a loop callback this only starts the drain; dyn_runtime_run
+   * returns once it is over, and on_shutdown runs then (see below). */
+  dyn_runtime_shutdown(g_ctx->rt, (int)((g ? atof(g) : 10.0) * 500));
 }
 
 int dyn__c_worker(const char *target, const char *service) {
@@ -379,6 +379,10 @@ int dyn__c_worker(const char *target, const char *service) {
          def->endpoints && def->endpoints->name ? dyn_runtime_address(ctx.rt) : "");
   fflush(stdout);
   dyn_runtime_run(ctx.rt);
+  /* After the drain, as service.h promises: a service that relays work of
+   * its own (the LLM Frontend's HTTP streams, counted with
+   * dyn_runtime_hold) must not tear it down while it still runs. */
+  if (def->on_shutdown) def->on_shutdown(&ctx);
   dyn__health_stop();
   uv_close((uv_handle_t *)&term, NULL);
   uv_close((uv_handle_t *)&intr, NULL);
