@@ -321,13 +321,15 @@ def test_sigterm_lets_streams_in_flight_finish(graph):
     while got.count(b"data: ") < 3:
         got += sock.recv(65536)
     s.proc.send_signal(signal.SIGTERM)
-    # New requests are refused while draining.
+    # Health turns 503 at once: "draining" once the Frontend got the signal,
+    # or no live worker if the Worker deregistered first (every process gets
+    # SIGTERM at the same time).
     deadline = time.time() + 5
     while time.time() < deadline:
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{s.port}/health", timeout=2)
         except urllib.error.HTTPError as e:
-            assert e.code == 503 and b"draining" in e.read()
+            assert e.code == 503
             break
         except OSError:
             break
