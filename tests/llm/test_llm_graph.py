@@ -357,3 +357,46 @@ def test_oversized_prompt_is_refused_before_tokenizing(graph):
     assert "maximum context length" in str(e.value)
     assert s.client.completions.create(model="dynamo-sim", prompt="hi",
                                        max_tokens=4).usage.completion_tokens == 4
+
+
+def service_pid(s, name):
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            env = open(f"/proc/{d}/environ", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if (f"DYN_SERVICE_NAME={name}".encode() in env
+                and f"DYN_SUPERVISOR_PID={s.proc.pid}".encode() in env):
+            return int(d)
+    raise AssertionError(f"no {name} worker of {s.proc.pid}")
+
+
+def test_a_draining_frontend_refuses_new_work_and_finishes_the_old(graph):
+    # SIGTERM to the Frontend alone (as Kubernetes stops one pod): its
+    # streams in flight finish, while /health and new requests get 503.
+    s = graph("agg", workers=1)
+    body = json.dumps({"model": "dynamo-sim", "stream": True, "max_tokens": 120,
+                       "ignore_eos": True, "messages": [{"role": "user", "content": "go"}]})
+    sock = socket.create_connection(("127.0.0.1", s.port), timeout=20)
+    sock.sendall((f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                  f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+                  + body).encode())
+    got = b""
+    while got.count(b"data: ") < 3:
+        got += sock.recv(65536)
+    os.kill(service_pid(s, "Frontend"), signal.SIGTERM)
+    time.sleep(0.1)
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(f"http://127.0.0.1:{s.port}/health", timeout=5)
+    assert e.value.code == 503 and b"draining" in e.value.read()
+    with pytest.raises(openai.APIStatusError) as e:
+        s.client.with_options(max_retries=0).chat.completions.create(
+            model="dynamo-sim", max_tokens=2, messages=[{"role": "user", "content": "late"}])
+    assert e.value.status_code == 503 and "shutting down" in str(e.value)
+    while b"data: [DONE]" not in got:
+        chunk = sock.recv(65536)
+        assert chunk, f"the stream was cut off: {got[-300:]!r}"
+        got += chunk
+    assert got.count(b'"content":') >= 120
