@@ -125,10 +125,8 @@ def test_openai_client_through_the_graph(graph, name):
 
 # ---- KV-aware routing ----------------------------------------------------------
 
-def worker_instances(s):
-    """Worker index -> (instance id, pid), from the log and /proc."""
-    out = s.output()
-    inst = {int(i): int(h, 16) for i, h in re.findall(r"Worker (\d+): .* instance ([0-9a-f]+)", out)}
+def service_pids(s, name):
+    """Worker index -> pid of each `name` worker this serve started."""
     pids = {}
     for d in os.listdir("/proc"):
         if not d.isdigit():
@@ -137,9 +135,18 @@ def worker_instances(s):
             env = open(f"/proc/{d}/environ", "rb").read().split(b"\0")
         except OSError:
             continue
-        if (b"DYN_SERVICE_NAME=Worker" in env and f"DYN_SUPERVISOR_PID={s.proc.pid}".encode() in env):
+        if (f"DYN_SERVICE_NAME={name}".encode() in env
+                and f"DYN_SUPERVISOR_PID={s.proc.pid}".encode() in env):
             idx = [e for e in env if e.startswith(b"DYN_WORKER_INDEX=")][0].split(b"=")[1]
             pids[int(idx)] = int(d)
+    return pids
+
+
+def worker_instances(s):
+    """Worker index -> (instance id, pid), from the log and /proc."""
+    inst = {int(i): int(h, 16)
+            for i, h in re.findall(r"Worker (\d+): .* instance ([0-9a-f]+)", s.output())}
+    pids = service_pids(s, "Worker")
     return {i: (inst[i], pids.get(i)) for i in inst}
 
 
@@ -306,20 +313,34 @@ def test_stop_strings_cut_at_the_earliest_and_never_lose_text(graph):
         assert cut.finish_reason == "stop" and cut.text == text[:i], (stops, cut.text, text)
 
 
-def test_sigterm_lets_streams_in_flight_finish(graph):
-    # A rolling restart: SIGTERM to `dynamo serve` while an answer streams.
-    # Every service drains (the Frontend counts the HTTP requests it relays
-    # as work in flight), so the answer completes within the grace period.
-    s = graph("agg", workers=1)
-    body = json.dumps({"model": "dynamo-sim", "stream": True, "max_tokens": 120,
+def start_stream(port, max_tokens):
+    """A raw streamed chat request; returns the socket and its first chunks."""
+    body = json.dumps({"model": "dynamo-sim", "stream": True, "max_tokens": max_tokens,
                        "ignore_eos": True, "messages": [{"role": "user", "content": "go on"}]})
-    sock = socket.create_connection(("127.0.0.1", s.port), timeout=20)
+    sock = socket.create_connection(("127.0.0.1", port), timeout=20)
     sock.sendall((f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
                   f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
                   + body).encode())
     got = b""
     while got.count(b"data: ") < 3:
         got += sock.recv(65536)
+    return sock, got
+
+
+def read_to_done(sock, got):
+    while b"data: [DONE]" not in got:
+        chunk = sock.recv(65536)
+        assert chunk, f"the stream was cut off: {got[-300:]!r}"
+        got += chunk
+    return got
+
+
+def test_sigterm_lets_streams_in_flight_finish(graph):
+    # A rolling restart: SIGTERM to `dynamo serve` while an answer streams.
+    # Every service drains (the Frontend counts the HTTP requests it relays
+    # as work in flight), so the answer completes within the grace period.
+    s = graph("agg", workers=1)
+    sock, got = start_stream(s.port, 120)
     s.proc.send_signal(signal.SIGTERM)
     # Health turns 503 at once: "draining" once the Frontend got the signal,
     # or no live worker if the Worker deregistered first (every process gets
@@ -334,10 +355,7 @@ def test_sigterm_lets_streams_in_flight_finish(graph):
         except OSError:
             break
         time.sleep(0.02)
-    while b"data: [DONE]" not in got:
-        chunk = sock.recv(65536)
-        assert chunk, f"the stream was cut off: {got[-300:]!r}"
-        got += chunk
+    got = read_to_done(sock, got)
     events = [json.loads(line[6:]) for line in got.decode().split("\n")
               if line.startswith("data: {")]
     assert events[-1]["choices"][0]["finish_reason"] == "length"
@@ -359,34 +377,12 @@ def test_oversized_prompt_is_refused_before_tokenizing(graph):
                                        max_tokens=4).usage.completion_tokens == 4
 
 
-def service_pid(s, name):
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            env = open(f"/proc/{d}/environ", "rb").read().split(b"\0")
-        except OSError:
-            continue
-        if (f"DYN_SERVICE_NAME={name}".encode() in env
-                and f"DYN_SUPERVISOR_PID={s.proc.pid}".encode() in env):
-            return int(d)
-    raise AssertionError(f"no {name} worker of {s.proc.pid}")
-
-
 def test_a_draining_frontend_refuses_new_work_and_finishes_the_old(graph):
     # SIGTERM to the Frontend alone (as Kubernetes stops one pod): its
     # streams in flight finish, while /health and new requests get 503.
     s = graph("agg", workers=1)
-    body = json.dumps({"model": "dynamo-sim", "stream": True, "max_tokens": 120,
-                       "ignore_eos": True, "messages": [{"role": "user", "content": "go"}]})
-    sock = socket.create_connection(("127.0.0.1", s.port), timeout=20)
-    sock.sendall((f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
-                  f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-                  + body).encode())
-    got = b""
-    while got.count(b"data: ") < 3:
-        got += sock.recv(65536)
-    os.kill(service_pid(s, "Frontend"), signal.SIGTERM)
+    sock, got = start_stream(s.port, 120)
+    os.kill(service_pids(s, "Frontend")[0], signal.SIGTERM)
     time.sleep(0.1)
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(f"http://127.0.0.1:{s.port}/health", timeout=5)
@@ -395,8 +391,5 @@ def test_a_draining_frontend_refuses_new_work_and_finishes_the_old(graph):
         s.client.with_options(max_retries=0).chat.completions.create(
             model="dynamo-sim", max_tokens=2, messages=[{"role": "user", "content": "late"}])
     assert e.value.status_code == 503 and "shutting down" in str(e.value)
-    while b"data: [DONE]" not in got:
-        chunk = sock.recv(65536)
-        assert chunk, f"the stream was cut off: {got[-300:]!r}"
-        got += chunk
+    got = read_to_done(sock, got)
     assert got.count(b'"content":') >= 120
