@@ -105,27 +105,6 @@ static int parse_args(build_t *b, int argc, char **argv) {
   return 0;
 }
 
-static json_t *load_config(const build_t *b) {
-  char err[1024];
-  json_t *config = NULL;
-  if (b->file) {
-    if (dyn__config_load(b->file, &config, err, sizeof err)) {
-      fprintf(stderr, "dynamo build: %s\n", err);
-      return NULL;
-    }
-  } else if (!(config = json_object())) {
-    return NULL;
-  }
-  for (size_t i = 0; i < b->noverrides; i++) {
-    if (dyn__config_override(config, b->overrides[i], err, sizeof err)) {
-      fprintf(stderr, "dynamo build: %s\n", err);
-      json_decref(config);
-      return NULL;
-    }
-  }
-  return config;
-}
-
 /* docker needs a daemon, podman and buildah do not; try them in that
  * order and say, for each, why it could not be used. */
 static int containerize(const dyn__build_out_t *out) {
@@ -178,20 +157,16 @@ int dyn__cmd_build(int argc, char **argv) {
   if (!b.outdir) b.outdir = "dist";
   if (!b.image) b.image = getenv("DYNAMO_IMAGE");
   if (!b.image || !*b.image) b.image = DEFAULT_IMAGE;
-  json_t *config = load_config(&b);
+  json_t *config = NULL;
+  char err[2048];
+  int rc = dyn__config_merge(b.file, b.overrides, b.noverrides, &config, err, sizeof err);
   free(b.overrides);
-  if (!config) return 1;
-  const char *python = getenv("DYN_PYTHON");
-  if (!python || !*python) python = "python3";
-  dyn__plan_t plan;
-  char err[2048], *log = NULL;
-  int rc = dyn__plan_resolve(uv_default_loop(), python, b.target, config, b.file, &plan, &log, err,
-                             sizeof err);
-  if (log) {
-    fputs(log, stderr);
-    if (log[0] && log[strlen(log) - 1] != '\n') fputc('\n', stderr);
-    free(log);
+  if (rc) {
+    fprintf(stderr, "dynamo build: %s\n", err);
+    return 1;
   }
+  dyn__plan_t plan;
+  rc = dyn__plan_resolve(uv_default_loop(), b.target, config, b.file, &plan, err, sizeof err);
   if (rc) {
     fprintf(stderr, "dynamo build: %s\n", err);
     json_decref(config);

@@ -243,21 +243,9 @@ static int parse_args(serve_t *sv, int argc, char **argv) {
 
 static int load_config(serve_t *sv) {
   char err[1024];
-  int rc;
-  if (sv->file) {
-    rc = dyn__config_load(sv->file, &sv->config, err, sizeof err);
-    if (rc) {
-      fprintf(stderr, "dynamo serve: %s\n", err);
-      return 1;
-    }
-  } else if (!(sv->config = json_object())) {
+  if (dyn__config_merge(sv->file, sv->overrides, sv->noverrides, &sv->config, err, sizeof err)) {
+    fprintf(stderr, "dynamo serve: %s\n", err);
     return 1;
-  }
-  for (size_t i = 0; i < sv->noverrides; i++) {
-    if ((rc = dyn__config_override(sv->config, sv->overrides[i], err, sizeof err))) {
-      fprintf(stderr, "dynamo serve: %s\n", err);
-      return 2;
-    }
   }
   sv->config_text = json_dumps(sv->config, JSON_COMPACT);
   if (!sv->config_text) return 1;
@@ -331,8 +319,7 @@ static int plan_processes(serve_t *sv, uv_loop_t *loop) {
   char self[PATH_MAX];
   size_t selflen = sizeof self;
   if (uv_exepath(self, &selflen)) snprintf(self, sizeof self, "dynamo");
-  const char *python = getenv("DYN_PYTHON");
-  if (!python || !*python) python = "python3";
+  const char *python = dyn__python();
   size_t k = 0;
   for (size_t i = 0; i < sv->plan.nservices; i++) {
     const dyn__service_t *s = &sv->plan.services[i];
@@ -674,17 +661,8 @@ int dyn__cmd_serve(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
   uv_loop_t *loop = uv_default_loop();
   if ((code = load_config(&sv))) goto out;
-  const char *python = getenv("DYN_PYTHON");
-  if (!python || !*python) python = "python3";
-  char err[1024], *log = NULL;
-  int rc = dyn__plan_resolve(loop, python, sv.target, sv.config, sv.file, &sv.plan, &log, err,
-                             sizeof err);
-  if (log) {
-    /* The resolver's own words: a traceback says more than we could. */
-    fputs(log, stderr);
-    if (log[0] && log[strlen(log) - 1] != '\n') fputc('\n', stderr);
-    free(log);
-  }
+  char err[1024];
+  int rc = dyn__plan_resolve(loop, sv.target, sv.config, sv.file, &sv.plan, err, sizeof err);
   if (rc) {
     fprintf(stderr, "dynamo serve: %s\n", err);
     code = 1;

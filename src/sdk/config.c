@@ -17,6 +17,7 @@
 #include <yaml.h>
 
 #include "dynamo/status.h"
+#include "sdk/fail.h"
 
 /* Bounds that keep a hostile or broken file from exhausting the stack or
  * memory: nesting depth, and the number of values after alias expansion
@@ -608,4 +609,19 @@ int dyn__config_override(json_t *config, const char *arg, char *err, size_t errl
     node = child;
     part += n + 1;
   }
+}
+
+int dyn__config_merge(const char *path, const char *const *overrides, size_t n, json_t **out,
+                      char *err, size_t errlen) {
+  json_t *config = NULL;
+  int rc = DYN_OK;
+  if (path) rc = dyn__config_load(path, &config, err, errlen);
+  else if (!(config = json_object())) rc = dyn__fail(err, errlen, DYN_ENOMEM, "out of memory");
+  for (size_t i = 0; !rc && i < n; i++) rc = dyn__config_override(config, overrides[i], err, errlen);
+  if (rc) {
+    json_decref(config);
+    return rc;
+  }
+  *out = config;
+  return DYN_OK;
 }

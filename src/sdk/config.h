@@ -30,6 +30,11 @@ int dyn__config_load(const char *path, json_t **out, char *err, size_t errlen);
  * into nested mappings, which are created when missing. */
 int dyn__config_override(json_t *config, const char *arg, char *err, size_t errlen);
 
+/* The configuration a command works with: the file (NULL: none, an empty
+ * object) with the overrides applied in order. */
+int dyn__config_merge(const char *path, const char *const *overrides, size_t n, json_t **out,
+                      char *err, size_t errlen);
+
 /* True when arg (without its leading "--") looks like an override: a dotted
  * key followed by '='. */
 int dyn__config_is_override(const char *arg);

@@ -312,10 +312,20 @@ static int resolve_python(uv_loop_t *loop, const char *python, const char *targe
   return rc;
 }
 
-int dyn__plan_resolve(uv_loop_t *loop, const char *python, const char *target, json_t *config,
-                      const char *config_file, dyn__plan_t *out, char **log, char *err,
-                      size_t errlen) {
-  *log = NULL;
+const char *dyn__python(void) {
+  const char *python = getenv("DYN_PYTHON");
+  return python && *python ? python : "python3";
+}
+
+static void show_log(char *log) {
+  if (!log) return;
+  fputs(log, stderr);
+  if (log[0] && log[strlen(log) - 1] != '\n') fputc('\n', stderr);
+  free(log);
+}
+
+int dyn__plan_resolve(uv_loop_t *loop, const char *target, json_t *config,
+                      const char *config_file, dyn__plan_t *out, char *err, size_t errlen) {
   memset(out, 0, sizeof *out);
   char *graph, *svc;
   int is_c;
@@ -332,7 +342,9 @@ int dyn__plan_resolve(uv_loop_t *loop, const char *python, const char *target, j
     if (rc)
       dyn__fail(err, errlen, rc, "cannot resolve the C graph %s: %s", target, dyn_strerror(rc));
   } else {
-    rc = resolve_python(loop, python, target, config, config_file, &doc, log, err, errlen);
+    char *log = NULL;
+    rc = resolve_python(loop, dyn__python(), target, config, config_file, &doc, &log, err, errlen);
+    show_log(log);
   }
   free(graph);
   free(svc);

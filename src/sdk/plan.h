@@ -40,12 +40,15 @@ typedef struct dyn__plan {
 int dyn__target_parse(const char *target, char **graph, char **service, int *is_c, char *err,
                       size_t errlen);
 
-/* Resolves target with config. For Python the resolver's stderr is left in
- * *log (malloc'd, caller frees; may be NULL) whether or not it succeeded, for
- * the caller to show. */
-int dyn__plan_resolve(uv_loop_t *loop, const char *python, const char *target, json_t *config,
-                      const char *config_file, dyn__plan_t *out, char **log, char *err,
-                      size_t errlen);
+/* The Python that runs the resolver and Python workers: $DYN_PYTHON, else
+ * python3 from PATH. */
+const char *dyn__python(void);
+
+/* Resolves target with config. A Python resolver's stderr (a traceback
+ * says more than we could) is copied to our stderr, whether or not it
+ * succeeded. */
+int dyn__plan_resolve(uv_loop_t *loop, const char *target, json_t *config,
+                      const char *config_file, dyn__plan_t *out, char *err, size_t errlen);
 
 /* Checks a plan document and fills out (which then owns a reference to doc). */
 int dyn__plan_from_json(json_t *doc, dyn__plan_t *out, char *err, size_t errlen);
