@@ -16,6 +16,7 @@
 
 #include "dynamo/llm/chat.h"
 #include "dynamo/status.h"
+#include "runtime/buf.h"
 
 static const char *const NAMES[] = {"plain", "llama3", "chatml", "mistral", "gemma", "phi3"};
 #define N_FAMILIES (sizeof NAMES / sizeof *NAMES)
@@ -85,28 +86,19 @@ size_t dyn_chat_stop_ids(dyn_chat_family_t f, const dyn_tokenizer_t *tk, uint32_
 
 /* ---- rendering ------------------------------------------------------------ */
 
+/* The project's byte buffer with a sticky out-of-memory flag, so the
+ * renderers append freely and the result is checked once. */
 typedef struct sbuf {
-  char *p;
-  size_t len, cap;
+  dyn__buf_t buf;
   bool oom;
 } sbuf_t;
 
 static void put(sbuf_t *b, const char *s, size_t n) {
-  if (b->oom) return;
-  if (b->len + n + 1 > b->cap) {
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < b->len + n + 1) cap *= 2;
-    char *p = realloc(b->p, cap);
-    if (!p) {
-      b->oom = true;
-      return;
-    }
-    b->p = p;
-    b->cap = cap;
-  }
-  if (n) memcpy(b->p + b->len, s, n);
-  b->len += n;
-  b->p[b->len] = '\0';
+  /* One byte more: the text stays NUL-terminated, a C string. */
+  if (b->oom || (b->oom = dyn__buf_reserve(&b->buf, n + 1) != DYN_OK)) return;
+  if (n) memcpy(b->buf.data + b->buf.len, s, n);
+  b->buf.len += n;
+  b->buf.data[b->buf.len] = '\0';
 }
 
 static void puts_(sbuf_t *b, const char *s) { put(b, s, strlen(s)); }
@@ -256,11 +248,11 @@ int dyn_chat_render(dyn_chat_family_t f, const dyn_chat_msg_t *msgs, size_t n,
   default: render_plain(&b, msgs, n, add_generation_prompt); break;
   }
   if (b.oom) {
-    free(b.p);
+    dyn__buf_free(&b.buf);
     return DYN_ENOMEM;
   }
-  *out = b.p;
-  if (out_len) *out_len = b.len;
+  *out = (char *)b.buf.data;
+  if (out_len) *out_len = b.buf.len;
   return DYN_OK;
 }
 
@@ -295,7 +287,7 @@ static int content_of(json_t *msg, size_t i, const char **s, size_t *n, sbuf_t *
     put(joined, json_string_value(text), json_string_length(text));
   }
   if (joined->oom) return DYN_ENOMEM;
-  *s = joined->p, *n = joined->len;
+  *s = (const char *)joined->buf.data, *n = joined->buf.len;
   return DYN_OK;
 }
 
@@ -323,7 +315,7 @@ int dyn_chat_render_json(dyn_chat_family_t f, const struct json_t *messages,
     rc = content_of(msg, i, &m[i].content, &m[i].content_len, &joined[i], err, errlen);
   }
   if (!rc) rc = dyn_chat_render(f, m, n, add_generation_prompt, out, out_len, err, errlen);
-  for (size_t k = 0; joined && k < n; k++) free(joined[k].p);
+  for (size_t k = 0; joined && k < n; k++) dyn__buf_free(&joined[k].buf);
   free(joined);
   free(m);
   return rc;

@@ -330,15 +330,16 @@ static void generate(dyn_request_t *req, const void *body, size_t len, void *ud)
   }
   char *text = why ? NULL : prompt_text(p, kind, request, &why);
   dyn_tokens_t ids = {0};
+  size_t text_len = text ? strlen(text) : 0;
   /* No token is longer than the longest in the vocabulary, so a prompt of
    * more bytes than that many tokens can hold is refused before the
    * tokenizer spends (loop) time on it: every request shares this loop. */
-  if (text && strlen(text) > (size_t)p->context_length * p->max_token_bytes) {
+  if (text && text_len > (size_t)p->context_length * p->max_token_bytes) {
     snprintf(msg, sizeof msg,
              "400 This model's maximum context length is %lld tokens; the prompt is %zu bytes, "
-             "more than that many tokens can hold.", p->context_length, strlen(text));
+             "more than that many tokens can hold.", p->context_length, text_len);
     why = msg;
-  } else if (text && dyn_tokenizer_encode(p->tk, text, strlen(text), &ids)) {
+  } else if (text && dyn_tokenizer_encode(p->tk, text, text_len, &ids)) {
     why = "400 the prompt is not valid UTF-8";
   }
   free(text);
@@ -356,33 +357,36 @@ static void generate(dyn_request_t *req, const void *body, size_t len, void *ud)
     return;
   }
   job_t *j = calloc(1, sizeof *j);
-  json_t *wreq = json_pack("{s:o, s:I, s:b, s:O?, s:O?, s:O?}", "token_ids",
-                           dyn__llm_tokens_to_json(ids.ids, ids.len), "max_tokens",
+  /* One array of the prompt's ids, for the worker's request and the Router's. */
+  json_t *tokens = dyn__llm_tokens_to_json(ids.ids, ids.len);
+  dyn_tokens_free(&ids);
+  json_t *wreq = json_pack("{s:O, s:I, s:b, s:O?, s:O?, s:O?}", "token_ids", tokens, "max_tokens",
                            (json_int_t)max_tokens, "ignore_eos",
                            json_is_true(json_object_get(request, "ignore_eos")), "seed",
                            json_object_get(request, "seed"), "temperature",
                            json_object_get(request, "temperature"), "request_id",
                            json_object_get(in, "request_id"));
-  if (!j || !wreq || dyn_detok_new(p->tk, DYN_DETOK_SKIP_SPECIAL, &j->detok)) {
+  char *wbody = wreq ? json_dumps(wreq, JSON_COMPACT) : NULL;
+  json_decref(wreq);
+  if (!j || !wbody || dyn_detok_new(p->tk, DYN_DETOK_SKIP_SPECIAL, &j->detok)) {
     free(j);
-    json_decref(wreq);
-    dyn_tokens_free(&ids);
+    free(wbody);
+    json_decref(tokens);
     json_decref(in);
     dyn_request_fail(req, "out of memory");
     return;
   }
   j->p = p;
   j->req = req;
-  j->prompt_tokens = ids.len;
+  j->prompt_tokens = json_array_size(tokens);
   add_stops(j, json_object_get(request, "stop"));
-  j->worker_body = json_dumps(wreq, JSON_COMPACT);
-  json_decref(wreq);
+  j->worker_body = wbody;
   json_decref(in);
   dyn_request_on_cancel(req, on_cancel, j);
   if (p->router) {
     static const dyn_stream_callbacks_t cb = {router_data, router_done};
-    json_t *rreq = json_pack("{s:o}", "token_ids", dyn__llm_tokens_to_json(ids.ids, ids.len));
-    char *rbody = json_dumps(rreq, JSON_COMPACT);
+    json_t *rreq = json_pack("{s:O}", "token_ids", tokens);
+    char *rbody = rreq ? json_dumps(rreq, JSON_COMPACT) : NULL;
     json_decref(rreq);
     int rc = rbody ? dyn_client_generate(p->router, NULL, rbody, strlen(rbody), &cb, j,
                                          &j->router_call)
@@ -395,7 +399,7 @@ static void generate(dyn_request_t *req, const void *body, size_t len, void *ud)
   } else {
     call_worker(j);
   }
-  dyn_tokens_free(&ids);
+  json_decref(tokens);
   job_maybe_free(j);
 }
 

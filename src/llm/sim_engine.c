@@ -302,6 +302,18 @@ static void deliver_one(dyn_engine_t *e, dyn_engine_seq_t *s) {
   if (s->state == S_RUNNING && s->n_generated >= s->max_tokens) finish(s, DYN_ENGINE_LENGTH);
 }
 
+/* The step's sequences leave the batch; those that ended during it (kept
+ * alive because the batch still pointed at them) are freed now. */
+static void end_batch(dyn_engine_t *e) {
+  for (size_t i = 0; i < e->n_batch; i++) e->batch[i]->in_batch = B_NONE;
+  e->n_batch = 0;
+  while (e->dead) {
+    dyn_engine_seq_t *s = e->dead;
+    e->dead = s->dead_next;
+    seq_free(s);
+  }
+}
+
 static void complete_step(dyn_engine_t *e) {
   e->m.steps++;
   /* KV first: the blocks this step filled are stored, and the step's
@@ -316,13 +328,7 @@ static void complete_step(dyn_engine_t *e) {
   dyn__kv_cache_flush(&e->kv);
   for (size_t i = 0; i < e->n_batch && !e->closing; i++)
     if (e->batch[i]->state == S_RUNNING) deliver_one(e, e->batch[i]);
-  for (size_t i = 0; i < e->n_batch; i++) e->batch[i]->in_batch = B_NONE;
-  e->n_batch = 0;
-  while (e->dead) {
-    dyn_engine_seq_t *s = e->dead;
-    e->dead = s->dead_next;
-    seq_free(s);
-  }
+  end_batch(e);
 }
 
 static void on_timer(uv_timer_t *t);
@@ -401,13 +407,7 @@ void dyn_engine_destroy(dyn_engine_t *e) {
   e->closing = 1;
   while (e->running.head) finish(e->running.head, DYN_ENGINE_CANCELLED);
   while (e->waiting.head) finish(e->waiting.head, DYN_ENGINE_CANCELLED);
-  for (size_t i = 0; i < e->n_batch; i++) e->batch[i]->in_batch = B_NONE;
-  e->n_batch = 0;
-  while (e->dead) {
-    dyn_engine_seq_t *s = e->dead;
-    e->dead = s->dead_next;
-    seq_free(s);
-  }
+  end_batch(e);
   dyn__kv_cache_free(&e->kv);
   uv_timer_stop(&e->timer);
   uv_close((uv_handle_t *)&e->timer, on_closed);
