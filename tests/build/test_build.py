@@ -282,8 +282,8 @@ def test_a_signal_during_startup_leaves_no_unpacked_directory(hello_src, tmp_pat
             p.wait(5)
 
 
-@pytest.mark.skipif(not shutil.which("tar"), reason="no tar here")
 def test_serve_takes_a_hand_made_archive(tmp_path):
+    assert shutil.which("tar"), "tar is missing"
     # `tar czf a.tgz -C ARTIFACT .` names every entry "./...".
     d, _ = build(f"{GRAPHS}/slow.py:Slow", "-o", tmp_path / "out")
     hand = tmp_path / "hand.tgz"
@@ -312,12 +312,22 @@ def test_containerize_without_a_builder_says_what_is_missing(tmp_path):
     assert os.path.isdir(r.stdout.splitlines()[1].strip())  # the artifact itself was built
 
 
-@pytest.mark.skipif(not shutil.which("docker"), reason="no docker CLI here")
 def test_containerize_with_a_docker_that_has_no_daemon(tmp_path):
-    # DOCKER_HOST points at a socket nobody serves, so there is no daemon
-    # whatever this machine has.
-    r = dynamo("build", f"{GRAPHS}/slow.py:Slow", "-o", tmp_path, "--containerize",
-               env=env_for_tests(DOCKER_HOST=f"unix://{tmp_path}/no-docker.sock"))
+    # A docker CLI whose `docker info` fails, as one without a daemon does
+    # (the real CLI, where installed, with DOCKER_HOST at a dead socket; a
+    # stand-in elsewhere), and no podman or buildah.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    docker = shutil.which("docker")
+    fake = bin_dir / "docker"
+    if docker:
+        fake.symlink_to(docker)
+    else:
+        fake.write_text("#!/bin/sh\necho 'Cannot connect to the Docker daemon' >&2\nexit 1\n")
+        fake.chmod(0o755)
+    path = f"{bin_dir}:/usr/bin:/bin"
+    r = dynamo("build", f"{GRAPHS}/slow.py:Slow", "-o", tmp_path / "out", "--containerize",
+               env=env_for_tests(DOCKER_HOST=f"unix://{tmp_path}/no-docker.sock", PATH=path))
     assert r.returncode != 0
     assert "daemon does not answer" in r.stderr, r.stderr
 
