@@ -24,7 +24,7 @@ from collections import Counter, defaultdict
 
 # Special tokens per chat family, in id order after the BPE vocab. The
 # names are those the real models use, so chat-template detection in
-# src/llm/chat_template.c recognises the family from them.
+# src/llm/tokenizer/chat_template.c recognises the family from them.
 FAMILIES = {
     "llama3": ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
                "<|end_header_id|>", "<|eot_id|>"],

@@ -2,7 +2,7 @@
  *
  * The graph is resolved exactly as `dynamo serve` resolves it (same config
  * file, same overrides, same resolver), so the artifact records the plan
- * that would have run. Writing the artifact is src/sdk/artifact.c's job;
+ * that would have run. Writing the artifact is src/package/artifact.c's job;
  * this file is the command line and, with --containerize, handing the
  * artifact to whichever image builder actually works here.
  */
@@ -14,9 +14,9 @@
 
 #include "cli/cli.h"
 #include "cli/tools.h"
-#include "sdk/artifact.h"
-#include "sdk/config.h"
-#include "sdk/plan.h"
+#include "package/artifact.h"
+#include "config/config.h"
+#include "serve/plan.h"
 
 #define DEFAULT_IMAGE "dynamo:latest"
 

@@ -18,9 +18,9 @@
 
 #include "cli/cli.h"
 #include "cli/tools.h"
-#include "sdk/artifact.h"
-#include "sdk/k8s.h"
-#include "sdk/yamlout.h"
+#include "package/artifact.h"
+#include "package/k8s.h"
+#include "package/yamlout.h"
 
 static void usage(FILE *f) {
   fprintf(f,

@@ -23,12 +23,12 @@
 #include "dynamo/control.h"
 #include "dynamo/runtime.h"
 #include "dynamo/status.h"
-#include "sdk/artifact.h"
-#include "sdk/config.h"
-#include "sdk/env.h"
-#include "sdk/gpu.h"
-#include "sdk/plan.h"
-#include "sdk/supervisor.h"
+#include "package/artifact.h"
+#include "config/config.h"
+#include "serve/env.h"
+#include "serve/gpu.h"
+#include "serve/plan.h"
+#include "serve/supervisor.h"
 
 /* Linux refuses a single environment string longer than this (E2BIG). */
 #define ENV_STRING_MAX (128 * 1024)

@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "sdk/cservice.h"
+#include "service/cservice.h"
 
 int dyn__cmd_worker(int argc, char **argv) {
   const char *target = NULL, *service = NULL;

@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <http_parser.h>
 
-#include "runtime/buf.h"
+#include "common/buf.h"
 
 #define DYN__HTTP_MAX_HEADERS 100
 

@@ -39,7 +39,7 @@
 
 #include "dynamo/runtime.h"
 #include "http/parse.h"
-#include "runtime/buf.h"
+#include "common/buf.h"
 #include "runtime/conn.h"
 
 #define READ_CHUNK (64u * 1024u)

@@ -12,7 +12,7 @@
 #define DYN__CONN_H
 #include <uv.h>
 
-#include "runtime/buf.h"
+#include "common/buf.h"
 #include "runtime/frame.h"
 
 typedef struct dyn__conn dyn__conn_t;

@@ -8,11 +8,11 @@
 #include <archive_entry.h>
 
 #include "harness.h"
-#include "sdk/artifact.h"
-#include "sdk/config.h"
-#include "sdk/k8s.h"
-#include "sdk/tarball.h"
-#include "sdk/yamlout.h"
+#include "package/artifact.h"
+#include "config/config.h"
+#include "package/k8s.h"
+#include "package/tarball.h"
+#include "package/yamlout.h"
 
 static json_t *roundtrip(json_t *v) {
   char *text = NULL, err[512];

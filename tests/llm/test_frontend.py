@@ -1,4 +1,4 @@
-"""The Frontend service (src/llm/frontend.c) end to end, with the official
+"""The Frontend service (src/llm/services/frontend.c) end to end, with the official
 openai client: a control plane, the Frontend from libdynamo_llm.so and the
 fake Processor/Worker from tests/llm/fake_processor.c, each a `dynamo worker`
 process started here (so the test decides when the Worker goes live).

@@ -3,7 +3,7 @@
  * emits (checked against dyn_kv_hash_blocks), generated tokens filling
  * blocks, and a full pool making a request wait instead of failing. */
 #include "harness.h"
-#include "llm/kv_cache.h"
+#include "llm/engine/kv_cache.h"
 
 #define SEED DYN_KV_DEFAULT_SEED
 

@@ -14,7 +14,7 @@
  */
 #include "dynamo/llm/kv.h"
 #include "harness.h"
-#include "llm/kv_map.h"
+#include "llm/kv/map.h"
 
 static uint64_t rng;
 static uint64_t rnd(void) {

@@ -1,7 +1,7 @@
 /* test_kv_predict.c - the router's guesses of blocks a worker will store:
  * confirmed by STORED, or handed back for removal once they expire. */
 #include "harness.h"
-#include "llm/kv_predict.h"
+#include "llm/kv/predict.h"
 
 typedef struct seen {
   int n;

@@ -1,9 +1,9 @@
-/* test_metrics.c - the Prometheus registry (src/llm/metrics.c): exact
+/* test_metrics.c - the Prometheus registry (src/llm/services/metrics.c): exact
  * exposition text for counters, gauges and histograms (HELP/TYPE, label
  * escaping, cumulative buckets, +Inf == _count, _sum), series reuse, and
  * rejection of bad names and bounds. */
 #include "harness.h"
-#include "llm/metrics.h"
+#include "llm/services/metrics.h"
 
 static void test_render(void) {
   dyn__metrics_t *m = dyn__metrics_new();

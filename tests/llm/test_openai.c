@@ -1,9 +1,9 @@
-/* test_openai.c - the OpenAI wire format of the Frontend (src/llm/openai.c):
+/* test_openai.c - the OpenAI wire format of the Frontend (src/llm/services/openai.c):
  * request validation (what passes, what fails and which field the 400
  * names), error objects, upstream error mapping, and that every chunk and
  * response is valid JSON of the shape OpenAI clients parse. */
 #include "harness.h"
-#include "llm/openai.h"
+#include "llm/services/openai.h"
 
 #include <jansson.h>
 

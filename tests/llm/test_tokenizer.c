@@ -9,7 +9,7 @@
  * use to cut characters between tokens on purpose. */
 #include "harness.h"
 #include "dynamo/llm/tokenizer.h"
-#include "llm/tok_internal.h"
+#include "llm/tokenizer/tok_internal.h"
 
 #define FIXTURE DYN_TEST_DATA "/tok_llama3.json"
 

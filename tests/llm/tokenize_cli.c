@@ -19,7 +19,7 @@
 
 #include "dynamo/llm/tokenizer.h"
 #include "dynamo/status.h"
-#include "llm/tok_internal.h"
+#include "llm/tokenizer/tok_internal.h"
 
 static void emit(json_t *j) {
   char *s = json_dumps(j, JSON_ENCODE_ANY | JSON_COMPACT);

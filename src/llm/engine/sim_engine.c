@@ -1,0 +1,504 @@
+/* sim_engine.c - the simulated LLM engine: continuous batching and a timing
+ * model over the paged KV cache (see dynamo/llm/engine.h).
+ *
+ * One libuv timer drives the steps. A step is planned when the previous one
+ * ends (admission, preemption, KV allocation: evictions happen here), and
+ * its results are delivered when its modelled duration has passed (KV
+ * commits, STORED events, tokens, finishes). The next step is planned at
+ * the previous one's modelled end, not at the moment the timer fired, so
+ * libuv's millisecond timers do not stretch a sped-up run: late steps are
+ * caught up within one timer callback. From idle, a submit arms the timer
+ * for the next loop turn, so requests submitted together start together
+ * and no callback runs inside submit.
+ *
+ * A sequence's tokens are its prompt followed by what it generated. A
+ * decoding sequence of n tokens computes the KV of its last token in the
+ * step (so holds blocks for n tokens); a prefill computes all n and emits
+ * the first new token, as vLLM does. Handles of sequences in the step being
+ * delivered are freed only after it, so callbacks may cancel anything.
+ */
+#include "dynamo/llm/engine.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dynamo/status.h"
+#include "llm/engine/kv_cache.h"
+
+enum { S_WAITING, S_RUNNING, S_DONE };
+enum { B_NONE, B_PREFILL, B_DECODE };
+
+struct dyn_engine_seq {
+  dyn_engine_t *e;
+  dyn_engine_seq_t *prev, *next; /* in e->waiting or e->running */
+  dyn_engine_seq_t *dead_next;
+  int state, in_batch, admitted;
+  uint32_t *tokens; /* prompt, then generated; room for all of them */
+  size_t n_tokens, n_prompt, n_generated, cached_tokens;
+  uint32_t max_tokens;
+  int ignore_eos;
+  uint64_t rng;
+  dyn__kv_seq_t kv;
+  dyn_engine_callbacks_t cb;
+  void *ud;
+};
+
+typedef struct seq_list {
+  dyn_engine_seq_t *head, *tail;
+  uint32_t n;
+} seq_list_t;
+
+struct dyn_engine {
+  uv_timer_t timer;
+  dyn_engine_options_t o;
+  dyn__kv_cache_t kv;
+  seq_list_t waiting, running;
+  dyn_engine_seq_t **batch; /* the step in flight: max_num_seqs entries */
+  size_t n_batch;
+  dyn_engine_seq_t *dead; /* ended during a step, freed after it */
+  int busy;               /* a step is in flight, ending at step_end */
+  int kicked;             /* idle, timer armed to plan a step */
+  int closing;
+  uint64_t step_end;      /* uv_hrtime() ns */
+  uint64_t rng;
+  dyn_engine_kv_events_fn sink;
+  void *sink_ud;
+  dyn_engine_metrics_t m; /* the cumulative counters */
+};
+
+/* ---- small helpers -------------------------------------------------------- */
+
+static uint64_t splitmix64(uint64_t *x) {
+  uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+static void list_push(seq_list_t *l, dyn_engine_seq_t *s, int front) {
+  s->prev = front ? NULL : l->tail;
+  s->next = front ? l->head : NULL;
+  if (front) {
+    if (l->head) l->head->prev = s;
+    else l->tail = s;
+    l->head = s;
+  } else {
+    if (l->tail) l->tail->next = s;
+    else l->head = s;
+    l->tail = s;
+  }
+  l->n++;
+}
+
+static void list_unlink(seq_list_t *l, dyn_engine_seq_t *s) {
+  if (s->prev) s->prev->next = s->next;
+  else l->head = s->next;
+  if (s->next) s->next->prev = s->prev;
+  else l->tail = s->prev;
+  s->prev = s->next = NULL;
+  l->n--;
+}
+
+static void seq_free(dyn_engine_seq_t *s) {
+  dyn__kv_seq_free(&s->kv);
+  free(s->tokens);
+  free(s);
+}
+
+static void forward_events(const dyn_kv_event_t *ev, size_t n, void *ud) {
+  dyn_engine_t *e = ud;
+  if (e->sink) e->sink(ev, n, e->sink_ud);
+}
+
+/* ---- options -------------------------------------------------------------- */
+
+void dyn_engine_options_init(dyn_engine_options_t *o) {
+  memset(o, 0, sizeof *o);
+  o->block_size = 16;
+  o->num_blocks = 1024;
+  o->max_num_seqs = 64;
+  o->max_num_batched_tokens = 2048;
+  o->vocab_size = 32000;
+  o->min_token_id = 3;
+  o->eos_token_id = 2;
+  o->eos_probability = 0.005;
+  o->speedup = 1.0;
+  o->prefill_base_us = 2000;
+  o->prefill_per_token_us = 100;
+  o->decode_base_us = 8000;
+  o->decode_per_seq_us = 100;
+  o->seed = 0;
+  o->kv_hash_seed = DYN_KV_DEFAULT_SEED;
+}
+
+static int bad_time(double t) { return !isfinite(t) || t < 0; }
+
+/* Ids a generated token can take: [min_token_id, vocab_size) less EOS. */
+static uint32_t token_range(const dyn_engine_options_t *o) {
+  if (o->vocab_size <= o->min_token_id) return 0;
+  uint32_t r = o->vocab_size - o->min_token_id;
+  if (o->eos_token_id >= o->min_token_id && o->eos_token_id < o->vocab_size) r--;
+  return r;
+}
+
+static const char *check_options(const dyn_engine_options_t *o) {
+  if (!o->block_size) return "engine options: block_size must be at least 1";
+  if (!o->num_blocks || o->num_blocks > INT32_MAX)
+    return "engine options: num_blocks must be between 1 and 2^31-1";
+  if (!o->max_num_seqs) return "engine options: max_num_seqs must be at least 1";
+  if (!o->max_num_batched_tokens)
+    return "engine options: max_num_batched_tokens must be at least 1";
+  if (token_range(o) < 1)
+    return "engine options: vocab_size leaves no token id above min_token_id besides EOS";
+  if (!isfinite(o->speedup) || o->speedup <= 0)
+    return "engine options: speedup must be a positive finite number";
+  if (bad_time(o->prefill_base_us) || bad_time(o->prefill_per_token_us) ||
+      bad_time(o->decode_base_us) || bad_time(o->decode_per_seq_us))
+    return "engine options: step times must be finite and not negative";
+  if (!(o->eos_probability >= 0 && o->eos_probability <= 1))
+    return "engine options: eos_probability must be between 0 and 1";
+  return NULL;
+}
+
+/* ---- ending sequences ----------------------------------------------------- */
+
+/* Ends s: out of its list, KV references dropped, on_done; the memory goes
+ * now, or after the step if the step in flight still points at it. */
+static void finish(dyn_engine_seq_t *s, dyn_engine_finish_t reason) {
+  dyn_engine_t *e = s->e;
+  list_unlink(s->state == S_RUNNING ? &e->running : &e->waiting, s);
+  s->state = S_DONE;
+  dyn__kv_cache_release(&e->kv, &s->kv);
+  if (s->cb.on_done) s->cb.on_done(s, reason, s->ud);
+  if (s->in_batch) {
+    s->dead_next = e->dead;
+    e->dead = s;
+  } else {
+    seq_free(s);
+  }
+}
+
+void dyn_engine_cancel(dyn_engine_seq_t *s) {
+  if (!s || s->state == S_DONE) return;
+  finish(s, DYN_ENGINE_CANCELLED);
+}
+
+/* Frees the running sequence's blocks and requeues it first in line; its
+ * tokens so far are recomputed (often from the prefix cache) when it is
+ * admitted again. */
+static void preempt(dyn_engine_t *e, dyn_engine_seq_t *s) {
+  list_unlink(&e->running, s);
+  dyn__kv_cache_release(&e->kv, &s->kv);
+  s->state = S_WAITING;
+  list_push(&e->waiting, s, 1);
+  e->m.preemptions++;
+}
+
+/* ---- planning a step ------------------------------------------------------ */
+
+/* Blocks the running sequences need for this step's decode. */
+static size_t decode_need(dyn_engine_t *e) {
+  size_t need = 0;
+  for (dyn_engine_seq_t *s = e->running.head; s; s = s->next) {
+    size_t want = dyn__kv_blocks_for(&e->kv, s->n_tokens);
+    if (want > s->kv.n_blocks) need += want - s->kv.n_blocks;
+  }
+  return need;
+}
+
+/* Gives every running sequence its block for this step, preempting the
+ * newest while they do not all fit. 1 if anything was preempted. */
+static int plan_decode(dyn_engine_t *e, size_t *n_decode) {
+  int preempted = 0;
+  while (e->running.n && decode_need(e) > dyn__kv_cache_available(&e->kv)) {
+    preempt(e, e->running.tail);
+    preempted = 1;
+  }
+  for (dyn_engine_seq_t *s = e->running.head; s; s = s->next) {
+    (void)dyn__kv_cache_grow(&e->kv, &s->kv, s->n_tokens); /* fits: checked */
+    s->in_batch = B_DECODE;
+    e->batch[e->n_batch++] = s;
+    (*n_decode)++;
+  }
+  return preempted;
+}
+
+/* Admits waiting requests in order while a slot, the blocks and the prefill
+ * token budget allow; returns the uncached tokens to prefill. */
+static size_t plan_prefill(dyn_engine_t *e, size_t *n_prefill) {
+  size_t uncached_total = 0;
+  while (e->waiting.head && e->running.n < e->o.max_num_seqs) {
+    dyn_engine_seq_t *s = e->waiting.head;
+    size_t bs = e->o.block_size;
+    if (*n_prefill) { /* the first admission always runs, however long */
+      size_t hit = dyn__kv_cache_match(&e->kv, s->tokens, s->n_tokens) * bs;
+      if (uncached_total + (s->n_tokens - hit) > e->o.max_num_batched_tokens) break;
+    }
+    size_t cached_blocks = 0;
+    int rc = dyn__kv_cache_admit(&e->kv, &s->kv, s->tokens, s->n_tokens, &cached_blocks);
+    if (rc == DYN__KV_NOSPACE) break;
+    if (rc) {
+      finish(s, DYN_ENGINE_ERROR);
+      continue;
+    }
+    size_t cached = cached_blocks * bs;
+    if (!s->admitted) {
+      s->admitted = 1;
+      s->cached_tokens = cached < s->n_prompt ? cached : s->n_prompt;
+      e->m.prompt_tokens += s->n_prompt;
+      e->m.cached_prompt_tokens += s->cached_tokens;
+    }
+    list_unlink(&e->waiting, s);
+    list_push(&e->running, s, 0);
+    s->state = S_RUNNING;
+    s->in_batch = B_PREFILL;
+    e->batch[e->n_batch++] = s;
+    (*n_prefill)++;
+    /* A fully cached prompt still computes its last token. */
+    uncached_total += cached < s->n_tokens ? s->n_tokens - cached : 1;
+  }
+  return uncached_total;
+}
+
+/* Plans the step starting at start (ns); busy says whether there is one. */
+static void plan_step(dyn_engine_t *e, uint64_t start) {
+  size_t n_decode = 0, n_prefill = 0, uncached = 0;
+  e->n_batch = 0;
+  /* As vLLM: no admission in a step that had to preempt. */
+  if (!plan_decode(e, &n_decode)) uncached = plan_prefill(e, &n_prefill);
+  e->busy = e->n_batch > 0;
+  if (!e->busy) return;
+  const dyn_engine_options_t *o = &e->o;
+  double us = 0;
+  if (n_prefill) us += o->prefill_base_us + o->prefill_per_token_us * (double)uncached;
+  if (n_decode) us += o->decode_base_us + o->decode_per_seq_us * (double)n_decode;
+  e->step_end = start + (uint64_t)(us * 1000.0 / o->speedup);
+}
+
+/* ---- delivering a step ---------------------------------------------------- */
+
+static uint32_t next_token(dyn_engine_t *e, dyn_engine_seq_t *s, int *eos) {
+  const dyn_engine_options_t *o = &e->o;
+  /* Both draws always happen, so ignore_eos does not change the tokens. */
+  double u = (double)(splitmix64(&s->rng) >> 11) * 0x1.0p-53;
+  uint32_t t = o->min_token_id + (uint32_t)(splitmix64(&s->rng) % token_range(o));
+  if (o->eos_token_id >= o->min_token_id && t >= o->eos_token_id) t++;
+  *eos = !s->ignore_eos && u < o->eos_probability;
+  return t;
+}
+
+static void deliver_one(dyn_engine_t *e, dyn_engine_seq_t *s) {
+  int eos;
+  uint32_t t = next_token(e, s, &eos);
+  if (eos) {
+    finish(s, DYN_ENGINE_STOP);
+    return;
+  }
+  s->tokens[s->n_tokens++] = t;
+  s->n_generated++;
+  e->m.generated_tokens++;
+  if (s->cb.on_tokens) s->cb.on_tokens(s, &t, 1, s->ud);
+  if (s->state == S_RUNNING && s->n_generated >= s->max_tokens) finish(s, DYN_ENGINE_LENGTH);
+}
+
+/* The step's sequences leave the batch; those that ended during it (kept
+ * alive because the batch still pointed at them) are freed now. */
+static void end_batch(dyn_engine_t *e) {
+  for (size_t i = 0; i < e->n_batch; i++) e->batch[i]->in_batch = B_NONE;
+  e->n_batch = 0;
+  while (e->dead) {
+    dyn_engine_seq_t *s = e->dead;
+    e->dead = s->dead_next;
+    seq_free(s);
+  }
+}
+
+static void complete_step(dyn_engine_t *e) {
+  e->m.steps++;
+  /* KV first: the blocks this step filled are stored, and the step's
+   * events (evictions from planning too) go out before its tokens, so a
+   * router hears of a prefix no later than the client sees output. */
+  for (size_t i = 0; i < e->n_batch; i++) {
+    dyn_engine_seq_t *s = e->batch[i];
+    if (s->state == S_RUNNING &&
+        dyn__kv_cache_commit(&e->kv, &s->kv, s->tokens, s->n_tokens) == DYN_ENOMEM)
+      finish(s, DYN_ENGINE_ERROR);
+  }
+  dyn__kv_cache_flush(&e->kv);
+  for (size_t i = 0; i < e->n_batch && !e->closing; i++)
+    if (e->batch[i]->state == S_RUNNING) deliver_one(e, e->batch[i]);
+  end_batch(e);
+}
+
+static void on_timer(uv_timer_t *t);
+
+/* Arms the timer for the step's end (ms granularity, rounded up). */
+static void arm(dyn_engine_t *e) {
+  if (!e->busy) return;
+  uint64_t now = uv_hrtime();
+  uint64_t ms = e->step_end > now ? (e->step_end - now + 999999) / 1000000 : 0;
+  uv_update_time(e->timer.loop); /* the timer counts from the loop's clock */
+  uv_timer_start(&e->timer, on_timer, ms, 0);
+}
+
+static void on_timer(uv_timer_t *t) {
+  dyn_engine_t *e = t->data;
+  uint64_t now = uv_hrtime();
+  if (e->kicked) {
+    e->kicked = 0;
+    plan_step(e, now);
+  }
+  /* Catch up on every step that should have ended by now (bounded, so a
+   * huge speedup cannot hold the loop). */
+  for (int k = 0; e->busy && e->step_end <= now && k < 256; k++) {
+    complete_step(e);
+    plan_step(e, e->step_end);
+  }
+  arm(e);
+}
+
+/* ---- public API ----------------------------------------------------------- */
+
+int dyn_engine_create(uv_loop_t *loop, const dyn_engine_options_t *opts,
+                      dyn_engine_t **out, const char **why) {
+  dyn_engine_options_t defaults;
+  if (!opts) {
+    dyn_engine_options_init(&defaults);
+    opts = &defaults;
+  }
+  if (!loop || !out) {
+    if (why) *why = "engine: loop and out must not be NULL";
+    return DYN_EINVAL;
+  }
+  const char *bad = check_options(opts);
+  if (bad) {
+    if (why) *why = bad;
+    return DYN_EINVAL;
+  }
+  dyn_engine_t *e = calloc(1, sizeof *e);
+  if (!e) return DYN_ENOMEM;
+  e->o = *opts;
+  e->batch = calloc(opts->max_num_seqs, sizeof *e->batch);
+  int rc = e->batch ? dyn__kv_cache_init(&e->kv, opts->num_blocks, opts->block_size,
+                                         opts->kv_hash_seed)
+                    : DYN_ENOMEM;
+  if (rc) {
+    free(e->batch);
+    free(e);
+    return rc;
+  }
+  dyn__kv_cache_set_sink(&e->kv, forward_events, e);
+  e->rng = opts->seed ^ 0x5eed5eed5eed5eedull;
+  uv_timer_init(loop, &e->timer);
+  e->timer.data = e;
+  *out = e;
+  return DYN_OK;
+}
+
+static void on_closed(uv_handle_t *h) {
+  dyn_engine_t *e = h->data;
+  free(e->batch);
+  free(e);
+}
+
+void dyn_engine_destroy(dyn_engine_t *e) {
+  if (!e || e->closing) return;
+  e->closing = 1;
+  while (e->running.head) finish(e->running.head, DYN_ENGINE_CANCELLED);
+  while (e->waiting.head) finish(e->waiting.head, DYN_ENGINE_CANCELLED);
+  end_batch(e);
+  dyn__kv_cache_free(&e->kv);
+  uv_timer_stop(&e->timer);
+  uv_close((uv_handle_t *)&e->timer, on_closed);
+}
+
+void dyn_engine_set_kv_events(dyn_engine_t *e, dyn_engine_kv_events_fn fn, void *ud) {
+  e->sink = fn;
+  e->sink_ud = ud;
+}
+
+/* The token stream's seed: see dyn_engine_request_t. */
+static uint64_t request_seed(dyn_engine_t *e, const dyn_engine_request_t *r) {
+  if (r->temperature <= 0)
+    return dyn_kv_hash_local(r->prompt, r->n_prompt, e->o.seed) ^ 0x67726565647925ull;
+  if (r->has_seed) return r->seed;
+  return splitmix64(&e->rng);
+}
+
+static const char *check_request(const dyn_engine_t *e, const dyn_engine_request_t *r,
+                                 const dyn_engine_callbacks_t *cb) {
+  if (!r || !cb) return "engine submit: request and callbacks must not be NULL";
+  if (!r->prompt || !r->n_prompt) return "engine submit: the prompt is empty";
+  if (!r->max_tokens) return "engine submit: max_tokens must be at least 1";
+  if (!(r->temperature >= 0)) return "engine submit: temperature must not be negative";
+  /* Its last token's KV is never computed: n_prompt + max_tokens - 1. */
+  size_t kv_tokens = r->n_prompt + r->max_tokens - 1;
+  if (r->n_prompt > SIZE_MAX / 2 ||
+      dyn__kv_blocks_for(&e->kv, kv_tokens) > e->o.num_blocks)
+    return "engine submit: prompt plus max_tokens needs more KV blocks than the engine "
+           "has (lower max_tokens or shorten the prompt)";
+  return NULL;
+}
+
+int dyn_engine_submit(dyn_engine_t *e, const dyn_engine_request_t *req,
+                      const dyn_engine_callbacks_t *cb, void *ud, dyn_engine_seq_t **out,
+                      const char **why) {
+  if (!e) {
+    if (why) *why = "engine submit: engine is NULL";
+    return DYN_EINVAL;
+  }
+  if (e->closing) {
+    if (why) *why = "engine submit: the engine is shutting down";
+    return DYN_ECLOSED;
+  }
+  const char *bad = check_request(e, req, cb);
+  if (bad) {
+    if (why) *why = bad;
+    return DYN_EINVAL;
+  }
+  dyn_engine_seq_t *s = calloc(1, sizeof *s);
+  if (s) s->tokens = malloc((req->n_prompt + req->max_tokens) * sizeof *s->tokens);
+  if (!s || !s->tokens) {
+    free(s);
+    return DYN_ENOMEM;
+  }
+  memcpy(s->tokens, req->prompt, req->n_prompt * sizeof *s->tokens);
+  s->e = e;
+  s->n_tokens = s->n_prompt = req->n_prompt;
+  s->max_tokens = req->max_tokens;
+  s->ignore_eos = req->ignore_eos;
+  s->rng = request_seed(e, req);
+  s->cb = *cb;
+  s->ud = ud;
+  s->state = S_WAITING;
+  list_push(&e->waiting, s, 0);
+  e->m.requests++;
+  if (!e->busy && !e->kicked) {
+    e->kicked = 1;
+    uv_timer_start(&e->timer, on_timer, 0, 0);
+  }
+  if (out) *out = s;
+  return DYN_OK;
+}
+
+size_t dyn_engine_seq_prompt_tokens(const dyn_engine_seq_t *s) { return s->n_prompt; }
+size_t dyn_engine_seq_cached_tokens(const dyn_engine_seq_t *s) { return s->cached_tokens; }
+size_t dyn_engine_seq_generated_tokens(const dyn_engine_seq_t *s) { return s->n_generated; }
+
+void dyn_engine_get_metrics(const dyn_engine_t *e, dyn_engine_metrics_t *m) {
+  *m = e->m;
+  m->active_slots = e->running.n;
+  m->total_slots = e->o.max_num_seqs;
+  m->waiting = e->waiting.n;
+  m->kv_blocks_used = e->kv.n_used;
+  m->kv_blocks_cached = e->kv.n_registered;
+  m->kv_blocks_total = e->o.num_blocks;
+  m->evictions = e->kv.evictions;
+}
+
+int dyn_engine_reset_cache(dyn_engine_t *e) {
+  int rc = dyn__kv_cache_reset(&e->kv);
+  dyn__kv_cache_flush(&e->kv);
+  return rc;
+}

@@ -1,0 +1,583 @@
+/* frontend.c - the Frontend service: the OpenAI-compatible HTTP API.
+ *
+ * POST /v1/chat/completions and /v1/completions are validated here (see
+ * openai.c), handed to the Processor's `generate` endpoint as
+ * {"kind", "request_id", "request"}, and the Processor's stream of
+ * {"text", "n_tokens", "finish_reason"[, "usage"]} messages is turned into
+ * OpenAI's response: Server-Sent Events chunks when the client streams, one
+ * JSON object when it does not. GET /v1/models, /health, /live and /metrics
+ * complete the API. A client that goes away cancels its upstream stream at
+ * once, so the engine stops spending work on nobody.
+ *
+ * Everything runs on the worker's loop: each upstream message is parsed
+ * once and written to the socket as one SSE event built in place; nothing
+ * blocks. The HTTP status is sent with the first upstream message, not
+ * before, so a request the Processor refuses ("400 prompt too long") is an
+ * ordinary HTTP error even when the client asked for a stream.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "dynamo/dynamo.h"
+#include "dynamo/http.h"
+#include "dynamo/service.h"
+#include "llm/services/metrics.h"
+#include "llm/services/openai.h"
+#include "llm/services/services.h"
+
+enum { EP_CHAT, EP_COMPLETIONS, N_EP };
+enum { RT_STREAM, RT_UNARY, N_RT };
+enum { ST_SUCCESS, ST_ERROR, ST_CANCELLED, N_ST };
+
+typedef struct frontend {
+  dyn_service_ctx_t *ctx;
+  dyn_http_server_t *http;
+  const char *model;       /* served model name; NULL: any name is served */
+  const char *worker_path; /* "" : no worker watch */
+  dyn_client_t *workers;   /* watches worker_path */
+  dyn_client_t *processor;
+  size_t live_workers;
+  long long started;       /* /v1/models "created" */
+  uint64_t rng[2];         /* request ids */
+  dyn__metrics_t *metrics;
+  dyn__series_t *requests[N_EP][N_RT][N_ST];
+  dyn__series_t *inflight, *ttft, *itl, *duration, *out_tokens;
+} frontend_t;
+
+typedef struct call {
+  frontend_t *fe;
+  dyn_http_req_t *http; /* NULL once released */
+  dyn_stream_t *stream; /* NULL once done */
+  dyn__oai_kind_t kind;
+  int streaming, started, finished;
+  int held; /* counted in the runtime's in-flight work (see shutdown) */
+  char id[48];
+  char finish_reason[16];
+  dyn__oai_stream_t st; /* streaming: the chunks' common prefix */
+  dyn__buf_t text;      /* unary: the text so far */
+  dyn__buf_t out;       /* streaming: the events of one upstream message */
+  char *model;
+  long long created, prompt_tokens, completion_tokens, cached_tokens, tokens_seen;
+  uint64_t t_start, t_last;
+  int err_status; /* set when the Frontend itself aborts the stream */
+  char err[200];
+} call_t;
+
+/* ---- small helpers ----------------------------------------------------- */
+
+static void respond_json(dyn_http_req_t *req, int status, json_t *v) {
+  char *s = v ? json_dumps(v, JSON_COMPACT) : NULL;
+  if (s) dyn_http_respond(req, status, "application/json", s, strlen(s));
+  else dyn_http_error(req, 500, "out of memory");
+  free(s);
+  json_decref(v);
+}
+
+static void respond_error(dyn_http_req_t *req, int status, const char *msg, const char *param) {
+  char *s = dyn__oai_error_json(status, msg, param);
+  if (s) dyn_http_respond(req, status, "application/json", s, strlen(s));
+  else dyn_http_error(req, status, msg);
+  free(s);
+}
+
+static uint64_t next_random(frontend_t *fe) { /* xorshift128+ */
+  uint64_t x = fe->rng[0], y = fe->rng[1];
+  fe->rng[0] = y;
+  x ^= x << 23;
+  fe->rng[1] = x ^ y ^ (x >> 17) ^ (y >> 26);
+  return fe->rng[1] + y;
+}
+
+static void count_request(frontend_t *fe, int ep, int streaming, int status) {
+  dyn__series_add(fe->requests[ep][streaming ? RT_STREAM : RT_UNARY][status], 1);
+}
+
+static size_t live_workers(frontend_t *fe) {
+  if (fe->workers) return dyn_client_instances(fe->workers, NULL, 0);
+  return dyn_client_instances(fe->processor, NULL, 0);
+}
+
+/* ---- one request: upstream stream -> HTTP ------------------------------ */
+
+static void call_free(call_t *c) {
+  if (c->held) dyn_runtime_release(dyn_service_runtime(c->fe->ctx));
+  dyn__oai_stream_free(&c->st);
+  dyn__buf_free(&c->text);
+  dyn__buf_free(&c->out);
+  free(c->model);
+  free(c);
+}
+
+/* Stops the upstream stream with a failure of the Frontend's own (a
+ * malformed message, no memory); on_done reports it. c is gone after. */
+static void call_abort(call_t *c, int status, const char *why) {
+  c->err_status = status;
+  snprintf(c->err, sizeof c->err, "%s", why);
+  dyn_stream_cancel(c->stream);
+}
+
+static void note_tokens(call_t *c, long long n) {
+  if (n <= 0) return;
+  uint64_t now = uv_hrtime();
+  if (!c->tokens_seen) dyn__series_observe(c->fe->ttft, (double)(now - c->t_start) / 1e9);
+  else dyn__series_observe(c->fe->itl, (double)(now - c->t_last) / 1e9 / (double)n);
+  c->t_last = now;
+  c->tokens_seen += n;
+  dyn__series_add(c->fe->out_tokens, (double)n);
+}
+
+static int stream_message(call_t *c, const char *text, size_t n, const char *finish) {
+  int rc = DYN_OK;
+  if (!c->started) {
+    dyn_http_set_header(c->http, "Cache-Control", "no-cache");
+    dyn_http_set_header(c->http, "X-Request-Id", c->id);
+    rc = dyn_http_start(c->http, 200, "text/event-stream");
+    c->started = 1;
+    if (!rc && c->kind == DYN__OAI_CHAT) rc = dyn__oai_chunk_role(&c->st, &c->out);
+  }
+  /* An empty delta carries nothing; the finish chunk always goes out. */
+  if (!rc && (n || finish)) rc = dyn__oai_chunk_delta(&c->st, text, n, finish, &c->out);
+  if (!rc && finish && c->st.include_usage)
+    rc = dyn__oai_chunk_usage(&c->st, c->prompt_tokens, c->completion_tokens, c->cached_tokens,
+                              &c->out);
+  if (!rc && c->out.len) rc = dyn_http_write(c->http, c->out.data, c->out.len);
+  c->out.len = 0;
+  return rc == DYN_ECLOSED ? DYN_OK : rc; /* a gone client is on_close's business */
+}
+
+static void take_usage(call_t *c, const json_t *msg) {
+  const json_t *u = json_object_get(msg, "usage");
+  c->prompt_tokens = json_integer_value(json_object_get(u, "prompt_tokens"));
+  const json_t *ct = json_object_get(u, "completion_tokens");
+  c->completion_tokens = json_is_integer(ct) ? json_integer_value(ct) : c->tokens_seen;
+  c->cached_tokens = json_integer_value(json_object_get(u, "cached_tokens"));
+}
+
+static void on_upstream_data(dyn_stream_t *s, const void *data, size_t len, void *ud) {
+  (void)s;
+  call_t *c = ud;
+  if (!c->http || c->finished) return;
+  json_error_t jerr;
+  json_t *msg = json_loadb(data, len, 0, &jerr);
+  const json_t *text = json_object_get(msg, "text");
+  const json_t *fr = json_object_get(msg, "finish_reason");
+  if (!json_is_object(msg) || (text && !json_is_string(text)) || (fr && !json_is_null(fr) && !json_is_string(fr))) {
+    json_decref(msg);
+    call_abort(c, 500, "the Processor sent a malformed message");
+    return;
+  }
+  note_tokens(c, json_integer_value(json_object_get(msg, "n_tokens")));
+  const char *t = text ? json_string_value(text) : "";
+  size_t n = text ? json_string_length(text) : 0;
+  const char *finish = json_string_value(fr);
+  if (finish) {
+    c->finished = 1;
+    snprintf(c->finish_reason, sizeof c->finish_reason, "%s", finish);
+    take_usage(c, msg);
+  }
+  int rc = c->streaming ? stream_message(c, t, n, finish) : dyn__buf_append(&c->text, t, n);
+  json_decref(msg);
+  if (rc) call_abort(c, 500, dyn_strerror(rc));
+}
+
+/* Ends the HTTP side of a failed request: an HTTP error if nothing was
+ * sent yet, else an SSE error event and [DONE] (what vLLM sends; the
+ * openai client raises APIError on the event). */
+static void reply_failure(call_t *c, int status, const char *msg) {
+  if (!c->started) {
+    respond_error(c->http, status, msg, NULL);
+    return;
+  }
+  char *e = dyn__oai_error_json(status, msg, NULL);
+  if (e) {
+    dyn_http_sse(c->http, e, strlen(e));
+    free(e);
+  }
+  dyn_http_write(c->http, "data: [DONE]\n\n", 14);
+  dyn_http_finish(c->http);
+}
+
+static void reply_success(call_t *c) {
+  if (c->streaming) {
+    dyn_http_write(c->http, "data: [DONE]\n\n", 14);
+    dyn_http_finish(c->http);
+    return;
+  }
+  char *r = dyn__oai_response(c->kind, c->id, c->created, c->model,
+                              c->text.len ? (const char *)c->text.data : "", c->text.len,
+                              c->finish_reason, c->prompt_tokens, c->completion_tokens,
+                              c->cached_tokens);
+  if (!r) {
+    respond_error(c->http, 500, "out of memory", NULL);
+    return;
+  }
+  dyn_http_set_header(c->http, "X-Request-Id", c->id);
+  dyn_http_respond(c->http, 200, "application/json", r, strlen(r));
+  free(r);
+}
+
+static void on_upstream_done(dyn_stream_t *s, int status, const char *message, void *ud) {
+  (void)s;
+  call_t *c = ud;
+  frontend_t *fe = c->fe;
+  c->stream = NULL;
+  dyn__series_add(fe->inflight, -1);
+  dyn__series_observe(fe->duration, (double)(uv_hrtime() - c->t_start) / 1e9);
+  int ep = c->kind == DYN__OAI_CHAT ? EP_CHAT : EP_COMPLETIONS;
+  if (!c->http) { /* the client left; the cancel ended us */
+    count_request(fe, ep, c->streaming, ST_CANCELLED);
+  } else if (c->err_status) {
+    reply_failure(c, c->err_status, c->err);
+    count_request(fe, ep, c->streaming, ST_ERROR);
+  } else if (status == DYN_OK && !c->finished) {
+    reply_failure(c, 500, "the Processor ended the stream without a finish_reason");
+    count_request(fe, ep, c->streaming, ST_ERROR);
+  } else if (status == DYN_OK) {
+    reply_success(c);
+    count_request(fe, ep, c->streaming, ST_SUCCESS);
+  } else {
+    const char *shown;
+    int code = dyn__oai_upstream_status(status, message, &shown);
+    reply_failure(c, code, shown);
+    count_request(fe, ep, c->streaming, status == DYN_ECANCELED ? ST_CANCELLED : ST_ERROR);
+  }
+  call_free(c);
+}
+
+/* The client hung up: release its request and stop the work upstream. */
+static void on_client_left(dyn_http_req_t *req, void *ud) {
+  call_t *c = ud;
+  c->http = NULL;
+  dyn_http_finish(req);
+  if (c->stream) dyn_stream_cancel(c->stream); /* runs on_upstream_done: c is gone */
+}
+
+/* ---- the two generate routes ------------------------------------------- */
+
+static call_t *call_new(frontend_t *fe, dyn_http_req_t *req, dyn__oai_kind_t kind,
+                        const dyn__oai_info_t *info) {
+  call_t *c = calloc(1, sizeof *c);
+  if (!c) return NULL;
+  c->fe = fe;
+  c->http = req;
+  c->kind = kind;
+  c->streaming = info->stream;
+  c->created = (long long)time(NULL);
+  c->t_start = uv_hrtime();
+  c->model = strdup(info->model);
+  snprintf(c->id, sizeof c->id, "%s-%016llx%016llx", kind == DYN__OAI_CHAT ? "chatcmpl" : "cmpl",
+           (unsigned long long)next_random(fe), (unsigned long long)next_random(fe));
+  dyn__buf_init(&c->text);
+  dyn__buf_init(&c->out);
+  if (!c->model || dyn__oai_stream_init(&c->st, kind, c->id, c->created, c->model,
+                                        info->include_usage)) {
+    free(c->model);
+    free(c);
+    return NULL;
+  }
+  return c;
+}
+
+/* 0 and a started upstream stream, or an HTTP status with *why. */
+static int start_upstream(frontend_t *fe, call_t *c, json_t *request, const char **why) {
+  json_t *up = json_pack("{s:s, s:s, s:O}", "kind", c->kind == DYN__OAI_CHAT ? "chat" : "completion",
+                         "request_id", c->id, "request", request);
+  char *body = up ? json_dumps(up, JSON_COMPACT) : NULL;
+  json_decref(up);
+  if (!body) {
+    *why = "out of memory";
+    return 500;
+  }
+  static const dyn_stream_callbacks_t cb = {on_upstream_data, on_upstream_done};
+  int rc = dyn_client_generate(fe->processor, NULL, body, strlen(body), &cb, c, &c->stream);
+  free(body);
+  if (rc) {
+    *why = rc == DYN_ENOINSTANCE ? "no live Processor instance" : dyn_strerror(rc);
+    return rc == DYN_ENOINSTANCE ? 503 : 500;
+  }
+  return 0;
+}
+
+static void handle_generate(dyn_http_req_t *req, frontend_t *fe, dyn__oai_kind_t kind) {
+  int ep = kind == DYN__OAI_CHAT ? EP_CHAT : EP_COMPLETIONS;
+  size_t len;
+  const char *body = dyn_http_body(req, &len);
+  json_error_t jerr;
+  json_t *request = json_loadb(body, len, JSON_DECODE_ANY, &jerr);
+  if (!request) {
+    char msg[300];
+    snprintf(msg, sizeof msg, "the request body is not valid JSON: %s (line %d, column %d)",
+             jerr.text, jerr.line, jerr.column);
+    respond_error(req, 400, msg, NULL);
+    count_request(fe, ep, 0, ST_ERROR);
+    return;
+  }
+  dyn__oai_info_t info;
+  dyn__oai_error_t err;
+  int status = 0;
+  const char *why = NULL, *param = NULL;
+  char msg[300];
+  call_t *c = NULL;
+  if (dyn_runtime_draining(dyn_service_runtime(fe->ctx))) {
+    info.stream = 0;
+    status = 503, why = "the server is shutting down";
+  } else if (dyn__oai_validate(request, kind, &info, &err)) {
+    status = err.status, why = err.message, param = err.param;
+  } else if (fe->model && strcmp(info.model, fe->model)) {
+    snprintf(msg, sizeof msg, "The model `%.200s` does not exist.", info.model);
+    status = 404, why = msg, param = "model";
+  } else if (!live_workers(fe)) {
+    snprintf(msg, sizeof msg, "no live worker: no instance of %.200s",
+             fe->workers ? fe->worker_path : "the Processor");
+    status = 503, why = msg;
+  } else if (!(c = call_new(fe, req, kind, &info))) {
+    status = 500, why = "out of memory";
+  } else {
+    status = start_upstream(fe, c, request, &why);
+  }
+  if (status) {
+    respond_error(req, status, why, param);
+    count_request(fe, ep, info.stream, ST_ERROR);
+    if (c) call_free(c);
+    json_decref(request);
+    return;
+  }
+  json_decref(request);
+  dyn__series_add(fe->inflight, 1);
+  /* A shutdown waits for this answer (up to the grace period), as it does
+   * for the requests a worker serves: SIGTERM must not cut streams off. */
+  dyn_runtime_hold(dyn_service_runtime(fe->ctx));
+  c->held = 1;
+  if (dyn_http_on_close(req, on_client_left, c) == DYN_ECLOSED) on_client_left(req, c);
+}
+
+static void on_chat(dyn_http_req_t *req, void *ud) { handle_generate(req, ud, DYN__OAI_CHAT); }
+static void on_completions(dyn_http_req_t *req, void *ud) {
+  handle_generate(req, ud, DYN__OAI_COMPLETION);
+}
+
+/* ---- the other routes -------------------------------------------------- */
+
+static void on_models(dyn_http_req_t *req, void *ud) {
+  frontend_t *fe = ud;
+  json_t *data = json_array();
+  if (fe->model)
+    json_array_append_new(data, json_pack("{s:s, s:s, s:I, s:s}", "id", fe->model, "object",
+                                          "model", "created", (json_int_t)fe->started,
+                                          "owned_by", "dynamo"));
+  respond_json(req, 200, json_pack("{s:s, s:o}", "object", "list", "data", data));
+}
+
+static void on_health(dyn_http_req_t *req, void *ud) {
+  frontend_t *fe = ud;
+  size_t n = live_workers(fe);
+  const char *what = fe->workers ? fe->worker_path : "the Processor";
+  if (dyn_runtime_draining(dyn_service_runtime(fe->ctx))) {
+    respond_json(req, 503, json_pack("{s:s}", "status", "draining"));
+    return;
+  }
+  if (n) {
+    respond_json(req, 200, json_pack("{s:s, s:s, s:I}", "status", "healthy", "endpoint", what,
+                                     "instances", (json_int_t)n));
+    return;
+  }
+  char msg[300];
+  snprintf(msg, sizeof msg, "no live instance of %s", what);
+  respond_json(req, 503, json_pack("{s:s, s:s, s:s, s:i}", "status", "unhealthy", "endpoint",
+                                   what, "message", msg, "instances", 0));
+}
+
+static void on_live(dyn_http_req_t *req, void *ud) {
+  (void)ud;
+  respond_json(req, 200, json_pack("{s:s}", "status", "live"));
+}
+
+static void on_metrics(dyn_http_req_t *req, void *ud) {
+  frontend_t *fe = ud;
+  size_t len;
+  char *text = dyn__metrics_render(fe->metrics, &len);
+  if (!text) {
+    dyn_http_error(req, 500, "out of memory");
+    return;
+  }
+  dyn_http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+  free(text);
+}
+
+/* ---- metrics ----------------------------------------------------------- */
+
+static int add_histogram(frontend_t *fe, const char *name, const char *help, const double *b,
+                         size_t nb, dyn__series_t **out) {
+  static const char *const model_label[] = {"model", NULL};
+  dyn__metric_t *f;
+  int rc = dyn__metrics_add(fe->metrics, DYN__METRIC_HISTOGRAM, name, help, model_label, b, nb, &f);
+  const char *v[] = {fe->model ? fe->model : ""};
+  if (!rc && !(*out = dyn__metric_series(f, v))) rc = DYN_ENOMEM;
+  return rc;
+}
+
+static int add_scalar(frontend_t *fe, dyn__metric_type_t type, const char *name, const char *help,
+                      dyn__series_t **out) {
+  static const char *const model_label[] = {"model", NULL};
+  dyn__metric_t *f;
+  int rc = dyn__metrics_add(fe->metrics, type, name, help, model_label, NULL, 0, &f);
+  const char *v[] = {fe->model ? fe->model : ""};
+  if (!rc && !(*out = dyn__metric_series(f, v))) rc = DYN_ENOMEM;
+  return rc;
+}
+
+static int setup_request_counter(frontend_t *fe) {
+  static const char *const labels[] = {"model", "endpoint", "request_type", "status", NULL};
+  static const char *const eps[] = {"chat_completions", "completions"};
+  static const char *const types[] = {"stream", "unary"};
+  static const char *const statuses[] = {"success", "error", "cancelled"};
+  dyn__metric_t *f;
+  int rc = dyn__metrics_add(fe->metrics, DYN__METRIC_COUNTER, "dynamo_frontend_requests_total",
+                            "Requests the frontend answered, by outcome.", labels, NULL, 0, &f);
+  for (int e = 0; e < N_EP && !rc; e++)
+    for (int t = 0; t < N_RT && !rc; t++)
+      for (int s = 0; s < N_ST && !rc; s++) {
+        const char *v[] = {fe->model ? fe->model : "", eps[e], types[t], statuses[s]};
+        if (!(fe->requests[e][t][s] = dyn__metric_series(f, v))) rc = DYN_ENOMEM;
+      }
+  return rc;
+}
+
+static int setup_metrics(frontend_t *fe) {
+  static const double ttft[] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                1,     2.5,   5,    10,    30,   60};
+  static const double itl[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                               0.05,   0.1,   0.25,   0.5,   1};
+  static const double dur[] = {0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300};
+  if (!(fe->metrics = dyn__metrics_new())) return DYN_ENOMEM;
+  int rc = setup_request_counter(fe);
+  if (!rc) rc = add_scalar(fe, DYN__METRIC_GAUGE, "dynamo_frontend_inflight_requests",
+                           "Requests in flight to the Processor.", &fe->inflight);
+  if (!rc) rc = add_histogram(fe, "dynamo_frontend_time_to_first_token_seconds",
+                              "Time from request to the first generated token.", ttft,
+                              sizeof ttft / sizeof *ttft, &fe->ttft);
+  if (!rc) rc = add_histogram(fe, "dynamo_frontend_inter_token_latency_seconds",
+                              "Time between generated tokens (per token of each delta).", itl,
+                              sizeof itl / sizeof *itl, &fe->itl);
+  if (!rc) rc = add_histogram(fe, "dynamo_frontend_request_duration_seconds",
+                              "Time from request to the end of its response.", dur,
+                              sizeof dur / sizeof *dur, &fe->duration);
+  if (!rc) rc = add_scalar(fe, DYN__METRIC_COUNTER, "dynamo_frontend_output_tokens_total",
+                           "Tokens generated for the frontend's clients.", &fe->out_tokens);
+  return rc;
+}
+
+/* ---- the service ------------------------------------------------------- */
+
+static void on_workers_change(dyn_client_t *c, void *ud) {
+  frontend_t *fe = ud;
+  size_t n = dyn_client_instances(c, NULL, 0);
+  if (!n != !fe->live_workers)
+    dyn_log(DYN_LOG_INFO, "Frontend: %zu live instance(s) of %s", n, fe->worker_path);
+  fe->live_workers = n;
+}
+
+static int watch_workers(frontend_t *fe) {
+  if (!*fe->worker_path) return DYN_OK;
+  dyn_endpoint_t *ep;
+  int rc = dyn_runtime_endpoint(dyn_service_runtime(fe->ctx), fe->worker_path, &ep);
+  if (!rc) rc = dyn_endpoint_client(ep, &fe->workers);
+  if (rc) {
+    fprintf(stderr, "Frontend: cannot watch worker endpoint '%s': %s\n", fe->worker_path,
+            dyn_strerror(rc));
+    return rc;
+  }
+  dyn_client_on_change(fe->workers, on_workers_change, fe);
+  return DYN_OK;
+}
+
+static int start_http(frontend_t *fe) {
+  const char *host = dyn_service_config_string(fe->ctx, "host", "0.0.0.0");
+  int port = (int)dyn_service_config_int(fe->ctx, "port", 8000);
+  int rc = dyn_http_server_start(dyn_runtime_loop(dyn_service_runtime(fe->ctx)), host, port,
+                                 &fe->http);
+  if (rc) {
+    fprintf(stderr, "Frontend: cannot serve HTTP on %s:%d: %s\n", host, port, dyn_strerror(rc));
+    fe->http = NULL;
+    return rc;
+  }
+  if (!rc) rc = dyn_http_route(fe->http, "POST", "/v1/chat/completions", on_chat, fe);
+  if (!rc) rc = dyn_http_route(fe->http, "POST", "/v1/completions", on_completions, fe);
+  if (!rc) rc = dyn_http_route(fe->http, "GET", "/v1/models", on_models, fe);
+  if (!rc) rc = dyn_http_route(fe->http, "GET", "/health", on_health, fe);
+  if (!rc) rc = dyn_http_route(fe->http, "GET", "/live", on_live, fe);
+  if (!rc) rc = dyn_http_route(fe->http, "GET", "/metrics", on_metrics, fe);
+  if (!rc) printf("Frontend: OpenAI API on http://%s:%d\n", host, dyn_http_server_port(fe->http));
+  fflush(stdout);
+  return rc;
+}
+
+static void frontend_free(frontend_t *fe) {
+  if (fe->http) dyn_http_server_stop(fe->http); /* cancels what is in flight */
+  if (fe->workers) dyn_client_free(fe->workers);
+  dyn__metrics_free(fe->metrics);
+  free(fe);
+}
+
+static void seed(frontend_t *fe) {
+  if (getrandom(fe->rng, sizeof fe->rng, 0) != (ssize_t)sizeof fe->rng) {
+    fe->rng[0] = uv_hrtime() ^ ((uint64_t)getpid() << 32);
+    fe->rng[1] = dyn_runtime_instance_id(dyn_service_runtime(fe->ctx)) | 1;
+  }
+  if (!fe->rng[0] && !fe->rng[1]) fe->rng[1] = 1;
+}
+
+static int frontend_start(dyn_service_ctx_t *ctx) {
+  frontend_t *fe = calloc(1, sizeof *fe);
+  if (!fe) return DYN_ENOMEM;
+  fe->ctx = ctx;
+  fe->started = (long long)time(NULL);
+  fe->model = dyn_service_config_string(ctx, "model", NULL);
+  if (!fe->model) fe->model = dyn_service_config_string(ctx, "served_model_name", NULL);
+  if (!fe->model) fe->model = dyn_service_config_string(ctx, "served-model-name", NULL);
+  fe->worker_path = dyn_service_config_string(ctx, "worker", "dynamo/Worker/generate");
+  seed(fe);
+  fe->processor = dyn_service_client(ctx, "Processor", "generate");
+  if (!fe->processor) {
+    fprintf(stderr, "Frontend: no client for Processor/generate (is Processor in the graph?)\n");
+    free(fe);
+    return DYN_EINVAL;
+  }
+  /* A request without a Processor should be a prompt 503, not a hang. */
+  dyn_client_set_wait(fe->processor, (int)dyn_service_config_int(ctx, "processor_wait_ms", 5000));
+  int rc = setup_metrics(fe);
+  if (!rc) rc = watch_workers(fe);
+  if (!rc) rc = start_http(fe);
+  if (rc) {
+    frontend_free(fe);
+    return rc;
+  }
+  dyn_service_set_data(ctx, fe);
+  return DYN_OK;
+}
+
+static void frontend_shutdown(dyn_service_ctx_t *ctx) {
+  frontend_t *fe = dyn_service_data(ctx);
+  if (!fe) return;
+  dyn_service_set_data(ctx, NULL);
+  frontend_free(fe);
+}
+
+static const char *const frontend_depends[] = {"Processor", NULL};
+
+const dyn_service_def_t dyn__llm_frontend = {
+    .abi = DYN_SERVICE_ABI,
+    .name = "Frontend",
+    .namespace_ = "dynamo",
+    .workers = 1,
+    .http_port = 8000,
+    .depends = frontend_depends,
+    .on_start = frontend_start,
+    .on_shutdown = frontend_shutdown,
+};

@@ -1,0 +1,372 @@
+/* openai.c - validating OpenAI requests and writing OpenAI responses.
+ *
+ * Validation follows what OpenAI-compatible servers (vLLM, NVIDIA Dynamo)
+ * accept: the fields the stack acts on are type- and range-checked, with a
+ * 400 that names the field; fields it does not know pass through untouched
+ * (clients send many), and null means "not given", as in OpenAI's schema.
+ *
+ * Streamed chunks are the hot path: one per delta. They are written as text
+ * into a caller's buffer from a prefix built once per request, so a delta
+ * costs one escape pass over its text and no JSON tree.
+ */
+#include "llm/services/openai.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dynamo/status.h"
+
+/* ---- validation -------------------------------------------------------- */
+
+static int fail(dyn__oai_error_t *err, const char *param, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err->message, sizeof err->message, fmt, ap);
+  va_end(ap);
+  err->status = 400;
+  err->param = param;
+  return DYN_EINVAL;
+}
+
+/* The field if given and not null, else NULL. */
+static const json_t *opt(const json_t *req, const char *key) {
+  const json_t *v = json_object_get(req, key);
+  return json_is_null(v) ? NULL : v;
+}
+
+static int check_positive_int(const json_t *req, const char *key, dyn__oai_error_t *err) {
+  const json_t *v = opt(req, key);
+  if (!v) return DYN_OK;
+  if (!json_is_integer(v)) return fail(err, key, "'%s' must be an integer", key);
+  if (json_integer_value(v) < 1)
+    return fail(err, key, "'%s' must be at least 1, got %lld", key,
+                (long long)json_integer_value(v));
+  return DYN_OK;
+}
+
+/* lo_open: the range excludes lo. */
+static int check_number(const json_t *req, const char *key, double lo, int lo_open, double hi,
+                        dyn__oai_error_t *err) {
+  const json_t *v = opt(req, key);
+  if (!v) return DYN_OK;
+  if (!json_is_number(v)) return fail(err, key, "'%s' must be a number", key);
+  double x = json_number_value(v);
+  if (isnan(x) || x > hi || (lo_open ? x <= lo : x < lo))
+    return fail(err, key, "'%s' must be in %s%g, %g], got %g", key, lo_open ? "(" : "[", lo, hi,
+                x);
+  return DYN_OK;
+}
+
+static int check_bool(const json_t *req, const char *key, dyn__oai_error_t *err) {
+  const json_t *v = opt(req, key);
+  if (v && !json_is_boolean(v)) return fail(err, key, "'%s' must be a boolean", key);
+  return DYN_OK;
+}
+
+static int check_stop(const json_t *req, dyn__oai_error_t *err) {
+  const json_t *v = opt(req, "stop");
+  if (!v || json_is_string(v)) return DYN_OK;
+  if (!json_is_array(v)) return fail(err, "stop", "'stop' must be a string or an array of strings");
+  size_t i;
+  const json_t *s;
+  json_array_foreach(v, i, s) {
+    if (!json_is_string(s))
+      return fail(err, "stop", "'stop[%zu]' must be a string", i);
+  }
+  return DYN_OK;
+}
+
+static int known_role(const char *r) {
+  static const char *const roles[] = {"system", "user", "assistant", "tool", "developer", NULL};
+  for (size_t i = 0; roles[i]; i++)
+    if (!strcmp(r, roles[i])) return 1;
+  return 0;
+}
+
+/* content: a string, or an array of {"type":"text","text":string} parts;
+ * an assistant turn may have none (it carried tool calls). */
+static int check_content(const json_t *m, size_t i, const char *role, dyn__oai_error_t *err) {
+  const json_t *c = opt(m, "content");
+  if (!c) {
+    if (!strcmp(role, "assistant")) return DYN_OK;
+    return fail(err, "messages", "'messages[%zu].content' is required", i);
+  }
+  if (json_is_string(c)) return DYN_OK;
+  if (!json_is_array(c))
+    return fail(err, "messages", "'messages[%zu].content' must be a string or an array of parts", i);
+  size_t k;
+  const json_t *part;
+  json_array_foreach(c, k, part) {
+    const char *type = json_string_value(json_object_get(part, "type"));
+    if (!type || strcmp(type, "text"))
+      return fail(err, "messages",
+                  "'messages[%zu].content[%zu]': only parts of type 'text' are supported", i, k);
+    if (!json_is_string(json_object_get(part, "text")))
+      return fail(err, "messages", "'messages[%zu].content[%zu].text' must be a string", i, k);
+  }
+  return DYN_OK;
+}
+
+static int check_messages(const json_t *req, dyn__oai_error_t *err) {
+  const json_t *msgs = opt(req, "messages");
+  if (!msgs) return fail(err, "messages", "'messages' is required");
+  if (!json_is_array(msgs)) return fail(err, "messages", "'messages' must be an array");
+  if (!json_array_size(msgs)) return fail(err, "messages", "'messages' must not be empty");
+  size_t i;
+  const json_t *m;
+  json_array_foreach(msgs, i, m) {
+    if (!json_is_object(m)) return fail(err, "messages", "'messages[%zu]' must be an object", i);
+    const char *role = json_string_value(json_object_get(m, "role"));
+    if (!role) return fail(err, "messages", "'messages[%zu].role' must be a string", i);
+    if (!known_role(role))
+      return fail(err, "messages",
+                  "'messages[%zu].role' must be one of system, user, assistant, tool, developer; "
+                  "got '%.64s'", i, role);
+    int rc = check_content(m, i, role, err);
+    if (rc) return rc;
+  }
+  return DYN_OK;
+}
+
+static int check_prompt(const json_t *req, dyn__oai_error_t *err) {
+  const json_t *p = opt(req, "prompt");
+  if (!p) return fail(err, "prompt", "'prompt' is required");
+  if (json_is_string(p)) return DYN_OK;
+  if (!json_is_array(p)) return fail(err, "prompt", "'prompt' must be a string");
+  if (json_array_size(p) == 1 && json_is_string(json_array_get(p, 0))) return DYN_OK;
+  const json_t *first = json_array_get(p, 0);
+  if (json_is_integer(first) || json_is_array(first))
+    return fail(err, "prompt", "token-id prompts are not supported; send 'prompt' as a string");
+  if (json_array_size(p) > 1)
+    return fail(err, "prompt", "batched prompts are not supported; send one prompt per request");
+  return fail(err, "prompt", "'prompt' must be a string or an array of one string");
+}
+
+static int check_stream(const json_t *req, dyn__oai_info_t *info, dyn__oai_error_t *err) {
+  int rc = check_bool(req, "stream", err);
+  if (rc) return rc;
+  info->stream = json_is_true(json_object_get(req, "stream"));
+  const json_t *so = opt(req, "stream_options");
+  if (!so) return DYN_OK;
+  if (!json_is_object(so)) return fail(err, "stream_options", "'stream_options' must be an object");
+  const json_t *iu = opt(so, "include_usage");
+  if (iu && !json_is_boolean(iu))
+    return fail(err, "stream_options", "'stream_options.include_usage' must be a boolean");
+  info->include_usage = json_is_true(iu);
+  return DYN_OK;
+}
+
+static int check_n(const json_t *req, dyn__oai_error_t *err) {
+  const json_t *n = opt(req, "n");
+  if (!n) return DYN_OK;
+  if (!json_is_integer(n)) return fail(err, "n", "'n' must be an integer");
+  if (json_integer_value(n) != 1)
+    return fail(err, "n", "'n' must be 1: one choice per request is supported, got %lld",
+                (long long)json_integer_value(n));
+  return DYN_OK;
+}
+
+int dyn__oai_validate(const json_t *req, dyn__oai_kind_t kind, dyn__oai_info_t *info,
+                      dyn__oai_error_t *err) {
+  memset(info, 0, sizeof *info);
+  if (!json_is_object(req)) return fail(err, NULL, "the request body must be a JSON object");
+  const json_t *model = opt(req, "model");
+  if (!model) return fail(err, "model", "'model' is required");
+  if (!json_is_string(model)) return fail(err, "model", "'model' must be a string");
+  info->model = json_string_value(model);
+  int rc = kind == DYN__OAI_CHAT ? check_messages(req, err) : check_prompt(req, err);
+  if (!rc) rc = check_positive_int(req, "max_tokens", err);
+  if (!rc) rc = check_positive_int(req, "max_completion_tokens", err);
+  if (!rc) rc = check_number(req, "temperature", 0, 0, 2, err);
+  if (!rc) rc = check_number(req, "top_p", 0, 1, 1, err);
+  if (!rc) rc = check_number(req, "presence_penalty", -2, 0, 2, err);
+  if (!rc) rc = check_number(req, "frequency_penalty", -2, 0, 2, err);
+  if (!rc) rc = check_n(req, err);
+  if (!rc) rc = check_stop(req, err);
+  if (!rc) rc = check_stream(req, info, err);
+  return rc;
+}
+
+/* ---- errors ------------------------------------------------------------ */
+
+static const char *error_type(int status) {
+  switch (status) {
+  case 400: return "BadRequestError";
+  case 401: return "AuthenticationError";
+  case 404: return "NotFoundError";
+  case 413: return "RequestTooLargeError";
+  case 429: return "RateLimitError";
+  case 503: return "ServiceUnavailableError";
+  default: return status >= 500 ? "InternalServerError" : "BadRequestError";
+  }
+}
+
+char *dyn__oai_error_json(int status, const char *message, const char *param) {
+  json_t *e = json_pack("{s:{s:s, s:s, s:o, s:i}}", "error", "message", message ? message : "",
+                        "type", error_type(status), "param",
+                        param ? json_string(param) : json_null(), "code", status);
+  char *s = e ? json_dumps(e, JSON_COMPACT) : NULL;
+  json_decref(e);
+  return s;
+}
+
+int dyn__oai_upstream_status(int dyn_status, const char *message, const char **shown) {
+  *shown = message ? message : dyn_strerror(dyn_status);
+  if (dyn_status == DYN_ENOINSTANCE) return 503;
+  /* "4xx text": the Processor says the client asked for something wrong;
+   * "5xx text": the service cannot serve it now (503: no worker). */
+  const char *m = *shown;
+  if ((m[0] == '4' || m[0] == '5') && m[1] >= '0' && m[1] <= '9' && m[2] >= '0' && m[2] <= '9' && m[3] == ' ') {
+    *shown = m + 4;
+    return (m[0] - '0') * 100 + (m[1] - '0') * 10 + (m[2] - '0');
+  }
+  return 500;
+}
+
+/* ---- JSON text --------------------------------------------------------- */
+
+static int put(dyn__buf_t *b, const char *s) { return dyn__buf_append(b, s, strlen(s)); }
+
+int dyn__oai_append_json_string(dyn__buf_t *b, const char *s, size_t n) {
+  static const char hex[] = "0123456789abcdef";
+  /* Worst case every byte becomes \u00XX. */
+  if (dyn__buf_reserve(b, n * 6 + 2)) return DYN_ENOMEM;
+  char *o = (char *)b->data + b->len, *start = o;
+  *o++ = '"';
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c >= 0x20 && c != '"' && c != '\\') {
+      *o++ = (char)c;
+      continue;
+    }
+    *o++ = '\\';
+    switch (c) {
+    case '"': *o++ = '"'; break;
+    case '\\': *o++ = '\\'; break;
+    case '\n': *o++ = 'n'; break;
+    case '\r': *o++ = 'r'; break;
+    case '\t': *o++ = 't'; break;
+    default:
+      *o++ = 'u', *o++ = '0', *o++ = '0', *o++ = hex[c >> 4], *o++ = hex[c & 15];
+    }
+  }
+  *o++ = '"';
+  b->len += (size_t)(o - start);
+  return DYN_OK;
+}
+
+/* ---- streamed chunks --------------------------------------------------- */
+
+int dyn__oai_stream_init(dyn__oai_stream_t *st, dyn__oai_kind_t kind, const char *id,
+                         long long created, const char *model, int include_usage) {
+  memset(st, 0, sizeof *st);
+  st->kind = kind;
+  st->include_usage = include_usage;
+  char num[32];
+  snprintf(num, sizeof num, "%lld", created);
+  dyn__buf_t *b = &st->prefix;
+  dyn__buf_init(b);
+  int rc = put(b, "{\"id\":");
+  if (!rc) rc = dyn__oai_append_json_string(b, id, strlen(id));
+  if (!rc) rc = put(b, kind == DYN__OAI_CHAT ? ",\"object\":\"chat.completion.chunk\",\"created\":"
+                                             : ",\"object\":\"text_completion\",\"created\":");
+  if (!rc) rc = put(b, num);
+  if (!rc) rc = put(b, ",\"model\":");
+  if (!rc) rc = dyn__oai_append_json_string(b, model, strlen(model));
+  if (!rc) rc = put(b, ",");
+  if (rc) dyn__buf_free(b);
+  return rc;
+}
+
+void dyn__oai_stream_free(dyn__oai_stream_t *st) { dyn__buf_free(&st->prefix); }
+
+static int begin(const dyn__oai_stream_t *st, dyn__buf_t *out) {
+  int rc = put(out, "data: ");
+  if (!rc) rc = dyn__buf_append(out, st->prefix.data, st->prefix.len);
+  return rc;
+}
+
+/* Closes a chunk: usage null while include_usage is on (as OpenAI does). */
+static int end(const dyn__oai_stream_t *st, dyn__buf_t *out) {
+  return put(out, st->include_usage ? ",\"usage\":null}\n\n" : "}\n\n");
+}
+
+static int finish_field(dyn__buf_t *out, const char *finish_reason) {
+  int rc = put(out, ",\"logprobs\":null,\"finish_reason\":");
+  if (rc) return rc;
+  if (!finish_reason) return put(out, "null}]");
+  rc = dyn__oai_append_json_string(out, finish_reason, strlen(finish_reason));
+  return rc ? rc : put(out, "}]");
+}
+
+int dyn__oai_chunk_role(const dyn__oai_stream_t *st, dyn__buf_t *out) {
+  int rc = begin(st, out);
+  if (!rc) rc = put(out, "\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\","
+                         "\"content\":\"\"},\"logprobs\":null,\"finish_reason\":null}]");
+  return rc ? rc : end(st, out);
+}
+
+int dyn__oai_chunk_delta(const dyn__oai_stream_t *st, const char *text, size_t n,
+                         const char *finish_reason, dyn__buf_t *out) {
+  int rc = begin(st, out);
+  if (rc) return rc;
+  if (st->kind == DYN__OAI_CHAT) {
+    if (n || !finish_reason) {
+      rc = put(out, "\"choices\":[{\"index\":0,\"delta\":{\"content\":");
+      if (!rc) rc = dyn__oai_append_json_string(out, text, n);
+      if (!rc) rc = put(out, "}");
+    } else {
+      rc = put(out, "\"choices\":[{\"index\":0,\"delta\":{}");
+    }
+  } else {
+    rc = put(out, "\"choices\":[{\"text\":");
+    if (!rc) rc = dyn__oai_append_json_string(out, text, n);
+    if (!rc) rc = put(out, ",\"index\":0");
+  }
+  if (!rc) rc = finish_field(out, finish_reason);
+  return rc ? rc : end(st, out);
+}
+
+int dyn__oai_chunk_usage(const dyn__oai_stream_t *st, long long prompt, long long completion,
+                         long long cached, dyn__buf_t *out) {
+  char usage[256];
+  snprintf(usage, sizeof usage,
+           "\"choices\":[],\"usage\":{\"prompt_tokens\":%lld,\"completion_tokens\":%lld,"
+           "\"total_tokens\":%lld,\"prompt_tokens_details\":{\"cached_tokens\":%lld}}}\n\n",
+           prompt, completion, prompt + completion, cached);
+  int rc = begin(st, out);
+  return rc ? rc : put(out, usage);
+}
+
+/* ---- whole responses --------------------------------------------------- */
+
+json_t *dyn__oai_usage(long long prompt, long long completion, long long cached) {
+  return json_pack("{s:I, s:I, s:I, s:{s:I}}", "prompt_tokens", (json_int_t)prompt,
+                   "completion_tokens", (json_int_t)completion, "total_tokens",
+                   (json_int_t)(prompt + completion), "prompt_tokens_details", "cached_tokens",
+                   (json_int_t)cached);
+}
+
+char *dyn__oai_response(dyn__oai_kind_t kind, const char *id, long long created,
+                        const char *model, const char *text, size_t n,
+                        const char *finish_reason, long long prompt, long long completion,
+                        long long cached) {
+  json_t *choice;
+  json_t *fr = finish_reason ? json_string(finish_reason) : json_null();
+  if (kind == DYN__OAI_CHAT)
+    choice = json_pack("{s:i, s:{s:s, s:s%}, s:n, s:o}", "index", 0, "message", "role",
+                       "assistant", "content", text, n, "logprobs", "finish_reason", fr);
+  else
+    choice = json_pack("{s:s%, s:i, s:n, s:o}", "text", text, n, "index", 0, "logprobs",
+                       "finish_reason", fr);
+  json_t *r = json_pack("{s:s, s:s, s:I, s:s, s:[o], s:o}", "id", id, "object",
+                        kind == DYN__OAI_CHAT ? "chat.completion" : "text_completion", "created",
+                        (json_int_t)created, "model", model, "choices", choice, "usage",
+                        dyn__oai_usage(prompt, completion, cached));
+  char *s = r ? json_dumps(r, JSON_COMPACT) : NULL;
+  json_decref(r);
+  return s;
+}
