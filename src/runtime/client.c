@@ -140,18 +140,7 @@ static void on_peer_frame(dyn__conn_t *conn, const dyn__frame_t *f) {
   const char *why = NULL;
   if (!conn->hello_done) {
     dyn__hello_t h;
-    if (f->type == DYN__F_ERROR) {
-      dyn_log(DYN_LOG_WARN, "instance at %s refused us: %.*s", conn->peer,
-              (int)(f->len < 200 ? f->len : 200), (const char *)f->payload);
-      dyn__conn_close(conn, DYN_EPROTO, "refused by the instance");
-      return;
-    }
-    if (dyn__hello_decode(f, &h, &why)) {
-      dyn_log(DYN_LOG_WARN, "closing connection to %s: %s", conn->peer, why);
-      dyn__conn_close(conn, DYN_EPROTO, why);
-      return;
-    }
-    conn->hello_done = 1;
+    if (dyn__conn_hello_recv(conn, f, DYN__ROLE_CLIENT, p->rt->session, &h)) return;
     p->ready = 1;
     if (p->rt->suspects) suspect_clear(p->rt, p->addr);
     return;
@@ -256,9 +245,7 @@ static dyn__peer_t *get_peer(dyn_runtime_t *rt, const char *addr) {
     free(p);
     return NULL;
   }
-  uint8_t hello[DYN__HELLO_LEN];
-  dyn__hello_encode(hello, DYN__ROLE_CLIENT, rt->session);
-  dyn__conn_send(p->conn, DYN__F_HELLO, 0, 0, hello, sizeof hello, NULL, 0);
+  dyn__conn_hello(p->conn, DYN__ROLE_CLIENT, rt->session);
   p->next = rt->peers;
   rt->peers = p;
   if (dyn__conn_connect(p->conn, addr)) {

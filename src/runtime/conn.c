@@ -334,3 +334,41 @@ int dyn__conn_connect(dyn__conn_t *c, const char *target) {
   watch_peer(c); /* bounds the connect too */
   return DYN_OK;
 }
+
+/* ---- the handshake ------------------------------------------------------ */
+
+void dyn__conn_hello(dyn__conn_t *c, uint16_t role, uint64_t session) {
+  uint8_t hello[DYN__HELLO_LEN];
+  dyn__hello_encode(hello, role, session);
+  dyn__conn_send(c, DYN__F_HELLO, 0, 0, hello, sizeof hello, NULL, 0);
+}
+
+int dyn__conn_hello_recv(dyn__conn_t *c, const dyn__frame_t *f, uint16_t role,
+                         uint64_t session, dyn__hello_t *h) {
+  int accepting = role == DYN__ROLE_SERVER;
+  const char *why = NULL;
+  char refusal[160];
+  if (!accepting && f->type == DYN__F_ERROR) {
+    snprintf(refusal, sizeof refusal, "refused: %.*s",
+             (int)(f->len < 120 ? f->len : 120), (const char *)f->payload);
+    why = refusal;
+  } else if (dyn__hello_decode(f, h, &why) == DYN_OK &&
+             h->role != (accepting ? DYN__ROLE_CLIENT : DYN__ROLE_SERVER)) {
+    why = accepting ? "peer sent a server's HELLO (two servers wired together?)"
+                    : "peer sent a client's HELLO (not a dynamo server?)";
+  }
+  if (!why) {
+    c->hello_done = 1;
+    if (accepting) dyn__conn_hello(c, DYN__ROLE_SERVER, session);
+    return DYN_OK;
+  }
+  dyn_log(DYN_LOG_WARN, "closing connection %s %s: %s", accepting ? "from" : "to",
+          c->peer, why);
+  if (accepting) {
+    dyn__conn_send(c, DYN__F_ERROR, 0, 0, why, strlen(why), NULL, 0);
+    dyn__conn_close_flushed(c, DYN_EPROTO, why);
+  } else {
+    dyn__conn_close(c, DYN_EPROTO, why);
+  }
+  return DYN_EPROTO;
+}

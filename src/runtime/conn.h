@@ -79,6 +79,19 @@ int dyn__conn_send(dyn__conn_t *c, uint8_t type, uint8_t flags,
 void dyn__conn_close(dyn__conn_t *c, int status, const char *why);
 /* Closes once queued output is written. */
 void dyn__conn_close_flushed(dyn__conn_t *c, int status, const char *why);
+
+/* The handshake (frame.h), the same on both planes. The connecting side
+ * queues its HELLO (role DYN__ROLE_CLIENT) with dyn__conn_hello right after
+ * dyn__conn_new; every side hands each frame to dyn__conn_hello_recv until
+ * hello_done is set. The accepting side (role DYN__ROLE_SERVER) answers a
+ * good HELLO with its own; each side checks that the peer holds the other
+ * role, so two servers or two clients wired to each other fail at once.
+ * On DYN_OK *h holds the peer's HELLO. On failure the connection is closed
+ * with the reason logged: an accepting side first sends it as an ERROR
+ * frame, and a connecting side takes an ERROR frame as the peer's refusal. */
+void dyn__conn_hello(dyn__conn_t *c, uint16_t role, uint64_t session);
+int dyn__conn_hello_recv(dyn__conn_t *c, const dyn__frame_t *f, uint16_t role,
+                         uint64_t session, dyn__hello_t *h);
 size_t dyn__conn_pending(const dyn__conn_t *c);
 
 /* The corked write both connection kinds (this one and HTTP) share: writes

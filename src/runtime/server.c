@@ -148,16 +148,7 @@ static void on_sconn_frame(dyn__conn_t *c, const dyn__frame_t *f) {
   const char *why = NULL;
   if (!c->hello_done) {
     dyn__hello_t h;
-    if (dyn__hello_decode(f, &h, &why)) {
-      dyn_log(DYN_LOG_WARN, "closing connection from %s: %s", c->peer, why);
-      dyn__conn_send(c, DYN__F_ERROR, 0, 0, why, strlen(why), NULL, 0);
-      dyn__conn_close_flushed(c, DYN_EPROTO, why);
-      return;
-    }
-    c->hello_done = 1;
-    uint8_t hello[DYN__HELLO_LEN];
-    dyn__hello_encode(hello, DYN__ROLE_SERVER, sc->rt->session);
-    dyn__conn_send(c, DYN__F_HELLO, 0, 0, hello, sizeof hello, NULL, 0);
+    dyn__conn_hello_recv(c, f, DYN__ROLE_SERVER, sc->rt->session, &h);
     return;
   }
   switch (f->type) {

@@ -2,7 +2,7 @@
  *
  * Raw sockets send the worker things that are not dynamo (HTTP), frames
  * too big to accept, broken REQUEST prefixes, unknown types, a HELLO of
- * another version; each must be closed (with a log line naming the peer),
+ * another version or from a server; each must be closed (with a log line naming the peer),
  * while a dynamo client's stream on its own connection runs on untouched.
  * Frames split into single bytes must still work. The control plane gets
  * the same treatment on its Unix socket.
@@ -99,6 +99,17 @@ static void test_garbage(void) {
   CHECK_EQ_INT(h_read_frame(fd, &f, 3000), 1);
   CHECK_EQ_INT(f.type, 5);
   CHECK_MSG(strstr(f.payload, "version") != NULL, "error: %s", f.payload);
+  CHECK(h_wait_closed(fd, 3000));
+  close(fd);
+
+  /* A peer that says HELLO as a server (two servers wired together):
+   * the role is checked, and the reason comes back before the close. */
+  fd = h_tcp_connect(w.addr);
+  REQUIRE(fd >= 0);
+  h_send_hello_as(fd, 1, 2);
+  CHECK_EQ_INT(h_read_frame(fd, &f, 3000), 1);
+  CHECK_EQ_INT(f.type, 5);
+  CHECK_MSG(strstr(f.payload, "server's HELLO") != NULL, "error: %s", f.payload);
   CHECK(h_wait_closed(fd, 3000));
   close(fd);
 

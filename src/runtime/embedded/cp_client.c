@@ -128,18 +128,11 @@ static void on_frame(dyn__conn_t *c, const dyn__frame_t *f) {
   emb_t *e = c->owner;
   if (!c->hello_done) {
     dyn__hello_t h;
-    const char *why;
-    if (f->type == DYN__F_ERROR) {
-      snprintf(e->last_error, sizeof e->last_error, "refused: %.*s",
-               (int)(f->len < 120 ? f->len : 120), (const char *)f->payload);
-      dyn__conn_close(c, DYN_ECONTROL, e->last_error);
+    if (dyn__conn_hello_recv(c, f, DYN__ROLE_CLIENT, e->session, &h)) return;
+    if (h.session == 0) {
+      dyn__conn_close(c, DYN_EPROTO, "the control plane gave no session id");
       return;
     }
-    if (dyn__hello_decode(f, &h, &why) || h.session == 0) {
-      dyn__conn_close(c, DYN_EPROTO, why ? why : "no session id");
-      return;
-    }
-    c->hello_done = 1;
     e->session = e->session ? e->session : h.session;
     if (e->up == 0 && e->session != h.session)
       dyn_log(DYN_LOG_WARN, "control plane gave a new session id");
@@ -202,9 +195,7 @@ static void connect_now(emb_t *e) {
                           on_close, e);
   if (!e->conn) return;
   e->last_put = 0;
-  uint8_t hello[DYN__HELLO_LEN];
-  dyn__hello_encode(hello, DYN__ROLE_CLIENT, e->session);
-  dyn__conn_send(e->conn, DYN__F_HELLO, 0, 0, hello, sizeof hello, NULL, 0);
+  dyn__conn_hello(e->conn, DYN__ROLE_CLIENT, e->session);
   for (dyn__key_t *k = e->keys.head; k; k = k->next)
     send_put(e, k->key, k->value);
   for (emb_watch_t *w = e->watches; w; w = w->next)
