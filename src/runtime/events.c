@@ -42,10 +42,18 @@ void dyn_unsubscribe(dyn_subscription_t *s) {
   free(s);
 }
 
+/* The one place a component's subject is spelled (events.h); name may be
+ * a wildcard here, since subscriptions allow them. */
+static int component_subject(const dyn_component_t *c, const char *name, char *buf,
+                             size_t cap) {
+  int n = snprintf(buf, cap, "namespace.%s.component.%s.%s", c->ns->name, c->name, name);
+  return n < 0 || (size_t)n >= cap ? DYN_EINVAL : DYN_OK;
+}
+
 int dyn_component_subject(const dyn_component_t *c, const char *name, char *buf,
                           size_t cap) {
-  int n = snprintf(buf, cap, "namespace.%s.component.%s.%s", c->ns->name, c->name, name);
-  if (n < 0 || (size_t)n >= cap) return DYN_EINVAL;
+  int rc = component_subject(c, name, buf, cap);
+  if (rc) return rc;
   return dyn_subject_valid(buf, 0) ? DYN_OK : DYN_EINVAL;
 }
 
@@ -59,8 +67,6 @@ int dyn_component_publish(dyn_component_t *c, const char *name, const void *data
 int dyn_component_subscribe(dyn_component_t *c, const char *name, dyn_event_fn fn,
                             void *ud, dyn_subscription_t **out) {
   char subject[512];
-  int n = snprintf(subject, sizeof subject, "namespace.%s.component.%s.%s",
-                   c->ns->name, c->name, name);
-  if (n < 0 || (size_t)n >= sizeof subject) return DYN_EINVAL;
-  return dyn_subscribe(c->ns->rt, subject, fn, ud, out);
+  int rc = component_subject(c, name, subject, sizeof subject);
+  return rc ? rc : dyn_subscribe(c->ns->rt, subject, fn, ud, out);
 }

@@ -228,9 +228,11 @@ static void route(dyn_request_t *req, const void *body, size_t len, void *ud) {
 
 static int subscribe(router_t *r, const char *ns, const char *worker, const char *what,
                      dyn_event_fn fn, dyn_subscription_t **sub) {
-  char subject[512];
-  snprintf(subject, sizeof subject, "namespace.%s.component.%s.%s", ns, worker, what);
-  return dyn_subscribe(dyn_service_runtime(r->ctx), subject, fn, r, sub);
+  dyn_namespace_t *n;
+  dyn_component_t *c;
+  int rc = dyn_runtime_namespace(dyn_service_runtime(r->ctx), ns, &n);
+  if (!rc) rc = dyn_namespace_component(n, worker, &c);
+  return rc ? rc : dyn_component_subscribe(c, what, fn, r, sub);
 }
 
 static int router_start(dyn_service_ctx_t *ctx) {
