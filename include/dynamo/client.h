@@ -15,6 +15,8 @@
 #ifndef DYNAMO_CLIENT_H
 #define DYNAMO_CLIENT_H
 
+#include "dynamo/export.h"
+
 #include "dynamo/runtime.h"
 
 #ifdef __cplusplus
@@ -32,23 +34,23 @@ typedef enum dyn_route {
 } dyn_route_t;
 
 /* Creates a client and starts watching ep's instances. */
-int dyn_endpoint_client(dyn_endpoint_t *ep, dyn_client_t **out);
+DYN_EXTERN int dyn_endpoint_client(dyn_endpoint_t *ep, dyn_client_t **out);
 /* Cancels the client's open streams and frees it. */
-void dyn_client_free(dyn_client_t *c);
+DYN_EXTERN void dyn_client_free(dyn_client_t *c);
 
 /* How long a request waits for a first instance when none is live:
  * 0 (default) fails at once with DYN_ENOINSTANCE. */
-void dyn_client_set_wait(dyn_client_t *c, int wait_ms);
+DYN_EXTERN void dyn_client_set_wait(dyn_client_t *c, int wait_ms);
 
 /* Drives the loop until the first discovery snapshot arrived and at least
  * min_instances are live, or timeout_ms passed (DYN_ETIMEDOUT). Blocking. */
-int dyn_client_wait(dyn_client_t *c, size_t min_instances, int timeout_ms);
+DYN_EXTERN int dyn_client_wait(dyn_client_t *c, size_t min_instances, int timeout_ms);
 
 /* Live instance ids, up to cap of them; returns how many are live. */
-size_t dyn_client_instances(const dyn_client_t *c, uint64_t *ids, size_t cap);
+DYN_EXTERN size_t dyn_client_instances(const dyn_client_t *c, uint64_t *ids, size_t cap);
 typedef void (*dyn_instances_fn)(dyn_client_t *c, void *ud);
 /* Called after each change of the live list. */
-void dyn_client_on_change(dyn_client_t *c, dyn_instances_fn fn, void *ud);
+DYN_EXTERN void dyn_client_on_change(dyn_client_t *c, dyn_instances_fn fn, void *ud);
 
 typedef struct dyn_stream_callbacks {
   /* data is valid only during the call. */
@@ -70,29 +72,29 @@ typedef struct dyn_call_options {
  * instance while the client does not wait) return an error and call
  * nothing; all later ones arrive through on_done, which never runs inside
  * this call (an end found while dispatching is reported from the loop). */
-int dyn_client_generate(dyn_client_t *c, const dyn_call_options_t *opt,
+DYN_EXTERN int dyn_client_generate(dyn_client_t *c, const dyn_call_options_t *opt,
                         const void *body, size_t len,
                         const dyn_stream_callbacks_t *cb, void *ud,
                         dyn_stream_t **out);
 
 /* Tells the instance to stop and ends the stream with DYN_ECANCELED:
  * on_done runs before this returns. */
-void dyn_stream_cancel(dyn_stream_t *s);
-uint64_t dyn_stream_instance_id(const dyn_stream_t *s);
+DYN_EXTERN void dyn_stream_cancel(dyn_stream_t *s);
+DYN_EXTERN uint64_t dyn_stream_instance_id(const dyn_stream_t *s);
 
 /* Blocking API. */
-int dyn_client_call(dyn_client_t *c, const dyn_call_options_t *opt,
+DYN_EXTERN int dyn_client_call(dyn_client_t *c, const dyn_call_options_t *opt,
                     const void *body, size_t len, dyn_sync_stream_t **out);
 /* DYN_OK with the next message in *data (valid until the next call),
  * DYN_EOF at the normal end, DYN_ETIMEDOUT if nothing came within
  * timeout_ms (< 0 waits without limit; the stream stays open), or the
  * stream's failure (see dyn_sync_error()). */
-int dyn_sync_next(dyn_sync_stream_t *s, const void **data, size_t *len,
+DYN_EXTERN int dyn_sync_next(dyn_sync_stream_t *s, const void **data, size_t *len,
                   int timeout_ms);
 /* The failure message; "" while the stream is open. Never NULL. */
-const char *dyn_sync_error(const dyn_sync_stream_t *s);
+DYN_EXTERN const char *dyn_sync_error(const dyn_sync_stream_t *s);
 /* Cancels the stream if still open and frees it. */
-void dyn_sync_free(dyn_sync_stream_t *s);
+DYN_EXTERN void dyn_sync_free(dyn_sync_stream_t *s);
 
 #ifdef __cplusplus
 }

@@ -8,6 +8,8 @@
 #ifndef DYNAMO_CONTROL_H
 #define DYNAMO_CONTROL_H
 
+#include "dynamo/export.h"
+
 #include <stddef.h>
 #include <uv.h>
 
@@ -21,17 +23,17 @@ typedef struct dyn_control dyn_control_t;
 
 /* $DYN_CONTROL_SOCKET, else "$XDG_RUNTIME_DIR/dynamo/control.sock", else
  * "/tmp/dynamo-{uid}/control.sock". The directory is created if missing. */
-const char *dyn_control_default_path(void);
+DYN_EXTERN const char *dyn_control_default_path(void);
 
 /* Listens on path (NULL: the default) on loop. A stale socket file left by a
  * dead control plane is replaced; a live one is DYN_EEXIST. */
-int dyn_control_start(uv_loop_t *loop, const char *path, dyn_control_t **out);
+DYN_EXTERN int dyn_control_start(uv_loop_t *loop, const char *path, dyn_control_t **out);
 /* Closes every session and the socket, removes the file; the handles finish
  * closing on the next loop pass. */
-void dyn_control_stop(dyn_control_t *cp);
-const char *dyn_control_path(const dyn_control_t *cp);
-size_t dyn_control_sessions(const dyn_control_t *cp);
-size_t dyn_control_keys(const dyn_control_t *cp);
+DYN_EXTERN void dyn_control_stop(dyn_control_t *cp);
+DYN_EXTERN const char *dyn_control_path(const dyn_control_t *cp);
+DYN_EXTERN size_t dyn_control_sessions(const dyn_control_t *cp);
+DYN_EXTERN size_t dyn_control_keys(const dyn_control_t *cp);
 
 #ifdef __cplusplus
 }

@@ -15,6 +15,8 @@
 #ifndef DYNAMO_DISCOVERY_H
 #define DYNAMO_DISCOVERY_H
 
+#include "dynamo/export.h"
+
 #include "dynamo/runtime.h"
 
 #ifdef __cplusplus
@@ -35,14 +37,14 @@ typedef void (*dyn_watch_fn)(dyn_watch_event_t ev, const char *key,
                              const char *value, size_t len, void *ud);
 
 /* Puts key=value under this process's session. */
-int dyn_discovery_put(dyn_runtime_t *rt, const char *key, const char *value);
-int dyn_discovery_delete(dyn_runtime_t *rt, const char *key);
-int dyn_discovery_watch(dyn_runtime_t *rt, const char *prefix,
+DYN_EXTERN int dyn_discovery_put(dyn_runtime_t *rt, const char *key, const char *value);
+DYN_EXTERN int dyn_discovery_delete(dyn_runtime_t *rt, const char *key);
+DYN_EXTERN int dyn_discovery_watch(dyn_runtime_t *rt, const char *prefix,
                         dyn_watch_fn fn, void *ud, dyn_watch_t **out);
-void dyn_discovery_unwatch(dyn_watch_t *w);
+DYN_EXTERN void dyn_discovery_unwatch(dyn_watch_t *w);
 
 /* Writes the instance key prefix of ep ("instances/ns/c/ep:") into buf. */
-int dyn_instance_prefix(const char *ns, const char *component,
+DYN_EXTERN int dyn_instance_prefix(const char *ns, const char *component,
                         const char *endpoint, char *buf, size_t cap);
 
 #ifdef __cplusplus

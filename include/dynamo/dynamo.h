@@ -1,6 +1,8 @@
 /* dynamo/dynamo.h - everything in one include. */
 #ifndef DYNAMO_DYNAMO_H
 #define DYNAMO_DYNAMO_H
+
+#include "dynamo/export.h"
 #include "dynamo/status.h"
 #include "dynamo/runtime.h"
 #include "dynamo/server.h"

@@ -8,6 +8,8 @@
 #ifndef DYNAMO_EVENTS_H
 #define DYNAMO_EVENTS_H
 
+#include "dynamo/export.h"
+
 #include "dynamo/runtime.h"
 
 #ifdef __cplusplus
@@ -19,24 +21,24 @@ typedef struct dyn_subscription dyn_subscription_t;
 typedef void (*dyn_event_fn)(const char *subject, const void *data,
                              size_t len, void *ud);
 
-int dyn_publish(dyn_runtime_t *rt, const char *subject, const void *data,
+DYN_EXTERN int dyn_publish(dyn_runtime_t *rt, const char *subject, const void *data,
                 size_t len);
-int dyn_subscribe(dyn_runtime_t *rt, const char *subject, dyn_event_fn fn,
+DYN_EXTERN int dyn_subscribe(dyn_runtime_t *rt, const char *subject, dyn_event_fn fn,
                   void *ud, dyn_subscription_t **out);
-void dyn_unsubscribe(dyn_subscription_t *sub);
+DYN_EXTERN void dyn_unsubscribe(dyn_subscription_t *sub);
 
 /* Writes "namespace.{ns}.component.{c}.{name}" into buf. */
-int dyn_component_subject(const dyn_component_t *c, const char *name,
+DYN_EXTERN int dyn_component_subject(const dyn_component_t *c, const char *name,
                           char *buf, size_t cap);
-int dyn_component_publish(dyn_component_t *c, const char *name,
+DYN_EXTERN int dyn_component_publish(dyn_component_t *c, const char *name,
                           const void *data, size_t len);
-int dyn_component_subscribe(dyn_component_t *c, const char *name,
+DYN_EXTERN int dyn_component_subscribe(dyn_component_t *c, const char *name,
                             dyn_event_fn fn, void *ud,
                             dyn_subscription_t **out);
 
 /* Subject syntax check, and whether a pattern matches a subject. */
-int dyn_subject_valid(const char *subject, int allow_wildcards);
-int dyn_subject_match(const char *pattern, const char *subject);
+DYN_EXTERN int dyn_subject_valid(const char *subject, int allow_wildcards);
+DYN_EXTERN int dyn_subject_match(const char *pattern, const char *subject);
 
 #ifdef __cplusplus
 }

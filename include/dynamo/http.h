@@ -30,6 +30,8 @@
 #ifndef DYNAMO_HTTP_H
 #define DYNAMO_HTTP_H
 
+#include "dynamo/export.h"
+
 #include <stddef.h>
 #include <uv.h>
 
@@ -53,62 +55,62 @@ typedef void (*dyn_http_close_fn)(dyn_http_req_t *req, void *ud);
  * accepting on loop. DYN_EINVAL for a host that is not numeric, DYN_ESYS
  * (logged) when the bind or listen fails; its listener handle is then
  * freed by the loop's next run. */
-int dyn_http_server_start(uv_loop_t *loop, const char *host, int port,
+DYN_EXTERN int dyn_http_server_start(uv_loop_t *loop, const char *host, int port,
                           dyn_http_server_t **out);
 /* The bound port (the chosen one when started with port 0). */
-int dyn_http_server_port(const dyn_http_server_t *s);
+DYN_EXTERN int dyn_http_server_port(const dyn_http_server_t *s);
 /* Largest request body accepted; larger ones get 413. Default 16 MiB. */
-void dyn_http_server_set_max_body(dyn_http_server_t *s, size_t bytes);
+DYN_EXTERN void dyn_http_server_set_max_body(dyn_http_server_t *s, size_t bytes);
 /* Connections with no request in flight and no bytes received for this
  * long are closed (also bounds slow request headers). Default 60 s. */
-void dyn_http_server_set_idle_timeout(dyn_http_server_t *s, unsigned ms);
+DYN_EXTERN void dyn_http_server_set_idle_timeout(dyn_http_server_t *s, unsigned ms);
 /* Open connections right now. */
-size_t dyn_http_server_connections(const dyn_http_server_t *s);
+DYN_EXTERN size_t dyn_http_server_connections(const dyn_http_server_t *s);
 /* Stops listening and closes every connection; requests in flight get
  * their on_close (inside this call) and stay valid until released. The
  * server's memory goes once the loop has run the handles' close callbacks,
  * so keep running the loop (a uv_run(loop, UV_RUN_DEFAULT) returns when
  * nothing else is active). Do not use s after this call. */
-void dyn_http_server_stop(dyn_http_server_t *s);
+DYN_EXTERN void dyn_http_server_stop(dyn_http_server_t *s);
 
 /* Routes method ("GET", "POST", ...; NULL: any) + exact path (no query;
  * compared as sent, without percent-decoding) to fn. A path with routes
  * but none for the method answers 405 with an Allow header; an unknown
  * path answers 404. Both as JSON errors (see dyn_http_error). DYN_EEXIST
  * if that method and path are taken. */
-int dyn_http_route(dyn_http_server_t *s, const char *method, const char *path,
+DYN_EXTERN int dyn_http_route(dyn_http_server_t *s, const char *method, const char *path,
                    dyn_http_handler_fn fn, void *ud);
 
 /* Request accessors; the strings live as long as the request. */
-const char *dyn_http_method(const dyn_http_req_t *req);  /* "POST" */
-const char *dyn_http_path(const dyn_http_req_t *req);    /* "/v1/models" */
-const char *dyn_http_query(const dyn_http_req_t *req);   /* after '?'; "" if none */
-const char *dyn_http_target(const dyn_http_req_t *req);  /* as sent: "/a?b" */
+DYN_EXTERN const char *dyn_http_method(const dyn_http_req_t *req);  /* "POST" */
+DYN_EXTERN const char *dyn_http_path(const dyn_http_req_t *req);    /* "/v1/models" */
+DYN_EXTERN const char *dyn_http_query(const dyn_http_req_t *req);   /* after '?'; "" if none */
+DYN_EXTERN const char *dyn_http_target(const dyn_http_req_t *req);  /* as sent: "/a?b" */
 /* Case-insensitive; the first such header or NULL. */
-const char *dyn_http_header(const dyn_http_req_t *req, const char *name);
+DYN_EXTERN const char *dyn_http_header(const dyn_http_req_t *req, const char *name);
 /* Header i in the order sent (0 <= i < count); DYN_ENOTFOUND past the end. */
-size_t dyn_http_header_count(const dyn_http_req_t *req);
-int dyn_http_header_at(const dyn_http_req_t *req, size_t i, const char **name,
+DYN_EXTERN size_t dyn_http_header_count(const dyn_http_req_t *req);
+DYN_EXTERN int dyn_http_header_at(const dyn_http_req_t *req, size_t i, const char **name,
                        const char **value);
 /* The whole body (never NULL; NUL-terminated for convenience, the NUL not
  * counted), de-chunked when sent chunked. len may be NULL. */
-const char *dyn_http_body(const dyn_http_req_t *req, size_t *len);
+DYN_EXTERN const char *dyn_http_body(const dyn_http_req_t *req, size_t *len);
 /* "ip:port" of the client. */
-const char *dyn_http_peer(const dyn_http_req_t *req);
+DYN_EXTERN const char *dyn_http_peer(const dyn_http_req_t *req);
 
 /* Adds a response header (before respond/start). Content-Type,
  * Content-Length, Transfer-Encoding and Connection are the server's. */
-int dyn_http_set_header(dyn_http_req_t *req, const char *name, const char *value);
+DYN_EXTERN int dyn_http_set_header(dyn_http_req_t *req, const char *name, const char *value);
 
 /* A complete response with Content-Length; releases req. content_type may
  * be NULL (none sent). Returns DYN_ECLOSED if the client is gone (req is
  * released all the same), DYN_EINVAL if a streamed response was started
  * (req not released). */
-int dyn_http_respond(dyn_http_req_t *req, int status, const char *content_type,
+DYN_EXTERN int dyn_http_respond(dyn_http_req_t *req, int status, const char *content_type,
                      const void *body, size_t len);
 /* dyn_http_respond with {"error":{"message":...,"type":...,"code":status}},
  * the shape OpenAI clients expect; releases req. */
-int dyn_http_error(dyn_http_req_t *req, int status, const char *message);
+DYN_EXTERN int dyn_http_error(dyn_http_req_t *req, int status, const char *message);
 
 /* Streaming: the status line and headers now, then any number of writes,
  * then dyn_http_finish. HTTP/1.1 clients get chunked encoding; HTTP/1.0
@@ -116,22 +118,22 @@ int dyn_http_error(dyn_http_req_t *req, int status, const char *message);
  * what the socket does not take at once is buffered (dyn_http_pending says
  * how much, for callers that want to slow down). After the client went
  * away every call returns DYN_ECLOSED. */
-int dyn_http_start(dyn_http_req_t *req, int status, const char *content_type);
-int dyn_http_write(dyn_http_req_t *req, const void *data, size_t len);
+DYN_EXTERN int dyn_http_start(dyn_http_req_t *req, int status, const char *content_type);
+DYN_EXTERN int dyn_http_write(dyn_http_req_t *req, const void *data, size_t len);
 /* One Server-Sent Event: "data: <line>\n" for each line of data, then an
  * empty line. */
-int dyn_http_sse(dyn_http_req_t *req, const void *data, size_t len);
+DYN_EXTERN int dyn_http_sse(dyn_http_req_t *req, const void *data, size_t len);
 /* Ends the response and releases req. Called on a request that was never
  * started, it answers 500 (a handler bug) or, once the client has gone,
  * just releases it (returning DYN_ECLOSED). */
-int dyn_http_finish(dyn_http_req_t *req);
+DYN_EXTERN int dyn_http_finish(dyn_http_req_t *req);
 /* Bytes written but not yet taken by the socket on req's connection. */
-size_t dyn_http_pending(const dyn_http_req_t *req);
+DYN_EXTERN size_t dyn_http_pending(const dyn_http_req_t *req);
 
 /* fn(req, ud) runs once if the client disconnects (or the server stops)
  * before req was released; never after. Replaces an earlier callback.
  * DYN_ECLOSED (fn not kept) if the client is already gone. */
-int dyn_http_on_close(dyn_http_req_t *req, dyn_http_close_fn fn, void *ud);
+DYN_EXTERN int dyn_http_on_close(dyn_http_req_t *req, dyn_http_close_fn fn, void *ud);
 
 #ifdef __cplusplus
 }

@@ -16,6 +16,8 @@
 #ifndef DYNAMO_RUNTIME_H
 #define DYNAMO_RUNTIME_H
 
+#include "dynamo/export.h"
+
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
@@ -58,34 +60,34 @@ typedef struct dyn_runtime_options {
   uv_loop_t *loop; /* NULL: the runtime creates and owns its loop */
 } dyn_runtime_options_t;
 
-void dyn_runtime_options_init(dyn_runtime_options_t *opts);
+DYN_EXTERN void dyn_runtime_options_init(dyn_runtime_options_t *opts);
 
 /* Connects to the control plane (blocking until it answers or fails) and
  * opens the session. Fails with DYN_ECONTROL naming the socket when the
  * control plane cannot be reached. opts may be NULL (defaults + env).
  * If SIGPIPE is at its default action it is set to ignored, so that a
  * peer vanishing mid-write fails one connection instead of the process. */
-int dyn_runtime_create(const dyn_runtime_options_t *opts, dyn_runtime_t **out);
+DYN_EXTERN int dyn_runtime_create(const dyn_runtime_options_t *opts, dyn_runtime_t **out);
 
 /* Frees everything. Call after the loop stopped; prefer dyn_runtime_shutdown
  * first so in-flight work drains. */
-void dyn_runtime_destroy(dyn_runtime_t *rt);
+DYN_EXTERN void dyn_runtime_destroy(dyn_runtime_t *rt);
 
 /* The session id that names this process's instances. */
-uint64_t dyn_runtime_instance_id(const dyn_runtime_t *rt);
-uv_loop_t *dyn_runtime_loop(dyn_runtime_t *rt);
+DYN_EXTERN uint64_t dyn_runtime_instance_id(const dyn_runtime_t *rt);
+DYN_EXTERN uv_loop_t *dyn_runtime_loop(dyn_runtime_t *rt);
 
 /* Runs the loop until dyn_runtime_stop() or dyn_runtime_shutdown(). */
-int dyn_runtime_run(dyn_runtime_t *rt);
+DYN_EXTERN int dyn_runtime_run(dyn_runtime_t *rt);
 /* Runs one non-blocking pass of the loop (for embedding in a foreign loop:
  * wait for dyn_runtime_backend_fd() to be readable or for
  * dyn_runtime_backend_timeout() ms, then call this). */
-int dyn_runtime_poll(dyn_runtime_t *rt);
-int dyn_runtime_backend_fd(dyn_runtime_t *rt);
-int dyn_runtime_backend_timeout(dyn_runtime_t *rt);
+DYN_EXTERN int dyn_runtime_poll(dyn_runtime_t *rt);
+DYN_EXTERN int dyn_runtime_backend_fd(dyn_runtime_t *rt);
+DYN_EXTERN int dyn_runtime_backend_timeout(dyn_runtime_t *rt);
 /* Sends frames queued outside the loop now (dyn_runtime_poll flushes too). */
-void dyn_runtime_flush(dyn_runtime_t *rt);
-void dyn_runtime_stop(dyn_runtime_t *rt);
+DYN_EXTERN void dyn_runtime_flush(dyn_runtime_t *rt);
+DYN_EXTERN void dyn_runtime_stop(dyn_runtime_t *rt);
 
 /* Graceful shutdown: deregister every instance so callers stop choosing
  * this process, stop accepting connections and new requests, wait up to
@@ -95,61 +97,61 @@ void dyn_runtime_stop(dyn_runtime_t *rt);
  * the number of requests that had to be cancelled (0 when all drained).
  * Called from one of the loop's callbacks (a signal handler, say), it starts
  * the shutdown and returns 0; dyn_runtime_run() returns once it is done. */
-int dyn_runtime_shutdown(dyn_runtime_t *rt, int grace_ms);
+DYN_EXTERN int dyn_runtime_shutdown(dyn_runtime_t *rt, int grace_ms);
 
 /* The first half of dyn_runtime_shutdown, for hosts that drive the loop
  * themselves (Python's asyncio): deregister, stop accepting connections and
  * reject new requests with a retryable error. In-flight requests go on;
  * call dyn_runtime_shutdown() once dyn_runtime_inflight() is 0 or the host's
  * grace period is over. */
-int dyn_runtime_drain(dyn_runtime_t *rt);
+DYN_EXTERN int dyn_runtime_drain(dyn_runtime_t *rt);
 
 /* Number of requests being served right now, holds included. */
-size_t dyn_runtime_inflight(const dyn_runtime_t *rt);
+DYN_EXTERN size_t dyn_runtime_inflight(const dyn_runtime_t *rt);
 
 /* Work that is not a served request (an HTTP request a frontend relays to
  * its dependencies, say) but should finish before the process goes: each
  * hold counts as one request in flight until its release, so a shutdown
  * drains it within the grace period like any request. */
-void dyn_runtime_hold(dyn_runtime_t *rt);
-void dyn_runtime_release(dyn_runtime_t *rt);
+DYN_EXTERN void dyn_runtime_hold(dyn_runtime_t *rt);
+DYN_EXTERN void dyn_runtime_release(dyn_runtime_t *rt);
 /* Non-zero once dyn_runtime_drain (or a shutdown) began: take no new work. */
-int dyn_runtime_draining(const dyn_runtime_t *rt);
+DYN_EXTERN int dyn_runtime_draining(const dyn_runtime_t *rt);
 
 /* The address callers use to reach this process ("host:port"); valid after
  * the first dyn_endpoint_serve(). */
-const char *dyn_runtime_address(const dyn_runtime_t *rt);
+DYN_EXTERN const char *dyn_runtime_address(const dyn_runtime_t *rt);
 
 /* Runs fn(arg) on libuv's thread pool and then done(arg, status) on the
  * loop thread: the place for blocking work a handler must not do inline. */
-int dyn_runtime_queue_work(dyn_runtime_t *rt, void (*fn)(void *arg),
+DYN_EXTERN int dyn_runtime_queue_work(dyn_runtime_t *rt, void (*fn)(void *arg),
                            void (*done)(void *arg, int status), void *arg);
 
 /* Names are 1..64 characters of [A-Za-z0-9_-]. The objects are interned:
  * asking twice returns the same pointer, and the runtime frees them. */
-int dyn_runtime_namespace(dyn_runtime_t *rt, const char *name,
+DYN_EXTERN int dyn_runtime_namespace(dyn_runtime_t *rt, const char *name,
                           dyn_namespace_t **out);
-int dyn_namespace_component(dyn_namespace_t *ns, const char *name,
+DYN_EXTERN int dyn_namespace_component(dyn_namespace_t *ns, const char *name,
                             dyn_component_t **out);
-int dyn_component_endpoint(dyn_component_t *c, const char *name,
+DYN_EXTERN int dyn_component_endpoint(dyn_component_t *c, const char *name,
                            dyn_endpoint_t **out);
 
 /* Convenience: "ns/component/endpoint" in one call. */
-int dyn_runtime_endpoint(dyn_runtime_t *rt, const char *path,
+DYN_EXTERN int dyn_runtime_endpoint(dyn_runtime_t *rt, const char *path,
                          dyn_endpoint_t **out);
 
-const char *dyn_namespace_name(const dyn_namespace_t *ns);
-const char *dyn_component_name(const dyn_component_t *c);
-dyn_namespace_t *dyn_component_namespace(const dyn_component_t *c);
-const char *dyn_endpoint_name(const dyn_endpoint_t *ep);
+DYN_EXTERN const char *dyn_namespace_name(const dyn_namespace_t *ns);
+DYN_EXTERN const char *dyn_component_name(const dyn_component_t *c);
+DYN_EXTERN dyn_namespace_t *dyn_component_namespace(const dyn_component_t *c);
+DYN_EXTERN const char *dyn_endpoint_name(const dyn_endpoint_t *ep);
 /* "ns/component/endpoint" */
-const char *dyn_endpoint_path(const dyn_endpoint_t *ep);
-dyn_component_t *dyn_endpoint_component(const dyn_endpoint_t *ep);
-dyn_runtime_t *dyn_endpoint_runtime(const dyn_endpoint_t *ep);
+DYN_EXTERN const char *dyn_endpoint_path(const dyn_endpoint_t *ep);
+DYN_EXTERN dyn_component_t *dyn_endpoint_component(const dyn_endpoint_t *ep);
+DYN_EXTERN dyn_runtime_t *dyn_endpoint_runtime(const dyn_endpoint_t *ep);
 
 /* Logging to stderr, level from DYN_LOG (error, warn, info, debug). */
 typedef enum { DYN_LOG_ERROR, DYN_LOG_WARN, DYN_LOG_INFO, DYN_LOG_DEBUG } dyn_log_level_t;
-void dyn_log(dyn_log_level_t level, const char *fmt, ...)
+DYN_EXTERN void dyn_log(dyn_log_level_t level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 #ifdef __cplusplus

@@ -11,6 +11,8 @@
 #ifndef DYNAMO_SERVER_H
 #define DYNAMO_SERVER_H
 
+#include "dynamo/export.h"
+
 #include "dynamo/runtime.h"
 
 #ifdef __cplusplus
@@ -26,28 +28,28 @@ typedef void (*dyn_cancel_fn)(dyn_request_t *req, void *ud);
 
 /* Serves ep from this process: binds the listener on first use, registers
  * the instance with discovery. DYN_EEXIST if ep is already served. */
-int dyn_endpoint_serve(dyn_endpoint_t *ep, dyn_handler_fn fn, void *ud);
+DYN_EXTERN int dyn_endpoint_serve(dyn_endpoint_t *ep, dyn_handler_fn fn, void *ud);
 /* Deregisters ep; requests in flight continue. */
-int dyn_endpoint_unserve(dyn_endpoint_t *ep);
+DYN_EXTERN int dyn_endpoint_unserve(dyn_endpoint_t *ep);
 
-int dyn_request_send(dyn_request_t *req, const void *data, size_t len);
-int dyn_request_end(dyn_request_t *req);
-int dyn_request_fail(dyn_request_t *req, const char *message);
+DYN_EXTERN int dyn_request_send(dyn_request_t *req, const void *data, size_t len);
+DYN_EXTERN int dyn_request_end(dyn_request_t *req);
+DYN_EXTERN int dyn_request_fail(dyn_request_t *req, const char *message);
 
-void dyn_request_on_cancel(dyn_request_t *req, dyn_cancel_fn fn, void *ud);
-int dyn_request_cancelled(const dyn_request_t *req);
+DYN_EXTERN void dyn_request_on_cancel(dyn_request_t *req, dyn_cancel_fn fn, void *ud);
+DYN_EXTERN int dyn_request_cancelled(const dyn_request_t *req);
 /* The caller's request id (for logs and tracing). */
-uint64_t dyn_request_id(const dyn_request_t *req);
+DYN_EXTERN uint64_t dyn_request_id(const dyn_request_t *req);
 /* Milliseconds the caller allows from when it sent; 0 means no deadline. */
-uint32_t dyn_request_deadline_ms(const dyn_request_t *req);
-dyn_endpoint_t *dyn_request_endpoint(const dyn_request_t *req);
+DYN_EXTERN uint32_t dyn_request_deadline_ms(const dyn_request_t *req);
+DYN_EXTERN dyn_endpoint_t *dyn_request_endpoint(const dyn_request_t *req);
 /* Bytes queued on the caller's connection and not yet written. A handler
  * that streams much faster than the caller reads pauses while this is above
  * its budget (and resumes from a timer); sends never block and never drop. */
-size_t dyn_request_pending(const dyn_request_t *req);
+DYN_EXTERN size_t dyn_request_pending(const dyn_request_t *req);
 /* Opaque pointer for the handler's own state. */
-void dyn_request_set_data(dyn_request_t *req, void *data);
-void *dyn_request_data(const dyn_request_t *req);
+DYN_EXTERN void dyn_request_set_data(dyn_request_t *req, void *data);
+DYN_EXTERN void *dyn_request_data(const dyn_request_t *req);
 
 #ifdef __cplusplus
 }

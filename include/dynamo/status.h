@@ -9,6 +9,8 @@
 #ifndef DYNAMO_STATUS_H
 #define DYNAMO_STATUS_H
 
+#include "dynamo/export.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -34,7 +36,7 @@ typedef enum dyn_status {
 } dyn_status_t;
 
 /* A short sentence naming the failure; never NULL. */
-const char *dyn_strerror(int status);
+DYN_EXTERN const char *dyn_strerror(int status);
 
 #ifdef __cplusplus
 }

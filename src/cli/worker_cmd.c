@@ -4,7 +4,8 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "service/cservice.h"
+#include "dynamo/service.h"
+#include "serve/cplan.h"
 
 int dyn__cmd_worker(int argc, char **argv) {
   const char *target = NULL, *service = NULL;
@@ -26,5 +27,5 @@ int dyn__cmd_worker(int argc, char **argv) {
     fprintf(stderr, "usage: dynamo worker lib.so:Entry --service NAME\n");
     return 2;
   }
-  return dyn__c_worker(target, service);
+  return dyn_service_worker_run(target, service);
 }

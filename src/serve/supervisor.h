@@ -38,7 +38,7 @@ int dyn__sup_add(dyn__supervisor_t *s, const char *label, char *const *argv, cha
 int dyn__sup_run(dyn__supervisor_t *s);
 void dyn__sup_free(dyn__supervisor_t *s);
 
-/* C graphs are resolved by dyn__c_plan (sdk/cservice.h). */
-#include "service/cservice.h"
+/* C graphs are resolved by dyn__c_plan (serve/cplan.h). */
+#include "serve/cplan.h"
 
 #endif

@@ -1,14 +1,12 @@
-/* cservice.c - C services: loading, the graph plan, and the worker.
+/* cservice.c - C services: loading a shared object's table, and the worker.
  *
  * A shared object exports `dyn_services`, a NULL-terminated array of
- * dyn_service_def_t. The supervisor asks for the plan (the same JSON the
- * Python SDK's planner prints), then starts `dynamo worker lib.so:Entry
- * --service NAME` per worker; the worker runs here: it joins the runtime,
+ * dyn_service_def_t. The supervisor reads it for the plan (serve/cplan.c),
+ * then starts `dynamo worker lib.so:Entry --service NAME` per worker; the
+ * worker runs here: it joins the runtime,
  * builds clients for the service's dependencies, runs on_start, serves the
  * endpoints, and on SIGTERM drains, runs on_shutdown and exits.
  */
-#include "service/cservice.h"
-
 #include <dlfcn.h>
 #include <signal.h>
 #include <stdio.h>
@@ -17,22 +15,17 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "dynamo/dynamo.h"
+#include "dynamo/service.h"
 #include "service/health.h"
 
-#define MAX_SERVICES 64
-
-int dyn__is_c_target(const char *target) {
-  const char *colon = strrchr(target, ':');
-  if (!colon || colon - target < 3) return 0;
-  return !strncmp(colon - 3, ".so", 3);
-}
-
-static const char *ns_of(const dyn_service_def_t *d) {
+const char *dyn_service_namespace(const dyn_service_def_t *d) {
   return d->namespace_ && *d->namespace_ ? d->namespace_ : "dynamo";
 }
 
-static int load(const char *so_path, const dyn_service_def_t *const **out) {
+int dyn_service_load(const char *so_path, const dyn_service_def_t *const **out) {
   /* dlopen needs a path with a slash to skip the library search path. */
   char path[4096];
   snprintf(path, sizeof path, "%s%s", strchr(so_path, '/') ? "" : "./", so_path);
@@ -57,119 +50,13 @@ static int load(const char *so_path, const dyn_service_def_t *const **out) {
   return DYN_OK;
 }
 
-static const dyn_service_def_t *find_def(const dyn_service_def_t *const *defs, const char *name) {
+const dyn_service_def_t *dyn_service_find(const dyn_service_def_t *const *defs,
+                                          const char *name) {
   const char *slash = strchr(name, '/');
   if (slash) name = slash + 1;
   for (size_t i = 0; defs[i]; i++)
     if (!strcmp(defs[i]->name, name)) return defs[i];
   return NULL;
-}
-
-static void list_names(const dyn_service_def_t *const *defs, char *buf, size_t cap) {
-  buf[0] = 0;
-  for (size_t i = 0; defs[i]; i++) {
-    size_t n = strlen(buf);
-    snprintf(buf + n, cap - n, "%s%s", i ? ", " : "", defs[i]->name);
-  }
-}
-
-/* Depth-first, dependencies first; detects cycles. */
-static int visit(const dyn_service_def_t *const *defs, const dyn_service_def_t *d,
-                 const dyn_service_def_t **order, size_t *n, int *state, json_t *edges) {
-  size_t idx = 0;
-  while (defs[idx] != d) idx++;
-  if (state[idx] == 2) return DYN_OK;
-  if (state[idx] == 1) {
-    fprintf(stderr, "error: dependency cycle through %s\n", d->name);
-    return DYN_EINVAL;
-  }
-  state[idx] = 1;
-  for (size_t i = 0; d->depends && d->depends[i]; i++) {
-    const dyn_service_def_t *dep = find_def(defs, d->depends[i]);
-    json_array_append_new(edges, json_pack("[ss]", d->name, d->depends[i]));
-    if (!dep) continue; /* a service of another language, served elsewhere */
-    int rc = visit(defs, dep, order, n, state, edges);
-    if (rc) return rc;
-  }
-  state[idx] = 2;
-  order[(*n)++] = d;
-  return DYN_OK;
-}
-
-static json_t *service_args(json_t *config, const char *name, const char *key) {
-  return json_object_get(json_object_get(json_object_get(config, name), "ServiceArgs"), key);
-}
-
-int dyn__c_plan(const char *so_path, const char *svc, json_t *config, json_t **plan_out) {
-  const dyn_service_def_t *const *defs;
-  int rc = load(so_path, &defs);
-  if (rc) return rc;
-  size_t count = 0;
-  while (defs[count]) count++;
-  if (count > MAX_SERVICES) return DYN_EINVAL;
-  const dyn_service_def_t *entry = find_def(defs, svc);
-  if (!entry) {
-    char names[1024];
-    list_names(defs, names, sizeof names);
-    fprintf(stderr, "error: %s has no service %s (services: %s)\n", so_path, svc, names);
-    return DYN_ENOTFOUND;
-  }
-  const dyn_service_def_t *order[MAX_SERVICES];
-  int state[MAX_SERVICES] = {0};
-  size_t n = 0;
-  json_t *edges = json_array();
-  rc = visit(defs, entry, order, &n, state, edges);
-  if (rc) {
-    json_decref(edges);
-    return rc;
-  }
-  const char *key;
-  json_t *section;
-  json_object_foreach(config, key, section) {
-    int known = !strcmp(key, "Common");
-    for (size_t i = 0; i < n && !known; i++) known = !strcmp(order[i]->name, key);
-    if (!known) {
-      const char *src = getenv("DYN_CONFIG_FILE");
-      fprintf(stderr, "error: %s: service '%s' is not in the graph of %s\n",
-              src && *src ? src : "configuration", key, entry->name);
-      json_decref(edges);
-      return DYN_EINVAL;
-    }
-  }
-  json_t *services = json_array();
-  for (size_t i = 0; i < n; i++) {
-    const dyn_service_def_t *d = order[i];
-    json_t *eps = json_array(), *deps = json_array();
-    for (const dyn_endpoint_def_t *e = d->endpoints; e && e->name; e++)
-      json_array_append_new(eps, json_string(e->name));
-    for (size_t k = 0; d->depends && d->depends[k]; k++)
-      json_array_append_new(deps, json_string(d->depends[k]));
-    json_t *workers = service_args(config, d->name, "workers");
-    json_t *res = json_pack("{s:i}", "gpu", d->gpu);
-    if (d->cpu) json_object_set_new(res, "cpu", json_string(d->cpu));
-    if (d->memory) json_object_set_new(res, "memory", json_string(d->memory));
-    json_t *res_over = service_args(config, d->name, "resources");
-    if (json_is_object(res_over)) json_object_update(res, res_over);
-    json_t *http = json_null();
-    if (d->http_port) {
-      json_t *port = json_object_get(json_object_get(config, d->name), "port");
-      http = json_pack("{s:s, s:I}", "host", "0.0.0.0", "port",
-                       (json_int_t)(json_is_integer(port) ? json_integer_value(port) : d->http_port));
-    }
-    json_t *envs = service_args(config, d->name, "envs");
-    envs = json_is_array(envs) ? json_incref(envs) : json_array();
-    json_array_append_new(services, json_pack(
-        "{s:s, s:s, s:I, s:o, s:o, s:o, s:o, s:o}", "name", d->name, "namespace", ns_of(d),
-        "workers", (json_int_t)(json_is_integer(workers) ? json_integer_value(workers)
-                                                        : (d->workers > 0 ? d->workers : 1)),
-        "resources", res, "envs", envs, "endpoints", eps, "http", http, "dependencies", deps));
-  }
-  char target[4200];
-  snprintf(target, sizeof target, "%s:%s", so_path, svc);
-  *plan_out = json_pack("{s:s, s:s, s:s, s:o, s:o, s:O}", "target", target, "entry",
-                        entry->name, "kind", "c", "services", services, "edges", edges,
-                        "config", config);
-  return *plan_out ? DYN_OK : DYN_ENOMEM;
 }
 
 /* ---- the worker -------------------------------------------------------- */
@@ -266,7 +153,7 @@ dyn_client_t *dyn_service_client(dyn_service_ctx_t *ctx, const char *service,
   if (slash)
     snprintf(path, sizeof path, "%s/%s", service, endpoint);
   else
-    snprintf(path, sizeof path, "%s/%s/%s", ns_of(ctx->def), service, endpoint);
+    snprintf(path, sizeof path, "%s/%s/%s", dyn_service_namespace(ctx->def), service, endpoint);
   dyn_endpoint_t *ep;
   dep_client_t *c = calloc(1, sizeof *c);
   if (!c || dyn_runtime_endpoint(ctx->rt, path, &ep) || dyn_endpoint_client(ep, &c->client)) {
@@ -310,7 +197,7 @@ static void on_stop_signal(uv_signal_t *s, int sig) {
   dyn_runtime_shutdown(g_ctx->rt, (int)((g ? atof(g) : 10.0) * 500));
 }
 
-int dyn__c_worker(const char *target, const char *service) {
+int dyn_service_worker_run(const char *target, const char *service) {
   const char *sup = getenv("DYN_SUPERVISOR_PID");
   if (sup) {
     prctl(PR_SET_PDEATHSIG, SIGTERM);
@@ -320,8 +207,8 @@ int dyn__c_worker(const char *target, const char *service) {
   const char *colon = strrchr(target, ':');
   snprintf(so_path, sizeof so_path, "%.*s", (int)(colon - target), target);
   const dyn_service_def_t *const *defs;
-  if (load(so_path, &defs)) return 1;
-  const dyn_service_def_t *def = find_def(defs, service);
+  if (dyn_service_load(so_path, &defs)) return 1;
+  const dyn_service_def_t *def = dyn_service_find(defs, service);
   if (!def) {
     fprintf(stderr, "error: %s has no service %s\n", so_path, service);
     return 1;
@@ -346,7 +233,7 @@ int dyn__c_worker(const char *target, const char *service) {
   if (dyn__health_start(ctx.rt, def->name)) return 1; /* $DYN_HEALTH_PORT */
   for (size_t i = 0; def->depends && def->depends[i]; i++) {
     if (!dyn_service_has_dependency(&ctx, def->depends[i])) continue;
-    const dyn_service_def_t *dep = find_def(defs, def->depends[i]);
+    const dyn_service_def_t *dep = dyn_service_find(defs, def->depends[i]);
     for (const dyn_endpoint_def_t *e = dep ? dep->endpoints : NULL; e && e->name; e++)
       dyn_service_client(&ctx, def->depends[i], e->name);
   }
@@ -357,7 +244,7 @@ int dyn__c_worker(const char *target, const char *service) {
   for (const dyn_endpoint_def_t *e = def->endpoints; e && e->name; e++) {
     char path[400];
     dyn_endpoint_t *ep;
-    snprintf(path, sizeof path, "%s/%s/%s", ns_of(def), def->name, e->name);
+    snprintf(path, sizeof path, "%s/%s/%s", dyn_service_namespace(def), def->name, e->name);
     rc = dyn_runtime_endpoint(ctx.rt, path, &ep);
     if (!rc) rc = dyn_endpoint_serve(ep, e->handler, &ctx);
     if (rc) {

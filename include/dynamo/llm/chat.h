@@ -26,6 +26,8 @@
 #ifndef DYNAMO_LLM_CHAT_H
 #define DYNAMO_LLM_CHAT_H
 
+#include "dynamo/export.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -46,14 +48,14 @@ typedef enum dyn_chat_family {
 } dyn_chat_family_t;
 
 /* "llama3", "chatml", "mistral", "gemma", "phi3", "plain" (DYN_EINVAL else). */
-int dyn_chat_family_from_name(const char *name, dyn_chat_family_t *out);
-const char *dyn_chat_family_name(dyn_chat_family_t f);
+DYN_EXTERN int dyn_chat_family_from_name(const char *name, dyn_chat_family_t *out);
+DYN_EXTERN const char *dyn_chat_family_name(dyn_chat_family_t f);
 
 /* The family whose special tokens the tokenizer has: <|eot_id|> or
  * <|start_header_id|> -> llama3, <|im_start|> -> chatml, <start_of_turn> ->
  * gemma, <|user|> with <|end|> -> phi3, [INST] (or, failing all else, <s>
  * with </s>) -> mistral; otherwise plain. tk may be NULL (plain). */
-dyn_chat_family_t dyn_chat_detect(const dyn_tokenizer_t *tk);
+DYN_EXTERN dyn_chat_family_t dyn_chat_detect(const dyn_tokenizer_t *tk);
 
 /* One message. content may be NULL (empty); content_len is its length. */
 typedef struct dyn_chat_msg {
@@ -65,7 +67,7 @@ typedef struct dyn_chat_msg {
 /* Renders messages to a malloc'd, NUL-terminated prompt (*out, *out_len).
  * DYN_EINVAL, with a sentence in err, for a role the family cannot express
  * (mistral, gemma and phi3 take system, user and assistant only). */
-int dyn_chat_render(dyn_chat_family_t f, const dyn_chat_msg_t *msgs, size_t n,
+DYN_EXTERN int dyn_chat_render(dyn_chat_family_t f, const dyn_chat_msg_t *msgs, size_t n,
                     bool add_generation_prompt, char **out, size_t *out_len, char *err,
                     size_t errlen);
 
@@ -74,17 +76,17 @@ int dyn_chat_render(dyn_chat_family_t f, const dyn_chat_msg_t *msgs, size_t n,
  * (text parts are joined with no separator; other part types are an
  * error). err names the message and field that was wrong. */
 struct json_t;
-int dyn_chat_render_json(dyn_chat_family_t f, const struct json_t *messages,
+DYN_EXTERN int dyn_chat_render_json(dyn_chat_family_t f, const struct json_t *messages,
                          bool add_generation_prompt, char **out, size_t *out_len, char *err,
                          size_t errlen);
 
 /* The strings that end an assistant turn in this family (static; NULL-
  * terminated list; plain has none). */
-const char *const *dyn_chat_stop_strings(dyn_chat_family_t f);
+DYN_EXTERN const char *const *dyn_chat_stop_strings(dyn_chat_family_t f);
 
 /* Their ids in tk, those it has, plus tk's EOS if not among them; writes at
  * most cap and returns how many there are. */
-size_t dyn_chat_stop_ids(dyn_chat_family_t f, const dyn_tokenizer_t *tk, uint32_t *ids, size_t cap);
+DYN_EXTERN size_t dyn_chat_stop_ids(dyn_chat_family_t f, const dyn_tokenizer_t *tk, uint32_t *ids, size_t cap);
 
 #ifdef __cplusplus
 }

@@ -30,6 +30,8 @@
 #ifndef DYNAMO_LLM_ENGINE_H
 #define DYNAMO_LLM_ENGINE_H
 
+#include "dynamo/export.h"
+
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
@@ -69,7 +71,7 @@ typedef struct dyn_engine_options {
                                     * must match the router's */
 } dyn_engine_options_t;
 
-void dyn_engine_options_init(dyn_engine_options_t *o);
+DYN_EXTERN void dyn_engine_options_init(dyn_engine_options_t *o);
 
 typedef struct dyn_engine_request {
   const uint32_t *prompt; /* copied by submit */
@@ -131,17 +133,17 @@ typedef struct dyn_engine_metrics {
  * that is not positive, or a negative or non-finite time or probability,
  * with *why (if not NULL) pointed at a static sentence naming it;
  * DYN_ENOMEM. */
-int dyn_engine_create(uv_loop_t *loop, const dyn_engine_options_t *opts,
+DYN_EXTERN int dyn_engine_create(uv_loop_t *loop, const dyn_engine_options_t *opts,
                       dyn_engine_t **out, const char **why);
 
 /* Cancels every request (on_done(CANCELLED), synchronously, in submission
  * order), drops pending KV events, and closes the step timer; the engine's
  * memory is freed by the timer's close callback, so run the loop once more
  * (as any libuv handle needs). Not from inside an engine callback. */
-void dyn_engine_destroy(dyn_engine_t *e);
+DYN_EXTERN void dyn_engine_destroy(dyn_engine_t *e);
 
 /* The sink for KV events (NULL: none; events are then dropped). */
-void dyn_engine_set_kv_events(dyn_engine_t *e, dyn_engine_kv_events_fn fn, void *ud);
+DYN_EXTERN void dyn_engine_set_kv_events(dyn_engine_t *e, dyn_engine_kv_events_fn fn, void *ud);
 
 /* Queues a request; it runs from the next step, on its own loop turn, so no
  * callback happens inside submit. *out (may be NULL) receives its handle.
@@ -149,28 +151,28 @@ void dyn_engine_set_kv_events(dyn_engine_t *e, dyn_engine_kv_events_fn fn, void 
  * max_tokens 0, or a request whose prompt plus max_tokens needs more KV
  * blocks than the whole pool has (it could never run); DYN_ECLOSED after
  * destroy began; DYN_ENOMEM. */
-int dyn_engine_submit(dyn_engine_t *e, const dyn_engine_request_t *req,
+DYN_EXTERN int dyn_engine_submit(dyn_engine_t *e, const dyn_engine_request_t *req,
                       const dyn_engine_callbacks_t *cb, void *ud, dyn_engine_seq_t **out,
                       const char **why);
 
 /* Ends seq now: its KV references are dropped at once (its blocks stay in
  * the prefix cache), it gets no more tokens, and on_done(CANCELLED) is
  * called before cancel returns. seq must not have ended already. */
-void dyn_engine_cancel(dyn_engine_seq_t *seq);
+DYN_EXTERN void dyn_engine_cancel(dyn_engine_seq_t *seq);
 
 /* Per request, valid until its on_done returns. cached_tokens: prompt
  * tokens the prefix cache held when it was first admitted (0 before), for
  * usage.prompt_tokens_details.cached_tokens. */
-size_t dyn_engine_seq_prompt_tokens(const dyn_engine_seq_t *seq);
-size_t dyn_engine_seq_cached_tokens(const dyn_engine_seq_t *seq);
-size_t dyn_engine_seq_generated_tokens(const dyn_engine_seq_t *seq);
+DYN_EXTERN size_t dyn_engine_seq_prompt_tokens(const dyn_engine_seq_t *seq);
+DYN_EXTERN size_t dyn_engine_seq_cached_tokens(const dyn_engine_seq_t *seq);
+DYN_EXTERN size_t dyn_engine_seq_generated_tokens(const dyn_engine_seq_t *seq);
 
-void dyn_engine_get_metrics(const dyn_engine_t *e, dyn_engine_metrics_t *m);
+DYN_EXTERN void dyn_engine_get_metrics(const dyn_engine_t *e, dyn_engine_metrics_t *m);
 
 /* Empties the prefix cache (CLEARED goes to the sink before this returns).
  * Meant for an idle engine: running sequences keep their blocks, which are
  * then no longer shared. DYN_ENOMEM if the event could not be made. */
-int dyn_engine_reset_cache(dyn_engine_t *e);
+DYN_EXTERN int dyn_engine_reset_cache(dyn_engine_t *e);
 
 #ifdef __cplusplus
 }

@@ -22,6 +22,8 @@
 #ifndef DYNAMO_LLM_KV_H
 #define DYNAMO_LLM_KV_H
 
+#include "dynamo/export.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -40,15 +42,15 @@ typedef uint64_t dyn_kv_hash_t;
  * so a block's seq hash names the block together with its whole prefix.
  * Writes min(full blocks, cap) entries to each non-NULL array and returns the
  * number of full blocks (n_tokens / block_size). block_size 0 returns 0. */
-size_t dyn_kv_hash_blocks(const uint32_t *tokens, size_t n_tokens, size_t block_size,
+DYN_EXTERN size_t dyn_kv_hash_blocks(const uint32_t *tokens, size_t n_tokens, size_t block_size,
                           uint64_t seed, dyn_kv_hash_t *local, dyn_kv_hash_t *seq, size_t cap);
 
 /* The local hash of one block of block_size tokens (as above). */
-dyn_kv_hash_t dyn_kv_hash_local(const uint32_t *tokens, size_t block_size, uint64_t seed);
+DYN_EXTERN dyn_kv_hash_t dyn_kv_hash_local(const uint32_t *tokens, size_t block_size, uint64_t seed);
 
 /* The seq hash of a block whose parent has seq hash parent_seq (as above;
  * a root block's seq hash is its local hash). */
-dyn_kv_hash_t dyn_kv_hash_chain(dyn_kv_hash_t parent_seq, dyn_kv_hash_t local, uint64_t seed);
+DYN_EXTERN dyn_kv_hash_t dyn_kv_hash_chain(dyn_kv_hash_t parent_seq, dyn_kv_hash_t local, uint64_t seed);
 
 /* ---- events ------------------------------------------------------------- */
 
@@ -106,18 +108,18 @@ typedef struct dyn_kv_buf {
   size_t cap;
 } dyn_kv_buf_t;
 
-void dyn_kv_buf_init(dyn_kv_buf_t *b);
-void dyn_kv_buf_free(dyn_kv_buf_t *b);
+DYN_EXTERN void dyn_kv_buf_init(dyn_kv_buf_t *b);
+DYN_EXTERN void dyn_kv_buf_free(dyn_kv_buf_t *b);
 
 /* Bytes dyn_kv_encode would append for these events (no validation). */
-size_t dyn_kv_encoded_size(const dyn_kv_event_t *events, size_t n_events);
+DYN_EXTERN size_t dyn_kv_encoded_size(const dyn_kv_event_t *events, size_t n_events);
 
 /* Appends one batch (worker_id, events) to out. Fields a kind does not use
  * are ignored (has_parent/blocks outside STORED, removed outside REMOVED).
  * DYN_EINVAL: out NULL, events NULL with n_events > 0, an unknown kind, a
  * NULL array with a non-zero count, or more than UINT32_MAX events/blocks;
  * DYN_ENOMEM. On error out->len is unchanged. */
-int dyn_kv_encode(dyn_kv_buf_t *out, uint64_t worker_id, const dyn_kv_event_t *events,
+DYN_EXTERN int dyn_kv_encode(dyn_kv_buf_t *out, uint64_t worker_id, const dyn_kv_event_t *events,
                   size_t n_events);
 
 /* Called once per decoded event, in order. ev and its arrays are valid only
@@ -131,7 +133,7 @@ typedef int (*dyn_kv_event_cb)(void *ud, uint64_t worker_id, const dyn_kv_event_
  * NULL) receives the batch's worker. On a malformed payload returns
  * DYN_EPROTO and, if why is not NULL, points *why at a static sentence
  * naming the problem. DYN_EINVAL for NULL data with len > 0; DYN_ENOMEM. */
-int dyn_kv_decode(const void *data, size_t len, uint64_t *worker_id, dyn_kv_event_cb cb,
+DYN_EXTERN int dyn_kv_decode(const void *data, size_t len, uint64_t *worker_id, dyn_kv_event_cb cb,
                   void *ud, const char **why);
 
 /* ---- indexer ------------------------------------------------------------ */
@@ -157,8 +159,8 @@ typedef struct dyn_kv_indexer_stats {
   uint64_t removed_unknown; /* REMOVED hashes the worker did not hold */
 } dyn_kv_indexer_stats_t;
 
-int dyn_kv_indexer_create(dyn_kv_indexer_t **out);
-void dyn_kv_indexer_destroy(dyn_kv_indexer_t *ix);
+DYN_EXTERN int dyn_kv_indexer_create(dyn_kv_indexer_t **out);
+DYN_EXTERN void dyn_kv_indexer_destroy(dyn_kv_indexer_t *ix);
 
 /* Applies one event of worker_id.
  *  STORED: adds the blocks under the parent (or as roots), the worker
@@ -175,11 +177,11 @@ void dyn_kv_indexer_destroy(dyn_kv_indexer_t *ix);
  *  CLEARED: the worker holds nothing (it stays known).
  * DYN_EINVAL for NULL arguments or an unknown kind; DYN_ENOMEM (the tree is
  * left consistent, with the blocks stored so far). */
-int dyn_kv_indexer_apply(dyn_kv_indexer_t *ix, uint64_t worker_id, const dyn_kv_event_t *ev);
+DYN_EXTERN int dyn_kv_indexer_apply(dyn_kv_indexer_t *ix, uint64_t worker_id, const dyn_kv_event_t *ev);
 
 /* As CLEARED, and forgets the worker (its instance left). DYN_ENOTFOUND if
  * the worker is not known. */
-int dyn_kv_indexer_remove_worker(dyn_kv_indexer_t *ix, uint64_t worker_id);
+DYN_EXTERN int dyn_kv_indexer_remove_worker(dyn_kv_indexer_t *ix, uint64_t worker_id);
 
 /* For each worker holding at least the first block of the query (local
  * hashes of its blocks, in order), how many leading blocks it holds: the
@@ -187,13 +189,13 @@ int dyn_kv_indexer_remove_worker(dyn_kv_indexer_t *ix, uint64_t worker_id);
  * if it holds later ones. Writes min(count, cap) entries to out (order
  * unspecified; workers with no match are not listed) and returns the
  * count. The walk stops as soon as no worker remains. Allocates nothing. */
-size_t dyn_kv_indexer_find_matches(dyn_kv_indexer_t *ix, const dyn_kv_hash_t *local_hashes,
+DYN_EXTERN size_t dyn_kv_indexer_find_matches(dyn_kv_indexer_t *ix, const dyn_kv_hash_t *local_hashes,
                                    size_t n, dyn_kv_match_t *out, size_t cap);
 
-void dyn_kv_indexer_get_stats(const dyn_kv_indexer_t *ix, dyn_kv_indexer_stats_t *st);
+DYN_EXTERN void dyn_kv_indexer_get_stats(const dyn_kv_indexer_t *ix, dyn_kv_indexer_stats_t *st);
 
 /* Blocks worker_id holds (0 if unknown). */
-size_t dyn_kv_indexer_worker_blocks(const dyn_kv_indexer_t *ix, uint64_t worker_id);
+DYN_EXTERN size_t dyn_kv_indexer_worker_blocks(const dyn_kv_indexer_t *ix, uint64_t worker_id);
 
 /* ---- worker selection --------------------------------------------------- */
 
@@ -231,7 +233,7 @@ typedef struct dyn_kv_select_options {
   double temperature;    /* default 0: argmin */
 } dyn_kv_select_options_t;
 
-void dyn_kv_select_options_init(dyn_kv_select_options_t *o);
+DYN_EXTERN void dyn_kv_select_options_init(dyn_kv_select_options_t *o);
 
 /* The selector's memory: the round-robin cursor and the random generator
  * (splitmix64; no global rand()), so a seed replays the same choices. */
@@ -240,7 +242,7 @@ typedef struct dyn_kv_select_state {
   uint64_t rng;
 } dyn_kv_select_state_t;
 
-void dyn_kv_select_state_init(dyn_kv_select_state_t *st, uint64_t seed);
+DYN_EXTERN void dyn_kv_select_state_init(dyn_kv_select_state_t *st, uint64_t seed);
 
 /* Chooses one of loads[0..n_loads) for a request of request_blocks full
  * blocks, given the indexer's matches. *worker_id receives the choice and,
@@ -249,7 +251,7 @@ void dyn_kv_select_state_init(dyn_kv_select_state_t *st, uint64_t seed);
  * DYN_EINVAL for NULL arguments, an unknown mode, or a negative or
  * non-finite weight or temperature. Matching is by worker id, O(n_loads *
  * n_matches). */
-int dyn_kv_select(const dyn_kv_select_options_t *opts, dyn_kv_select_state_t *st,
+DYN_EXTERN int dyn_kv_select(const dyn_kv_select_options_t *opts, dyn_kv_select_state_t *st,
                   const dyn_kv_worker_load_t *loads, size_t n_loads,
                   const dyn_kv_match_t *matches, size_t n_matches, size_t request_blocks,
                   uint64_t *worker_id, uint32_t *overlap);

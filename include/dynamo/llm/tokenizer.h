@@ -40,6 +40,8 @@
 #ifndef DYNAMO_LLM_TOKENIZER_H
 #define DYNAMO_LLM_TOKENIZER_H
 
+#include "dynamo/export.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -56,7 +58,7 @@ typedef struct dyn_tokens {
   size_t len, cap;
 } dyn_tokens_t;
 
-void dyn_tokens_free(dyn_tokens_t *t);
+DYN_EXTERN void dyn_tokens_free(dyn_tokens_t *t);
 
 /* Loads a tokenizer.json from a file or from memory (`name` labels errors,
  * e.g. the path it came from). On failure returns DYN_EINVAL (bad or
@@ -64,15 +66,15 @@ void dyn_tokens_free(dyn_tokens_t *t);
  * writes a sentence naming the file and what was wrong into err (may be
  * NULL), e.g. "tokenizer.json: model.type 'Unigram' is not supported
  * (byte-level BPE only)". */
-int dyn_tokenizer_load_file(const char *path, dyn_tokenizer_t **out, char *err, size_t errlen);
-int dyn_tokenizer_load_buf(const char *json, size_t len, const char *name,
+DYN_EXTERN int dyn_tokenizer_load_file(const char *path, dyn_tokenizer_t **out, char *err, size_t errlen);
+DYN_EXTERN int dyn_tokenizer_load_buf(const char *json, size_t len, const char *name,
                            dyn_tokenizer_t **out, char *err, size_t errlen);
-void dyn_tokenizer_free(dyn_tokenizer_t *tk);
+DYN_EXTERN void dyn_tokenizer_free(dyn_tokenizer_t *tk);
 
 /* Encodes text (UTF-8, len bytes, need not be NUL-terminated) and appends
  * the ids to out. DYN_EINVAL if the text is not valid UTF-8 (nothing is
  * appended then), DYN_ENOMEM. */
-int dyn_tokenizer_encode(const dyn_tokenizer_t *tk, const char *text, size_t len,
+DYN_EXTERN int dyn_tokenizer_encode(const dyn_tokenizer_t *tk, const char *text, size_t len,
                          dyn_tokens_t *out);
 
 /* Decode flags. */
@@ -82,29 +84,29 @@ int dyn_tokenizer_encode(const dyn_tokenizer_t *tk, const char *text, size_t len
  * *out_len without the NUL). Bytes that do not form valid UTF-8 become
  * U+FFFD, one per maximal invalid subsequence (as HF/Rust's lossy decode).
  * DYN_EINVAL names no id: an id outside the vocabulary fails the call. */
-int dyn_tokenizer_decode(const dyn_tokenizer_t *tk, const uint32_t *ids, size_t n,
+DYN_EXTERN int dyn_tokenizer_decode(const dyn_tokenizer_t *tk, const uint32_t *ids, size_t n,
                          unsigned flags, char **out, size_t *out_len);
 
 /* Number of ids: one more than the largest id (vocab and added tokens). */
-uint32_t dyn_tokenizer_vocab_size(const dyn_tokenizer_t *tk);
+DYN_EXTERN uint32_t dyn_tokenizer_vocab_size(const dyn_tokenizer_t *tk);
 
 /* The id of a token given as it appears in tokenizer.json (byte-level form,
  * e.g. "Ġthe", or an added token such as "<|eot_id|>"). DYN_ENOTFOUND if
  * there is none. */
-int dyn_tokenizer_token_id(const dyn_tokenizer_t *tk, const char *tok, size_t len, uint32_t *id);
+DYN_EXTERN int dyn_tokenizer_token_id(const dyn_tokenizer_t *tk, const char *tok, size_t len, uint32_t *id);
 
 /* The token string of an id as in tokenizer.json (not NUL-terminated; its
  * length in *len), or NULL for an id that has none. */
-const char *dyn_tokenizer_token_str(const dyn_tokenizer_t *tk, uint32_t id, size_t *len);
+DYN_EXTERN const char *dyn_tokenizer_token_str(const dyn_tokenizer_t *tk, uint32_t id, size_t *len);
 
 /* 1 if id is an added token marked special, else 0. */
-int dyn_tokenizer_is_special(const dyn_tokenizer_t *tk, uint32_t id);
+DYN_EXTERN int dyn_tokenizer_is_special(const dyn_tokenizer_t *tk, uint32_t id);
 
 /* BOS/EOS ids, when an added token has a well-known name (<|begin_of_text|>,
  * <s>, <bos>, <|startoftext|> / <|end_of_text|>, <|endoftext|>, </s>, <eos>).
  * DYN_ENOTFOUND otherwise. */
-int dyn_tokenizer_bos_id(const dyn_tokenizer_t *tk, uint32_t *id);
-int dyn_tokenizer_eos_id(const dyn_tokenizer_t *tk, uint32_t *id);
+DYN_EXTERN int dyn_tokenizer_bos_id(const dyn_tokenizer_t *tk, uint32_t *id);
+DYN_EXTERN int dyn_tokenizer_eos_id(const dyn_tokenizer_t *tk, uint32_t *id);
 
 /* ---- incremental detokenizer -------------------------------------------- */
 
@@ -116,16 +118,16 @@ int dyn_tokenizer_eos_id(const dyn_tokenizer_t *tk, uint32_t *id);
  * same flags. The tokenizer must outlive the detokenizer. */
 typedef struct dyn_detok dyn_detok_t;
 
-int dyn_detok_new(const dyn_tokenizer_t *tk, unsigned flags, dyn_detok_t **out);
-void dyn_detok_free(dyn_detok_t *d);
+DYN_EXTERN int dyn_detok_new(const dyn_tokenizer_t *tk, unsigned flags, dyn_detok_t **out);
+DYN_EXTERN void dyn_detok_free(dyn_detok_t *d);
 
 /* Adds one id. *text and *len get the newly completed text (possibly empty,
  * len 0), valid until the next call on d. DYN_EINVAL for an unknown id. */
-int dyn_detok_push(dyn_detok_t *d, uint32_t id, const char **text, size_t *len);
+DYN_EXTERN int dyn_detok_push(dyn_detok_t *d, uint32_t id, const char **text, size_t *len);
 
 /* Ends the sequence: held incomplete bytes come out as U+FFFD. The
  * detokenizer is then empty and may start a new sequence. */
-int dyn_detok_flush(dyn_detok_t *d, const char **text, size_t *len);
+DYN_EXTERN int dyn_detok_flush(dyn_detok_t *d, const char **text, size_t *len);
 
 #ifdef __cplusplus
 }
