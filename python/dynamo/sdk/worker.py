@@ -88,7 +88,7 @@ async def run(svc: DynamoService) -> int:
 
     component = rt.namespace(svc.namespace).component(svc.name)
     for name, spec in svc.endpoints.items():
-        await component.endpoint(name).serve_endpoint(_make_handler(obj, spec))
+        await component.endpoint(name).serve_endpoint(_make_handler(obj, spec), raw=True)
     http = None
     if svc.apis:
         from dynamo.sdk.http import serve_apis
