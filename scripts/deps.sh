@@ -45,10 +45,12 @@ if need_py yaml; then
 fi
 # openai (the official client), tokenizers (Hugging Face's reference
 # tokenizer) and regex (\p{L} patterns): tests/llm checks the OpenAI
-# frontend, our BPE and its split patterns against them. Debian lacks
-# usable versions, so pip; on Debian's own python3 that means python3-pip
-# and --break-system-packages (tests only).
-for mod in openai tokenizers regex; do
+# frontend, our BPE and its split patterns against them. fastapi
+# (StreamingResponse) and uvloop: tests/python runs graphs and workers
+# written for NVIDIA Dynamo, which use them. Debian lacks usable versions,
+# so pip; on Debian's own python3 that means python3-pip and
+# --break-system-packages (tests only).
+for mod in openai tokenizers regex fastapi uvloop; do
   if need_py "$mod"; then
     echo "deps: installing Python module $mod for $py"
     "$py" -m pip install -q "$mod" 2>/dev/null || {

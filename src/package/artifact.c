@@ -356,6 +356,17 @@ static json_t *manifest(const dyn__build_in_t *in, const char *name, const char 
 
 /* ---- generated files -------------------------------------------------- */
 
+/* The Dockerfile's default base image: the one the graph's code names
+ * (@service(image=...), the entry's first, else the first service's in plan
+ * order), else in->image (--image, $DYNAMO_IMAGE or the default). */
+static const char *base_image(const dyn__build_in_t *in) {
+  const dyn__service_t *entry = dyn__plan_find(in->plan, in->plan->entry);
+  const char *img = entry ? json_string_value(json_object_get(entry->json, "image")) : NULL;
+  for (size_t i = 0; !img && i < in->plan->nservices; i++)
+    img = json_string_value(json_object_get(in->plan->services[i].json, "image"));
+  return img && *img ? img : in->image;
+}
+
 static char *dockerfile(json_t *m, const char *image) {
   const char *name = json_string_value(json_object_get(m, "name"));
   const char *version = json_string_value(json_object_get(m, "version"));
@@ -600,7 +611,7 @@ int dyn__artifact_build(const dyn__build_in_t *in, dyn__build_out_t *out, char *
     if (mj && cj) {
       hash_str(&hash, mj);
       hash_str(&hash, cj);
-      hash_str(&hash, in->image);
+      hash_str(&hash, base_image(in));
     } else {
       rc = dyn__fail(err, errlen, DYN_ENOMEM, "out of memory");
     }
@@ -622,7 +633,7 @@ int dyn__artifact_build(const dyn__build_in_t *in, dyn__build_out_t *out, char *
   }
   if (!rc) {
     json_object_set_new(m, "version", json_string(out->version));
-    rc = write_generated(stage, m, in->config, in->image, err, errlen);
+    rc = write_generated(stage, m, in->config, base_image(in), err, errlen);
   }
   json_decref(m);
   if (!rc && (snprintf(out->dir, sizeof out->dir, "%s/%s-%s", outdir, out->name, out->version) >=

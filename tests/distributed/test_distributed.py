@@ -379,7 +379,7 @@ def cluster(pytestconfig):
         if not shutil.which(tool):
             pytest.fail(f"{tool} is not installed (.ci/run installs etcd-server and nats-server)")
     # Workers must import this build's package, not one installed elsewhere.
-    if not (BUILD / "python" / "dynamo" / "runtime.py").exists() or not os.access(DYN_BIN, os.X_OK):
+    if not (BUILD / "python" / "dynamo" / "runtime" / "__init__.py").exists() or not os.access(DYN_BIN, os.X_OK):
         pytest.fail(f"no build at {BUILD} (set DYN_BUILD and DYN_BIN)")
     remove_stale_namespaces()
     c = Cluster()

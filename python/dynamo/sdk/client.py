@@ -20,6 +20,8 @@ class ServiceClient:
         self._rt = rt
         self._target = target
         self._clients: Dict[str, Client] = {}
+        # traffic={"timeout": s} on the target bounds each call to it.
+        self._deadline_ms = int(target.timeout * 1000) if target.timeout else 0
         for name, spec in target.endpoints.items():
             setattr(self, name, self._stream(name) if spec.streaming else self._unary(name))
 
@@ -39,7 +41,8 @@ class ServiceClient:
     def _stream(self, name: str) -> Any:
         async def call(request: Any = None, **kwargs: Any) -> AsyncIterator[Any]:
             c = await self.get_endpoint(name)
-            async for chunk in c.generate(encode(kwargs if request is None else request)):
+            body = encode(kwargs if request is None else request)
+            async for chunk in c.generate(body, deadline_ms=self._deadline_ms):
                 yield decode(chunk)
         call.__name__ = name
         return call
@@ -48,7 +51,8 @@ class ServiceClient:
         async def call(request: Any = None, **kwargs: Any) -> Any:
             c = await self.get_endpoint(name)
             result = None
-            async for chunk in c.generate(encode(kwargs if request is None else request)):
+            body = encode(kwargs if request is None else request)
+            async for chunk in c.generate(body, deadline_ms=self._deadline_ms):
                 result = decode(chunk)
             return result
         call.__name__ = name

@@ -3,7 +3,8 @@
 Every SDK (Python or C) sends JSON, so services interoperate. A handler's
 first parameter annotation picks how its request is decoded: a pydantic
 model (where pydantic is installed), a dataclass, or plain JSON values
-(dict, str, list, numbers).
+(dict, str, list, numbers). Values are encoded as the runtime encodes them
+(dynamo.runtime.wire).
 """
 
 from __future__ import annotations
@@ -12,26 +13,19 @@ import dataclasses
 import json
 from typing import Any
 
+from dynamo.runtime.wire import encode  # one encoder for the runtime and the SDK
+
 try:  # pydantic is optional
     from pydantic import BaseModel as _PydanticModel
 except Exception:  # pragma: no cover - exercised where pydantic is absent
     _PydanticModel = None  # type: ignore[assignment,misc]
 
 
+__all__ = ["encode", "decode"]
+
+
 def _is_pydantic(t: Any) -> bool:
     return _PydanticModel is not None and isinstance(t, type) and issubclass(t, _PydanticModel)
-
-
-def encode(value: Any) -> bytes:
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value)
-    if _PydanticModel is not None and isinstance(value, _PydanticModel):
-        # pydantic 2 (model_dump_json) or 1 (json), whichever is installed
-        dump = getattr(value, "model_dump_json", None) or value.json
-        return dump().encode()
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        value = dataclasses.asdict(value)
-    return json.dumps(value, separators=(",", ":")).encode()
 
 
 def decode(data: bytes, typ: Any = None) -> Any:

@@ -5,6 +5,12 @@
 ``DYNAMO_SERVICE_CONFIG``. A service sees its own section plus the
 ``Common`` keys it lists in ``common-configs``. ``ServiceArgs`` (workers,
 resources, envs) override the decorator.
+
+``ServiceConfig`` behaves as NVIDIA Dynamo's: a dict of sections keyed by
+service name, one per process (``get_instance()``; setting
+``ServiceConfig._instance = None`` makes the next call read the
+environment again), with ``require``, ``as_args`` and
+``get_parsed_config``.
 """
 
 from __future__ import annotations
@@ -41,13 +47,34 @@ class ServiceConfig(dict):
             raise ConfigError(f"{_source()}: service {service_name} needs key '{key}'")
         return section[key]
 
+    def service_section(self, service_name: str) -> Dict[str, Any]:
+        """The service's keys with the Common keys it subscribes to (and does
+        not set itself) first, without ServiceArgs and common-configs. Works
+        on a config as loaded here (Common already merged) and on a raw one
+        someone built by hand."""
+        section = self.get(service_name)
+        if not isinstance(section, dict):
+            return {}
+        common = self.get("Common") or {}
+        out = {k: common[k] for k in section.get("common-configs") or []
+               if k in common and k not in section}
+        out.update((k, v) for k, v in section.items() if k not in RESERVED)
+        return out
+
+    @classmethod
+    def get_parsed_config(cls, service_name: str) -> Dict[str, Any]:
+        """The service's effective configuration as a dict (see
+        service_section), from the process's instance."""
+        return cls.get_instance().service_section(service_name)
+
     def as_args(self, service_name: str, prefix: str = "") -> List[str]:
         """The service's keys (those starting with prefix, which is stripped)
         as command-line arguments: ``--key value``; a true boolean is a bare
-        ``--key``, a false one is left out."""
+        ``--key``, a false one is left out; a dict or list is JSON. Common
+        keys the service subscribes to come first, ServiceArgs never."""
         args: List[str] = []
-        for key, value in self.get(service_name, {}).items():
-            if key in RESERVED or (prefix and not key.startswith(prefix)):
+        for key, value in self.service_section(service_name).items():
+            if prefix and not key.startswith(prefix):
                 continue
             name = key[len(prefix):]
             if isinstance(value, bool):
@@ -80,7 +107,9 @@ def resolve_common(config: Dict[str, Any]) -> Dict[str, Any]:
         wanted = section.get("common-configs", []) or []
         if not isinstance(wanted, list):
             raise ConfigError(f"{_source()}: service {name}, key 'common-configs': must be a list")
-        merged = {k: common[k] for k in wanted if k in common}
+        # Subscribed keys the section does not set come first; the section's
+        # own keys keep their order (as_args lists them in this order).
+        merged = {k: common[k] for k in wanted if k in common and k not in section}
         missing = [k for k in wanted if k not in common]
         if missing:
             raise ConfigError(f"{_source()}: service {name}, key 'common-configs': "

@@ -58,10 +58,26 @@ def dynamo_endpoint(name: Optional[str] = None) -> Callable[[F], F]:
     return mark
 
 
+def endpoint(name: Optional[str] = None, is_api: bool = False,
+             http_method: Optional[str] = None) -> Callable[[F], F]:
+    """NVIDIA Dynamo 0.3's name for ``dynamo_endpoint``; ``is_api=True``
+    serves the method over HTTP instead, as ``@api`` does."""
+    if callable(name):  # used bare: @endpoint
+        return dynamo_endpoint(name)  # type: ignore[return-value]
+    if http_method is not None and not is_api:
+        raise ValueError("@endpoint: http_method is only for is_api=True")
+    if is_api:
+        return api(name=name, method=http_method or "POST")  # type: ignore[no-any-return]
+    return dynamo_endpoint(name)
+
+
 def api(func: Optional[F] = None, *, route: Optional[str] = None, method: str = "POST",
         name: Optional[str] = None) -> Any:
     """Serve this method over HTTP: a JSON body becomes its arguments; an async
-    generator streams Server-Sent Events. ``@api`` or ``@api(route="/x")``."""
+    generator streams Server-Sent Events; a coroutine returns one JSON
+    document, or a response object (Starlette's StreamingResponse or
+    Response) whose body, media type and status go out as they are.
+    ``@api``, ``@api()`` or ``@api(route="/x")``."""
     def mark(f: F) -> F:
         n = name or f.__name__
         f.__dynamo_api__ = EndpointSpec(f, n, "api", method.upper(), route)  # type: ignore[attr-defined]
@@ -70,16 +86,39 @@ def api(func: Optional[F] = None, *, route: Optional[str] = None, method: str = 
 
 
 def async_on_start(func: F) -> F:
-    """Awaited after __init__, before the service serves."""
-    if not inspect.iscoroutinefunction(func):
-        raise TypeError(f"{func.__qualname__}: @async_on_start needs an `async def`")
+    """Run after __init__, before the service serves; several run in the
+    order the class defines them. An ``async def`` is awaited, a plain
+    ``def`` is called."""
+    _hook(func, "async_on_start")
     func.__dynamo_on_start__ = True  # type: ignore[attr-defined]
     return func
 
 
 def async_on_shutdown(func: F) -> F:
-    """Awaited on Ctrl-C / SIGTERM before the worker exits."""
+    """Awaited on Ctrl-C / SIGTERM, once requests have drained, before the
+    worker exits."""
     if not inspect.iscoroutinefunction(func):
-        raise TypeError(f"{func.__qualname__}: @async_on_shutdown needs an `async def`")
+        raise TypeError(f"{func.__qualname__}: @async_on_shutdown needs an `async def` "
+                        "(use @on_shutdown for a plain def)")
     func.__dynamo_on_shutdown__ = True  # type: ignore[attr-defined]
     return func
+
+
+def on_shutdown(func: F) -> F:
+    """Called at shutdown, as @async_on_shutdown hooks are (in definition
+    order with them); for a plain ``def`` (an ``async def`` is awaited)."""
+    _hook(func, "on_shutdown")
+    func.__dynamo_on_shutdown__ = True  # type: ignore[attr-defined]
+    return func
+
+
+def _hook(func: Any, what: str) -> None:
+    if not callable(func):
+        raise TypeError(f"@{what} decorates a method, not {func!r}")
+
+
+async def run_hook(method: Callable[[], Any]) -> None:
+    """Call a bound hook; await what it returns when that is awaitable."""
+    result = method()
+    if inspect.isawaitable(result):
+        await result

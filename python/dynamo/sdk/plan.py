@@ -37,14 +37,16 @@ def service_plan(svc: DynamoService, config: Dict[str, Any]) -> Dict[str, Any]:
         host = section.get("host", "0.0.0.0")
         http = {"host": host, "port": int(port),
                 "routes": [{"method": a.method, "path": a.path} for a in svc.apis.values()]}
-    extra = {"kind": "c", "target": svc.target} if isinstance(svc, CService) else {}
+    extra: Dict[str, Any] = {"kind": "c", "target": svc.target} if isinstance(svc, CService) else {}
+    if svc.image:
+        extra["image"] = svc.image  # the artifact's base image (src/package/artifact.c)
     return {
         **extra,
         "name": svc.name,
         "namespace": svc.namespace,
         "workers": args.get("workers", svc.workers),
         "resources": resources,
-        "envs": args.get("envs", []),
+        "envs": args.get("envs", svc.envs),
         "endpoints": sorted(svc.endpoints),
         "http": http,
         "dependencies": [d.on.name for d in svc.live_dependencies().values()],

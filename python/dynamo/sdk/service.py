@@ -8,6 +8,8 @@ resources, workers, endpoints, HTTP routes, ``depends()`` edges and the
 
 from __future__ import annotations
 
+import os
+import warnings
 from typing import Any, Dict, List, Optional
 
 from dynamo.sdk.decorators import EndpointSpec
@@ -15,11 +17,20 @@ from dynamo.sdk.dependency import Dependency
 
 DEFAULT_NAMESPACE = "dynamo"
 
+# The base image `dynamo build` names in an artifact's Dockerfile unless
+# told otherwise: $DYNAMO_IMAGE, else the image `make docker` tags. Code
+# written for NVIDIA Dynamo passes it as @service(image=DYNAMO_IMAGE).
+DYNAMO_IMAGE = os.environ.get("DYNAMO_IMAGE") or "dynamo:latest"
+
+# @service options this SDK reads; any other is warned about and ignored.
+OPTIONS = ("dynamo", "resources", "workers", "http_port", "traffic", "image", "envs")
+
 
 class DynamoService:
     def __init__(self, cls: type, dynamo: Optional[Dict[str, Any]] = None,
                  resources: Optional[Dict[str, Any]] = None, workers: int = 1,
-                 http_port: Optional[int] = None):
+                 http_port: Optional[int] = None, traffic: Optional[Dict[str, Any]] = None,
+                 image: Optional[str] = None, envs: Optional[List[Dict[str, Any]]] = None):
         if not isinstance(cls, type):
             raise TypeError(f"@service decorates a class, not {cls!r}")
         dyn = dict(dynamo or {})
@@ -32,6 +43,15 @@ class DynamoService:
             raise ValueError(f"@service {self.name}: workers must be an integer >= 1, not {workers!r}")
         self.workers = workers
         self.http_port = http_port
+        self.timeout = _timeout(cls.__name__, traffic)
+        if image is not None and (not isinstance(image, str) or not image):
+            raise ValueError(f"@service {self.name}: image must be an image name, not {image!r}")
+        self.image = image
+        if envs is not None and not (isinstance(envs, list) and all(
+                isinstance(e, dict) and "name" in e and "value" in e for e in envs)):
+            raise ValueError(f"@service {self.name}: envs must be a list of "
+                             "{'name': ..., 'value': ...}")
+        self.envs = list(envs or [])
         self.endpoints: Dict[str, EndpointSpec] = {}
         self.apis: Dict[str, EndpointSpec] = {}
         self.dependencies: Dict[str, Dependency] = {}
@@ -85,15 +105,42 @@ def _members(cls: type) -> List[Any]:
     return list(seen.items())
 
 
+def _timeout(name: str, traffic: Optional[Dict[str, Any]]) -> Optional[float]:
+    """traffic={"timeout": seconds}: how long a request to the service may
+    take; None when not given."""
+    if traffic is None:
+        return None
+    if not isinstance(traffic, dict):
+        raise ValueError(f"@service {name}: traffic must be a mapping, not {traffic!r}")
+    t = traffic.get("timeout")
+    if t is None:
+        return None
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or t <= 0:
+        raise ValueError(f"@service {name}: traffic.timeout must be a number of seconds > 0, "
+                         f"not {t!r}")
+    return float(t)
+
+
 def service(inner: Optional[type] = None, *, dynamo: Optional[Dict[str, Any]] = None,
             resources: Optional[Dict[str, Any]] = None, workers: int = 1,
-            http_port: Optional[int] = None, **ignored: Any) -> Any:
+            http_port: Optional[int] = None, traffic: Optional[Dict[str, Any]] = None,
+            image: Optional[str] = None, envs: Optional[List[Dict[str, Any]]] = None,
+            **unknown: Any) -> Any:
     """``@service`` or ``@service(dynamo={...}, resources={...}, workers=N)``.
 
-    Other BentoML options (``traffic``, ``image`` ...) are accepted and
-    ignored, so code written for BentoML keeps importing."""
+    ``traffic={"timeout": s}`` bounds each request to the service (calls
+    through depends() and its @api requests); ``image`` is the base image of
+    the artifact `dynamo build` makes when this is the graph's entry;
+    ``envs`` are environment variables of its workers (ServiceArgs.envs in
+    the config replace them). Other options of NVIDIA Dynamo or BentoML
+    (``resource=``, ``kubernetes_overwrites=`` ...) are a warning naming the
+    option, so such code still loads."""
     def wrap(cls: type) -> DynamoService:
-        return DynamoService(cls, dynamo, resources, workers, http_port)
+        for key in unknown:
+            warnings.warn(f"@service {getattr(cls, '__name__', cls)}: option '{key}' is not "
+                          f"supported and is ignored (supported: {', '.join(OPTIONS)})",
+                          UserWarning, stacklevel=2)
+        return DynamoService(cls, dynamo, resources, workers, http_port, traffic, image, envs)
     return wrap(inner) if inner is not None else wrap
 
 
@@ -125,6 +172,7 @@ class CService(DynamoService):
         self.resources = dict(resources or {})
         self.workers = workers
         self.http_port = http_port
+        self.timeout, self.image, self.envs = None, None, []
         self.so_path = so_path
         self.endpoints = {n: _CEndpoint(n, s) for n, s in (endpoints or {"generate": True}).items()}  # type: ignore[misc]
         self.apis = {}

@@ -2,10 +2,10 @@
 
 Started by ``dynamo serve`` (one per worker of each service). It builds the
 service's instance with its config, wires a client for each live
-``depends()`` edge, awaits the ``@async_on_start`` hooks, serves every
+``depends()`` edge, runs the ``@async_on_start`` hooks in order, serves every
 endpoint (and HTTP routes for ``@api``), then waits for SIGTERM/SIGINT:
-stop accepting, drain in-flight requests, await the ``@async_on_shutdown``
-hooks, exit.
+stop accepting, drain in-flight requests, run the ``@on_shutdown`` and
+``@async_on_shutdown`` hooks, exit.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from dynamo.sdk.client import ServiceClient
 from dynamo.sdk.codec import decode, encode
 from dynamo.sdk.config import ConfigError, ServiceConfig, init_kwargs
 from dynamo.sdk.context import dynamo_context
-from dynamo.sdk.decorators import EndpointSpec
+from dynamo.sdk.decorators import EndpointSpec, run_hook
 from dynamo.sdk.graph import TargetError, find, load_target, resolve
 from dynamo.sdk.health import start_health
 from dynamo.sdk.service import DynamoService
@@ -84,11 +84,11 @@ async def run(svc: DynamoService) -> int:
     health = start_health(rt)  # /health: 503 until registered and started
     obj = _instantiate(svc, rt, config)
     for hook in svc.on_start:
-        await getattr(obj, hook.__name__)()
+        await run_hook(getattr(obj, hook.__name__))
 
     component = rt.namespace(svc.namespace).component(svc.name)
     for name, spec in svc.endpoints.items():
-        await component.endpoint(name).serve_endpoint(_make_handler(obj, spec))
+        await component.endpoint(name).serve_endpoint(_make_handler(obj, spec), raw=True)
     http = None
     if svc.apis:
         from dynamo.sdk.http import serve_apis
@@ -117,7 +117,7 @@ async def run(svc: DynamoService) -> int:
         print(f"{svc.name}: {cancelled} request(s) cancelled at shutdown", file=sys.stderr, flush=True)
     for hook in svc.on_shutdown:
         try:
-            await getattr(obj, hook.__name__)()
+            await run_hook(getattr(obj, hook.__name__))
         except Exception as e:
             print(f"{svc.name}: shutdown hook {hook.__name__} failed: {e!r}", file=sys.stderr, flush=True)
     if health:

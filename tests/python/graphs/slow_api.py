@@ -12,3 +12,11 @@ class Slow:
         for i in range(n):
             await asyncio.sleep(0.05)
             yield i
+
+
+@service(dynamo={"namespace": "slow"}, traffic={"timeout": 0.5})
+class Impatient:
+    @api
+    async def wait(self, seconds: float):
+        await asyncio.sleep(seconds)
+        return "done"

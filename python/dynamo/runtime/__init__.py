@@ -12,6 +12,15 @@ by one flush per asyncio iteration.
     client = await ep.client()
     async for chunk in client.round_robin(b"hi"):
         ...
+
+Payloads: a request sent as bytes is sent as is, and its responses come
+back as bytes; any other value goes as JSON and its responses come back as
+Python values (dynamo.runtime.wire). A handler gets the JSON value of the
+request (or the bytes, when they are not JSON; or always the bytes when its
+first parameter is annotated ``bytes`` or it is served with raw=True), and
+what it yields or returns is encoded the same way. This is also the
+Python runtime of NVIDIA Dynamo 0.1-0.3: ``@dynamo_worker()``,
+``component.create_service()``, ``stream = await client.generate(obj)``.
 """
 
 from __future__ import annotations
@@ -19,15 +28,17 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-from typing import Any, AsyncIterator, Awaitable, Callable, Optional, Union
+import signal
+from typing import Any, AsyncIterator, Awaitable, Callable, Optional, Union, get_type_hints
 
 from dynamo import _core
 from dynamo._core import DynamoError
+from dynamo.runtime.wire import decode_request, encode
 
 __all__ = ["DistributedRuntime", "Namespace", "Component", "Endpoint", "Client",
-           "ResponseStream", "DynamoError"]
+           "ResponseStream", "Annotated", "DynamoError", "dynamo_worker"]
 
-Handler = Callable[[bytes], Union[AsyncIterator[bytes], Awaitable[bytes]]]
+Handler = Callable[[Any], Union[AsyncIterator[Any], Awaitable[Any]]]
 
 
 class DistributedRuntime:
@@ -40,6 +51,7 @@ class DistributedRuntime:
         self._timer: Optional[asyncio.TimerHandle] = None
         self._kicked = False
         self._closed = False
+        self._serving = False
         self._fd = self._core.fileno()
         loop.add_reader(self._fd, self._run)
         self._run()
@@ -89,29 +101,30 @@ class DistributedRuntime:
         return sub
 
     # -- serving ------------------------------------------------------------
-    def _serve(self, path: str, handler: Handler) -> None:
+    def _serve(self, path: str, handler: Handler, raw: bool) -> None:
         loop = self._loop
 
         def on_request(req: Any) -> None:
-            task = loop.create_task(self._handle(handler, req))
+            task = loop.create_task(self._handle(handler, req, raw))
             req.on_cancel = task.cancel
 
         self._core.serve(path, on_request)
+        self._serving = True
         self.kick()
 
-    async def _handle(self, handler: Handler, req: Any) -> None:
+    async def _handle(self, handler: Handler, req: Any, raw: bool) -> None:
         try:
-            result = handler(req.body)
+            result = handler(req.body if raw else decode_request(req.body))
             if inspect.isasyncgen(result):
                 try:
                     async for item in result:
-                        if not req.send(item):
+                        if not req.send(encode(item)):
                             break  # the caller cancelled
                         self.kick()
                 finally:
                     await result.aclose()
             else:
-                req.send(await result)
+                req.send(encode(await result))
             req.end()
         except asyncio.CancelledError:
             req.fail("cancelled")
@@ -160,6 +173,11 @@ class Component:
     def endpoint(self, name: str) -> "Endpoint":
         return Endpoint(self, name)
 
+    async def create_service(self) -> None:
+        """Kept for code written for NVIDIA Dynamo, where a component had to
+        be created before its endpoints. Here an endpoint registers when it
+        is served, so there is nothing to do."""
+
     def subject(self, name: str) -> str:
         return f"namespace.{self.namespace.name}.component.{self.name}.{name}"
 
@@ -170,13 +188,35 @@ class Endpoint:
         self.runtime = component.namespace.runtime
         self.path = f"{component.namespace.name}/{component.name}/{name}"
 
-    async def serve_endpoint(self, handler: Handler) -> None:
-        self.runtime._serve(self.path, handler)
+    async def serve_endpoint(self, handler: Handler, raw: Optional[bool] = None) -> None:
+        """Serve handler (an async generator function or a coroutine
+        function of one request) on this endpoint and return. It gets the
+        request as a Python value, or as bytes when raw is true; raw=None
+        means: true when its first parameter is annotated ``bytes``."""
+        if raw is None:
+            raw = _wants_bytes(handler)
+        self.runtime._serve(self.path, handler, raw)
 
     async def client(self) -> "Client":
         c = Client(self.runtime, self.runtime._core.client(self.path))
         self.runtime.kick()  # sends the watch
         return c
+
+
+def _wants_bytes(handler: Handler) -> bool:
+    try:
+        params = list(inspect.signature(handler).parameters.values())
+    except (TypeError, ValueError):  # a builtin or a C callable
+        return False
+    if not params:
+        return False
+    ann = params[0].annotation
+    if isinstance(ann, str):  # `from __future__ import annotations`
+        try:
+            ann = get_type_hints(handler).get(params[0].name, ann)
+        except Exception:
+            pass
+    return ann in (bytes, "bytes")
 
 
 def _wake(fut: asyncio.Future) -> None:
@@ -213,29 +253,54 @@ class Client:
         """How long a request waits for a first live instance."""
         self._core.set_wait(ms)
 
-    def generate(self, body: bytes, route: int = _core.ROUTE_RANDOM, instance_id: int = 0,
-                 deadline_ms: int = 0) -> "ResponseStream":
-        s = self._core.generate(body, route, instance_id, deadline_ms)
+    def generate(self, request: Any, route: int = _core.ROUTE_RANDOM, instance_id: int = 0,
+                 deadline_ms: int = 0, annotated: Optional[bool] = None) -> "ResponseStream":
+        """Send one request. bytes go as they are and their responses come
+        back as bytes; any other value goes as JSON and its responses come
+        back decoded. The stream is iterated with ``async for``, directly
+        or after ``await`` (as NVIDIA Dynamo's clients are). annotated=True
+        wraps each response in an Annotated whose data() is the value."""
+        is_bytes = isinstance(request, (bytes, bytearray, memoryview))
+        s = self._core.generate(encode(request), route, instance_id, deadline_ms)
         self._rt.kick()
-        return ResponseStream(self._rt, s)
+        return ResponseStream(self._rt, s, decode=not is_bytes, annotated=bool(annotated))
 
-    def random(self, body: bytes) -> "ResponseStream":
-        return self.generate(body, _core.ROUTE_RANDOM)
+    def random(self, request: Any, annotated: Optional[bool] = None) -> "ResponseStream":
+        return self.generate(request, _core.ROUTE_RANDOM, annotated=annotated)
 
-    def round_robin(self, body: bytes) -> "ResponseStream":
-        return self.generate(body, _core.ROUTE_ROUND_ROBIN)
+    def round_robin(self, request: Any, annotated: Optional[bool] = None) -> "ResponseStream":
+        return self.generate(request, _core.ROUTE_ROUND_ROBIN, annotated=annotated)
 
-    def direct(self, body: bytes, instance_id: int) -> "ResponseStream":
-        return self.generate(body, _core.ROUTE_DIRECT, instance_id)
+    def direct(self, request: Any, instance_id: int,
+               annotated: Optional[bool] = None) -> "ResponseStream":
+        return self.generate(request, _core.ROUTE_DIRECT, instance_id, annotated=annotated)
+
+
+class Annotated:
+    """One response, as NVIDIA Dynamo's annotated streams give it."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Any):
+        self._data = data
+
+    def data(self) -> Any:
+        return self._data
+
+    def __repr__(self) -> str:
+        return f"Annotated(data={self._data!r})"
 
 
 class ResponseStream:
-    """An async iterator over one request's responses (bytes)."""
+    """An async iterator over one request's responses: bytes, or Python
+    values when the request was not bytes."""
 
-    __slots__ = ("_rt", "_s")
+    __slots__ = ("_rt", "_s", "_decode", "_annotated")
 
-    def __init__(self, rt: DistributedRuntime, s: Any):
+    def __init__(self, rt: DistributedRuntime, s: Any, decode: bool = False,
+                 annotated: bool = False):
         self._rt, self._s = rt, s
+        self._decode, self._annotated = decode, annotated
 
     @property
     def instance_id(self) -> int:
@@ -244,12 +309,19 @@ class ResponseStream:
     def __aiter__(self) -> "ResponseStream":
         return self
 
-    async def __anext__(self) -> bytes:
+    def __await__(self) -> Any:
+        """``stream = await client.generate(x)``: the stream itself."""
+        return self
+        yield  # a generator: awaiting it returns at once
+
+    async def __anext__(self) -> Any:
         s = self._s
         while True:
             item = s.pop()
             if item is not None:
-                return item
+                if self._decode:
+                    item = decode_request(item)
+                return Annotated(item) if self._annotated else item
             if s.done:
                 if s.status == _core.OK:
                     raise StopAsyncIteration
@@ -276,3 +348,39 @@ class ResponseStream:
                 self._s.cancel()
         except Exception:
             pass
+
+
+def dynamo_worker(static: bool = False) -> Callable[[Callable[..., Awaitable[Any]]], Any]:
+    """``@dynamo_worker()`` as in NVIDIA Dynamo: the decorated coroutine
+    function is called with a connected DistributedRuntime as its first
+    argument. If it served endpoints, the worker keeps serving them after it
+    returns, until SIGINT or SIGTERM, then drains and closes. ``static`` is
+    accepted for compatibility: discovery here is the same either way."""
+    del static
+
+    def wrap(func: Callable[..., Awaitable[Any]]) -> Any:
+        @functools.wraps(func)
+        async def run(*args: Any, **kwargs: Any) -> Any:
+            rt = await DistributedRuntime.connect()
+            try:
+                result = await func(rt, *args, **kwargs)
+                if rt._serving:
+                    await _until_signalled(rt._loop)
+                    await rt.shutdown()
+                return result
+            finally:
+                rt.close()
+        return run
+    return wrap
+
+
+async def _until_signalled(loop: asyncio.AbstractEventLoop) -> None:
+    stop = asyncio.Event()
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    for sig in sigs:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in sigs:
+            loop.remove_signal_handler(sig)
