@@ -9,8 +9,9 @@
  * Instance keys: "instances/{ns}/{component}/{endpoint}:{id in hex}", with
  * a JSON value {"address":"host:port","instance_id":"<decimal string>"}.
  *
- * The backend (embedded control plane today; etcd later) hides behind
- * dyn_backend_ops_t in src/runtime/backend.h: callers use only this header.
+ * The backend (the embedded control plane, or etcd) hides behind
+ * dyn__discovery_ops_t in src/runtime/backend.h: callers use only this
+ * header and never know which one is in use.
  */
 #ifndef DYNAMO_DISCOVERY_H
 #define DYNAMO_DISCOVERY_H

@@ -43,9 +43,9 @@ DYN_EXTERN uint64_t dyn_request_id(const dyn_request_t *req);
 /* Milliseconds the caller allows from when it sent; 0 means no deadline. */
 DYN_EXTERN uint32_t dyn_request_deadline_ms(const dyn_request_t *req);
 DYN_EXTERN dyn_endpoint_t *dyn_request_endpoint(const dyn_request_t *req);
-/* Bytes queued on the caller's connection and not yet written. A handler
- * that streams much faster than the caller reads pauses while this is above
- * its budget (and resumes from a timer); sends never block and never drop. */
+/* Bytes queued on the caller's connection and not yet written. Sends never
+ * block and never drop, so a handler that streams faster than its caller
+ * reads can watch this and slow down; the runtime itself applies no limit. */
 DYN_EXTERN size_t dyn_request_pending(const dyn_request_t *req);
 /* Opaque pointer for the handler's own state. */
 DYN_EXTERN void dyn_request_set_data(dyn_request_t *req, void *data);

@@ -1,4 +1,6 @@
-/* buf.h - a growable byte buffer: the one place bytes are accumulated. */
+/* buf.h - the project's growable byte buffer. Connections, the HTTP server,
+ * JSON and SSE output, chat templates and KV event batches all accumulate
+ * bytes in one of these; there is no second buffer type. */
 #ifndef DYN__BUF_H
 #define DYN__BUF_H
 #include <stddef.h>

@@ -10,11 +10,10 @@
  * then the request may have to be sent again: when the stream waits for an
  * instance or a connection, when the connection fails before the
  * instance's HELLO, when a draining instance answers with a retryable
- * error, or when it said GOAWAY and closed before answering. Older note:
- * the stream waits for an instance or for its connection to come up. Once a
- * connection failed before the instance's HELLO came back, no response of
- * any kind left the instance (its HELLO precedes them on the wire), so its
- * streams are routed again to an instance not yet tried.
+ * error, or when it said GOAWAY and closed before answering. A connection
+ * that failed before the instance's HELLO came back carried no response of
+ * any kind (the HELLO precedes them on the wire), so its streams are routed
+ * again to an instance not yet tried.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -258,8 +257,6 @@ static dyn__peer_t *get_peer(dyn_runtime_t *rt, const char *addr) {
 void dyn__peers_close(dyn_runtime_t *rt) {
   while (rt->peers) dyn__conn_close(rt->peers->conn, DYN_ECLOSED, "runtime closing");
 }
-
-/* ---- routing ----------------------------------------------------------- */
 
 /* ---- suspects ------------------------------------------------------------
  * A worker that dies takes its connections with it at once, while its
