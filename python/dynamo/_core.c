@@ -17,7 +17,6 @@
 
 #include "dynamo/dynamo.h"
 #include "dynamo/http.h"
-#include "runtime/registered.h"
 
 static PyObject *DynamoError;
 
@@ -317,7 +316,7 @@ static PyObject *Runtime_get_inflight(RuntimeObject *self, void *c) {
 
 /* For /health (dynamo/sdk/health.py): discovery holds our registrations. */
 static PyObject *Runtime_get_registered(RuntimeObject *self, void *c) {
-  return PyBool_FromLong(self->rt && dyn__runtime_registered(self->rt));
+  return PyBool_FromLong(self->rt && dyn_runtime_registered(self->rt));
 }
 
 
