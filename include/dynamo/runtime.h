@@ -118,6 +118,14 @@ DYN_EXTERN void dyn_runtime_release(dyn_runtime_t *rt);
 /* Non-zero once dyn_runtime_drain (or a shutdown) began: take no new work. */
 DYN_EXTERN int dyn_runtime_draining(const dyn_runtime_t *rt);
 
+/* 1 while this runtime's registration with discovery is live: discovery
+ * holds the process's session (embedded: connected to the control plane;
+ * etcd: lease granted and kept alive within its TTL) and acknowledged every
+ * key the process put; else 0. A worker's /health reports readiness with
+ * it: serving an endpoint only queues its registration, and once the etcd
+ * lease is lost callers no longer find the worker, though it still runs. */
+int dyn_runtime_registered(const dyn_runtime_t *rt);
+
 /* The address callers use to reach this process ("host:port"); valid after
  * the first dyn_endpoint_serve(). */
 DYN_EXTERN const char *dyn_runtime_address(const dyn_runtime_t *rt);

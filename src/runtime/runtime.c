@@ -7,7 +7,6 @@
 #include "dynamo/control.h"
 #include "runtime/etcd/etcd.h"
 #include "runtime/internal.h"
-#include "runtime/registered.h"
 
 static const char *env_or(const char *name, const char *dflt) {
   const char *v = getenv(name);
@@ -204,7 +203,7 @@ int dyn_runtime_run(dyn_runtime_t *rt) {
 
 void dyn__run_once(dyn_runtime_t *rt) { run(rt, UV_RUN_ONCE); }
 
-int dyn__runtime_registered(dyn_runtime_t *rt) {
+int dyn_runtime_registered(const dyn_runtime_t *rt) {
   return rt->disc && rt->disc->registered(rt->disc_state);
 }
 

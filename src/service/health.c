@@ -15,7 +15,6 @@
 
 #include "dynamo/http.h"
 #include "dynamo/status.h"
-#include "runtime/registered.h"
 
 static dyn_http_server_t *g_server;
 static dyn_runtime_t *g_rt;
@@ -30,7 +29,7 @@ static void on_live(dyn_http_req_t *req, void *ud) {
  * discovery's to say, and can change (and change back) at any time. */
 static void on_health(dyn_http_req_t *req, void *ud) {
   const char *state = g_state;
-  if (!strcmp(state, "ready") && !dyn__runtime_registered(g_rt)) state = "unregistered";
+  if (!strcmp(state, "ready") && !dyn_runtime_registered(g_rt)) state = "unregistered";
   char body[64];
   int n = snprintf(body, sizeof body, "{\"status\":\"%s\"}", state);
   dyn_http_respond(req, strcmp(state, "ready") ? 503 : 200, "application/json", body, (size_t)n);

@@ -1,0 +1,86 @@
+/* module.c - the dynamo._core module: its types, constants, DynamoError,
+ * the two process-level functions, and the error helpers every type uses.
+ */
+#include "core.h"
+
+#include <sys/prctl.h>
+
+static PyObject *DynamoError;
+
+PyObject *core_raise_status(int status, const char *message) {
+  PyObject *args = Py_BuildValue("(is)", status, message ? message : dyn_strerror(status));
+  if (args) {
+    PyErr_SetObject(DynamoError, args);
+    Py_DECREF(args);
+  }
+  return NULL;
+}
+
+void core_report_callback_error(const char *where) {
+  if (!PyErr_Occurred()) return;
+  /* Naming the callback must not replace the exception being reported. */
+  PyObject *type, *value, *tb;
+  PyErr_Fetch(&type, &value, &tb);
+  PyObject *obj = PyUnicode_FromString(where);
+  if (!obj) PyErr_Clear();
+  PyErr_Restore(type, value, tb);
+  PyErr_WriteUnraisable(obj);
+  Py_XDECREF(obj);
+}
+
+static PyObject *mod_control_default_path(PyObject *m, PyObject *unused) {
+  return PyUnicode_FromString(dyn_control_default_path());
+}
+
+/* Workers ask for a signal when their supervisor dies: the kernel then
+ * stops them even if the supervisor was SIGKILLed. */
+static PyObject *mod_set_parent_death_signal(PyObject *m, PyObject *arg) {
+  long sig = PyLong_AsLong(arg);
+  if (sig == -1 && PyErr_Occurred()) return NULL;
+  if (prctl(PR_SET_PDEATHSIG, sig) != 0) return PyErr_SetFromErrno(PyExc_OSError);
+  Py_RETURN_NONE;
+}
+
+static PyMethodDef module_methods[] = {
+    {"control_default_path", mod_control_default_path, METH_NOARGS, NULL},
+    {"set_parent_death_signal", mod_set_parent_death_signal, METH_O, NULL},
+    {NULL}};
+
+static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "dynamo._core",
+                                       "C core of dynamo", -1, module_methods};
+
+/* Adds a new reference to obj to m as name; PyModule_AddObject steals one
+ * only when it succeeds. */
+static int add_object(PyObject *m, const char *name, PyObject *obj) {
+  Py_INCREF(obj);
+  if (!PyModule_AddObject(m, name, obj)) return 0;
+  Py_DECREF(obj);
+  return -1;
+}
+
+PyMODINIT_FUNC PyInit__core(void) {
+  PyTypeObject *types[] = {&RuntimeType, &RequestType, &ClientType, &StreamType,
+                           &SubscriptionType, &HttpServerType, &HttpRequestType};
+  for (size_t i = 0; i < sizeof types / sizeof *types; i++)
+    if (PyType_Ready(types[i])) return NULL;
+  if (!DynamoError) {
+    DynamoError = PyErr_NewException("dynamo._core.DynamoError", PyExc_RuntimeError, NULL);
+    if (!DynamoError) return NULL;
+  }
+  PyObject *m = PyModule_Create(&moduledef);
+  if (!m) return NULL;
+  if (add_object(m, "DynamoError", DynamoError) ||
+      add_object(m, "Runtime", (PyObject *)&RuntimeType) ||
+      PyModule_AddIntConstant(m, "ROUTE_RANDOM", DYN_ROUTE_RANDOM) ||
+      PyModule_AddIntConstant(m, "ROUTE_ROUND_ROBIN", DYN_ROUTE_ROUND_ROBIN) ||
+      PyModule_AddIntConstant(m, "ROUTE_DIRECT", DYN_ROUTE_DIRECT) ||
+      PyModule_AddIntConstant(m, "OK", DYN_OK) ||
+      PyModule_AddIntConstant(m, "ENOINSTANCE", DYN_ENOINSTANCE) ||
+      PyModule_AddIntConstant(m, "ECANCELED", DYN_ECANCELED) ||
+      PyModule_AddIntConstant(m, "EREMOTE", DYN_EREMOTE) ||
+      PyModule_AddIntConstant(m, "EDISCONNECTED", DYN_EDISCONNECTED)) {
+    Py_DECREF(m);
+    return NULL;
+  }
+  return m;
+}
