@@ -27,7 +27,12 @@ DYN_EXTERN int dyn_subscribe(dyn_runtime_t *rt, const char *subject, dyn_event_f
                   void *ud, dyn_subscription_t **out);
 DYN_EXTERN void dyn_unsubscribe(dyn_subscription_t *sub);
 
-/* Writes "namespace.{ns}.component.{c}.{name}" into buf. */
+/* Writes "namespace.{ns}.component.{component}.{name}" into buf, the
+ * subject a component's events go out on; DYN_EINVAL if it does not fit.
+ * Names are not checked (a subscription's name may be a wildcard). */
+DYN_EXTERN int dyn_event_subject(const char *ns, const char *component, const char *name,
+                                 char *buf, size_t cap);
+/* The same for a component, checked with dyn_subject_valid. */
 DYN_EXTERN int dyn_component_subject(const dyn_component_t *c, const char *name,
                           char *buf, size_t cap);
 DYN_EXTERN int dyn_component_publish(dyn_component_t *c, const char *name,

@@ -124,7 +124,7 @@ DYN_EXTERN int dyn_runtime_draining(const dyn_runtime_t *rt);
  * key the process put; else 0. A worker's /health reports readiness with
  * it: serving an endpoint only queues its registration, and once the etcd
  * lease is lost callers no longer find the worker, though it still runs. */
-int dyn_runtime_registered(const dyn_runtime_t *rt);
+DYN_EXTERN int dyn_runtime_registered(const dyn_runtime_t *rt);
 
 /* The address callers use to reach this process ("host:port"); valid after
  * the first dyn_endpoint_serve(). */

@@ -42,12 +42,18 @@ void dyn_unsubscribe(dyn_subscription_t *s) {
   free(s);
 }
 
-/* The one place a component's subject is spelled (events.h); name may be
- * a wildcard here, since subscriptions allow them. */
+/* The one place a component's subject is spelled (events.h); the Python
+ * SDK calls it too, through the extension. */
+int dyn_event_subject(const char *ns, const char *component, const char *name, char *buf,
+                      size_t cap) {
+  int n = snprintf(buf, cap, "namespace.%s.component.%s.%s", ns, component, name);
+  return n < 0 || (size_t)n >= cap ? DYN_EINVAL : DYN_OK;
+}
+
+/* name may be a wildcard here, since subscriptions allow them. */
 static int component_subject(const dyn_component_t *c, const char *name, char *buf,
                              size_t cap) {
-  int n = snprintf(buf, cap, "namespace.%s.component.%s.%s", c->ns->name, c->name, name);
-  return n < 0 || (size_t)n >= cap ? DYN_EINVAL : DYN_OK;
+  return dyn_event_subject(c->ns->name, c->name, name, buf, cap);
 }
 
 int dyn_component_subject(const dyn_component_t *c, const char *name, char *buf,

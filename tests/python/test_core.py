@@ -122,3 +122,17 @@ def test_http_request_left_open_by_a_refused_answer_can_still_be_answered(contro
     assert b.startswith(b"HTTP/1.1 200"), b
     assert b"partial" in b
     assert b.endswith(b"0\r\n\r\n"), b  # the chunked stream was ended
+
+
+def test_component_subject_is_spelled_by_the_runtime():
+    """Python components publish on the subject the C runtime spells
+    (dyn_event_subject), so Python and C publishers and subscribers meet."""
+    from dynamo import _core
+    from dynamo.runtime import Component, Namespace
+
+    assert _core.component_subject("ns", "Worker", "kv_events") == \
+        "namespace.ns.component.Worker.kv_events"
+    comp = Component(Namespace(None, "dynamo"), "Worker")  # no runtime needed
+    assert comp.subject("load_metrics") == "namespace.dynamo.component.Worker.load_metrics"
+    with pytest.raises(ValueError):
+        _core.component_subject("n" * 600, "c", "x" * 600)

@@ -28,6 +28,20 @@ void core_report_callback_error(const char *where) {
   Py_XDECREF(obj);
 }
 
+/* component_subject(ns, component, name): the subject a component's events
+ * go out on, spelled by the runtime (dyn_event_subject) so that Python and
+ * C publishers and subscribers always agree. */
+static PyObject *mod_component_subject(PyObject *m, PyObject *args) {
+  const char *ns, *component, *name;
+  if (!PyArg_ParseTuple(args, "sss", &ns, &component, &name)) return NULL;
+  char buf[1024];
+  if (dyn_event_subject(ns, component, name, buf, sizeof buf) != DYN_OK) {
+    PyErr_SetString(PyExc_ValueError, "subject too long");
+    return NULL;
+  }
+  return PyUnicode_FromString(buf);
+}
+
 static PyObject *mod_control_default_path(PyObject *m, PyObject *unused) {
   return PyUnicode_FromString(dyn_control_default_path());
 }
@@ -43,6 +57,7 @@ static PyObject *mod_set_parent_death_signal(PyObject *m, PyObject *arg) {
 
 static PyMethodDef module_methods[] = {
     {"control_default_path", mod_control_default_path, METH_NOARGS, NULL},
+    {"component_subject", mod_component_subject, METH_VARARGS, NULL},
     {"set_parent_death_signal", mod_set_parent_death_signal, METH_O, NULL},
     {NULL}};
 

@@ -179,7 +179,9 @@ class Component:
         is served, so there is nothing to do."""
 
     def subject(self, name: str) -> str:
-        return f"namespace.{self.namespace.name}.component.{self.name}.{name}"
+        """The subject this component's events called name go out on,
+        spelled by the runtime, as C components spell it."""
+        return _core.component_subject(self.namespace.name, self.name, name)
 
 
 class Endpoint:
