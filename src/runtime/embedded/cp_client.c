@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/embedded/cp_path.h"
 #include "runtime/embedded/cp_proto.h"
 #include "runtime/keyset.h"
 #include "runtime/internal.h"
@@ -129,6 +130,12 @@ static void on_frame(dyn__conn_t *c, const dyn__frame_t *f) {
   if (!c->hello_done) {
     dyn__hello_t h;
     if (dyn__conn_hello_recv(c, f, DYN__ROLE_CLIENT, e->session, &h)) return;
+    uv_os_fd_t fd;
+    char why[320];
+    if (uv_fileno(&c->h.handle, &fd) == 0 && dyn__control_peer_check(fd, e->path, why, sizeof why)) {
+      dyn__conn_close(c, DYN_ECONTROL, why);
+      return;
+    }
     if (h.session == 0) {
       dyn__conn_close(c, DYN_EPROTO, "the control plane gave no session id");
       return;
@@ -191,6 +198,16 @@ static void on_close(dyn__conn_t *c, int status, const char *why) {
  * frames wait in the output buffer until the socket is connected. */
 static void connect_now(emb_t *e) {
   dyn_runtime_t *rt = e->rt;
+  /* Checked before every attempt: the socket may be swapped while we wait. */
+  if (dyn__control_path_check(e->path, e->last_error, sizeof e->last_error)) {
+    if (!e->session) {
+      e->failed = 1;
+      return;
+    }
+    dyn_log(DYN_LOG_WARN, "not reconnecting yet: %s", e->last_error);
+    uv_timer_start(&e->retry, on_retry, RETRY_MS, 0);
+    return;
+  }
   e->conn = dyn__conn_new(rt->loop, &rt->flusher, 1, rt->max_frame, on_frame,
                           on_close, e);
   if (!e->conn) return;

@@ -21,6 +21,7 @@
 #include "dynamo/events.h"
 #include "dynamo/runtime.h"
 #include "runtime/conn.h"
+#include "runtime/embedded/cp_path.h"
 #include "runtime/embedded/cp_proto.h"
 
 typedef struct cp_session cp_session_t;
@@ -64,21 +65,6 @@ struct dyn_control {
   size_t nsessions, nkeys;
   char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 };
-
-const char *dyn_control_default_path(void) {
-  static char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
-  const char *env = getenv("DYN_CONTROL_SOCKET");
-  if (env && *env) return env;
-  const char *xdg = getenv("XDG_RUNTIME_DIR");
-  char dir[sizeof path - 16];
-  if (xdg && *xdg && strlen(xdg) < sizeof dir - 16)
-    snprintf(dir, sizeof dir, "%s/dynamo", xdg);
-  else
-    snprintf(dir, sizeof dir, "/tmp/dynamo-%u", (unsigned)getuid());
-  mkdir(dir, 0700);
-  snprintf(path, sizeof path, "%s/control.sock", dir);
-  return path;
-}
 
 /* ---- sending ---------------------------------------------------------- */
 
@@ -365,6 +351,12 @@ int dyn_control_start(uv_loop_t *loop, const char *path, dyn_control_t **out) {
     return DYN_EINVAL;
   }
   snprintf(cp->path, sizeof cp->path, "%s", path);
+  char why[320];
+  if (dyn__control_path_check(path, why, sizeof why)) {
+    dyn_log(DYN_LOG_ERROR, "control: %s", why);
+    free(cp);
+    return DYN_ECONTROL;
+  }
   if (access(path, F_OK) == 0) {
     if (socket_alive(path)) {
       dyn_log(DYN_LOG_ERROR, "control: a control plane already listens on %s", path);
