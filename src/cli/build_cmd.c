@@ -12,6 +12,7 @@
 
 #include <jansson.h>
 
+#include "common/env_names.h"
 #include "cli/cli.h"
 #include "cli/tools.h"
 #include "package/artifact.h"
@@ -155,7 +156,7 @@ int dyn__cmd_build(int argc, char **argv) {
     return code < 0 ? 0 : code;
   }
   if (!b.outdir) b.outdir = "dist";
-  if (!b.image) b.image = getenv("DYNAMO_IMAGE");
+  if (!b.image) b.image = getenv(DYN_ENV_IMAGE);
   if (!b.image || !*b.image) b.image = DEFAULT_IMAGE;
   json_t *config = NULL;
   char err[2048];

@@ -17,6 +17,7 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include "common/env_names.h"
 #include "dynamo/dynamo.h"
 #include "service/health.h"
 
@@ -231,7 +232,7 @@ static int listed(const dyn_service_def_t *def, const char *service) {
  * listed dependency is live. */
 int dyn_service_has_dependency(dyn_service_ctx_t *ctx, const char *service) {
   if (!listed(ctx->def, service)) return 0;
-  const char *live = getenv("DYN_SERVICE_DEPENDS");
+  const char *live = getenv(DYN_ENV_SERVICE_DEPENDS);
   if (!live) return 1;
   const char *slash = strchr(service, '/');
   const char *name = slash ? slash + 1 : service;
@@ -273,7 +274,7 @@ dyn_client_t *dyn_service_client(dyn_service_ctx_t *ctx, const char *service,
     free(c);
     return NULL;
   }
-  const char *wait = getenv("DYN_DEPENDS_WAIT_MS");
+  const char *wait = getenv(DYN_ENV_DEPENDS_WAIT_MS);
   dyn_client_set_wait(c->client, wait ? atoi(wait) : 30000);
   snprintf(c->service, sizeof c->service, "%s", service);
   snprintf(c->endpoint, sizeof c->endpoint, "%s", endpoint);
@@ -304,7 +305,7 @@ static void on_stop_signal(uv_signal_t *s, int sig) {
   uv_signal_stop(s);
   dyn__health_set("draining");
   dyn_log(DYN_LOG_INFO, "%s: signal %d, shutting down", g_ctx->def->name, sig);
-  const char *g = getenv("DYN_GRACE_SECONDS");
+  const char *g = getenv(DYN_ENV_GRACE_SECONDS);
   /* From a loop callback this only starts the drain; dyn_runtime_run
    * returns once it is over, and on_shutdown runs then (see below). */
   dyn_runtime_shutdown(g_ctx->rt, (int)((g ? atof(g) : 10.0) * 500));

@@ -16,6 +16,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "common/env_names.h"
 #include "dynamo/control.h"
 #include "dynamo/discovery.h"
 #include "dynamo/events.h"
@@ -67,7 +68,7 @@ struct dyn_control {
 
 const char *dyn_control_default_path(void) {
   static char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
-  const char *env = getenv("DYN_CONTROL_SOCKET");
+  const char *env = getenv(DYN_ENV_CONTROL_SOCKET);
   if (env && *env) return env;
   const char *xdg = getenv("XDG_RUNTIME_DIR");
   char dir[sizeof path - 16];
