@@ -16,7 +16,7 @@
 #include "cli/cli.h"
 #include "cli/tools.h"
 #include "package/artifact.h"
-#include "config/config.h"
+#include "config/merge.h"
 #include "serve/plan.h"
 
 #define DEFAULT_IMAGE "dynamo:latest"

@@ -29,7 +29,7 @@
 #include "dynamo/runtime.h"
 #include "dynamo/status.h"
 #include "package/artifact.h"
-#include "config/config.h"
+#include "config/merge.h"
 #include "serve/env.h"
 #include "serve/gpu.h"
 #include "serve/plan.h"

@@ -36,7 +36,7 @@
 #include <unistd.h>
 
 #include "dynamo/status.h"
-#include "config/config.h"
+#include "config/yaml_read.h"
 #include "common/fail.h"
 #include "package/tarball.h"
 #include "package/yamlout.h"
