@@ -68,9 +68,6 @@ void dyn__artifact_close(dyn__artifact_t *a);
  * For the startup of `dynamo serve ARTIFACT`. */
 void dyn__artifact_guard_signals(void);
 
-/* rm -rf, not following symbolic links. */
-int dyn__rmtree(const char *path);
-
 /* A DNS-1123 label from s (lowercase letters, digits, '-'; at most max
  * bytes, max < cap): what Kubernetes and image names accept. */
 void dyn__dns_label(const char *s, char *out, size_t cap, size_t max);
