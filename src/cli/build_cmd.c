@@ -1,8 +1,9 @@
 /* build_cmd.c - `dynamo build`: package a graph into an artifact.
  *
- * The graph is resolved exactly as `dynamo serve` resolves it (same config
- * file, same overrides, same resolver), so the artifact records the plan
- * that would have run. Writing the artifact is src/package/artifact.c's job;
+ * The graph is resolved exactly as `dynamo serve` resolves it (the same
+ * config merge, config/merge.c, and the same resolver, serve/plan.c), so the
+ * artifact records the plan that would have run. Writing the artifact is
+ * package/artifact.c's job;
  * this file is the command line and, with --containerize, handing the
  * artifact to whichever image builder actually works here.
  */

@@ -16,8 +16,8 @@
  * The version is a hash of everything that goes in, so the same inputs give
  * the same version and, with tarball.c, the same bytes.
  */
-#ifndef DYN__SDK_ARTIFACT_H
-#define DYN__SDK_ARTIFACT_H
+#ifndef DYN__PACKAGE_ARTIFACT_H
+#define DYN__PACKAGE_ARTIFACT_H
 
 #include <jansson.h>
 #include <stddef.h>

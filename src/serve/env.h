@@ -4,8 +4,8 @@
  * variables of its own; a block is built once per child and handed to
  * uv_spawn as a NULL-terminated "NAME=value" array.
  */
-#ifndef DYN__SDK_ENV_H
-#define DYN__SDK_ENV_H
+#ifndef DYN__SERVE_ENV_H
+#define DYN__SERVE_ENV_H
 
 #include <stddef.h>
 

@@ -16,12 +16,11 @@
 #include <string.h>
 
 #include "common/env_names.h"
+#include "common/fail.h"
 #include "dynamo/status.h"
 #include "serve/capture.h"
 #include "serve/env.h"
-#include "common/fail.h"
-#include "serve/supervisor.h"
-
+#include "service/cservice.h"
 
 int dyn__target_parse(const char *target, char **graph, char **service, int *is_c, char *err,
                       size_t errlen) {
