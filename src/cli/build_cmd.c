@@ -1,8 +1,9 @@
 /* build_cmd.c - `dynamo build`: package a graph into an artifact.
  *
- * The graph is resolved exactly as `dynamo serve` resolves it (same config
- * file, same overrides, same resolver), so the artifact records the plan
- * that would have run. Writing the artifact is src/package/artifact.c's job;
+ * The graph is resolved exactly as `dynamo serve` resolves it (the same
+ * config merge, config/merge.c, and the same resolver, serve/plan.c), so the
+ * artifact records the plan that would have run. Writing the artifact is
+ * package/artifact.c's job;
  * this file is the command line and, with --containerize, handing the
  * artifact to whichever image builder actually works here.
  */
@@ -12,10 +13,11 @@
 
 #include <jansson.h>
 
+#include "common/env_names.h"
 #include "cli/cli.h"
 #include "cli/tools.h"
 #include "package/artifact.h"
-#include "config/config.h"
+#include "config/merge.h"
 #include "serve/plan.h"
 
 #define DEFAULT_IMAGE "dynamo:latest"
@@ -155,7 +157,7 @@ int dyn__cmd_build(int argc, char **argv) {
     return code < 0 ? 0 : code;
   }
   if (!b.outdir) b.outdir = "dist";
-  if (!b.image) b.image = getenv("DYNAMO_IMAGE");
+  if (!b.image) b.image = getenv(DYN_ENV_IMAGE);
   if (!b.image || !*b.image) b.image = DEFAULT_IMAGE;
   json_t *config = NULL;
   char err[2048];

@@ -1,8 +1,8 @@
 /* deploy_cmd.c - `dynamo deploy`: Kubernetes manifests for a built artifact.
  *
- * Reads the artifact's dynamo.yaml and config.yaml, asks k8s.c for the
- * objects, and writes them as one multi-document YAML stream: to stdout, to
- * a file, or into `kubectl apply -f -`. --apply checks first that kubectl
+ * Reads the artifact's dynamo.yaml and config.yaml, asks package/k8s.c for
+ * the objects, and writes them as one multi-document YAML stream: to stdout,
+ * to a file, or into `kubectl apply -f -`. --apply checks first that kubectl
  * exists and reaches a cluster, so that "no cluster" is one clear sentence
  * rather than a page of kubectl retries.
  */

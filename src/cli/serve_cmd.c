@@ -6,6 +6,10 @@
  * costs an error message and not a half-started graph to clean up. Only
  * then does the control plane open and the workers start, all on one loop.
  * --dry-run stops just before that point and shows what would run.
+ *
+ * This file is the command line and that order. Which processes a plan
+ * becomes is serve/workers.c's business, the environment each one gets
+ * serve/worker_env.c's, and running them serve/supervisor.c's.
  */
 #include <errno.h>
 #include <limits.h>
@@ -20,15 +24,18 @@
 #include <jansson.h>
 
 #include "cli/cli.h"
+#include "common/env_names.h"
 #include "dynamo/control.h"
 #include "dynamo/runtime.h"
 #include "dynamo/status.h"
 #include "package/artifact.h"
-#include "config/config.h"
+#include "config/merge.h"
 #include "serve/env.h"
 #include "serve/gpu.h"
 #include "serve/plan.h"
 #include "serve/supervisor.h"
+#include "serve/worker_env.h"
+#include "serve/workers.h"
 
 /* Linux refuses a single environment string longer than this (E2BIG). */
 #define ENV_STRING_MAX (128 * 1024)
@@ -108,15 +115,6 @@ static void usage(FILE *f) {
 "  DYN_LOG         the supervisor's log level (error, warn, info, debug)\n");
 }
 
-typedef struct proc {
-  const dyn__service_t *svc;
-  int index;
-  char label[256];
-  char **argv;
-  char *cuda; /* CUDA_VISIBLE_DEVICES, or NULL: leave it alone */
-  int health_port; /* DYN_HEALTH_PORT, or 0 */
-} proc_t;
-
 typedef struct serve {
   const char *target;
   const char *file;
@@ -134,16 +132,12 @@ typedef struct serve {
   char *config_text; /* compact JSON */
   dyn__plan_t plan;
   dyn__gpus_t gpus;
-  proc_t *procs;
-  size_t nprocs;
-  size_t nserved;
+  char self[PATH_MAX]; /* this executable, which runs C workers */
+  dyn__workers_options_t wopt;
+  dyn__workers_t workers;
   char sock[sizeof(((struct sockaddr_un *)0)->sun_path)];
   char tmpdir[sizeof(((struct sockaddr_un *)0)->sun_path) - sizeof "/control.sock" + 1];
 } serve_t;
-
-static int is_served(const serve_t *sv, const dyn__service_t *s) {
-  return !sv->only || !strcmp(sv->only, s->name);
-}
 
 /* ---- options ---------------------------------------------------------- */
 
@@ -249,7 +243,7 @@ static int load_config(serve_t *sv) {
   }
   sv->config_text = json_dumps(sv->config, JSON_COMPACT);
   if (!sv->config_text) return 1;
-  if (strlen(sv->config_text) + sizeof "DYNAMO_SERVICE_CONFIG=" > ENV_STRING_MAX) {
+  if (strlen(sv->config_text) + sizeof DYN_ENV_SERVICE_CONFIG "=" > ENV_STRING_MAX) {
     fprintf(stderr,
             "dynamo serve: the merged configuration is %zu bytes of JSON; an environment "
             "variable holds at most %d\n",
@@ -277,6 +271,7 @@ static void list_services(const serve_t *sv, FILE *f) {
     fprintf(f, "%s%s", i ? ", " : "", sv->plan.services[i].name);
 }
 
+/* --service-name is checked first: a typo costs no GPU detection. */
 static int plan_processes(serve_t *sv, uv_loop_t *loop) {
   char err[4096];
   if (sv->only && !dyn__plan_find(&sv->plan, sv->only)) {
@@ -286,155 +281,24 @@ static int plan_processes(serve_t *sv, uv_loop_t *loop) {
     fprintf(stderr, "\n");
     return 1;
   }
-  size_t total = 0;
-  dyn__gpu_demand_t *demand = calloc(sv->plan.nservices, sizeof *demand);
-  if (!demand) return 1;
-  for (size_t i = 0; i < sv->plan.nservices; i++) {
-    const dyn__service_t *s = &sv->plan.services[i];
-    if (!is_served(sv, s)) continue;
-    demand[sv->nserved++] = (dyn__gpu_demand_t){s->name, s->workers, s->gpus};
-    total += (size_t)s->workers;
-  }
-  sv->procs = calloc(total, sizeof *sv->procs);
-  char **cuda = calloc(total, sizeof *cuda);
-  if (!sv->procs || !cuda) {
-    free(demand);
-    free(cuda);
+  if (!sv->no_gpu_alloc && dyn__gpu_detect(loop, &sv->gpus, err, sizeof err)) {
+    fprintf(stderr, "dynamo serve: %s\n", err);
     return 1;
   }
-  if (!sv->no_gpu_alloc) {
-    int rc = dyn__gpu_detect(loop, &sv->gpus, err, sizeof err);
-    if (!rc)
-      rc = dyn__gpu_assign(&sv->gpus, demand, sv->nserved, sv->oversubscribe, cuda, err,
-                           sizeof err);
-    if (rc) {
-      fprintf(stderr, "dynamo serve: %s\n", err);
-      free(demand);
-      free(cuda);
-      return 1;
-    }
+  size_t selflen = sizeof sv->self;
+  if (uv_exepath(sv->self, &selflen)) snprintf(sv->self, sizeof sv->self, "dynamo");
+  sv->wopt = (dyn__workers_options_t){.target = sv->target,
+                                      .only = sv->only,
+                                      .python = dyn__python(),
+                                      .self = sv->self,
+                                      .gpus = sv->no_gpu_alloc ? NULL : &sv->gpus,
+                                      .oversubscribe = sv->oversubscribe,
+                                      .health_base = sv->health_base};
+  if (dyn__workers_plan(&sv->plan, &sv->wopt, &sv->workers, err, sizeof err)) {
+    fprintf(stderr, "dynamo serve: %s\n", err);
+    return 1;
   }
-  free(demand);
-
-  char self[PATH_MAX];
-  size_t selflen = sizeof self;
-  if (uv_exepath(self, &selflen)) snprintf(self, sizeof self, "dynamo");
-  const char *python = dyn__python();
-  size_t k = 0;
-  for (size_t i = 0; i < sv->plan.nservices; i++) {
-    const dyn__service_t *s = &sv->plan.services[i];
-    if (!is_served(sv, s)) continue;
-    for (int w = 0; w < s->workers; w++, k++) {
-      proc_t *p = &sv->procs[k];
-      p->svc = s;
-      p->index = w;
-      p->cuda = cuda[k]; /* owned by the proc from here on */
-      cuda[k] = NULL;
-      sv->nprocs++;
-      snprintf(p->label, sizeof p->label, "%s.%d", s->name, w);
-      if (sv->health_base) p->health_port = sv->health_base + (int)k;
-      char *py[] = {(char *)python, "-m", "dynamo.sdk.worker", (char *)sv->target, "--service",
-                    (char *)s->name, NULL};
-      /* A C service inside a Python graph names its own shared object. */
-      const char *ctarget = s->c_target ? s->c_target : sv->target;
-      char *c[] = {self, "worker", (char *)ctarget, "--service", (char *)s->name, NULL};
-      if (!(p->argv = dyn__strv_dup(sv->plan.is_c || s->c_target ? c : py))) {
-        for (size_t j = k + 1; j < total; j++) free(cuda[j]);
-        free(cuda);
-        fprintf(stderr, "dynamo serve: out of memory\n");
-        return 1;
-      }
-    }
-  }
-  free(cuda);
   return 0;
-}
-
-/* The dependencies that survived link(), comma-separated, for the worker
- * (a C service's depends table is the maximal set of edges). */
-static char *live_dependencies(const dyn__service_t *svc) {
-  size_t cap = 1, i;
-  json_t *d, *deps = json_object_get(svc->json, "dependencies");
-  json_array_foreach(deps, i, d) cap += strlen(json_string_value(d) ? json_string_value(d) : "") + 1;
-  char *out = calloc(1, cap);
-  json_array_foreach(deps, i, d) {
-    if (!out || !json_string_value(d)) continue;
-    if (*out) strcat(out, ",");
-    strcat(out, json_string_value(d));
-  }
-  return out;
-}
-
-/* The directory of a FILE.py:Svc or LIB.so:Svc target (absolute), or 0
- * for a module target. */
-static int graph_dir(const char *target, char *out, size_t cap) {
-  const char *colon = strrchr(target, ':');
-  char file[PATH_MAX], real[PATH_MAX];
-  if (!colon || (size_t)(colon - target) >= sizeof file) return 0;
-  snprintf(file, sizeof file, "%.*s", (int)(colon - target), target);
-  size_t n = strlen(file);
-  int is_file = (n > 3 && (!strcmp(file + n - 3, ".py") || !strcmp(file + n - 3, ".so")));
-  if (!is_file || !realpath(file, real)) return 0;
-  char *slash = strrchr(real, '/');
-  if (!slash) return 0;
-  *slash = '\0';
-  snprintf(out, cap, "%s", real[0] ? real : "/");
-  return 1;
-}
-
-/* Worker env: ours, then the service's envs, then the supervisor's own
- * variables, which a service's envs cannot override (a worker with the
- * wrong control socket or someone else's GPUs is a bug, not a setting). */
-static char **worker_env(const serve_t *sv, const proc_t *p) {
-  dyn__env_t e;
-  if (dyn__env_init(&e)) return NULL;
-  int rc = 0;
-  for (char **v = p->svc->envs; *v && !rc; v++) {
-    char *eq = strchr(*v, '=');
-    char *name = strndup(*v, (size_t)(eq - *v));
-    rc = !name || dyn__env_set(&e, name, eq + 1);
-    free(name);
-  }
-  char index[16], pid[16], grace[32];
-  snprintf(index, sizeof index, "%d", p->index);
-  snprintf(grace, sizeof grace, "%g", sv->grace);
-  snprintf(pid, sizeof pid, "%d", (int)getpid());
-  rc = rc || dyn__env_set(&e, "DYNAMO_SERVICE_CONFIG", sv->config_text);
-  if (sv->sock[0]) rc = rc || dyn__env_set(&e, "DYN_CONTROL_SOCKET", sv->sock);
-  if (sv->etcd) rc = rc || dyn__env_set(&e, "ETCD_ENDPOINTS", sv->etcd);
-  if (sv->nats) rc = rc || dyn__env_set(&e, "NATS_SERVER", sv->nats);
-  if (sv->host) rc = rc || dyn__env_set(&e, "DYN_ADVERTISE_HOST", sv->host);
-  rc = rc || dyn__env_set(&e, "DYN_SERVICE_NAME", p->svc->name);
-  /* So that services resolve paths in their config (a tokenizer, say)
-   * against the config file's directory, wherever serve was started. */
-  char cfg[PATH_MAX];
-  if (sv->file && realpath(sv->file, cfg)) rc = rc || dyn__env_set(&e, "DYN_CONFIG_FILE", cfg);
-  /* ...or against the graph file's directory, which is what `dynamo build`
-   * packs: data kept beside the graph travels with its artifact. */
-  char graph[PATH_MAX];
-  if (graph_dir(sv->target, graph, sizeof graph)) rc = rc || dyn__env_set(&e, "DYN_GRAPH_DIR", graph);
-  char *deps = live_dependencies(p->svc);
-  rc = rc || !deps || dyn__env_set(&e, "DYN_SERVICE_DEPENDS", deps);
-  free(deps);
-  rc = rc || dyn__env_set(&e, "DYN_WORKER_INDEX", index);
-  rc = rc || dyn__env_set(&e, "DYN_SUPERVISOR_PID", pid);
-  /* So that a worker's own drain fits inside the time we give it. */
-  rc = rc || dyn__env_set(&e, "DYN_GRACE_SECONDS", grace);
-  if (p->cuda) rc = rc || dyn__env_set(&e, "CUDA_VISIBLE_DEVICES", p->cuda);
-  char health[16];
-  snprintf(health, sizeof health, "%d", p->health_port);
-  /* Set or cleared: an inherited DYN_HEALTH_PORT is the base, not a port
-   * every worker may bind. */
-  rc = rc || dyn__env_set(&e, "DYN_HEALTH_PORT", p->health_port ? health : "");
-  /* Output goes through a pipe, where Python would buffer it in blocks and
-   * a worker's log would arrive minutes late. */
-  if (!sv->plan.is_c && !dyn__env_get(&e, "PYTHONUNBUFFERED"))
-    rc = rc || dyn__env_set(&e, "PYTHONUNBUFFERED", "1");
-  if (rc) {
-    dyn__env_free(&e);
-    return NULL;
-  }
-  return dyn__env_take(&e);
 }
 
 /* ---- --dry-run -------------------------------------------------------- */
@@ -494,7 +358,7 @@ static void dry_run(const serve_t *sv) {
       printf(", depends on ");
       print_strings(deps, " ");
     }
-    if (!is_served(sv, s)) printf(" (not served here)");
+    if (!dyn__workers_serves(&sv->wopt, s)) printf(" (not served here)");
     printf("\n");
     for (char **e = s->envs; *e; e++) printf("    env %s\n", *e);
   }
@@ -507,14 +371,14 @@ static void dry_run(const serve_t *sv) {
            json_string_value(json_array_get(e, 1)));
   }
   char *cfg = json_dumps(sv->config, JSON_INDENT(2));
-  printf("\nconfig (DYNAMO_SERVICE_CONFIG):\n%s\n", cfg ? cfg : "?");
+  printf("\nconfig (" DYN_ENV_SERVICE_CONFIG "):\n%s\n", cfg ? cfg : "?");
   free(cfg);
-  printf("\nprocesses (%zu):\n", sv->nprocs);
-  for (size_t k = 0; k < sv->nprocs; k++) {
-    const proc_t *pr = &sv->procs[k];
+  printf("\nprocesses (%zu):\n", sv->workers.n);
+  for (size_t k = 0; k < sv->workers.n; k++) {
+    const dyn__worker_t *pr = &sv->workers.w[k];
     printf("  %s: ", pr->label);
     if (pr->cuda) printf("CUDA_VISIBLE_DEVICES=\"%s\" ", pr->cuda);
-    if (pr->health_port) printf("DYN_HEALTH_PORT=%d ", pr->health_port);
+    if (pr->health_port) printf(DYN_ENV_HEALTH_PORT "=%d ", pr->health_port);
     for (char **a = pr->argv; *a; a++) {
       if (a != pr->argv) putchar(' ');
       print_quoted(*a);
@@ -531,13 +395,14 @@ static void dry_run(const serve_t *sv) {
 
 static void on_started(void *arg) {
   const serve_t *sv = arg;
-  printf("dynamo serve: %zu worker process(es) for %zu service(s)\n", sv->nprocs, sv->nserved);
-  for (size_t k = 0; k < sv->nprocs; k++)
-    if (sv->procs[k].health_port)
-      printf("%s health: http://127.0.0.1:%d/health\n", sv->procs[k].label, sv->procs[k].health_port);
+  const dyn__workers_t *ws = &sv->workers;
+  printf("dynamo serve: %zu worker process(es) for %zu service(s)\n", ws->n, ws->nservices);
+  for (size_t k = 0; k < ws->n; k++)
+    if (ws->w[k].health_port)
+      printf("%s health: http://127.0.0.1:%d/health\n", ws->w[k].label, ws->w[k].health_port);
   for (size_t i = 0; i < sv->plan.nservices; i++) {
     const dyn__service_t *s = &sv->plan.services[i];
-    if (!is_served(sv, s) || !s->http_host) continue;
+    if (!dyn__workers_serves(&sv->wopt, s) || !s->http_host) continue;
     const char *h = s->http_host;
     /* A wildcard bind is not an address to click on; loopback is. */
     if (!strcmp(h, "0.0.0.0") || !*h)
@@ -576,9 +441,20 @@ static int supervise(serve_t *sv, uv_loop_t *loop) {
   dyn__supervisor_t *sup = NULL;
   int code = 1;
   if (dyn__sup_new(loop, &opt, &sup)) return 1;
-  for (size_t k = 0; k < sv->nprocs; k++) {
-    char **env = worker_env(sv, &sv->procs[k]);
-    int rc = env ? dyn__sup_add(sup, sv->procs[k].label, sv->procs[k].argv, env) : DYN_ENOMEM;
+  dyn__graph_env_t genv = {.config_text = sv->config_text,
+                           .control_socket = sv->sock,
+                           .etcd = sv->etcd,
+                           .nats = sv->nats,
+                           .host = sv->host,
+                           .config_file = sv->file,
+                           .target = sv->target,
+                           .grace_s = sv->grace,
+                           .is_c = sv->plan.is_c};
+  for (size_t k = 0; k < sv->workers.n; k++) {
+    const dyn__worker_t *w = &sv->workers.w[k];
+    char **env = NULL;
+    int rc = dyn__worker_env(&genv, w, &env);
+    if (!rc) rc = dyn__sup_add(sup, w->label, w->argv, env);
     dyn__strv_free(env);
     if (rc) {
       fprintf(stderr, "dynamo serve: out of memory\n");
@@ -636,10 +512,10 @@ int dyn__cmd_serve(int argc, char **argv) {
     return code < 0 ? 0 : code;
   }
   const char *env;
-  if (!sv.etcd && (env = getenv("ETCD_ENDPOINTS")) && *env) sv.etcd = env;
-  if (!sv.nats && (env = getenv("NATS_SERVER")) && *env) sv.nats = env;
-  if (!sv.host && (env = getenv("DYN_ADVERTISE_HOST")) && *env) sv.host = env;
-  if (!sv.health_base && (env = getenv("DYN_HEALTH_PORT")) && *env &&
+  if (!sv.etcd && (env = getenv(DYN_ENV_ETCD_ENDPOINTS)) && *env) sv.etcd = env;
+  if (!sv.nats && (env = getenv(DYN_ENV_NATS_SERVER)) && *env) sv.nats = env;
+  if (!sv.host && (env = getenv(DYN_ENV_ADVERTISE_HOST)) && *env) sv.host = env;
+  if (!sv.health_base && (env = getenv(DYN_ENV_HEALTH_PORT)) && *env &&
       parse_health_port(&sv, env)) {
     free(sv.overrides);
     return 2;
@@ -676,11 +552,7 @@ int dyn__cmd_serve(int argc, char **argv) {
   }
   code = run_graph(&sv, loop);
 out:
-  for (size_t k = 0; k < sv.nprocs; k++) {
-    dyn__strv_free(sv.procs[k].argv);
-    free(sv.procs[k].cuda);
-  }
-  free(sv.procs);
+  dyn__workers_free(&sv.workers);
   dyn__gpu_free(&sv.gpus);
   dyn__plan_free(&sv.plan);
   free(sv.config_text);

@@ -36,7 +36,7 @@
 #include <unistd.h>
 
 #include "dynamo/status.h"
-#include "config/config.h"
+#include "config/yaml_read.h"
 #include "common/fail.h"
 #include "package/tarball.h"
 #include "package/yamlout.h"
@@ -50,7 +50,8 @@ static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f)
   return remove(p) && errno != ENOENT ? -1 : 0;
 }
 
-int dyn__rmtree(const char *path) {
+/* rm -rf, not following symbolic links. */
+static int rmtree(const char *path) {
   struct stat st;
   if (lstat(path, &st)) return errno == ENOENT ? DYN_OK : DYN_ESYS;
   return nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS) ? DYN_ESYS : DYN_OK;
@@ -596,7 +597,7 @@ int dyn__artifact_build(const dyn__build_in_t *in, dyn__build_out_t *out, char *
   struct stat sst;
   if (stat(stage, &sst)) {
     rc = dyn__fail(err, errlen, DYN_ESYS, "cannot stat %s: %s", stage, strerror(errno));
-    dyn__rmtree(stage);
+    rmtree(stage);
     return rc;
   }
   c.stage_dev = sst.st_dev;
@@ -641,13 +642,13 @@ int dyn__artifact_build(const dyn__build_in_t *in, dyn__build_out_t *out, char *
               snprintf(out->tgz, sizeof out->tgz, "%s.tar.gz", out->dir) >= (int)sizeof out->tgz))
     rc = dyn__fail(err, errlen, DYN_EINVAL, "output path too long in %s", outdir);
   /* The same version means the same contents: replacing is safe. */
-  if (!rc && dyn__rmtree(out->dir))
+  if (!rc && rmtree(out->dir))
     rc = dyn__fail(err, errlen, DYN_ESYS, "cannot replace %s: %s", out->dir, strerror(errno));
   if (!rc && rename(stage, out->dir))
     rc = dyn__fail(err, errlen, DYN_ESYS, "cannot rename %s to %s: %s", stage, out->dir,
                    strerror(errno));
   if (rc) {
-    dyn__rmtree(stage);
+    rmtree(stage);
     return rc;
   }
   char prefix[256];
@@ -859,7 +860,7 @@ fail:
 void dyn__artifact_close(dyn__artifact_t *a) {
   if (a->tmpdir) {
     unpacked_set(NULL);
-    dyn__rmtree(a->tmpdir);
+    rmtree(a->tmpdir);
     free(a->tmpdir);
   }
   free(a->root);

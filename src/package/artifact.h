@@ -16,8 +16,8 @@
  * The version is a hash of everything that goes in, so the same inputs give
  * the same version and, with tarball.c, the same bytes.
  */
-#ifndef DYN__SDK_ARTIFACT_H
-#define DYN__SDK_ARTIFACT_H
+#ifndef DYN__PACKAGE_ARTIFACT_H
+#define DYN__PACKAGE_ARTIFACT_H
 
 #include <jansson.h>
 #include <stddef.h>
@@ -67,9 +67,6 @@ void dyn__artifact_close(dyn__artifact_t *a);
  * is being or was unpacked into, then ends the process as it would have.
  * For the startup of `dynamo serve ARTIFACT`. */
 void dyn__artifact_guard_signals(void);
-
-/* rm -rf, not following symbolic links. */
-int dyn__rmtree(const char *path);
 
 /* A DNS-1123 label from s (lowercase letters, digits, '-'; at most max
  * bytes, max < cap): what Kubernetes and image names accept. */

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/env_names.h"
 #include "dynamo/status.h"
 #include "package/artifact.h"
 #include "common/fail.h"
@@ -239,9 +240,9 @@ static int resources(const json_t *svc, const char *name, json_t **out, char *er
 
 /* The variables every pod gets from us; a service's own envs may not set
  * them (a pod with a name twice is ambiguous, and ours must win). */
-static const char *const pod_env_names[] = {"ETCD_ENDPOINTS",  "NATS_SERVER",     "DYN_ADVERTISE_HOST",
-                                            "DYN_LISTEN_HOST", "DYN_LISTEN_PORT", "DYN_HEALTH_PORT",
-                                            NULL};
+static const char *const pod_env_names[] = {
+    DYN_ENV_ETCD_ENDPOINTS, DYN_ENV_NATS_SERVER, DYN_ENV_ADVERTISE_HOST, DYN_ENV_LISTEN_HOST,
+    DYN_ENV_LISTEN_PORT,    DYN_ENV_HEALTH_PORT, NULL};
 
 static int user_envs(const json_t *svc, const char *svc_name, json_t *envs, char *err,
                      size_t errlen) {
@@ -292,13 +293,13 @@ static int deployment(const names_t *n, const dyn__k8s_opts_t *o, const json_t *
     json_decref(envs), json_decref(res);
     return rc;
   }
-  json_array_append_new(envs, env("ETCD_ENDPOINTS", etcd));
-  json_array_append_new(envs, env("NATS_SERVER", nats));
-  json_array_append_new(envs, json_pack("{s:s, s:{s:{s:s}}}", "name", "DYN_ADVERTISE_HOST",
+  json_array_append_new(envs, env(DYN_ENV_ETCD_ENDPOINTS, etcd));
+  json_array_append_new(envs, env(DYN_ENV_NATS_SERVER, nats));
+  json_array_append_new(envs, json_pack("{s:s, s:{s:{s:s}}}", "name", DYN_ENV_ADVERTISE_HOST,
                                         "valueFrom", "fieldRef", "fieldPath", "status.podIP"));
-  json_array_append_new(envs, env("DYN_LISTEN_HOST", "0.0.0.0"));
-  json_array_append_new(envs, env("DYN_LISTEN_PORT", listen));
-  json_array_append_new(envs, env("DYN_HEALTH_PORT", health));
+  json_array_append_new(envs, env(DYN_ENV_LISTEN_HOST, "0.0.0.0"));
+  json_array_append_new(envs, env(DYN_ENV_LISTEN_PORT, listen));
+  json_array_append_new(envs, env(DYN_ENV_HEALTH_PORT, health));
 
   json_t *ports = json_array();
   json_array_append_new(ports, port("dynamo", DYN_K8S_LISTEN_PORT));

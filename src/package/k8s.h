@@ -10,8 +10,8 @@
  * advertises its pod IP (downward API), and serves the worker health
  * endpoints on DYN_K8S_HEALTH_PORT for the liveness and readiness probes.
  */
-#ifndef DYN__SDK_K8S_H
-#define DYN__SDK_K8S_H
+#ifndef DYN__PACKAGE_K8S_H
+#define DYN__PACKAGE_K8S_H
 
 #include <jansson.h>
 #include <stddef.h>

@@ -6,8 +6,8 @@
  * 0:0 with no user or group names, modes reduced to 0755/0644, and a gzip
  * header with no timestamp and no file name.
  */
-#ifndef DYN__SDK_TARBALL_H
-#define DYN__SDK_TARBALL_H
+#ifndef DYN__PACKAGE_TARBALL_H
+#define DYN__PACKAGE_TARBALL_H
 
 #include <stddef.h>
 

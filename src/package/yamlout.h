@@ -8,8 +8,8 @@
  * "null", "1e3"), so that what dyn__yaml_parse or kubectl reads is exactly
  * what was built.
  */
-#ifndef DYN__SDK_YAMLOUT_H
-#define DYN__SDK_YAMLOUT_H
+#ifndef DYN__PACKAGE_YAMLOUT_H
+#define DYN__PACKAGE_YAMLOUT_H
 
 #include <jansson.h>
 #include <stddef.h>

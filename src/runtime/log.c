@@ -5,10 +5,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/env_names.h"
 #include "dynamo/runtime.h"
 
 static int level_from_env(void) {
-  const char *s = getenv("DYN_LOG");
+  const char *s = getenv(DYN_ENV_LOG);
   if (!s) return DYN_LOG_WARN;
   if (!strcmp(s, "error")) return DYN_LOG_ERROR;
   if (!strcmp(s, "info")) return DYN_LOG_INFO;

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/env_names.h"
 #include "dynamo/control.h"
 #include "runtime/etcd/etcd.h"
 #include "runtime/internal.h"
@@ -15,14 +16,14 @@ static const char *env_or(const char *name, const char *dflt) {
 
 void dyn_runtime_options_init(dyn_runtime_options_t *o) {
   memset(o, 0, sizeof *o);
-  o->control_socket = env_or("DYN_CONTROL_SOCKET", NULL);
-  o->etcd_endpoints = env_or("ETCD_ENDPOINTS", NULL);
-  o->nats_url = env_or("NATS_SERVER", NULL);
+  o->control_socket = env_or(DYN_ENV_CONTROL_SOCKET, NULL);
+  o->etcd_endpoints = env_or(DYN_ENV_ETCD_ENDPOINTS, NULL);
+  o->nats_url = env_or(DYN_ENV_NATS_SERVER, NULL);
   /* Loopback only while discovery is local to this machine. */
-  o->listen_host = env_or("DYN_LISTEN_HOST", o->etcd_endpoints ? "0.0.0.0" : "127.0.0.1");
-  o->listen_port = atoi(env_or("DYN_LISTEN_PORT", "0"));
-  o->advertise_host = env_or("DYN_ADVERTISE_HOST", NULL);
-  long mf = atol(env_or("DYN_MAX_FRAME", "0"));
+  o->listen_host = env_or(DYN_ENV_LISTEN_HOST, o->etcd_endpoints ? "0.0.0.0" : "127.0.0.1");
+  o->listen_port = atoi(env_or(DYN_ENV_LISTEN_PORT, "0"));
+  o->advertise_host = env_or(DYN_ENV_ADVERTISE_HOST, NULL);
+  long mf = atol(env_or(DYN_ENV_MAX_FRAME, "0"));
   o->max_frame = mf > 0 ? (uint32_t)mf : DYN_DEFAULT_MAX_FRAME;
 }
 

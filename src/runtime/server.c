@@ -12,6 +12,7 @@
 
 #include <jansson.h>
 
+#include "common/env_names.h"
 #include "runtime/internal.h"
 
 typedef struct dyn__sconn {
@@ -247,7 +248,7 @@ static void on_sweep(uv_timer_t *t) {
 
 static void start_sweep(dyn_runtime_t *rt) {
   if (rt->sweep_ready) return;
-  const char *env = getenv("DYN_STALL_MS");
+  const char *env = getenv(DYN_ENV_STALL_MS);
   rt->stall_ms = env && atoi(env) > 0 ? (unsigned)atoi(env) : 10000;
   uv_timer_init(rt->loop, &rt->sweep);
   rt->sweep.data = rt;

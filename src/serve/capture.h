@@ -5,8 +5,8 @@
  * GPUs?). Both are "run, read stdout and stderr to the end, get the exit
  * status", on the supervisor's own loop so that nothing else is needed.
  */
-#ifndef DYN__SDK_CAPTURE_H
-#define DYN__SDK_CAPTURE_H
+#ifndef DYN__SERVE_CAPTURE_H
+#define DYN__SERVE_CAPTURE_H
 
 #include <stddef.h>
 #include <stdint.h>

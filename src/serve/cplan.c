@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/env_names.h"
 #include "dynamo/service.h"
 #include "dynamo/status.h"
 
@@ -87,7 +88,7 @@ int dyn__c_plan(const char *so_path, const char *svc, json_t *config, json_t **p
     int known = !strcmp(key, "Common");
     for (size_t i = 0; i < n && !known; i++) known = !strcmp(order[i]->name, key);
     if (!known) {
-      const char *src = getenv("DYN_CONFIG_FILE");
+      const char *src = getenv(DYN_ENV_CONFIG_FILE);
       fprintf(stderr, "error: %s: service '%s' is not in the graph of %s\n",
               src && *src ? src : "configuration", key, entry->name);
       json_decref(edges);

@@ -68,14 +68,6 @@ int dyn__env_set(dyn__env_t *e, const char *name, const char *value) {
   return DYN_OK;
 }
 
-void dyn__env_unset(dyn__env_t *e, const char *name) {
-  ssize_t i = find(e, name);
-  if (i < 0) return;
-  free(e->vars[i]);
-  memmove(e->vars + i, e->vars + i + 1, (e->n - (size_t)i) * sizeof *e->vars);
-  e->n--;
-}
-
 const char *dyn__env_get(const dyn__env_t *e, const char *name) {
   ssize_t i = find(e, name);
   return i < 0 ? NULL : e->vars[i] + strlen(name) + 1;

@@ -4,8 +4,8 @@
  * variables of its own; a block is built once per child and handed to
  * uv_spawn as a NULL-terminated "NAME=value" array.
  */
-#ifndef DYN__SDK_ENV_H
-#define DYN__SDK_ENV_H
+#ifndef DYN__SERVE_ENV_H
+#define DYN__SERVE_ENV_H
 
 #include <stddef.h>
 
@@ -18,7 +18,6 @@ typedef struct dyn__env {
 int dyn__env_init(dyn__env_t *e);
 /* Adds or replaces name. */
 int dyn__env_set(dyn__env_t *e, const char *name, const char *value);
-void dyn__env_unset(dyn__env_t *e, const char *name);
 /* The value of name, or NULL. */
 const char *dyn__env_get(const dyn__env_t *e, const char *name);
 /* Hands the array over (free it with dyn__strv_free); e is left empty. */

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/env_names.h"
 #include "dynamo/runtime.h"
 #include "dynamo/status.h"
 #include "serve/capture.h"
@@ -54,14 +55,14 @@ static size_t count_gpu_lines(const char *text) {
 
 int dyn__gpu_detect(uv_loop_t *loop, dyn__gpus_t *g, char *err, size_t errlen) {
   memset(g, 0, sizeof *g);
-  const char *env = getenv("DYN_GPU_COUNT");
+  const char *env = getenv(DYN_ENV_GPU_COUNT);
   if (env && *env) {
     char *end;
     errno = 0;
     long n = strtol(env, &end, 10);
     if (errno || *end || n < 0 || n > 4096)
-      return dyn__fail(err, errlen, DYN_EINVAL, "DYN_GPU_COUNT='%s' is not a number of GPUs", env);
-    g->source = "DYN_GPU_COUNT";
+      return dyn__fail(err, errlen, DYN_EINVAL, DYN_ENV_GPU_COUNT "='%s' is not a number of GPUs", env);
+    g->source = DYN_ENV_GPU_COUNT;
     if (numbered(g, (size_t)n)) goto oom;
     return DYN_OK;
   }

@@ -4,8 +4,8 @@
  * CUDA_VISIBLE_DEVICES, handed out in order, so that two workers never
  * load models onto the same GPU unless the user said they may.
  */
-#ifndef DYN__SDK_GPU_H
-#define DYN__SDK_GPU_H
+#ifndef DYN__SERVE_GPU_H
+#define DYN__SERVE_GPU_H
 
 #include <stddef.h>
 #include <uv.h>

@@ -15,12 +15,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/env_names.h"
+#include "common/fail.h"
 #include "dynamo/status.h"
 #include "serve/capture.h"
 #include "serve/env.h"
-#include "common/fail.h"
-#include "serve/supervisor.h"
-
+#include "serve/cplan.h"
 
 int dyn__target_parse(const char *target, char **graph, char **service, int *is_c, char *err,
                       size_t errlen) {
@@ -269,8 +269,8 @@ static int resolve_python(uv_loop_t *loop, const char *python, const char *targe
     free(cfg);
     return dyn__fail(err, errlen, DYN_ENOMEM, "out of memory");
   }
-  int rc = dyn__env_set(&env, "DYNAMO_SERVICE_CONFIG", cfg);
-  if (!rc) rc = dyn__env_set(&env, "DYN_CONFIG_FILE", config_file ? config_file : "");
+  int rc = dyn__env_set(&env, DYN_ENV_SERVICE_CONFIG, cfg);
+  if (!rc) rc = dyn__env_set(&env, DYN_ENV_CONFIG_FILE, config_file ? config_file : "");
   free(cfg);
   if (rc) {
     dyn__env_free(&env);
@@ -313,7 +313,7 @@ static int resolve_python(uv_loop_t *loop, const char *python, const char *targe
 }
 
 const char *dyn__python(void) {
-  const char *python = getenv("DYN_PYTHON");
+  const char *python = getenv(DYN_ENV_PYTHON);
   return python && *python ? python : "python3";
 }
 
@@ -335,7 +335,7 @@ int dyn__plan_resolve(uv_loop_t *loop, const char *target, json_t *config,
   if (is_c) {
     /* dyn__c_plan, like the Python resolver, names the config file in its
      * messages from $DYN_CONFIG_FILE. */
-    if (setenv("DYN_CONFIG_FILE", config_file ? config_file : "", 1))
+    if (setenv(DYN_ENV_CONFIG_FILE, config_file ? config_file : "", 1))
       rc = dyn__fail(err, errlen, DYN_ENOMEM, "out of memory");
     else
       rc = dyn__c_plan(graph, svc, config, &doc);

@@ -7,8 +7,8 @@
  * checked C structs, so that a malformed plan is one clear error here
  * rather than a crash later.
  */
-#ifndef DYN__SDK_PLAN_H
-#define DYN__SDK_PLAN_H
+#ifndef DYN__SERVE_PLAN_H
+#define DYN__SERVE_PLAN_H
 
 #include <jansson.h>
 #include <stddef.h>

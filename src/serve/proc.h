@@ -6,8 +6,8 @@
  * it is a child subreaper, so orphans of the graph are reparented to it,
  * and it can find them, reap them, and at the very end kill them.
  */
-#ifndef DYN__SDK_PROC_H
-#define DYN__SDK_PROC_H
+#ifndef DYN__SERVE_PROC_H
+#define DYN__SERVE_PROC_H
 
 #include <stddef.h>
 #include <sys/types.h>

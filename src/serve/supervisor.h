@@ -7,10 +7,9 @@
  * SIGKILL for what is left. It runs on the caller's loop, next to whatever
  * else lives there (for `dynamo serve`, the embedded control plane).
  */
-#ifndef DYN__SDK_SUPERVISOR_H
-#define DYN__SDK_SUPERVISOR_H
+#ifndef DYN__SERVE_SUPERVISOR_H
+#define DYN__SERVE_SUPERVISOR_H
 
-#include <jansson.h>
 #include <uv.h>
 
 typedef struct dyn__supervisor dyn__supervisor_t;
@@ -37,8 +36,5 @@ int dyn__sup_add(dyn__supervisor_t *s, const char *label, char *const *argv, cha
  * supervisor's own handles are closed when it returns. */
 int dyn__sup_run(dyn__supervisor_t *s);
 void dyn__sup_free(dyn__supervisor_t *s);
-
-/* C graphs are resolved by dyn__c_plan (serve/cplan.h). */
-#include "serve/cplan.h"
 
 #endif

@@ -17,6 +17,7 @@
 
 #include <jansson.h>
 
+#include "common/env_names.h"
 #include "dynamo/dynamo.h"
 #include "dynamo/service.h"
 #include "service/health.h"
@@ -118,7 +119,7 @@ static int listed(const dyn_service_def_t *def, const char *service) {
  * listed dependency is live. */
 int dyn_service_has_dependency(dyn_service_ctx_t *ctx, const char *service) {
   if (!listed(ctx->def, service)) return 0;
-  const char *live = getenv("DYN_SERVICE_DEPENDS");
+  const char *live = getenv(DYN_ENV_SERVICE_DEPENDS);
   if (!live) return 1;
   const char *slash = strchr(service, '/');
   const char *name = slash ? slash + 1 : service;
@@ -160,7 +161,7 @@ dyn_client_t *dyn_service_client(dyn_service_ctx_t *ctx, const char *service,
     free(c);
     return NULL;
   }
-  const char *wait = getenv("DYN_DEPENDS_WAIT_MS");
+  const char *wait = getenv(DYN_ENV_DEPENDS_WAIT_MS);
   dyn_client_set_wait(c->client, wait ? atoi(wait) : 30000);
   snprintf(c->service, sizeof c->service, "%s", service);
   snprintf(c->endpoint, sizeof c->endpoint, "%s", endpoint);
@@ -191,14 +192,14 @@ static void on_stop_signal(uv_signal_t *s, int sig) {
   uv_signal_stop(s);
   dyn__health_set("draining");
   dyn_log(DYN_LOG_INFO, "%s: signal %d, shutting down", g_ctx->def->name, sig);
-  const char *g = getenv("DYN_GRACE_SECONDS");
+  const char *g = getenv(DYN_ENV_GRACE_SECONDS);
   /* From a loop callback this only starts the drain; dyn_runtime_run
    * returns once it is over, and on_shutdown runs then (see below). */
   dyn_runtime_shutdown(g_ctx->rt, (int)((g ? atof(g) : 10.0) * 500));
 }
 
 int dyn_service_worker_run(const char *target, const char *service) {
-  const char *sup = getenv("DYN_SUPERVISOR_PID");
+  const char *sup = getenv(DYN_ENV_SUPERVISOR_PID);
   if (sup) {
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() != (pid_t)atoi(sup)) return 1;
@@ -214,7 +215,7 @@ int dyn_service_worker_run(const char *target, const char *service) {
     return 1;
   }
   json_error_t jerr;
-  const char *raw = getenv("DYNAMO_SERVICE_CONFIG");
+  const char *raw = getenv(DYN_ENV_SERVICE_CONFIG);
   json_t *config = raw && *raw ? json_loads(raw, 0, &jerr) : json_object();
   if (!config) {
     fprintf(stderr, "error: DYNAMO_SERVICE_CONFIG is not JSON: %s\n", jerr.text);
@@ -225,7 +226,7 @@ int dyn_service_worker_run(const char *target, const char *service) {
   ctx.def = def;
   ctx.section = resolve_section(config, def->name);
   ctx.cache = json_object();
-  const char *idx = getenv("DYN_WORKER_INDEX");
+  const char *idx = getenv(DYN_ENV_WORKER_INDEX);
   ctx.index = idx ? atoi(idx) : 0;
   g_ctx = &ctx;
   int rc = dyn_runtime_create(NULL, &ctx.rt);

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/env_names.h"
 #include "dynamo/http.h"
 #include "dynamo/status.h"
 
@@ -36,7 +37,7 @@ static void on_health(dyn_http_req_t *req, void *ud) {
 }
 
 int dyn__health_start(dyn_runtime_t *rt, const char *who) {
-  const char *port = getenv("DYN_HEALTH_PORT");
+  const char *port = getenv(DYN_ENV_HEALTH_PORT);
   if (!port || !*port || !strcmp(port, "0")) return DYN_OK;
   char *end;
   errno = 0;
@@ -45,7 +46,7 @@ int dyn__health_start(dyn_runtime_t *rt, const char *who) {
     fprintf(stderr, "error: %s: DYN_HEALTH_PORT '%s' is not a port number\n", who, port);
     return DYN_EINVAL;
   }
-  const char *host = getenv("DYN_HEALTH_HOST");
+  const char *host = getenv(DYN_ENV_HEALTH_HOST);
   if (!host || !*host) host = "0.0.0.0";
   g_rt = rt;
   int rc = dyn_http_server_start(dyn_runtime_loop(rt), host, (int)n, &g_server);

@@ -9,7 +9,7 @@
 
 #include "harness.h"
 #include "package/artifact.h"
-#include "config/config.h"
+#include "config/yaml_read.h"
 #include "package/k8s.h"
 #include "package/tarball.h"
 #include "package/yamlout.h"

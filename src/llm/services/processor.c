@@ -34,6 +34,7 @@
 
 #include <jansson.h>
 
+#include "common/env_names.h"
 #include "dynamo/llm/chat.h"
 #include "dynamo/llm/tokenizer.h"
 #include "dynamo/service.h"
@@ -413,7 +414,7 @@ static int load_tokenizer(processor_t *p, const char *path) {
   char err[512] = "", alt[4096];
   const char *use = path;
   if (access(path, R_OK) != 0 && path[0] != '/') {
-    const char *cfg = getenv("DYN_CONFIG_FILE"), *graph = getenv("DYN_GRAPH_DIR");
+    const char *cfg = getenv(DYN_ENV_CONFIG_FILE), *graph = getenv(DYN_ENV_GRAPH_DIR);
     char *cfg_copy = cfg ? strdup(cfg) : NULL;
     const char *bases[2] = {cfg_copy ? dirname(cfg_copy) : NULL, graph};
     for (int i = 0; i < 2 && use == path; i++) {

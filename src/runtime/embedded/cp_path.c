@@ -23,6 +23,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "common/env_names.h"
 #include "dynamo/control.h"
 #include "dynamo/status.h"
 
@@ -38,7 +39,7 @@ static void default_dir(char *dir, size_t cap) {
 
 const char *dyn_control_default_path(void) {
   static char path[SUN_PATH_MAX];
-  const char *env = getenv("DYN_CONTROL_SOCKET");
+  const char *env = getenv(DYN_ENV_CONTROL_SOCKET);
   if (env && *env) return env;
   char dir[SUN_PATH_MAX - 16];
   default_dir(dir, sizeof dir);

@@ -16,6 +16,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "common/env_names.h"
 #include "dynamo/control.h"
 #include "dynamo/discovery.h"
 #include "dynamo/events.h"

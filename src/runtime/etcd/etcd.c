@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "runtime/etcd/etcd.h"
+#include "common/env_names.h"
 #include "runtime/etcd/etcd_codec.h"
 #include "runtime/etcd/etcd_http.h"
 #include "runtime/internal.h"
@@ -764,7 +765,7 @@ static void on_open_timeout(uv_timer_t *t) {
 }
 
 static int env_ttl(void) {
-  const char *s = getenv("DYN_ETCD_TTL");
+  const char *s = getenv(DYN_ENV_ETCD_TTL);
   int v = s ? atoi(s) : 0;
   return v > 0 ? v : DEFAULT_TTL_S;
 }

@@ -1,4 +1,4 @@
-/* config.c - YAML configuration files and --Service.key=value overrides.
+/* yaml_read.c - reading YAML into JSON: config files and build manifests.
  *
  * The YAML goes through libyaml's event parser and is built straight into
  * jansson values, so that everything downstream (overrides, the resolver,
@@ -7,7 +7,7 @@
  * quoted scalars are always strings. Every error names the file and the
  * line, because a config file is the thing a user edits by hand.
  */
-#include "config/config.h"
+#include "config/yaml_read.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -17,7 +17,6 @@
 #include <yaml.h>
 
 #include "dynamo/status.h"
-#include "common/fail.h"
 
 /* Bounds that keep a hostile or broken file from exhausting the stack or
  * memory: nesting depth, and the number of values after alias expansion
@@ -75,7 +74,7 @@ static int next(ctx_t *c, yaml_event_t *ev) {
   return DYN_OK;
 }
 
-static const char *kind_name(const json_t *v) {
+const char *dyn__yaml_kind_name(const json_t *v) {
   switch (json_typeof(v)) {
     case JSON_OBJECT: return "a mapping";
     case JSON_ARRAY: return "a sequence";
@@ -334,7 +333,7 @@ static int mapping(ctx_t *c, int depth, json_t **out, size_t *nodes) {
       } else if (!json_is_object(val)) {
         rc = fail(c, DYN_EINVAL,
                   "%s:%zu: section '%s' must be a mapping of settings, found %s", c->name,
-                  vmark.line + 1, key, kind_name(val));
+                  vmark.line + 1, key, dyn__yaml_kind_name(val));
         json_decref(val);
         free(key);
         goto done;
@@ -342,7 +341,7 @@ static int mapping(ctx_t *c, int depth, json_t **out, size_t *nodes) {
     }
     if (is_merge && !mergeable(val)) {
       rc = fail(c, DYN_EINVAL, "%s:%zu: '<<' must merge a mapping or a list of mappings, not %s",
-                c->name, vmark.line + 1, kind_name(val));
+                c->name, vmark.line + 1, dyn__yaml_kind_name(val));
       json_decref(val);
     } else if (is_merge) {
       rc = json_array_append_new(merges, val) ? fail(c, DYN_ENOMEM, "%s: out of memory", c->name)
@@ -533,95 +532,4 @@ int dyn__config_load(const char *path, json_t **out, char *err, size_t errlen) {
   if (!rc) rc = parse(text ? text : "", len, path, 1, out, err, errlen);
   free(text);
   return rc;
-}
-
-int dyn__config_is_override(const char *arg) {
-  size_t keylen = strcspn(arg, "=");
-  const char *dot = memchr(arg, '.', keylen);
-  return dot != NULL && arg[0] != '-';
-}
-
-int dyn__config_override(json_t *config, const char *arg, char *err, size_t errlen) {
-  const char *eq = strchr(arg, '=');
-  if (!eq) {
-    snprintf(err, errlen, "--%s: an override needs a value: --%s=VALUE", arg, arg);
-    return DYN_EINVAL;
-  }
-  size_t keylen = (size_t)(eq - arg);
-  /* Check every part first so that a bad override changes nothing. */
-  size_t parts = 1;
-  for (size_t i = 0; i < keylen; i++) {
-    if (arg[i] != '.') continue;
-    parts++;
-    if (i == 0 || arg[i - 1] == '.' || i + 1 == keylen) {
-      snprintf(err, errlen, "--%s: empty key in '%.*s'", arg, (int)keylen, arg);
-      return DYN_EINVAL;
-    }
-  }
-  if (parts < 2 || keylen == 0) {
-    snprintf(err, errlen, "--%s: expected --Service.key=value", arg);
-    return DYN_EINVAL;
-  }
-  const char *text = eq + 1;
-  json_t *value = json_loads(text, JSON_DECODE_ANY, NULL);
-  if (!value) value = json_string(text);
-  if (!value) {
-    snprintf(err, errlen, "--%s: the value is not valid UTF-8", arg);
-    return DYN_EINVAL;
-  }
-  json_t *node = config;
-  const char *part = arg;
-  for (;;) {
-    size_t n = strcspn(part, ".=");
-    char *name = strndup(part, n);
-    if (!name) {
-      json_decref(value);
-      snprintf(err, errlen, "out of memory");
-      return DYN_ENOMEM;
-    }
-    if (part[n] == '=') { /* the last part: set it */
-      int bad = json_object_set_new(node, name, value);
-      free(name);
-      if (bad) {
-        snprintf(err, errlen, "out of memory");
-        return DYN_ENOMEM;
-      }
-      return DYN_OK;
-    }
-    json_t *child = json_object_get(node, name);
-    if (!child) {
-      child = json_object();
-      if (!child || json_object_set_new(node, name, child)) {
-        free(name);
-        json_decref(value);
-        snprintf(err, errlen, "out of memory");
-        return DYN_ENOMEM;
-      }
-    } else if (!json_is_object(child)) {
-      snprintf(err, errlen, "--%s: '%.*s' is %s, not a mapping, so it has no key '%.*s'", arg,
-               (int)(part + n - arg), arg, kind_name(child),
-               (int)strcspn(part + n + 1, ".="), part + n + 1);
-      free(name);
-      json_decref(value);
-      return DYN_EINVAL;
-    }
-    free(name);
-    node = child;
-    part += n + 1;
-  }
-}
-
-int dyn__config_merge(const char *path, const char *const *overrides, size_t n, json_t **out,
-                      char *err, size_t errlen) {
-  json_t *config = NULL;
-  int rc = DYN_OK;
-  if (path) rc = dyn__config_load(path, &config, err, errlen);
-  else if (!(config = json_object())) rc = dyn__fail(err, errlen, DYN_ENOMEM, "out of memory");
-  for (size_t i = 0; !rc && i < n; i++) rc = dyn__config_override(config, overrides[i], err, errlen);
-  if (rc) {
-    json_decref(config);
-    return rc;
-  }
-  *out = config;
-  return DYN_OK;
 }
