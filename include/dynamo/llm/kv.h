@@ -98,16 +98,9 @@ typedef struct dyn_kv_event {
 #define DYN_KV_WIRE_HEADER 16u
 #define DYN_KV_WIRE_EVENT 14u
 
-/* A growable byte buffer that the encoder appends to. Zero it (or call
- * dyn_kv_buf_init) before first use; free it with dyn_kv_buf_free. */
-typedef struct dyn_kv_buf {
-  uint8_t *data;
-  size_t len;
-  size_t cap;
-} dyn_kv_buf_t;
-
-void dyn_kv_buf_init(dyn_kv_buf_t *b);
-void dyn_kv_buf_free(dyn_kv_buf_t *b);
+/* The buffer dyn_kv_encode appends to is the project's growable byte
+ * buffer, dyn__buf_t (src/common/buf.h: dyn__buf_init, dyn__buf_free). */
+struct dyn__buf;
 
 /* Bytes dyn_kv_encode would append for these events (no validation). */
 size_t dyn_kv_encoded_size(const dyn_kv_event_t *events, size_t n_events);
@@ -117,7 +110,7 @@ size_t dyn_kv_encoded_size(const dyn_kv_event_t *events, size_t n_events);
  * DYN_EINVAL: out NULL, events NULL with n_events > 0, an unknown kind, a
  * NULL array with a non-zero count, or more than UINT32_MAX events/blocks;
  * DYN_ENOMEM. On error out->len is unchanged. */
-int dyn_kv_encode(dyn_kv_buf_t *out, uint64_t worker_id, const dyn_kv_event_t *events,
+int dyn_kv_encode(struct dyn__buf *out, uint64_t worker_id, const dyn_kv_event_t *events,
                   size_t n_events);
 
 /* Called once per decoded event, in order. ev and its arrays are valid only

@@ -34,6 +34,7 @@
 #include "dynamo/llm/kv.h"
 #include "dynamo/service.h"
 #include "dynamo/status.h"
+#include "common/buf.h"
 #include "llm/services/llm_common.h"
 #include "llm/services/services.h"
 
@@ -42,7 +43,7 @@ typedef struct worker {
   dyn_engine_t *engine;
   dyn_component_t *component;
   char id_hex[17];
-  dyn_kv_buf_t events;
+  dyn__buf_t events;
   uv_timer_t metrics_timer;
   unsigned metrics_interval_ms;
   int metrics_dirty;
@@ -233,7 +234,7 @@ static int worker_start(dyn_service_ctx_t *ctx) {
 
 static void free_worker(uv_handle_t *h) {
   worker_t *w = h->data;
-  dyn_kv_buf_free(&w->events);
+  dyn__buf_free(&w->events);
   free(w);
 }
 
