@@ -12,31 +12,26 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "llm/kv/encode.h"
 #include "dynamo/llm/kv.h"
 #include "dynamo/status.h"
+#include "common/buf.h"
 
 typedef struct ctx {
   dyn_kv_indexer_t *ix;
-  dyn_kv_buf_t re; /* the events re-encoded, header excluded */
+  dyn__buf_t re; /* the events re-encoded, header excluded */
   dyn_kv_hash_t query[64];
   size_t nquery;
 } ctx_t;
 
 static int on_event(void *ud, uint64_t worker, const dyn_kv_event_t *ev) {
   ctx_t *c = ud;
-  dyn_kv_buf_t one;
-  dyn_kv_buf_init(&one);
-  if (dyn_kv_encode(&one, worker, ev, 1)) abort();
-  size_t n = one.len - DYN_KV_WIRE_HEADER;
-  if (c->re.cap - c->re.len < n) {
-    uint8_t *d = realloc(c->re.data, c->re.len + n);
-    if (!d) abort();
-    c->re.data = d;
-    c->re.cap = c->re.len + n;
-  }
-  memcpy(c->re.data + c->re.len, one.data + DYN_KV_WIRE_HEADER, n);
-  c->re.len += n;
-  dyn_kv_buf_free(&one);
+  dyn__buf_t one;
+  dyn__buf_init(&one);
+  if (dyn__kv_encode(&one, worker, ev, 1)) abort();
+  if (dyn__buf_append(&c->re, one.data + DYN_KV_WIRE_HEADER, one.len - DYN_KV_WIRE_HEADER))
+    abort();
+  dyn__buf_free(&one);
   /* A few workers, so events interleave in the tree. */
   uint64_t w = ev->event_id & 3;
   int rc = dyn_kv_indexer_apply(c->ix, w, ev);
@@ -56,7 +51,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   ctx_t c;
   memset(&c, 0, sizeof c);
   if (dyn_kv_indexer_create(&c.ix)) abort();
-  dyn_kv_buf_init(&c.re);
+  dyn__buf_init(&c.re);
   const char *why = NULL;
   int rc = dyn_kv_decode(data, size, NULL, on_event, &c, &why);
   if (rc) {
@@ -75,6 +70,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   dyn_kv_indexer_get_stats(c.ix, &st);
   if (st.nodes || st.workers || st.worker_blocks) abort();
   dyn_kv_indexer_destroy(c.ix);
-  dyn_kv_buf_free(&c.re);
+  dyn__buf_free(&c.re);
   return 0;
 }

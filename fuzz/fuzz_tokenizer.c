@@ -10,7 +10,9 @@
  *    UTF-8 must be refused; valid text must round-trip exactly
  *    (decode(encode(x)) == x), and the incremental detokenizer's pieces
  *    must join to the same text. The text also goes through a chat
- *    template as a message's content.
+ *    template as a message's content, and through the JSON string
+ *    escaper as model output would: the result must parse (jansson checks
+ *    UTF-8) and give back the text exactly when it is valid UTF-8.
  *
  * Any broken property aborts; ASan/UBSan catch overruns and leaks.
  */
@@ -22,6 +24,10 @@
 #include "dynamo/llm/chat.h"
 #include "dynamo/llm/tokenizer.h"
 #include "dynamo/status.h"
+#include "common/json_escape.h"
+#include "common/utf8.h"
+
+#include <jansson.h>
 
 static dyn_tokenizer_t *fixture;
 
@@ -57,8 +63,21 @@ static void check_roundtrip(const dyn_tokenizer_t *tk, const char *s, size_t n) 
   dyn_tokens_free(&t);
 }
 
+static void check_json_escape(const char *s, size_t n) {
+  dyn__buf_t b;
+  dyn__buf_init(&b);
+  if (dyn__json_escape(&b, s, n)) abort();
+  json_t *v = json_loadb((const char *)b.data, b.len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+  if (!v || !json_is_string(v)) abort();
+  int valid = dyn__utf8_valid_prefix((const uint8_t *)s, n) == n;
+  if (valid && (json_string_length(v) != n || memcmp(json_string_value(v), s, n))) abort();
+  json_decref(v);
+  dyn__buf_free(&b);
+}
+
 static void fuzz_text(const char *s, size_t n) {
   check_roundtrip(fixture, s, n);
+  check_json_escape(s, n);
   dyn_chat_msg_t m[] = {{"system", "Be brief.", 9}, {"user", s, n}};
   char *out;
   size_t len;

@@ -23,9 +23,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "llm/kv/encode.h"
 #include "bench.h"
 #include "dynamo/llm/kv.h"
 #include "dynamo/status.h"
+#include "common/buf.h"
 
 #define WORKERS 64
 #define CAPACITY 10000
@@ -171,14 +173,14 @@ static int on_event(void *ud, uint64_t worker, const dyn_kv_event_t *ev) {
 /* Batches of up to 16 consecutive events of one worker, as a worker's
  * publisher would send them (here mostly a STORED and its evictions). */
 static double apply_codec(const workload_t *wl, dyn_kv_indexer_t *ix, size_t *nbatches) {
-  dyn_kv_buf_t buf;
-  dyn_kv_buf_init(&buf);
+  dyn__buf_t buf;
+  dyn__buf_init(&buf);
   size_t *ends = malloc((wl->n + 1) * sizeof *ends);
   size_t nb = 0;
   for (size_t i = 0; i < wl->n;) {
     size_t j = i + 1;
     while (j < wl->n && j - i < 16 && wl->worker[j] == wl->worker[i]) j++;
-    if (dyn_kv_encode(&buf, wl->worker[i], wl->ev + i, j - i)) exit(1);
+    if (dyn__kv_encode(&buf, wl->worker[i], wl->ev + i, j - i)) exit(1);
     ends[nb++] = buf.len;
     i = j;
   }
@@ -196,7 +198,7 @@ static double apply_codec(const workload_t *wl, dyn_kv_indexer_t *ix, size_t *nb
   double t = now_us() - t0;
   *nbatches = nb;
   free(ends);
-  dyn_kv_buf_free(&buf);
+  dyn__buf_free(&buf);
   return t;
 }
 

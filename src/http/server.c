@@ -40,6 +40,7 @@
 #include "dynamo/runtime.h"
 #include "http/parse.h"
 #include "common/buf.h"
+#include "common/json_escape.h"
 #include "runtime/conn.h"
 
 #define READ_CHUNK (64u * 1024u)
@@ -303,22 +304,6 @@ static int format_head(dyn__buf_t *b, int status, const char *ctype,
   return rc;
 }
 
-static void json_escape(dyn__buf_t *b, const char *s) {
-  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-    char esc[8];
-    if (*p == '"' || *p == '\\') {
-      esc[0] = '\\';
-      esc[1] = (char)*p;
-      dyn__buf_append(b, esc, 2);
-    } else if (*p < 0x20 || *p >= 0x7f) {
-      snprintf(esc, sizeof esc, "\\u%04x", *p);
-      dyn__buf_append(b, esc, 6);
-    } else {
-      dyn__buf_append(b, p, 1);
-    }
-  }
-}
-
 static const char *error_type(int status) {
   switch (status) {
   case 400: return "invalid_request_error";
@@ -333,11 +318,12 @@ static const char *error_type(int status) {
 }
 
 static void error_body(dyn__buf_t *b, int status, const char *message) {
-  const char *pre = "{\"error\":{\"message\":\"";
+  const char *pre = "{\"error\":{\"message\":";
+  if (!message) message = reason(status);
   dyn__buf_append(b, pre, strlen(pre));
-  json_escape(b, message ? message : reason(status));
+  dyn__json_escape(b, message, strlen(message));
   char tail[128];
-  int n = snprintf(tail, sizeof tail, "\",\"type\":\"%s\",\"code\":%d}}\n",
+  int n = snprintf(tail, sizeof tail, ",\"type\":\"%s\",\"code\":%d}}\n",
                    error_type(status), status);
   dyn__buf_append(b, tail, (size_t)n);
 }

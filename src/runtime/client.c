@@ -35,7 +35,7 @@ struct dyn__peer {
   dyn__peer_t *next;
   dyn_runtime_t *rt;
   dyn__conn_t *conn;
-  dyn__idmap_t streams;
+  dyn__map_t streams;
   uint32_t next_stream;
   int ready;  /* the instance's HELLO arrived */
   int goaway; /* the instance is draining: no new streams here */
@@ -105,7 +105,7 @@ static void finish(dyn_stream_t *s, int status, const char *msg) {
   }
   s->state = S_DONE;
   if (s->drain_ref) *s->drain_ref = NULL; /* on_peer_close skips it */
-  if (s->peer && s->sid) dyn__idmap_del(&s->peer->streams, s->sid);
+  if (s->peer && s->sid) dyn__map_del(&s->peer->streams, s->sid);
   dyn_client_t *c = s->c;
   if (s->prev) s->prev->next = s->next;
   else c->open = s->next;
@@ -154,7 +154,7 @@ static void on_peer_frame(dyn__conn_t *conn, const dyn__frame_t *f) {
       }
     return;
   }
-  dyn_stream_t *s = dyn__idmap_get(&p->streams, f->stream);
+  dyn_stream_t *s = dyn__map_get(&p->streams, f->stream);
   if (s && s->body) {
     /* The first answer: the request ran (or was refused on purpose). */
     if (f->type == DYN__F_ERROR && (f->flags & DYN__FL_RETRY)) {
@@ -202,7 +202,7 @@ static void on_peer_close(dyn__conn_t *conn, int status, const char *why) {
    * registration expires. */
   if (!p->goaway && status != DYN_ECLOSED) suspect_add(rt, p->addr);
   size_t n;
-  void **streams = dyn__idmap_drain(&p->streams, &n);
+  void **streams = dyn__map_drain(&p->streams, &n);
   /* Callbacks below may end other streams of this list (on_done cancels a
    * sibling, or frees the client): finish() clears their entries. */
   for (size_t i = 0; i < n; i++) ((dyn_stream_t *)streams[i])->drain_ref = &streams[i];
@@ -226,7 +226,7 @@ static void on_peer_close(dyn__conn_t *conn, int status, const char *why) {
     finish(s, DYN_EDISCONNECTED, msg);
   }
   free(streams);
-  dyn__idmap_free(&p->streams);
+  dyn__map_free(&p->streams);
   free(p);
 }
 
@@ -237,7 +237,7 @@ static dyn__peer_t *get_peer(dyn_runtime_t *rt, const char *addr) {
   if (!p) return NULL;
   p->rt = rt;
   snprintf(p->addr, sizeof p->addr, "%s", addr);
-  dyn__idmap_init(&p->streams);
+  dyn__map_init(&p->streams);
   p->conn = dyn__conn_new(rt->loop, &rt->flusher, 0, rt->max_frame, on_peer_frame,
                           on_peer_close, p);
   if (!p->conn) {
@@ -430,7 +430,7 @@ static void no_instance(dyn_stream_t *s) {
 /* The instance refused the stream without running it: send it on. */
 static void retry_elsewhere(dyn_stream_t *s, const char *why) {
   dyn_log(DYN_LOG_INFO, "instance %" PRIx64 ": %s; routing elsewhere", s->instance, why);
-  if (s->peer && s->sid) dyn__idmap_del(&s->peer->streams, s->sid);
+  if (s->peer && s->sid) dyn__map_del(&s->peer->streams, s->sid);
   s->peer = NULL;
   s->sid = 0;
   s->state = S_PENDING;
@@ -471,8 +471,8 @@ static void dispatch(dyn_stream_t *s, const void *body, size_t len) {
   }
   do {
     if (++p->next_stream == 0) p->next_stream = 1;
-  } while (dyn__idmap_get(&p->streams, p->next_stream));
-  if (dyn__idmap_put(&p->streams, p->next_stream, s)) {
+  } while (dyn__map_get(&p->streams, p->next_stream));
+  if (dyn__map_add(&p->streams, p->next_stream, s)) {
     finish(s, DYN_ENOMEM, NULL);
     return;
   }

@@ -14,7 +14,7 @@
 #include "dynamo/server.h"
 #include "runtime/backend.h"
 #include "runtime/conn.h"
-#include "common/idmap.h"
+#include "common/map.h"
 
 #define DYN__NAME_MAX 64
 #define DYN__PATH_MAX (3 * DYN__NAME_MAX + 3)

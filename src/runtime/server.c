@@ -19,7 +19,7 @@ typedef struct dyn__sconn {
   struct dyn__sconn *next;
   dyn_runtime_t *rt;
   dyn__conn_t *conn;
-  dyn__idmap_t streams;
+  dyn__map_t streams;
 } sconn_t;
 
 struct dyn_request {
@@ -49,7 +49,7 @@ static int finish(dyn_request_t *r, uint8_t type, const char *msg) {
   int rc = DYN_OK;
   if (r->drain_ref) *r->drain_ref = NULL; /* the cancelling loop skips it */
   if (r->sc) {
-    dyn__idmap_del(&r->sc->streams, r->stream);
+    dyn__map_del(&r->sc->streams, r->stream);
     rc = dyn__conn_send(r->sc->conn, type, 0, r->stream, msg, msg ? strlen(msg) : 0, NULL, 0);
   } else if (r->cancelled) {
     rc = DYN_ECANCELED;
@@ -132,10 +132,13 @@ static void on_request(sconn_t *sc, const dyn__frame_t *f) {
   r->stream = f->stream;
   r->deadline_ms = h.deadline_ms;
   r->request_id = h.request_id;
-  int rc = dyn__idmap_put(&sc->streams, f->stream, r);
+  /* Stream 0 is no stream: the client numbers its streams from 1. */
+  int rc = f->stream ? dyn__map_add(&sc->streams, f->stream, r) : DYN_EINVAL;
   if (rc) {
     free(r);
-    why = rc == DYN_EEXIST ? "stream id reused while open" : "stream id 0";
+    why = rc == DYN_EEXIST   ? "stream id reused while open"
+          : rc == DYN_ENOMEM ? "out of memory for the stream table"
+                             : "stream id 0";
     dyn_log(DYN_LOG_WARN, "closing connection from %s: %s", sc->conn->peer, why);
     dyn__conn_close(sc->conn, DYN_EPROTO, why);
     return;
@@ -157,7 +160,7 @@ static void on_sconn_frame(dyn__conn_t *c, const dyn__frame_t *f) {
       on_request(sc, f);
       break;
     case DYN__F_CANCEL: {
-      dyn_request_t *r = dyn__idmap_del(&sc->streams, f->stream);
+      dyn_request_t *r = dyn__map_del(&sc->streams, f->stream);
       if (r) cancel_request(r);
       break;
     }
@@ -172,7 +175,7 @@ static void on_sconn_frame(dyn__conn_t *c, const dyn__frame_t *f) {
  * end other requests of the list (a handler serving them as a batch), so
  * each keeps a pointer to its entry, which finish() clears. */
 static void **take_all(sconn_t *sc, size_t *n) {
-  void **reqs = dyn__idmap_drain(&sc->streams, n);
+  void **reqs = dyn__map_drain(&sc->streams, n);
   for (size_t i = 0; i < *n; i++) ((dyn_request_t *)reqs[i])->drain_ref = &reqs[i];
   return reqs;
 }
@@ -196,7 +199,7 @@ static void on_sconn_close(dyn__conn_t *c, int status, const char *why) {
   for (size_t i = 0; i < n; i++)
     if (reqs[i]) cancel_request(next_taken(reqs, i));
   free(reqs);
-  dyn__idmap_free(&sc->streams);
+  dyn__map_free(&sc->streams);
   free(sc);
 }
 
@@ -209,7 +212,7 @@ static void on_connection(uv_stream_t *server, int status) {
   sconn_t *sc = calloc(1, sizeof *sc);
   if (!sc) return;
   sc->rt = rt;
-  dyn__idmap_init(&sc->streams);
+  dyn__map_init(&sc->streams);
   sc->conn = dyn__conn_new(rt->loop, &rt->flusher, 0, rt->max_frame,
                            on_sconn_frame, on_sconn_close, sc);
   if (!sc->conn) {

@@ -21,6 +21,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "dynamo/http.h"
 
 static int passed, failed;
@@ -107,6 +109,15 @@ static atomic_int sse_done;
 
 static void h_hello(dyn_http_req_t *req, void *ud) {
   dyn_http_respond(req, 200, "text/plain", "hello\n", 6);
+}
+
+/* An error message in UTF-8 with quotes, a control character and
+ * characters of 2, 3 and 4 bytes: it must arrive as it was. */
+static const char unicode_msg[] =
+    "mod\xc3\xa8le \xc2\xab\"x\"\xc2\xbb inconnu\n\xe2\x82\xac \xf0\x9f\x98\x80";
+
+static void h_unicode_error(dyn_http_req_t *req, void *ud) {
+  dyn_http_error(req, 400, unicode_msg);
 }
 
 static void h_echo(dyn_http_req_t *req, void *ud) {
@@ -512,6 +523,22 @@ static void test_errors(void) {
   cl_close(&other);
 }
 
+/* dyn_http_error's message is JSON-escaped as UTF-8 text: non-ASCII
+ * characters arrive intact (not as one \u00XX per byte). */
+static void test_unicode_error(void) {
+  resp_t r;
+  CHECK(one("GET /unicode_error HTTP/1.1\r\nHost: x\r\n\r\n", &r) == 0);
+  CHECK(r.status == 400);
+  /* é as its own two bytes, not escaped byte by byte. */
+  CHECK_MSG(r.body && strstr(r.body, "mod\xc3\xa8le") && !strstr(r.body, "\\u00"), "%s",
+            r.body ? r.body : "(no body)");
+  json_t *v = r.body ? json_loads(r.body, 0, NULL) : NULL;
+  const char *msg = json_string_value(json_object_get(json_object_get(v, "error"), "message"));
+  CHECK_MSG(msg && !strcmp(msg, unicode_msg), "message %s", msg ? msg : "(unparsable body)");
+  json_decref(v);
+  free(r.body);
+}
+
 static void test_keepalive(void) {
   client_t c;
   resp_t r;
@@ -716,6 +743,7 @@ int main(void) {
   port = dyn_http_server_port(srv);
   CHECK(port > 0);
   CHECK(dyn_http_route(srv, "GET", "/hello", h_hello, NULL) == 0);
+  CHECK(dyn_http_route(srv, "GET", "/unicode_error", h_unicode_error, NULL) == 0);
   CHECK(dyn_http_route(srv, "POST", "/echo", h_echo, NULL) == 0);
   CHECK(dyn_http_route(srv, "post", "/echo", h_echo, NULL) == DYN_EEXIST);
   CHECK(dyn_http_route(srv, "GET", "/query", h_query, NULL) == 0);
@@ -731,6 +759,7 @@ int main(void) {
   test_get_post();
   test_curl();
   test_errors();
+  test_unicode_error();
   test_keepalive();
   test_sse();
   test_disconnect();

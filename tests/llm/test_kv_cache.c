@@ -346,7 +346,7 @@ static int consistent(const dyn__kv_cache_t *c, dyn__kv_seq_t *seqs, int n_seqs)
     lru += b->ref == 0 && b->registered;
     reg += b->registered;
     refs += b->ref;
-    if (b->registered && dyn__kv_map_get(&c->map, b->seq_hash) != b) return 0;
+    if (b->registered && dyn__map_get(&c->map, b->seq_hash) != b) return 0;
   }
   for (int s = 0; s < n_seqs; s++) held += (uint32_t)seqs[s].n_blocks;
   return used == c->n_used && lru == c->n_lru && reg == c->n_registered &&

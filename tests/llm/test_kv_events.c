@@ -2,8 +2,10 @@
  * exactly (and re-encode to the same bytes), every truncation and each
  * kind of corruption is rejected with DYN_EPROTO and a reason before any
  * event is delivered, and encode refuses bad events. */
+#include "llm/kv/encode.h"
 #include "dynamo/llm/kv.h"
 #include "harness.h"
+#include "common/buf.h"
 
 static uint64_t rng = 0x5eed;
 static uint64_t rnd(void) {
@@ -93,21 +95,15 @@ static int on_count(void *ud, uint64_t worker, const dyn_kv_event_t *ev) {
 /* Re-encodes what it decodes: the format is canonical. */
 static int on_reencode(void *ud, uint64_t worker, const dyn_kv_event_t *ev) {
   (void)worker;
-  dyn_kv_buf_t *b = ud;
-  dyn_kv_buf_t one;
-  dyn_kv_buf_init(&one);
-  int rc = dyn_kv_encode(&one, 0, ev, 1);
+  dyn__buf_t *b = ud;
+  dyn__buf_t one;
+  dyn__buf_init(&one);
+  int rc = dyn__kv_encode(&one, 0, ev, 1);
   if (!rc) {
     /* Append the event bytes without the single-event header. */
-    size_t n = one.len - DYN_KV_WIRE_HEADER;
-    if (b->cap - b->len < n) {
-      b->data = realloc(b->data, b->len + n);
-      b->cap = b->len + n;
-    }
-    memcpy(b->data + b->len, one.data + DYN_KV_WIRE_HEADER, n);
-    b->len += n;
+    rc = dyn__buf_append(b, one.data + DYN_KV_WIRE_HEADER, one.len - DYN_KV_WIRE_HEADER);
   }
-  dyn_kv_buf_free(&one);
+  dyn__buf_free(&one);
   return rc;
 }
 
@@ -116,9 +112,9 @@ static void test_roundtrip(void) {
   static batch_t b;
   for (int iter = 0; iter < 2000; iter++) {
     random_batch(&b);
-    dyn_kv_buf_t buf;
-    dyn_kv_buf_init(&buf);
-    if (dyn_kv_encode(&buf, b.worker, b.ev, b.n) != DYN_OK) {
+    dyn__buf_t buf;
+    dyn__buf_init(&buf);
+    if (dyn__kv_encode(&buf, b.worker, b.ev, b.n) != DYN_OK) {
       fails++;
       continue;
     }
@@ -132,16 +128,14 @@ static void test_roundtrip(void) {
       fprintf(stderr, "iter %d: rc %d bad %d got %zu/%zu why %s\n", iter, rc, c.bad, c.got,
               b.n, why ? why : "-");
     }
-    dyn_kv_buf_t re;
-    dyn_kv_buf_init(&re);
-    re.data = malloc(DYN_KV_WIRE_HEADER);
-    re.cap = re.len = DYN_KV_WIRE_HEADER;
-    memcpy(re.data, buf.data, DYN_KV_WIRE_HEADER);
-    if (dyn_kv_decode(buf.data, buf.len, NULL, on_reencode, &re, NULL) || re.len != buf.len ||
+    dyn__buf_t re;
+    dyn__buf_init(&re);
+    if (dyn__buf_append(&re, buf.data, DYN_KV_WIRE_HEADER) ||
+        dyn_kv_decode(buf.data, buf.len, NULL, on_reencode, &re, NULL) || re.len != buf.len ||
         memcmp(re.data, buf.data, buf.len))
       fails++;
-    dyn_kv_buf_free(&re);
-    dyn_kv_buf_free(&buf);
+    dyn__buf_free(&re);
+    dyn__buf_free(&buf);
   }
   CHECK_EQ_INT(fails, 0);
 }
@@ -150,12 +144,12 @@ static void test_roundtrip(void) {
 static void test_append(void) {
   dyn_kv_hash_t h[2] = {1, 2};
   dyn_kv_event_t e = {.kind = DYN_KV_REMOVED, .event_id = 7, .removed = h, .n_removed = 2};
-  dyn_kv_buf_t buf;
-  dyn_kv_buf_init(&buf);
-  CHECK_STATUS(dyn_kv_encode(&buf, 1, &e, 1), DYN_OK);
+  dyn__buf_t buf;
+  dyn__buf_init(&buf);
+  CHECK_STATUS(dyn__kv_encode(&buf, 1, &e, 1), DYN_OK);
   size_t first = buf.len;
   CHECK_EQ_INT(first, DYN_KV_WIRE_HEADER + DYN_KV_WIRE_EVENT + 16);
-  CHECK_STATUS(dyn_kv_encode(&buf, 2, &e, 1), DYN_OK);
+  CHECK_STATUS(dyn__kv_encode(&buf, 2, &e, 1), DYN_OK);
   CHECK_EQ_INT(buf.len, 2 * first);
   uint64_t w = 0;
   int n = 0;
@@ -166,7 +160,7 @@ static void test_append(void) {
   const char *why = NULL;
   CHECK_STATUS(dyn_kv_decode(buf.data, buf.len, NULL, on_count, &n, &why), DYN_EPROTO);
   CHECK(why && strstr(why, "trailing"));
-  dyn_kv_buf_free(&buf);
+  dyn__buf_free(&buf);
 }
 
 static void test_truncation(void) {
@@ -175,9 +169,9 @@ static void test_truncation(void) {
   for (int iter = 0; iter < 200; iter++) {
     random_batch(&b);
     if (!b.n) continue;
-    dyn_kv_buf_t buf;
-    dyn_kv_buf_init(&buf);
-    dyn_kv_encode(&buf, b.worker, b.ev, b.n);
+    dyn__buf_t buf;
+    dyn__buf_init(&buf);
+    dyn__kv_encode(&buf, b.worker, b.ev, b.n);
     for (size_t len = 0; len < buf.len; len++) {
       /* A fresh copy of exactly len bytes, so ASan sees any over-read. */
       uint8_t *cut = malloc(len ? len : 1);
@@ -187,7 +181,7 @@ static void test_truncation(void) {
       if (rc != DYN_EPROTO || !why) fails++;
       free(cut);
     }
-    dyn_kv_buf_free(&buf);
+    dyn__buf_free(&buf);
   }
   CHECK_EQ_INT(fails, 0);
   CHECK_EQ_INT(delivered, 0);
@@ -209,9 +203,9 @@ static void test_corruption(void) {
        .blocks = blk, .n_blocks = 2},
       {.kind = DYN_KV_CLEARED, .event_id = 2},
   };
-  dyn_kv_buf_t buf;
-  dyn_kv_buf_init(&buf);
-  REQUIRE(dyn_kv_encode(&buf, 42, ev, 2) == DYN_OK);
+  dyn__buf_t buf;
+  dyn__buf_init(&buf);
+  REQUIRE(dyn__kv_encode(&buf, 42, ev, 2) == DYN_OK);
   uint8_t p[256];
   size_t n = buf.len;
   REQUIRE(n <= sizeof p);
@@ -252,15 +246,15 @@ static void test_corruption(void) {
   /* A REMOVED event cannot carry more hashes than bytes. */
   dyn_kv_hash_t h = 3;
   dyn_kv_event_t r = {.kind = DYN_KV_REMOVED, .removed = &h, .n_removed = 1};
-  dyn_kv_buf_t rb;
-  dyn_kv_buf_init(&rb);
-  dyn_kv_encode(&rb, 1, &r, 1);
+  dyn__buf_t rb;
+  dyn__buf_init(&rb);
+  dyn__kv_encode(&rb, 1, &r, 1);
   rb.data[26] = 2;
   CHECK_STATUS(dec(rb.data, rb.len, &why), DYN_EPROTO);
-  dyn_kv_buf_free(&rb);
+  dyn__buf_free(&rb);
   CHECK_STATUS(dyn_kv_decode(NULL, 5, NULL, NULL, NULL, &why), DYN_EINVAL);
   CHECK_STATUS(dyn_kv_decode(NULL, 0, NULL, NULL, NULL, &why), DYN_EPROTO);
-  dyn_kv_buf_free(&buf);
+  dyn__buf_free(&buf);
 }
 
 static int on_stop(void *ud, uint64_t worker, const dyn_kv_event_t *ev) {
@@ -272,37 +266,37 @@ static int on_stop(void *ud, uint64_t worker, const dyn_kv_event_t *ev) {
 static void test_callback_stops(void) {
   dyn_kv_event_t ev[3] = {{.kind = DYN_KV_CLEARED}, {.kind = DYN_KV_CLEARED},
                           {.kind = DYN_KV_CLEARED}};
-  dyn_kv_buf_t buf;
-  dyn_kv_buf_init(&buf);
-  dyn_kv_encode(&buf, 1, ev, 3);
+  dyn__buf_t buf;
+  dyn__buf_init(&buf);
+  dyn__kv_encode(&buf, 1, ev, 3);
   int n = 0;
   CHECK_STATUS(dyn_kv_decode(buf.data, buf.len, NULL, on_stop, &n, NULL), DYN_ECANCELED);
   CHECK_EQ_INT(n, 2);
-  dyn_kv_buf_free(&buf);
+  dyn__buf_free(&buf);
 }
 
 static void test_encode_rejects(void) {
-  dyn_kv_buf_t buf;
-  dyn_kv_buf_init(&buf);
+  dyn__buf_t buf;
+  dyn__buf_init(&buf);
   dyn_kv_event_t bad_kind = {.kind = (dyn_kv_event_kind_t)7};
   dyn_kv_event_t null_blocks = {.kind = DYN_KV_STORED, .n_blocks = 3};
   dyn_kv_event_t null_removed = {.kind = DYN_KV_REMOVED, .n_removed = 1};
-  CHECK_STATUS(dyn_kv_encode(&buf, 1, &bad_kind, 1), DYN_EINVAL);
-  CHECK_STATUS(dyn_kv_encode(&buf, 1, &null_blocks, 1), DYN_EINVAL);
-  CHECK_STATUS(dyn_kv_encode(&buf, 1, &null_removed, 1), DYN_EINVAL);
-  CHECK_STATUS(dyn_kv_encode(&buf, 1, NULL, 1), DYN_EINVAL);
-  CHECK_STATUS(dyn_kv_encode(NULL, 1, &bad_kind, 0), DYN_EINVAL);
+  CHECK_STATUS(dyn__kv_encode(&buf, 1, &bad_kind, 1), DYN_EINVAL);
+  CHECK_STATUS(dyn__kv_encode(&buf, 1, &null_blocks, 1), DYN_EINVAL);
+  CHECK_STATUS(dyn__kv_encode(&buf, 1, &null_removed, 1), DYN_EINVAL);
+  CHECK_STATUS(dyn__kv_encode(&buf, 1, NULL, 1), DYN_EINVAL);
+  CHECK_STATUS(dyn__kv_encode(NULL, 1, &bad_kind, 0), DYN_EINVAL);
   CHECK_EQ_INT(buf.len, 0);
   /* Unused fields are ignored: a CLEARED with blocks encodes as bare. */
   dyn_kv_block_t blk = {1, 2};
   dyn_kv_event_t cl = {.kind = DYN_KV_CLEARED, .has_parent = 1, .blocks = &blk, .n_blocks = 1};
-  CHECK_STATUS(dyn_kv_encode(&buf, 1, &cl, 1), DYN_OK);
+  CHECK_STATUS(dyn__kv_encode(&buf, 1, &cl, 1), DYN_OK);
   CHECK_EQ_INT(buf.len, DYN_KV_WIRE_HEADER + DYN_KV_WIRE_EVENT);
-  CHECK_STATUS(dyn_kv_encode(&buf, 1, NULL, 0), DYN_OK); /* an empty batch */
+  CHECK_STATUS(dyn__kv_encode(&buf, 1, NULL, 0), DYN_OK); /* an empty batch */
   const char *why;
   CHECK_STATUS(dec(buf.data + DYN_KV_WIRE_HEADER + DYN_KV_WIRE_EVENT, DYN_KV_WIRE_HEADER, &why),
                DYN_OK);
-  dyn_kv_buf_free(&buf);
+  dyn__buf_free(&buf);
 }
 
 int main(void) {

@@ -14,7 +14,7 @@
  */
 #include "dynamo/llm/kv.h"
 #include "harness.h"
-#include "llm/kv/map.h"
+#include "common/map.h"
 
 static uint64_t rng;
 static uint64_t rnd(void) {
@@ -26,42 +26,6 @@ static uint64_t rnd(void) {
 static size_t below(size_t n) { return n ? (size_t)(rnd() % n) : 0; }
 
 #define SEED DYN_KV_DEFAULT_SEED
-
-/* ---- the map the reference uses, checked against a naive model -------- */
-
-static void test_map(void) {
-  enum { N = 600 };
-  uint64_t keys[N];
-  int present[N] = {0};
-  dyn__kv_map_t m;
-  dyn__kv_map_init(&m);
-  for (int i = 0; i < N; i++) keys[i] = i < 4 ? (uint64_t)i : rnd() & 0xffff; /* 0 is a key */
-  int bad = 0;
-  for (int step = 0; step < 200000; step++) {
-    int i = (int)below(N);
-    if (rnd() & 1) {
-      if (dyn__kv_map_put(&m, keys[i], &keys[i])) bad++;
-      for (int j = 0; j < N; j++) /* equal keys share an entry */
-        if (keys[j] == keys[i]) present[j] = i + 1;
-    } else {
-      void *v = dyn__kv_map_del(&m, keys[i]);
-      if ((v != NULL) != (present[i] != 0)) bad++;
-      for (int j = 0; j < N; j++)
-        if (keys[j] == keys[i]) present[j] = 0;
-    }
-    if (step % 1000 == 0) {
-      size_t n = 0;
-      for (int j = 0; j < N; j++) {
-        void *v = dyn__kv_map_get(&m, keys[j]);
-        if (present[j] ? v != &keys[present[j] - 1] : v != NULL) bad++;
-      }
-      for (size_t s = 0; s < dyn__kv_map_cap(&m); s++) n += m.slots[s].val != NULL;
-      if (n != m.n) bad++;
-    }
-  }
-  CHECK_EQ_INT(bad, 0);
-  dyn__kv_map_free(&m);
-}
 
 /* ---- the block universe ------------------------------------------------- */
 
@@ -76,7 +40,7 @@ typedef struct prompt {
 
 static prompt_t prompts[MAX_PROMPTS];
 static size_t nprompts;
-static dyn__kv_map_t parent_of; /* seq -> (prompt index, position) + 1, packed */
+static dyn__map_t parent_of; /* seq -> (prompt index, position) + 1, packed */
 
 static dyn_kv_hash_t small_local(void) {
   /* A small alphabet: the same local hash recurs under many parents. */
@@ -85,7 +49,7 @@ static dyn_kv_hash_t small_local(void) {
 }
 
 static void make_prompts(void) {
-  dyn__kv_map_init(&parent_of);
+  dyn__map_init(&parent_of);
   nprompts = MAX_PROMPTS;
   for (size_t i = 0; i < nprompts; i++) {
     prompt_t *p = &prompts[i];
@@ -100,7 +64,7 @@ static void make_prompts(void) {
     for (size_t k = 0; k < p->len; k++) {
       p->seq[k] = k ? dyn_kv_hash_chain(p->seq[k - 1], p->local[k], SEED) : p->local[k];
       uintptr_t where = ((uintptr_t)i << 8 | k) + 1;
-      dyn__kv_map_put(&parent_of, p->seq[k], (void *)where);
+      dyn__map_put(&parent_of, p->seq[k], (void *)where);
     }
   }
 }
@@ -108,7 +72,7 @@ static void make_prompts(void) {
 /* The seq hash of the parent of block seq (which must be known); 0 and
  * *root set for a root. */
 static dyn_kv_hash_t parent_seq(dyn_kv_hash_t seq, int *root) {
-  uintptr_t where = (uintptr_t)dyn__kv_map_get(&parent_of, seq) - 1;
+  uintptr_t where = (uintptr_t)dyn__map_get(&parent_of, seq) - 1;
   size_t k = where & 0xff;
   *root = k == 0;
   return k ? prompts[where >> 8].seq[k - 1] : 0;
@@ -122,7 +86,7 @@ typedef struct ref_worker {
   uint64_t id;
   int live;
   int known; /* has stored something: the indexer knows it */
-  dyn__kv_map_t set;     /* seq -> index in held + 1 */
+  dyn__map_t set;     /* seq -> index in held + 1 */
   dyn_kv_hash_t *held;   /* for drawing a random block */
   size_t n, cap;
 } ref_worker_t;
@@ -130,7 +94,7 @@ typedef struct ref_worker {
 static ref_worker_t ref[MAX_WORKERS];
 
 static int ref_has(const ref_worker_t *w, dyn_kv_hash_t s) {
-  return dyn__kv_map_get(&w->set, s) != NULL;
+  return dyn__map_get(&w->set, s) != NULL;
 }
 
 static void ref_add(ref_worker_t *w, dyn_kv_hash_t s) {
@@ -140,21 +104,21 @@ static void ref_add(ref_worker_t *w, dyn_kv_hash_t s) {
     w->held = realloc(w->held, w->cap * sizeof *w->held);
   }
   w->held[w->n] = s;
-  dyn__kv_map_put(&w->set, s, (void *)(uintptr_t)(++w->n));
+  dyn__map_put(&w->set, s, (void *)(uintptr_t)(++w->n));
 }
 
 static void ref_del(ref_worker_t *w, dyn_kv_hash_t s) {
-  uintptr_t i = (uintptr_t)dyn__kv_map_del(&w->set, s);
+  uintptr_t i = (uintptr_t)dyn__map_del(&w->set, s);
   if (!i) return;
   dyn_kv_hash_t last = w->held[--w->n];
   if (i - 1 != w->n) {
     w->held[i - 1] = last;
-    dyn__kv_map_put(&w->set, last, (void *)i);
+    dyn__map_put(&w->set, last, (void *)i);
   }
 }
 
 static void ref_clear(ref_worker_t *w) {
-  dyn__kv_map_clear(&w->set);
+  dyn__map_clear(&w->set);
   w->n = 0;
 }
 
@@ -274,15 +238,15 @@ static void query_and_compare(run_t *r) {
 
 /* Nodes the tree must have: blocks any worker holds and their ancestors. */
 static size_t expected_nodes(const run_t *r) {
-  dyn__kv_map_t seen;
-  dyn__kv_map_init(&seen);
+  dyn__map_t seen;
+  dyn__map_init(&seen);
   for (size_t i = 0; i < r->workers; i++) {
     if (!ref[i].live) continue;
     for (size_t k = 0; k < ref[i].n; k++) {
       dyn_kv_hash_t s = ref[i].held[k];
       int root = 0;
-      while (!dyn__kv_map_get(&seen, s)) {
-        dyn__kv_map_put(&seen, s, &seen);
+      while (!dyn__map_get(&seen, s)) {
+        dyn__map_put(&seen, s, &seen);
         dyn_kv_hash_t ps = parent_seq(s, &root);
         if (root) break;
         s = ps;
@@ -290,7 +254,7 @@ static size_t expected_nodes(const run_t *r) {
     }
   }
   size_t n = seen.n;
-  dyn__kv_map_free(&seen);
+  dyn__map_free(&seen);
   return n;
 }
 
@@ -319,7 +283,7 @@ static void stream(size_t workers, size_t events, size_t every) {
   r.workers = workers;
   REQUIRE(dyn_kv_indexer_create(&r.ix) == DYN_OK);
   for (size_t i = 0; i < workers; i++) {
-    dyn__kv_map_init(&ref[i].set);
+    dyn__map_init(&ref[i].set);
     new_worker(&r, &ref[i]);
   }
   for (r.events = 0; r.events < events; r.events++) {
@@ -363,7 +327,7 @@ static void stream(size_t workers, size_t events, size_t every) {
   CHECK(r.queries > 0 && r.dropped_expected > 0 && r.stores_with_parent > 0);
   dyn_kv_indexer_destroy(r.ix);
   for (size_t i = 0; i < workers; i++) {
-    dyn__kv_map_free(&ref[i].set);
+    dyn__map_free(&ref[i].set);
     free(ref[i].held);
     memset(&ref[i], 0, sizeof ref[i]);
   }
@@ -457,11 +421,10 @@ int main(void) {
   uint64_t seed = env ? strtoull(env, NULL, 0) : 20261127;
   printf("seed %" PRIu64 " (DYN_TEST_SEED overrides)\n", seed);
   rng = seed;
-  test_map();
   test_basics();
   make_prompts();
   stream(8, 200000, 500);  /* one bitset word */
   stream(100, 40000, 400); /* slots past 64: the multi-word path */
-  dyn__kv_map_free(&parent_of);
+  dyn__map_free(&parent_of);
   TEST_END();
 }

@@ -135,25 +135,6 @@ static void test_errors(void) {
   CHECK_EQ_INT(dyn__oai_upstream_status(DYN_ENOINSTANCE, "no live instance", &shown), 503);
 }
 
-static void test_escape(void) {
-  const char s[] = "a\"b\\c\nd\te\x01\x1f" "\xc3\xa9 \xe2\x82\xac";
-  dyn__buf_t b;
-  dyn__buf_init(&b);
-  CHECK_STATUS(dyn__oai_append_json_string(&b, s, sizeof s - 1), DYN_OK);
-  json_t *v = json_loadb((const char *)b.data, b.len, JSON_DECODE_ANY, NULL);
-  REQUIRE(v);
-  CHECK_EQ_INT((int)json_string_length(v), (int)(sizeof s - 1));
-  CHECK(!memcmp(json_string_value(v), s, sizeof s - 1));
-  json_decref(v);
-  /* A NUL inside text survives as \u0000. */
-  b.len = 0;
-  CHECK_STATUS(dyn__oai_append_json_string(&b, "x\0y", 3), DYN_OK);
-  v = json_loadb((const char *)b.data, b.len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
-  CHECK(v && json_string_length(v) == 3);
-  json_decref(v);
-  dyn__buf_free(&b);
-}
-
 /* Splits "data: {json}\n\n" events, checks the framing, returns them. */
 static json_t *events(const dyn__buf_t *b) {
   json_t *out = json_array();
@@ -262,7 +243,6 @@ int main(void) {
   test_chat_validation();
   test_completion_validation();
   test_errors();
-  test_escape();
   test_chat_chunks();
   test_completion_chunks();
   test_responses();

@@ -2,7 +2,9 @@
  * token counts and reproducible tokens, EOS, a cached prefix cutting time
  * to first token (and its KV events), continuous batching with a slot
  * limit, cancellation, decode steps slowing with the batch, requests that
- * wait for (or are preempted for) KV blocks, and destroy. Times are real
+ * wait for (or are preempted for) KV blocks, and destroy; all through the
+ * engine interface, opened by name, which refuses names it does not know.
+ * Times are real
  * (uv_hrtime) with sped-up timing so the whole test takes well under 2 s. */
 #include "harness.h"
 #include "dynamo/llm/engine.h"
@@ -57,8 +59,8 @@ static const dyn_engine_callbacks_t cbs = {on_tokens, on_done};
 static dyn_engine_t *engine(uv_loop_t *loop, const dyn_engine_options_t *o) {
   dyn_engine_t *e = NULL;
   const char *why = NULL;
-  int rc = dyn_engine_create(loop, o, &e, &why);
-  if (rc) fprintf(stderr, "dyn_engine_create: %s (%s)\n", dyn_strerror(rc), why ? why : "");
+  int rc = dyn_engine_open(loop, "sim", o, &e, &why);
+  if (rc) fprintf(stderr, "dyn_engine_open: %s (%s)\n", dyn_strerror(rc), why ? why : "");
   return e;
 }
 
@@ -447,6 +449,31 @@ static void test_destroy_and_options(uv_loop_t *loop) {
   CHECK_EQ_INT(uv_loop_alive(loop), 0);
 }
 
+/* dyn_engine_open: "sim" and NULL give the simulated engine; an unknown
+ * name is refused with a message naming it and the known engines. */
+static void test_open_by_name(uv_loop_t *loop) {
+  dyn_engine_t *e = NULL;
+  const char *why = NULL;
+  CHECK_STATUS(dyn_engine_open(loop, NULL, NULL, &e, &why), DYN_OK);
+  REQUIRE(e);
+  CHECK_EQ_STR(dyn_engine_name(e), "sim");
+  finish_engine(loop, e);
+  e = NULL;
+  CHECK_STATUS(dyn_engine_open(loop, "llama.cpp", NULL, &e, &why), DYN_EINVAL);
+  CHECK(e == NULL);
+  CHECK_MSG(why && strstr(why, "unknown engine \"llama.cpp\"") && strstr(why, "sim"), "%s",
+            why ? why : "(no message)");
+  CHECK_STATUS(dyn_engine_open(loop, "", NULL, &e, &why), DYN_EINVAL);
+  CHECK_MSG(why && strstr(why, "unknown engine \"\""), "%s", why ? why : "(no message)");
+  /* The engine's own checks come through. */
+  dyn_engine_options_t o;
+  dyn_engine_options_init(&o);
+  o.speedup = -1;
+  CHECK_STATUS(dyn_engine_open(loop, "sim", &o, &e, &why), DYN_EINVAL);
+  CHECK(why && strstr(why, "speedup"));
+  CHECK(e == NULL);
+}
+
 int main(void) {
   h_init("sim_engine");
   uint64_t t0 = uv_hrtime();
@@ -460,6 +487,7 @@ int main(void) {
   test_decode_scaling(&loop);
   test_blocks_run_out(&loop);
   test_destroy_and_options(&loop);
+  test_open_by_name(&loop);
   CHECK_EQ_INT(uv_loop_close(&loop), 0);
   printf("test_sim_engine: %.0f ms\n", ms(uv_hrtime() - t0));
   TEST_END();

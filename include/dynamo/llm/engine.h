@@ -1,10 +1,16 @@
-/* dynamo/llm/engine.h - a simulated LLM engine: no GPU, no model, vLLM's
- * timing and KV-cache behaviour.
+/* dynamo/llm/engine.h - the LLM engine behind a Worker, and the simulated
+ * engine: no GPU, no model, vLLM's timing and KV-cache behaviour.
  *
- * It exists so that KV-aware routing can be tested and benchmarked on any
- * machine. Like vLLM it keeps a paged KV cache of num_blocks blocks of
- * block_size tokens with automatic prefix caching and LRU eviction, and
- * runs continuous batching: each step admits waiting requests (FIFO, while
+ * Every engine is driven through the same calls: submit, cancel, per-step
+ * token callbacks, load metrics, KV events. dyn_engine_open creates one by
+ * name (a Worker's `engine:` setting); the rest of this header applies to
+ * any engine. The simulated engine ("sim", dyn_engine_create) is described
+ * here; its options are dyn_engine_options_t.
+ *
+ * The simulated engine exists so that KV-aware routing can be tested and
+ * benchmarked on any machine. Like vLLM it keeps a paged KV cache of
+ * num_blocks blocks of block_size tokens with automatic prefix caching and
+ * LRU eviction, and runs continuous batching: each step admits waiting requests (FIFO, while
  * a slot and the KV blocks for the prompt are free), prefills them, and
  * decodes one token for every running sequence. A step lasts what the
  * timing model says, divided by speedup:
@@ -128,7 +134,18 @@ typedef struct dyn_engine_metrics {
   uint64_t steps;            /* steps run */
 } dyn_engine_metrics_t;
 
-/* Creates an idle engine on loop. opts NULL: defaults. DYN_EINVAL for a
+/* Creates an idle engine of the kind called name on loop: "sim" (the
+ * simulated engine below; NULL means "sim"). opts NULL: defaults. An
+ * unknown name is DYN_EINVAL with *why (if not NULL) naming it and the
+ * known ones (valid until the next call on this thread); otherwise as the
+ * engine's own create. */
+DYN_EXTERN int dyn_engine_open(uv_loop_t *loop, const char *name, const dyn_engine_options_t *opts,
+                    dyn_engine_t **out, const char **why);
+
+/* The name an engine was opened by ("sim"). */
+DYN_EXTERN const char *dyn_engine_name(const dyn_engine_t *e);
+
+/* Creates an idle simulated engine on loop. opts NULL: defaults. DYN_EINVAL for a
  * zero size or count, vocab_size not above min_token_id + 1, a speedup
  * that is not positive, or a negative or non-finite time or probability,
  * with *why (if not NULL) pointed at a static sentence naming it;

@@ -10,7 +10,8 @@
  *    block's name includes its whole prefix (dyn_kv_hash_blocks);
  *  - events: what a worker tells routers about its cache (blocks stored,
  *    blocks removed, all cleared), and the binary wire format that carries
- *    a batch of them over the pub/sub bus (dyn_kv_encode / dyn_kv_decode);
+ *    a batch of them over the pub/sub bus (a worker encodes with dyn__kv_encode,
+ *    src/llm/kv/encode.h; dyn_kv_decode);
  *  - the indexer: a radix tree of blocks fed by every worker's events that
  *    answers "how many leading blocks of this prompt does each worker hold"
  *    (dyn_kv_indexer_*);
@@ -100,27 +101,8 @@ typedef struct dyn_kv_event {
 #define DYN_KV_WIRE_HEADER 16u
 #define DYN_KV_WIRE_EVENT 14u
 
-/* A growable byte buffer that the encoder appends to. Zero it (or call
- * dyn_kv_buf_init) before first use; free it with dyn_kv_buf_free. */
-typedef struct dyn_kv_buf {
-  uint8_t *data;
-  size_t len;
-  size_t cap;
-} dyn_kv_buf_t;
-
-DYN_EXTERN void dyn_kv_buf_init(dyn_kv_buf_t *b);
-DYN_EXTERN void dyn_kv_buf_free(dyn_kv_buf_t *b);
-
 /* Bytes dyn_kv_encode would append for these events (no validation). */
 DYN_EXTERN size_t dyn_kv_encoded_size(const dyn_kv_event_t *events, size_t n_events);
-
-/* Appends one batch (worker_id, events) to out. Fields a kind does not use
- * are ignored (has_parent/blocks outside STORED, removed outside REMOVED).
- * DYN_EINVAL: out NULL, events NULL with n_events > 0, an unknown kind, a
- * NULL array with a non-zero count, or more than UINT32_MAX events/blocks;
- * DYN_ENOMEM. On error out->len is unchanged. */
-DYN_EXTERN int dyn_kv_encode(dyn_kv_buf_t *out, uint64_t worker_id, const dyn_kv_event_t *events,
-                  size_t n_events);
 
 /* Called once per decoded event, in order. ev and its arrays are valid only
  * during the call. A non-zero return stops decoding and is returned by

@@ -135,7 +135,7 @@ static int32_t take_block(dyn__kv_cache_t *c, int *rc) {
   if (i == NIL && (i = c->lru_head) != NIL) {
     dyn__kv_blk_t *v = blk_of(c, i);
     lru_unlink(c, i);
-    dyn__kv_map_del(&c->map, v->seq_hash);
+    dyn__map_del(&c->map, v->seq_hash);
     v->registered = 0;
     c->n_registered--;
     c->evictions++;
@@ -176,7 +176,7 @@ int dyn__kv_cache_init(dyn__kv_cache_t *c, uint32_t num_blocks, uint32_t block_s
   c->block_size = block_size;
   c->seed = seed;
   c->next_event_id = 1;
-  dyn__kv_map_init(&c->map);
+  dyn__map_init(&c->map);
   c->free_head = c->lru_head = c->lru_tail = NIL;
   /* Pushed in reverse, so block 0 is handed out first (easier to read). */
   for (int32_t i = (int32_t)num_blocks - 1; i >= 0; i--) free_push(c, i);
@@ -184,7 +184,7 @@ int dyn__kv_cache_init(dyn__kv_cache_t *c, uint32_t num_blocks, uint32_t block_s
 }
 
 void dyn__kv_cache_free(dyn__kv_cache_t *c) {
-  dyn__kv_map_free(&c->map);
+  dyn__map_free(&c->map);
   free(c->blk);
   free(c->pend);
   free(c->stored);
@@ -219,7 +219,7 @@ size_t dyn__kv_cache_match(const dyn__kv_cache_t *c, const uint32_t *tokens, siz
   dyn_kv_hash_t parent = 0, local;
   for (; m < full; m++) {
     parent = block_hash(c, tokens, m, parent, &local);
-    if (!dyn__kv_map_get(&c->map, parent)) break;
+    if (!dyn__map_get(&c->map, parent)) break;
   }
   return m;
 }
@@ -233,7 +233,7 @@ int dyn__kv_cache_admit(dyn__kv_cache_t *c, dyn__kv_seq_t *s, const uint32_t *to
    * does not fit leaves the pool exactly as it was. */
   for (; m < full; m++) {
     dyn_kv_hash_t h = block_hash(c, tokens, m, parent, &local);
-    dyn__kv_blk_t *b = dyn__kv_map_get(&c->map, h);
+    dyn__kv_blk_t *b = dyn__map_get(&c->map, h);
     if (!b) break;
     s->blocks[m] = (uint32_t)idx_of(c, b);
     if (!b->ref) idle++;
@@ -274,7 +274,7 @@ static int store_block(dyn__kv_cache_t *c, dyn__kv_seq_t *s, size_t i, dyn_kv_ha
     (*run)->parent = i > 0 ? s->parent : 0;
     (*run)->off = c->n_stored;
   }
-  if (dyn__kv_map_put(&c->map, h, b)) return DYN_ENOMEM;
+  if (dyn__map_put(&c->map, h, b)) return DYN_ENOMEM;
   b->seq_hash = h;
   b->local_hash = local;
   b->registered = 1;
@@ -293,7 +293,7 @@ int dyn__kv_cache_commit(dyn__kv_cache_t *c, dyn__kv_seq_t *s, const uint32_t *t
   dyn__kv_pend_t *run = NULL;
   for (size_t i = s->n_stored; i < full; i++) {
     dyn_kv_hash_t local, h = block_hash(c, tokens, i, s->parent, &local);
-    dyn__kv_blk_t *dup = dyn__kv_map_get(&c->map, h);
+    dyn__kv_blk_t *dup = dyn__map_get(&c->map, h);
     if (dup) {
       int32_t mine = (int32_t)s->blocks[i];
       ref_block(c, idx_of(c, dup));
@@ -326,7 +326,7 @@ int dyn__kv_cache_reset(dyn__kv_cache_t *c) {
     lru_unlink(c, i);
     free_push(c, i);
   }
-  dyn__kv_map_clear(&c->map);
+  dyn__map_clear(&c->map);
   c->n_registered = 0;
   return pend_new(c, DYN_KV_CLEARED) ? DYN_OK : DYN_ENOMEM;
 }

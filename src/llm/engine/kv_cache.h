@@ -21,7 +21,7 @@
 #include <stdint.h>
 
 #include "dynamo/llm/kv.h"
-#include "llm/kv/map.h"
+#include "common/map.h"
 
 /* Not an error: the pool lacks blocks right now and the caller should wait
  * (a positive value, so it never collides with a dynamo/status.h code). */
@@ -52,7 +52,7 @@ typedef struct dyn__kv_cache {
   dyn__kv_blk_t *blk;
   uint32_t num_blocks, block_size;
   uint64_t seed;
-  dyn__kv_map_t map; /* seq hash -> dyn__kv_blk_t * (registered blocks) */
+  dyn__map_t map; /* seq hash -> dyn__kv_blk_t * (registered blocks) */
   int32_t free_head; /* singly linked through next */
   int32_t lru_head, lru_tail; /* head: least recently used */
   uint32_t n_free, n_lru, n_used, n_registered;

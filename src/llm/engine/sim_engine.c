@@ -1,5 +1,8 @@
 /* sim_engine.c - the simulated LLM engine: continuous batching and a timing
- * model over the paged KV cache (see dynamo/llm/engine.h).
+ * model over the paged KV cache (see dynamo/llm/engine.h). It is one
+ * implementation of the engine interface (llm/engine/engine.h): its
+ * handles begin with the interface's, and sim_ops, at the end, is its
+ * table of operations; dyn_engine_open("sim") reaches dyn_engine_create.
  *
  * One libuv timer drives the steps. A step is planned when the previous one
  * ends (admission, preemption, KV allocation: evictions happen here), and
@@ -24,15 +27,20 @@
 #include <string.h>
 
 #include "dynamo/status.h"
+#include "llm/engine/engine.h"
 #include "llm/engine/kv_cache.h"
+
+typedef struct sim sim_t;
+typedef struct sim_seq sim_seq_t;
 
 enum { S_WAITING, S_RUNNING, S_DONE };
 enum { B_NONE, B_PREFILL, B_DECODE };
 
-struct dyn_engine_seq {
-  dyn_engine_t *e;
-  dyn_engine_seq_t *prev, *next; /* in e->waiting or e->running */
-  dyn_engine_seq_t *dead_next;
+struct sim_seq {
+  dyn_engine_seq_t base; /* first: what the interface hands out */
+  sim_t *e;
+  sim_seq_t *prev, *next; /* in e->waiting or e->running */
+  sim_seq_t *dead_next;
   int state, in_batch, admitted;
   uint32_t *tokens; /* prompt, then generated; room for all of them */
   size_t n_tokens, n_prompt, n_generated, cached_tokens;
@@ -45,18 +53,19 @@ struct dyn_engine_seq {
 };
 
 typedef struct seq_list {
-  dyn_engine_seq_t *head, *tail;
+  sim_seq_t *head, *tail;
   uint32_t n;
 } seq_list_t;
 
-struct dyn_engine {
+struct sim {
+  dyn_engine_t base; /* first: what the interface hands out */
   uv_timer_t timer;
   dyn_engine_options_t o;
   dyn__kv_cache_t kv;
   seq_list_t waiting, running;
-  dyn_engine_seq_t **batch; /* the step in flight: max_num_seqs entries */
+  sim_seq_t **batch; /* the step in flight: max_num_seqs entries */
   size_t n_batch;
-  dyn_engine_seq_t *dead; /* ended during a step, freed after it */
+  sim_seq_t *dead; /* ended during a step, freed after it */
   int busy;               /* a step is in flight, ending at step_end */
   int kicked;             /* idle, timer armed to plan a step */
   int closing;
@@ -76,7 +85,7 @@ static uint64_t splitmix64(uint64_t *x) {
   return z ^ (z >> 31);
 }
 
-static void list_push(seq_list_t *l, dyn_engine_seq_t *s, int front) {
+static void list_push(seq_list_t *l, sim_seq_t *s, int front) {
   s->prev = front ? NULL : l->tail;
   s->next = front ? l->head : NULL;
   if (front) {
@@ -91,7 +100,7 @@ static void list_push(seq_list_t *l, dyn_engine_seq_t *s, int front) {
   l->n++;
 }
 
-static void list_unlink(seq_list_t *l, dyn_engine_seq_t *s) {
+static void list_unlink(seq_list_t *l, sim_seq_t *s) {
   if (s->prev) s->prev->next = s->next;
   else l->head = s->next;
   if (s->next) s->next->prev = s->prev;
@@ -100,14 +109,14 @@ static void list_unlink(seq_list_t *l, dyn_engine_seq_t *s) {
   l->n--;
 }
 
-static void seq_free(dyn_engine_seq_t *s) {
+static void seq_free(sim_seq_t *s) {
   dyn__kv_seq_free(&s->kv);
   free(s->tokens);
   free(s);
 }
 
 static void forward_events(const dyn_kv_event_t *ev, size_t n, void *ud) {
-  dyn_engine_t *e = ud;
+  sim_t *e = ud;
   if (e->sink) e->sink(ev, n, e->sink_ud);
 }
 
@@ -165,12 +174,12 @@ static const char *check_options(const dyn_engine_options_t *o) {
 
 /* Ends s: out of its list, KV references dropped, on_done; the memory goes
  * now, or after the step if the step in flight still points at it. */
-static void finish(dyn_engine_seq_t *s, dyn_engine_finish_t reason) {
-  dyn_engine_t *e = s->e;
+static void finish(sim_seq_t *s, dyn_engine_finish_t reason) {
+  sim_t *e = s->e;
   list_unlink(s->state == S_RUNNING ? &e->running : &e->waiting, s);
   s->state = S_DONE;
   dyn__kv_cache_release(&e->kv, &s->kv);
-  if (s->cb.on_done) s->cb.on_done(s, reason, s->ud);
+  if (s->cb.on_done) s->cb.on_done(&s->base, reason, s->ud);
   if (s->in_batch) {
     s->dead_next = e->dead;
     e->dead = s;
@@ -179,15 +188,16 @@ static void finish(dyn_engine_seq_t *s, dyn_engine_finish_t reason) {
   }
 }
 
-void dyn_engine_cancel(dyn_engine_seq_t *s) {
-  if (!s || s->state == S_DONE) return;
+static void sim_cancel(dyn_engine_seq_t *seq) {
+  sim_seq_t *s = (sim_seq_t *)seq;
+  if (s->state == S_DONE) return;
   finish(s, DYN_ENGINE_CANCELLED);
 }
 
 /* Frees the running sequence's blocks and requeues it first in line; its
  * tokens so far are recomputed (often from the prefix cache) when it is
  * admitted again. */
-static void preempt(dyn_engine_t *e, dyn_engine_seq_t *s) {
+static void preempt(sim_t *e, sim_seq_t *s) {
   list_unlink(&e->running, s);
   dyn__kv_cache_release(&e->kv, &s->kv);
   s->state = S_WAITING;
@@ -198,9 +208,9 @@ static void preempt(dyn_engine_t *e, dyn_engine_seq_t *s) {
 /* ---- planning a step ------------------------------------------------------ */
 
 /* Blocks the running sequences need for this step's decode. */
-static size_t decode_need(dyn_engine_t *e) {
+static size_t decode_need(sim_t *e) {
   size_t need = 0;
-  for (dyn_engine_seq_t *s = e->running.head; s; s = s->next) {
+  for (sim_seq_t *s = e->running.head; s; s = s->next) {
     size_t want = dyn__kv_blocks_for(&e->kv, s->n_tokens);
     if (want > s->kv.n_blocks) need += want - s->kv.n_blocks;
   }
@@ -209,13 +219,13 @@ static size_t decode_need(dyn_engine_t *e) {
 
 /* Gives every running sequence its block for this step, preempting the
  * newest while they do not all fit. 1 if anything was preempted. */
-static int plan_decode(dyn_engine_t *e, size_t *n_decode) {
+static int plan_decode(sim_t *e, size_t *n_decode) {
   int preempted = 0;
   while (e->running.n && decode_need(e) > dyn__kv_cache_available(&e->kv)) {
     preempt(e, e->running.tail);
     preempted = 1;
   }
-  for (dyn_engine_seq_t *s = e->running.head; s; s = s->next) {
+  for (sim_seq_t *s = e->running.head; s; s = s->next) {
     (void)dyn__kv_cache_grow(&e->kv, &s->kv, s->n_tokens); /* fits: checked */
     s->in_batch = B_DECODE;
     e->batch[e->n_batch++] = s;
@@ -226,10 +236,10 @@ static int plan_decode(dyn_engine_t *e, size_t *n_decode) {
 
 /* Admits waiting requests in order while a slot, the blocks and the prefill
  * token budget allow; returns the uncached tokens to prefill. */
-static size_t plan_prefill(dyn_engine_t *e, size_t *n_prefill) {
+static size_t plan_prefill(sim_t *e, size_t *n_prefill) {
   size_t uncached_total = 0;
   while (e->waiting.head && e->running.n < e->o.max_num_seqs) {
-    dyn_engine_seq_t *s = e->waiting.head;
+    sim_seq_t *s = e->waiting.head;
     size_t bs = e->o.block_size;
     if (*n_prefill) { /* the first admission always runs, however long */
       size_t hit = dyn__kv_cache_match(&e->kv, s->tokens, s->n_tokens) * bs;
@@ -262,7 +272,7 @@ static size_t plan_prefill(dyn_engine_t *e, size_t *n_prefill) {
 }
 
 /* Plans the step starting at start (ns); busy says whether there is one. */
-static void plan_step(dyn_engine_t *e, uint64_t start) {
+static void plan_step(sim_t *e, uint64_t start) {
   size_t n_decode = 0, n_prefill = 0, uncached = 0;
   e->n_batch = 0;
   /* As vLLM: no admission in a step that had to preempt. */
@@ -278,7 +288,7 @@ static void plan_step(dyn_engine_t *e, uint64_t start) {
 
 /* ---- delivering a step ---------------------------------------------------- */
 
-static uint32_t next_token(dyn_engine_t *e, dyn_engine_seq_t *s, int *eos) {
+static uint32_t next_token(sim_t *e, sim_seq_t *s, int *eos) {
   const dyn_engine_options_t *o = &e->o;
   /* Both draws always happen, so ignore_eos does not change the tokens. */
   double u = (double)(splitmix64(&s->rng) >> 11) * 0x1.0p-53;
@@ -288,7 +298,7 @@ static uint32_t next_token(dyn_engine_t *e, dyn_engine_seq_t *s, int *eos) {
   return t;
 }
 
-static void deliver_one(dyn_engine_t *e, dyn_engine_seq_t *s) {
+static void deliver_one(sim_t *e, sim_seq_t *s) {
   int eos;
   uint32_t t = next_token(e, s, &eos);
   if (eos) {
@@ -298,29 +308,29 @@ static void deliver_one(dyn_engine_t *e, dyn_engine_seq_t *s) {
   s->tokens[s->n_tokens++] = t;
   s->n_generated++;
   e->m.generated_tokens++;
-  if (s->cb.on_tokens) s->cb.on_tokens(s, &t, 1, s->ud);
+  if (s->cb.on_tokens) s->cb.on_tokens(&s->base, &t, 1, s->ud);
   if (s->state == S_RUNNING && s->n_generated >= s->max_tokens) finish(s, DYN_ENGINE_LENGTH);
 }
 
 /* The step's sequences leave the batch; those that ended during it (kept
  * alive because the batch still pointed at them) are freed now. */
-static void end_batch(dyn_engine_t *e) {
+static void end_batch(sim_t *e) {
   for (size_t i = 0; i < e->n_batch; i++) e->batch[i]->in_batch = B_NONE;
   e->n_batch = 0;
   while (e->dead) {
-    dyn_engine_seq_t *s = e->dead;
+    sim_seq_t *s = e->dead;
     e->dead = s->dead_next;
     seq_free(s);
   }
 }
 
-static void complete_step(dyn_engine_t *e) {
+static void complete_step(sim_t *e) {
   e->m.steps++;
   /* KV first: the blocks this step filled are stored, and the step's
    * events (evictions from planning too) go out before its tokens, so a
    * router hears of a prefix no later than the client sees output. */
   for (size_t i = 0; i < e->n_batch; i++) {
-    dyn_engine_seq_t *s = e->batch[i];
+    sim_seq_t *s = e->batch[i];
     if (s->state == S_RUNNING &&
         dyn__kv_cache_commit(&e->kv, &s->kv, s->tokens, s->n_tokens) == DYN_ENOMEM)
       finish(s, DYN_ENGINE_ERROR);
@@ -334,7 +344,7 @@ static void complete_step(dyn_engine_t *e) {
 static void on_timer(uv_timer_t *t);
 
 /* Arms the timer for the step's end (ms granularity, rounded up). */
-static void arm(dyn_engine_t *e) {
+static void arm(sim_t *e) {
   if (!e->busy) return;
   uint64_t now = uv_hrtime();
   uint64_t ms = e->step_end > now ? (e->step_end - now + 999999) / 1000000 : 0;
@@ -343,7 +353,7 @@ static void arm(dyn_engine_t *e) {
 }
 
 static void on_timer(uv_timer_t *t) {
-  dyn_engine_t *e = t->data;
+  sim_t *e = t->data;
   uint64_t now = uv_hrtime();
   if (e->kicked) {
     e->kicked = 0;
@@ -358,7 +368,9 @@ static void on_timer(uv_timer_t *t) {
   arm(e);
 }
 
-/* ---- public API ----------------------------------------------------------- */
+/* ---- the engine interface (llm/engine/engine.h) -------------------------- */
+
+static const dyn__engine_ops_t sim_ops;
 
 int dyn_engine_create(uv_loop_t *loop, const dyn_engine_options_t *opts,
                       dyn_engine_t **out, const char **why) {
@@ -376,8 +388,9 @@ int dyn_engine_create(uv_loop_t *loop, const dyn_engine_options_t *opts,
     if (why) *why = bad;
     return DYN_EINVAL;
   }
-  dyn_engine_t *e = calloc(1, sizeof *e);
+  sim_t *e = calloc(1, sizeof *e);
   if (!e) return DYN_ENOMEM;
+  e->base.ops = &sim_ops;
   e->o = *opts;
   e->batch = calloc(opts->max_num_seqs, sizeof *e->batch);
   int rc = e->batch ? dyn__kv_cache_init(&e->kv, opts->num_blocks, opts->block_size,
@@ -392,18 +405,19 @@ int dyn_engine_create(uv_loop_t *loop, const dyn_engine_options_t *opts,
   e->rng = opts->seed ^ 0x5eed5eed5eed5eedull;
   uv_timer_init(loop, &e->timer);
   e->timer.data = e;
-  *out = e;
+  *out = &e->base;
   return DYN_OK;
 }
 
 static void on_closed(uv_handle_t *h) {
-  dyn_engine_t *e = h->data;
+  sim_t *e = h->data;
   free(e->batch);
   free(e);
 }
 
-void dyn_engine_destroy(dyn_engine_t *e) {
-  if (!e || e->closing) return;
+static void sim_destroy(dyn_engine_t *engine) {
+  sim_t *e = (sim_t *)engine;
+  if (e->closing) return;
   e->closing = 1;
   while (e->running.head) finish(e->running.head, DYN_ENGINE_CANCELLED);
   while (e->waiting.head) finish(e->waiting.head, DYN_ENGINE_CANCELLED);
@@ -413,20 +427,21 @@ void dyn_engine_destroy(dyn_engine_t *e) {
   uv_close((uv_handle_t *)&e->timer, on_closed);
 }
 
-void dyn_engine_set_kv_events(dyn_engine_t *e, dyn_engine_kv_events_fn fn, void *ud) {
+static void sim_set_kv_events(dyn_engine_t *engine, dyn_engine_kv_events_fn fn, void *ud) {
+  sim_t *e = (sim_t *)engine;
   e->sink = fn;
   e->sink_ud = ud;
 }
 
 /* The token stream's seed: see dyn_engine_request_t. */
-static uint64_t request_seed(dyn_engine_t *e, const dyn_engine_request_t *r) {
+static uint64_t request_seed(sim_t *e, const dyn_engine_request_t *r) {
   if (r->temperature <= 0)
     return dyn_kv_hash_local(r->prompt, r->n_prompt, e->o.seed) ^ 0x67726565647925ull;
   if (r->has_seed) return r->seed;
   return splitmix64(&e->rng);
 }
 
-static const char *check_request(const dyn_engine_t *e, const dyn_engine_request_t *r,
+static const char *check_request(const sim_t *e, const dyn_engine_request_t *r,
                                  const dyn_engine_callbacks_t *cb) {
   if (!r || !cb) return "engine submit: request and callbacks must not be NULL";
   if (!r->prompt || !r->n_prompt) return "engine submit: the prompt is empty";
@@ -441,13 +456,10 @@ static const char *check_request(const dyn_engine_t *e, const dyn_engine_request
   return NULL;
 }
 
-int dyn_engine_submit(dyn_engine_t *e, const dyn_engine_request_t *req,
+static int sim_submit(dyn_engine_t *engine, const dyn_engine_request_t *req,
                       const dyn_engine_callbacks_t *cb, void *ud, dyn_engine_seq_t **out,
                       const char **why) {
-  if (!e) {
-    if (why) *why = "engine submit: engine is NULL";
-    return DYN_EINVAL;
-  }
+  sim_t *e = (sim_t *)engine;
   if (e->closing) {
     if (why) *why = "engine submit: the engine is shutting down";
     return DYN_ECLOSED;
@@ -457,13 +469,14 @@ int dyn_engine_submit(dyn_engine_t *e, const dyn_engine_request_t *req,
     if (why) *why = bad;
     return DYN_EINVAL;
   }
-  dyn_engine_seq_t *s = calloc(1, sizeof *s);
+  sim_seq_t *s = calloc(1, sizeof *s);
   if (s) s->tokens = malloc((req->n_prompt + req->max_tokens) * sizeof *s->tokens);
   if (!s || !s->tokens) {
     free(s);
     return DYN_ENOMEM;
   }
   memcpy(s->tokens, req->prompt, req->n_prompt * sizeof *s->tokens);
+  s->base.engine = engine;
   s->e = e;
   s->n_tokens = s->n_prompt = req->n_prompt;
   s->max_tokens = req->max_tokens;
@@ -478,15 +491,20 @@ int dyn_engine_submit(dyn_engine_t *e, const dyn_engine_request_t *req,
     e->kicked = 1;
     uv_timer_start(&e->timer, on_timer, 0, 0);
   }
-  if (out) *out = s;
+  if (out) *out = &s->base;
   return DYN_OK;
 }
 
-size_t dyn_engine_seq_prompt_tokens(const dyn_engine_seq_t *s) { return s->n_prompt; }
-size_t dyn_engine_seq_cached_tokens(const dyn_engine_seq_t *s) { return s->cached_tokens; }
-size_t dyn_engine_seq_generated_tokens(const dyn_engine_seq_t *s) { return s->n_generated; }
+static void sim_seq_tokens(const dyn_engine_seq_t *seq, size_t *prompt, size_t *cached,
+                           size_t *generated) {
+  const sim_seq_t *s = (const sim_seq_t *)seq;
+  *prompt = s->n_prompt;
+  *cached = s->cached_tokens;
+  *generated = s->n_generated;
+}
 
-void dyn_engine_get_metrics(const dyn_engine_t *e, dyn_engine_metrics_t *m) {
+static void sim_get_metrics(const dyn_engine_t *engine, dyn_engine_metrics_t *m) {
+  const sim_t *e = (const sim_t *)engine;
   *m = e->m;
   m->active_slots = e->running.n;
   m->total_slots = e->o.max_num_seqs;
@@ -497,8 +515,20 @@ void dyn_engine_get_metrics(const dyn_engine_t *e, dyn_engine_metrics_t *m) {
   m->evictions = e->kv.evictions;
 }
 
-int dyn_engine_reset_cache(dyn_engine_t *e) {
+static int sim_reset_cache(dyn_engine_t *engine) {
+  sim_t *e = (sim_t *)engine;
   int rc = dyn__kv_cache_reset(&e->kv);
   dyn__kv_cache_flush(&e->kv);
   return rc;
 }
+
+static const dyn__engine_ops_t sim_ops = {
+    .name = "sim",
+    .destroy = sim_destroy,
+    .set_kv_events = sim_set_kv_events,
+    .submit = sim_submit,
+    .cancel = sim_cancel,
+    .seq_tokens = sim_seq_tokens,
+    .get_metrics = sim_get_metrics,
+    .reset_cache = sim_reset_cache,
+};

@@ -8,12 +8,14 @@
  * The decoder trusts nothing: it checks the whole batch before delivering a
  * single event, so a corrupt payload never half-applies to an indexer.
  */
+#include "llm/kv/encode.h"
 #include "dynamo/llm/kv.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #include "dynamo/status.h"
+#include "common/buf.h"
 
 #define KV_MAGIC0 'K'
 #define KV_MAGIC1 'V'
@@ -32,30 +34,6 @@ static uint32_t get_u32(const uint8_t *p) {
 }
 static uint64_t get_u64(const uint8_t *p) {
   return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
-}
-
-/* ---- buffer ------------------------------------------------------------- */
-
-void dyn_kv_buf_init(dyn_kv_buf_t *b) {
-  b->data = NULL;
-  b->len = b->cap = 0;
-}
-
-void dyn_kv_buf_free(dyn_kv_buf_t *b) {
-  free(b->data);
-  dyn_kv_buf_init(b);
-}
-
-static int buf_reserve(dyn_kv_buf_t *b, size_t n) {
-  if (n <= b->cap - b->len) return DYN_OK;
-  if (n > SIZE_MAX / 2 - b->len) return DYN_ENOMEM;
-  size_t cap = b->cap ? b->cap : 256;
-  while (cap - b->len < n) cap *= 2;
-  uint8_t *d = realloc(b->data, cap);
-  if (!d) return DYN_ENOMEM;
-  b->data = d;
-  b->cap = cap;
-  return DYN_OK;
 }
 
 /* ---- encoding ----------------------------------------------------------- */
@@ -112,13 +90,13 @@ static uint8_t *encode_event(uint8_t *p, const dyn_kv_event_t *e) {
   return p;
 }
 
-int dyn_kv_encode(dyn_kv_buf_t *out, uint64_t worker_id, const dyn_kv_event_t *events,
+int dyn__kv_encode(dyn__buf_t *out, uint64_t worker_id, const dyn_kv_event_t *events,
                   size_t n_events) {
   if (!out || (!events && n_events) || n_events > UINT32_MAX) return DYN_EINVAL;
   for (size_t i = 0; i < n_events; i++)
     if (!event_valid(&events[i])) return DYN_EINVAL;
   size_t total = dyn_kv_encoded_size(events, n_events);
-  int rc = buf_reserve(out, total);
+  int rc = dyn__buf_reserve(out, total);
   if (rc) return rc;
   uint8_t *p = out->data + out->len;
   p[0] = KV_MAGIC0;

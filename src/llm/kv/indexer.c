@@ -6,8 +6,9 @@
  * to worker ids), so a query intersects the holders of successive blocks
  * with one AND per 64 workers. Children hang off their parent by local
  * hash: inline when there is one (the common case, a chain of blocks),
- * in a kv_map when there are more. Per worker a kv_map from seq hash to
- * node lets STORED find its parent and REMOVED its blocks in O(1).
+ * in a hash map (common/map.h) when there are more. Per worker a map from
+ * seq hash to node lets STORED find its parent and REMOVED its blocks in
+ * O(1).
  *
  * Invariants: a worker's map holds S -> node exactly when the worker's bit
  * is set in node and node->seq == S; a node other than the root exists
@@ -20,7 +21,7 @@
 
 #include "dynamo/llm/kv.h"
 #include "dynamo/status.h"
-#include "llm/kv/map.h"
+#include "common/map.h"
 
 #define SLAB_NODES 1024
 /* How many blocks ahead an event's worker-map slots are prefetched: enough
@@ -40,7 +41,7 @@ typedef struct kv_node {
   uint32_t live;
   union {
     struct kv_node *one; /* nchildren == 1 */
-    dyn__kv_map_t *many; /* nchildren >= 2, keyed by local hash */
+    dyn__map_t *many; /* nchildren >= 2, keyed by local hash */
   } kids;
 } kv_node_t;
 _Static_assert(sizeof(kv_node_t) == 64, "a node is one cache line");
@@ -54,7 +55,7 @@ typedef struct kv_slab {
 typedef struct kv_worker {
   uint64_t id;
   int used;
-  dyn__kv_map_t blocks; /* seq hash -> kv_node_t* */
+  dyn__map_t blocks; /* seq hash -> kv_node_t* */
 } kv_worker_t;
 
 struct dyn_kv_indexer {
@@ -66,7 +67,7 @@ struct dyn_kv_indexer {
   size_t nslots, cap_slots;
   uint32_t *free_slots;
   size_t nfree_slots;
-  dyn__kv_map_t by_id; /* worker id -> (void *)(slot + 1) */
+  dyn__map_t by_id; /* worker id -> (void *)(slot + 1) */
   size_t nwords;       /* bitset words covering every slot */
   uint64_t *active;    /* query scratch, nwords */
   size_t worker_blocks;
@@ -100,7 +101,7 @@ static kv_node_t *node_alloc(dyn_kv_indexer_t *ix) {
 static void node_release(dyn_kv_indexer_t *ix, kv_node_t *n) {
   free(n->wx);
   if (n->nchildren >= 2) {
-    dyn__kv_map_free(n->kids.many);
+    dyn__map_free(n->kids.many);
     free(n->kids.many);
   }
   n->live = 0;
@@ -112,24 +113,24 @@ static void node_release(dyn_kv_indexer_t *ix, kv_node_t *n) {
 static kv_node_t *find_child(const kv_node_t *p, dyn_kv_hash_t local) {
   if (p->nchildren == 1) return p->kids.one->local == local ? p->kids.one : NULL;
   if (p->nchildren == 0) return NULL;
-  return dyn__kv_map_get(p->kids.many, local);
+  return dyn__map_get(p->kids.many, local);
 }
 
 static int add_child(kv_node_t *p, kv_node_t *c) {
   if (p->nchildren == 0) {
     p->kids.one = c;
   } else if (p->nchildren == 1) {
-    dyn__kv_map_t *m = malloc(sizeof *m);
+    dyn__map_t *m = malloc(sizeof *m);
     if (!m) return DYN_ENOMEM;
-    dyn__kv_map_init(m);
-    if (dyn__kv_map_put(m, p->kids.one->local, p->kids.one) ||
-        dyn__kv_map_put(m, c->local, c)) {
-      dyn__kv_map_free(m);
+    dyn__map_init(m);
+    if (dyn__map_put(m, p->kids.one->local, p->kids.one) ||
+        dyn__map_put(m, c->local, c)) {
+      dyn__map_free(m);
       free(m);
       return DYN_ENOMEM;
     }
     p->kids.many = m;
-  } else if (dyn__kv_map_put(p->kids.many, c->local, c)) {
+  } else if (dyn__map_put(p->kids.many, c->local, c)) {
     return DYN_ENOMEM;
   }
   p->nchildren++;
@@ -140,12 +141,12 @@ static void remove_child(kv_node_t *p, kv_node_t *c) {
   if (p->nchildren == 1) {
     p->kids.one = NULL;
   } else {
-    dyn__kv_map_t *m = p->kids.many;
-    dyn__kv_map_del(m, c->local);
+    dyn__map_t *m = p->kids.many;
+    dyn__map_del(m, c->local);
     if (p->nchildren == 2) { /* back to inline */
       kv_node_t *last = NULL;
-      for (size_t i = 0; !last && i < dyn__kv_map_cap(m); i++) last = m->slots[i].val;
-      dyn__kv_map_free(m);
+      for (size_t i = 0; !last && i < dyn__map_cap(m); i++) last = m->slots[i].val;
+      dyn__map_free(m);
       free(m);
       p->kids.one = last;
     }
@@ -205,7 +206,7 @@ static inline uint64_t holder_word(const kv_node_t *n, size_t w) {
 /* ---- workers ------------------------------------------------------------ */
 
 static kv_worker_t *worker_find(const dyn_kv_indexer_t *ix, uint64_t id, uint32_t *slot) {
-  uintptr_t v = (uintptr_t)dyn__kv_map_get(&ix->by_id, id);
+  uintptr_t v = (uintptr_t)dyn__map_get(&ix->by_id, id);
   if (!v) return NULL;
   *slot = (uint32_t)(v - 1);
   return &ix->workers[v - 1];
@@ -243,14 +244,14 @@ static int worker_add(dyn_kv_indexer_t *ix, uint64_t id, uint32_t *slot, kv_work
     s = (uint32_t)ix->nslots++;
     ix->workers[s].used = 0;
   }
-  if (dyn__kv_map_put(&ix->by_id, id, (void *)(uintptr_t)(s + 1))) {
+  if (dyn__map_put(&ix->by_id, id, (void *)(uintptr_t)(s + 1))) {
     ix->free_slots[ix->nfree_slots++] = s;
     return DYN_ENOMEM;
   }
   kv_worker_t *w = &ix->workers[s];
   w->id = id;
   w->used = 1;
-  dyn__kv_map_init(&w->blocks);
+  dyn__map_init(&w->blocks);
   *slot = s;
   *out = w;
   return DYN_OK;
@@ -258,17 +259,17 @@ static int worker_add(dyn_kv_indexer_t *ix, uint64_t id, uint32_t *slot, kv_work
 
 /* Drops every block the worker holds. */
 static void worker_clear(dyn_kv_indexer_t *ix, kv_worker_t *w, uint32_t slot) {
-  dyn__kv_map_t *m = &w->blocks;
+  dyn__map_t *m = &w->blocks;
   /* prune never frees a node this worker still holds, so the entries not
    * yet visited stay valid while earlier ones cascade. */
-  for (size_t i = 0; i < dyn__kv_map_cap(m); i++) {
+  for (size_t i = 0; i < dyn__map_cap(m); i++) {
     kv_node_t *n = m->slots[i].val;
     if (!n) continue;
     clear_holder(n, slot);
     prune(ix, n);
   }
   ix->worker_blocks -= m->n;
-  dyn__kv_map_clear(m);
+  dyn__map_clear(m);
 }
 
 /* ---- events ------------------------------------------------------------- */
@@ -296,7 +297,7 @@ static int store_one(dyn_kv_indexer_t *ix, kv_worker_t *w, uint32_t slot, kv_nod
     return DYN_ENOMEM;
   }
   kv_node_t *old;
-  if (dyn__kv_map_swap(&w->blocks, b->seq_hash, c, (void **)&old)) {
+  if (dyn__map_swap(&w->blocks, b->seq_hash, c, (void **)&old)) {
     clear_holder(c, slot);
     prune(ix, c);
     return DYN_ENOMEM;
@@ -317,7 +318,7 @@ static int apply_stored(dyn_kv_indexer_t *ix, uint64_t id, const dyn_kv_event_t 
   kv_worker_t *w = worker_find(ix, id, &slot);
   kv_node_t *parent = &ix->root;
   if (ev->has_parent) {
-    parent = w ? dyn__kv_map_get(&w->blocks, ev->parent_seq_hash) : NULL;
+    parent = w ? dyn__map_get(&w->blocks, ev->parent_seq_hash) : NULL;
     if (!parent) {
       ix->dropped++;
       return DYN_ENOTFOUND;
@@ -329,7 +330,7 @@ static int apply_stored(dyn_kv_indexer_t *ix, uint64_t id, const dyn_kv_event_t 
   }
   for (size_t i = 0; i < ev->n_blocks; i++) {
     if (i + PREFETCH_AHEAD < ev->n_blocks)
-      dyn__kv_map_prefetch(&w->blocks, ev->blocks[i + PREFETCH_AHEAD].seq_hash);
+      dyn__map_prefetch(&w->blocks, ev->blocks[i + PREFETCH_AHEAD].seq_hash);
     int rc = store_one(ix, w, slot, parent, &ev->blocks[i], &parent);
     if (rc == DYN_EPROTO) ix->dropped++;
     if (rc) return rc;
@@ -357,8 +358,8 @@ static void apply_removed(dyn_kv_indexer_t *ix, uint64_t id, const dyn_kv_event_
     size_t n = ev->n_removed - base < CHUNK ? ev->n_removed - base : CHUNK;
     for (size_t i = 0; i < n; i++) {
       size_t ahead = base + i + PREFETCH_AHEAD;
-      if (ahead < ev->n_removed) dyn__kv_map_prefetch(&w->blocks, ev->removed[ahead]);
-      nodes[i] = dyn__kv_map_del(&w->blocks, ev->removed[base + i]);
+      if (ahead < ev->n_removed) dyn__map_prefetch(&w->blocks, ev->removed[ahead]);
+      nodes[i] = dyn__map_del(&w->blocks, ev->removed[base + i]);
       if (nodes[i]) __builtin_prefetch(nodes[i], 1);
     }
     for (size_t i = 0; i < n; i++) {
@@ -401,9 +402,9 @@ int dyn_kv_indexer_remove_worker(dyn_kv_indexer_t *ix, uint64_t worker_id) {
   kv_worker_t *w = worker_find(ix, worker_id, &slot);
   if (!w) return DYN_ENOTFOUND;
   worker_clear(ix, w, slot);
-  dyn__kv_map_free(&w->blocks);
+  dyn__map_free(&w->blocks);
   w->used = 0;
-  dyn__kv_map_del(&ix->by_id, worker_id);
+  dyn__map_del(&ix->by_id, worker_id);
   /* Room is there: free_slots has cap_slots entries. */
   ix->free_slots[ix->nfree_slots++] = slot;
   return DYN_OK;
@@ -474,7 +475,7 @@ int dyn_kv_indexer_create(dyn_kv_indexer_t **out) {
   dyn_kv_indexer_t *ix = calloc(1, sizeof *ix);
   if (!ix) return DYN_ENOMEM;
   ix->root.live = 1;
-  dyn__kv_map_init(&ix->by_id);
+  dyn__map_init(&ix->by_id);
   *out = ix;
   return DYN_OK;
 }
@@ -488,22 +489,22 @@ void dyn_kv_indexer_destroy(dyn_kv_indexer_t *ix) {
       if (!n->live) continue;
       free(n->wx);
       if (n->nchildren >= 2) {
-        dyn__kv_map_free(n->kids.many);
+        dyn__map_free(n->kids.many);
         free(n->kids.many);
       }
     }
     free(s);
   }
   if (ix->root.nchildren >= 2) {
-    dyn__kv_map_free(ix->root.kids.many);
+    dyn__map_free(ix->root.kids.many);
     free(ix->root.kids.many);
   }
   for (size_t i = 0; i < ix->nslots; i++)
-    if (ix->workers[i].used) dyn__kv_map_free(&ix->workers[i].blocks);
+    if (ix->workers[i].used) dyn__map_free(&ix->workers[i].blocks);
   free(ix->workers);
   free(ix->free_slots);
   free(ix->active);
-  dyn__kv_map_free(&ix->by_id);
+  dyn__map_free(&ix->by_id);
   free(ix);
 }
 

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 
 #include "dynamo/status.h"
-#include "llm/kv/map.h"
+#include "common/map.h"
 
 typedef struct guess {
   struct guess *next;
@@ -21,18 +21,18 @@ typedef struct guess {
 struct dyn__kv_predict {
   guess_t *head, *tail;
   size_t n;
-  dyn__kv_map_t by_key; /* key(worker, seq) -> guess_t* (unconfirmed only) */
+  dyn__map_t by_key; /* key(worker, seq) -> guess_t* (unconfirmed only) */
 };
 
 /* Distinct workers' guesses of one block must not meet in the map. */
 static uint64_t key(uint64_t worker, dyn_kv_hash_t seq) {
-  return seq ^ dyn__kv_mix(worker ^ 0x9e3779b97f4a7c15ull);
+  return seq ^ dyn__map_mix(worker ^ 0x9e3779b97f4a7c15ull);
 }
 
 int dyn__kv_predict_create(dyn__kv_predict_t **out) {
   dyn__kv_predict_t *p = calloc(1, sizeof *p);
   if (!p) return DYN_ENOMEM;
-  dyn__kv_map_init(&p->by_key);
+  dyn__map_init(&p->by_key);
   *out = p;
   return DYN_OK;
 }
@@ -44,7 +44,7 @@ void dyn__kv_predict_destroy(dyn__kv_predict_t *p) {
     p->head = g->next;
     free(g);
   }
-  dyn__kv_map_free(&p->by_key);
+  dyn__map_free(&p->by_key);
   free(p);
 }
 
@@ -52,11 +52,11 @@ int dyn__kv_predict_add(dyn__kv_predict_t *p, uint64_t worker, const dyn_kv_hash
                         size_t n, uint64_t expires) {
   for (size_t i = 0; i < n; i++) {
     uint64_t k = key(worker, seq[i]);
-    if (dyn__kv_map_get(&p->by_key, k)) continue;
+    if (dyn__map_get(&p->by_key, k)) continue;
     guess_t *g = calloc(1, sizeof *g);
     if (!g) return DYN_ENOMEM;
     *g = (guess_t){NULL, worker, seq[i], expires, 0};
-    if (dyn__kv_map_put(&p->by_key, k, g)) {
+    if (dyn__map_put(&p->by_key, k, g)) {
       free(g);
       return DYN_ENOMEM;
     }
@@ -72,7 +72,7 @@ void dyn__kv_predict_confirm(dyn__kv_predict_t *p, uint64_t worker,
                              const dyn_kv_block_t *blocks, size_t n) {
   if (!p->by_key.n) return;
   for (size_t i = 0; i < n; i++) {
-    guess_t *g = dyn__kv_map_del(&p->by_key, key(worker, blocks[i].seq_hash));
+    guess_t *g = dyn__map_del(&p->by_key, key(worker, blocks[i].seq_hash));
     if (g) g->confirmed = 1; /* stays in the FIFO until it expires */
   }
 }
@@ -87,7 +87,7 @@ size_t dyn__kv_predict_expire(dyn__kv_predict_t *p, uint64_t now,
     if (!p->head) p->tail = NULL;
     p->n--;
     if (!g->confirmed) {
-      dyn__kv_map_del(&p->by_key, key(g->worker, g->seq));
+      dyn__map_del(&p->by_key, key(g->worker, g->seq));
       fn(ud, g->worker, g->seq);
       dropped++;
     }

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "dynamo/status.h"
+#include "common/json_escape.h"
 
 /* ---- validation -------------------------------------------------------- */
 
@@ -230,34 +231,6 @@ int dyn__oai_upstream_status(int dyn_status, const char *message, const char **s
 
 static int put(dyn__buf_t *b, const char *s) { return dyn__buf_append(b, s, strlen(s)); }
 
-int dyn__oai_append_json_string(dyn__buf_t *b, const char *s, size_t n) {
-  static const char hex[] = "0123456789abcdef";
-  /* Worst case every byte becomes \u00XX. */
-  if (dyn__buf_reserve(b, n * 6 + 2)) return DYN_ENOMEM;
-  char *o = (char *)b->data + b->len, *start = o;
-  *o++ = '"';
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)s[i];
-    if (c >= 0x20 && c != '"' && c != '\\') {
-      *o++ = (char)c;
-      continue;
-    }
-    *o++ = '\\';
-    switch (c) {
-    case '"': *o++ = '"'; break;
-    case '\\': *o++ = '\\'; break;
-    case '\n': *o++ = 'n'; break;
-    case '\r': *o++ = 'r'; break;
-    case '\t': *o++ = 't'; break;
-    default:
-      *o++ = 'u', *o++ = '0', *o++ = '0', *o++ = hex[c >> 4], *o++ = hex[c & 15];
-    }
-  }
-  *o++ = '"';
-  b->len += (size_t)(o - start);
-  return DYN_OK;
-}
-
 /* ---- streamed chunks --------------------------------------------------- */
 
 int dyn__oai_stream_init(dyn__oai_stream_t *st, dyn__oai_kind_t kind, const char *id,
@@ -270,12 +243,12 @@ int dyn__oai_stream_init(dyn__oai_stream_t *st, dyn__oai_kind_t kind, const char
   dyn__buf_t *b = &st->prefix;
   dyn__buf_init(b);
   int rc = put(b, "{\"id\":");
-  if (!rc) rc = dyn__oai_append_json_string(b, id, strlen(id));
+  if (!rc) rc = dyn__json_escape(b, id, strlen(id));
   if (!rc) rc = put(b, kind == DYN__OAI_CHAT ? ",\"object\":\"chat.completion.chunk\",\"created\":"
                                              : ",\"object\":\"text_completion\",\"created\":");
   if (!rc) rc = put(b, num);
   if (!rc) rc = put(b, ",\"model\":");
-  if (!rc) rc = dyn__oai_append_json_string(b, model, strlen(model));
+  if (!rc) rc = dyn__json_escape(b, model, strlen(model));
   if (!rc) rc = put(b, ",");
   if (rc) dyn__buf_free(b);
   return rc;
@@ -298,7 +271,7 @@ static int finish_field(dyn__buf_t *out, const char *finish_reason) {
   int rc = put(out, ",\"logprobs\":null,\"finish_reason\":");
   if (rc) return rc;
   if (!finish_reason) return put(out, "null}]");
-  rc = dyn__oai_append_json_string(out, finish_reason, strlen(finish_reason));
+  rc = dyn__json_escape(out, finish_reason, strlen(finish_reason));
   return rc ? rc : put(out, "}]");
 }
 
@@ -316,14 +289,14 @@ int dyn__oai_chunk_delta(const dyn__oai_stream_t *st, const char *text, size_t n
   if (st->kind == DYN__OAI_CHAT) {
     if (n || !finish_reason) {
       rc = put(out, "\"choices\":[{\"index\":0,\"delta\":{\"content\":");
-      if (!rc) rc = dyn__oai_append_json_string(out, text, n);
+      if (!rc) rc = dyn__json_escape(out, text, n);
       if (!rc) rc = put(out, "}");
     } else {
       rc = put(out, "\"choices\":[{\"index\":0,\"delta\":{}");
     }
   } else {
     rc = put(out, "\"choices\":[{\"text\":");
-    if (!rc) rc = dyn__oai_append_json_string(out, text, n);
+    if (!rc) rc = dyn__json_escape(out, text, n);
     if (!rc) rc = put(out, ",\"index\":0");
   }
   if (!rc) rc = finish_field(out, finish_reason);

@@ -49,9 +49,6 @@ char *dyn__oai_error_json(int status, const char *message, const char *param);
  * worker); DYN_ENOINSTANCE is 503; anything else 500. */
 int dyn__oai_upstream_status(int dyn_status, const char *message, const char **shown);
 
-/* JSON string escaping of s[0..n) (valid UTF-8) appended with its quotes. */
-int dyn__oai_append_json_string(dyn__buf_t *b, const char *s, size_t n);
-
 /* ---- streamed chunks ---------------------------------------------------
  * A stream object carries the parts every chunk of a response shares. Each
  * dyn__oai_chunk_* call appends one whole SSE event ("data: {...}\n\n") to

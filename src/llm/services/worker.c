@@ -10,7 +10,7 @@
  *
  * The worker also publishes, on its component's subjects:
  *  - "kv_events": each engine step's KV events as one binary batch
- *    (dyn_kv_encode), for the Router's index;
+ *    (dyn__kv_encode), for the Router's index;
  *  - "load_metrics": JSON {"worker_id", "active_slots", "total_slots",
  *    "kv_blocks_used", "kv_blocks_total", "kv_blocks_cached", "waiting",
  *    counters...} whenever the load changed, at most every
@@ -29,11 +29,13 @@
 
 #include <jansson.h>
 
+#include "llm/kv/encode.h"
 #include "dynamo/events.h"
 #include "dynamo/llm/engine.h"
 #include "dynamo/llm/kv.h"
 #include "dynamo/service.h"
 #include "dynamo/status.h"
+#include "common/buf.h"
 #include "llm/services/llm_common.h"
 #include "llm/services/services.h"
 
@@ -42,7 +44,7 @@ typedef struct worker {
   dyn_engine_t *engine;
   dyn_component_t *component;
   char id_hex[17];
-  dyn_kv_buf_t events;
+  dyn__buf_t events;
   uv_timer_t metrics_timer;
   unsigned metrics_interval_ms;
   int metrics_dirty;
@@ -87,7 +89,7 @@ static void on_metrics_timer(uv_timer_t *t) {
 static void on_kv_events(const dyn_kv_event_t *events, size_t n, void *ud) {
   worker_t *w = ud;
   w->events.len = 0;
-  if (dyn_kv_encode(&w->events, dyn_runtime_instance_id(dyn_service_runtime(w->ctx)), events,
+  if (dyn__kv_encode(&w->events, dyn_runtime_instance_id(dyn_service_runtime(w->ctx)), events,
                     n) == DYN_OK)
     dyn_component_publish(w->component, "kv_events", w->events.data, w->events.len);
   w->metrics_dirty = 1;
@@ -233,7 +235,7 @@ static int worker_start(dyn_service_ctx_t *ctx) {
 
 static void free_worker(uv_handle_t *h) {
   worker_t *w = h->data;
-  dyn_kv_buf_free(&w->events);
+  dyn__buf_free(&w->events);
   free(w);
 }
 

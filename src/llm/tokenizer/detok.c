@@ -1,108 +1,18 @@
-/* detok.c - UTF-8 repair and the incremental detokenizer.
+/* detok.c - the incremental detokenizer.
  *
  * A byte-level BPE token is a run of bytes, not of characters: "é" or an
  * emoji can be split over two or four tokens. A streaming response must
  * not send half a character (a client decoding each SSE event would show
  * garbage), so the detokenizer holds the bytes of an incomplete character
- * until the token that completes it arrives.
- *
- * Bytes that can never become valid UTF-8 are replaced with U+FFFD, one
- * per maximal invalid subsequence: the rule Rust's String::from_utf8_lossy
- * (and so HF tokenizers' decode) follows, and WHATWG's decoder too. The
- * rule only ever looks at the bytes of one character, so applying it to a
- * stream piece by piece gives the same text as applying it to the whole.
+ * until the token that completes it arrives. Bytes that can never become
+ * valid UTF-8 are replaced with U+FFFD (src/common/utf8.h says how), which
+ * gives the same text piece by piece as for the whole.
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "llm/tokenizer/tok_internal.h"
 #include "dynamo/status.h"
-
-/* For a lead byte: the sequence length (0: never valid as a lead) and the
- * range allowed for the second byte (which excludes overlongs, surrogates
- * and code points above U+10FFFF). */
-static size_t lead_info(uint8_t b, uint8_t *lo, uint8_t *hi) {
-  *lo = 0x80, *hi = 0xBF;
-  if (b < 0x80) return 1;
-  if (b < 0xC2) return 0;
-  if (b < 0xE0) return 2;
-  if (b < 0xF0) {
-    if (b == 0xE0) *lo = 0xA0;
-    if (b == 0xED) *hi = 0x9F;
-    return 3;
-  }
-  if (b < 0xF5) {
-    if (b == 0xF0) *lo = 0x90;
-    if (b == 0xF4) *hi = 0x8F;
-    return 4;
-  }
-  return 0;
-}
-
-/* How many bytes at s form a valid character (need), or how many of its
- * leading bytes are a valid prefix (ok < need). */
-static void scan_char(const uint8_t *s, size_t n, size_t *need, size_t *ok) {
-  uint8_t lo, hi;
-  *need = lead_info(s[0], &lo, &hi);
-  if (*need == 0) {
-    *ok = 0;
-    return;
-  }
-  size_t k = 1;
-  while (k < *need && k < n) {
-    uint8_t c = s[k];
-    if (k == 1 ? (c < lo || c > hi) : (c < 0x80 || c > 0xBF)) break;
-    k++;
-  }
-  *ok = k;
-}
-
-size_t dyn__utf8_decode(const uint8_t *s, size_t n, uint32_t *cp) {
-  if (n == 0) return 0;
-  size_t need, ok;
-  scan_char(s, n, &need, &ok);
-  if (need == 0 || ok < need) return 0;
-  static const uint8_t mask[5] = {0, 0x7F, 0x1F, 0x0F, 0x07};
-  uint32_t v = s[0] & mask[need];
-  for (size_t i = 1; i < need; i++) v = v << 6 | (s[i] & 0x3F);
-  *cp = v;
-  return need;
-}
-
-size_t dyn__utf8_valid_prefix(const uint8_t *s, size_t n) {
-  size_t i = 0;
-  while (i < n) {
-    if (s[i] < 0x80) { /* ASCII runs are the common case */
-      i++;
-      continue;
-    }
-    size_t need, ok;
-    scan_char(s + i, n - i, &need, &ok);
-    if (need == 0 || ok < need) break;
-    i += need;
-  }
-  return i;
-}
-
-size_t dyn__utf8_lossy(const uint8_t *s, size_t n, bool final, char *out, size_t *out_len) {
-  size_t i = 0, o = *out_len;
-  while (i < n) {
-    size_t need, ok;
-    scan_char(s + i, n - i, &need, &ok);
-    if (need && ok == need) {
-      memcpy(out + o, s + i, need);
-      o += need;
-      i += need;
-      continue;
-    }
-    if (need && i + ok == n && !final) break; /* incomplete: wait for more */
-    memcpy(out + o, "\xEF\xBF\xBD", 3);
-    o += 3;
-    i += ok ? ok : 1;
-  }
-  *out_len = o;
-  return i;
-}
 
 /* ---- the incremental detokenizer ----------------------------------------- */
 

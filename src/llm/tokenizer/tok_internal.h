@@ -1,6 +1,6 @@
 /* tok_internal.h - what the tokenizer's files share: the pre-tokenizer
- * (pretok.c), the byte-level character map, the BPE merge table (bpe.c),
- * UTF-8 helpers (detok.c) and the tokenizer's own layout (tokenizer.c).
+ * (pretok.c), the byte-level character map, the BPE merge table (bpe.c)
+ * and the tokenizer's own layout (tokenizer.c); UTF-8 is common/utf8.h.
  * Not installed; tests include it to reach the splitter directly. */
 #ifndef DYN_LLM_TOK_INTERNAL_H
 #define DYN_LLM_TOK_INTERNAL_H
@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "dynamo/llm/tokenizer.h"
+#include "common/utf8.h"
 
 /* ---- pre-tokenizer (pretok.c) -------------------------------------------- */
 
@@ -54,18 +55,6 @@ int dyn__pretok_split(const dyn__pretok_t *p, dyn__pretok_run_t *r, const char *
  * code point stands for no byte). */
 uint32_t dyn__bytelevel_cp(uint8_t b);
 int dyn__bytelevel_byte(uint32_t cp);
-
-/* ---- UTF-8 (detok.c) ----------------------------------------------------- */
-
-/* Length of the valid UTF-8 prefix of s. */
-size_t dyn__utf8_valid_prefix(const uint8_t *s, size_t n);
-/* Decodes one code point at s; returns its byte length, 0 if invalid. */
-size_t dyn__utf8_decode(const uint8_t *s, size_t n, uint32_t *cp);
-/* Appends s to out, replacing each maximal invalid subsequence by U+FFFD.
- * With `final` false, an incomplete but so-far-valid sequence at the end is
- * not consumed; returns the number of bytes of s consumed. out must have
- * room for 3 * n bytes (U+FFFD is 3 bytes per invalid byte at worst). */
-size_t dyn__utf8_lossy(const uint8_t *s, size_t n, bool final, char *out, size_t *out_len);
 
 /* ---- BPE merge table (bpe.c) --------------------------------------------- */
 
