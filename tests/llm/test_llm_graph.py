@@ -44,7 +44,7 @@ def graph():
         port = free_port()
         s = Serve([f"{GRAPHS}/{name}.py:Frontend", "-f", f"{CONFIGS}/{name}.yaml",
                    f"--Frontend.port={port}", f"--Worker.ServiceArgs.workers={workers}",
-                   *overrides], env_for_tests())
+                   *overrides], env_for_tests(DYN_LOG="info"))  # the services' INFO lines
         started.append(s)
         s.port = port
         s.wait_for("Frontend ready")
