@@ -273,20 +273,20 @@ static call_t *call_new(frontend_t *fe, dyn_http_req_t *req, dyn__oai_kind_t kin
   return c;
 }
 
-/* 0 and a started upstream stream, or an HTTP status with *why. */
-static int start_upstream(frontend_t *fe, call_t *c, json_t *request, const char **why) {
+/* 0 and a started upstream stream, or an HTTP status with err set. */
+static int start_upstream(frontend_t *fe, call_t *c, json_t *request, dyn__proto_error_t *err) {
   dyn__proto_gen_request_t up = {.kind = c->kind, .request_id = c->id, .request = request};
   char *body = dyn__proto_gen_request_encode(&up);
   if (!body) {
-    *why = "out of memory";
-    return 500;
+    dyn__proto_error_decode(DYN_ENOMEM, NULL, err);
+    return err->status;
   }
   static const dyn_stream_callbacks_t cb = {on_upstream_data, on_upstream_done};
   int rc = dyn_client_generate(fe->processor, NULL, body, strlen(body), &cb, c, &c->stream);
   free(body);
   if (rc) {
-    *why = rc == DYN_ENOINSTANCE ? "no live Processor instance" : dyn_strerror(rc);
-    return rc == DYN_ENOINSTANCE ? 503 : 500;
+    dyn__proto_error_decode(rc, rc == DYN_ENOINSTANCE ? "no live Processor instance" : NULL, err);
+    return err->status;
   }
   return 0;
 }
@@ -307,6 +307,7 @@ static void handle_generate(dyn_http_req_t *req, frontend_t *fe, dyn__oai_kind_t
   }
   dyn__oai_info_t info;
   dyn__oai_error_t err;
+  dyn__proto_error_t up_err;
   int status = 0;
   const char *why = NULL, *param = NULL;
   char msg[300];
@@ -325,8 +326,8 @@ static void handle_generate(dyn_http_req_t *req, frontend_t *fe, dyn__oai_kind_t
     status = 503, why = msg;
   } else if (!(c = call_new(fe, req, kind, &info))) {
     status = 500, why = "out of memory";
-  } else {
-    status = start_upstream(fe, c, request, &why);
+  } else if ((status = start_upstream(fe, c, request, &up_err))) {
+    why = up_err.message;
   }
   if (status) {
     respond_error(req, status, why, param);
@@ -501,8 +502,9 @@ static int start_http(frontend_t *fe) {
   if (!rc) rc = dyn_http_route(fe->http, "GET", "/health", on_health, fe);
   if (!rc) rc = dyn_http_route(fe->http, "GET", "/live", on_live, fe);
   if (!rc) rc = dyn_http_route(fe->http, "GET", "/metrics", on_metrics, fe);
-  if (!rc) printf("Frontend: OpenAI API on http://%s:%d\n", host, dyn_http_server_port(fe->http));
-  fflush(stdout);
+  if (!rc)
+    dyn_log(DYN_LOG_INFO, "Frontend: OpenAI API on http://%s:%d", host,
+            dyn_http_server_port(fe->http));
   return rc;
 }
 
