@@ -111,6 +111,9 @@ DYN_EXTERN int dyn_http_respond(dyn_http_req_t *req, int status, const char *con
 /* dyn_http_respond with {"error":{"message":...,"type":...,"code":status}},
  * the shape OpenAI clients expect; releases req. */
 DYN_EXTERN int dyn_http_error(dyn_http_req_t *req, int status, const char *message);
+/* The OpenAI error "type" for an HTTP status: BadRequestError,
+ * NotFoundError, ServiceUnavailableError, InternalServerError, ... */
+DYN_EXTERN const char *dyn_http_error_type(int status);
 
 /* Streaming: the status line and headers now, then any number of writes,
  * then dyn_http_finish. HTTP/1.1 clients get chunked encoding; HTTP/1.0

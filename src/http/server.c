@@ -304,16 +304,20 @@ static int format_head(dyn__buf_t *b, int status, const char *ctype,
   return rc;
 }
 
-static const char *error_type(int status) {
+/* The OpenAI error types, by HTTP status (the names vLLM answers with and
+ * the openai client's exception classes). The one table: the LLM
+ * Frontend's error objects use it too. */
+const char *dyn_http_error_type(int status) {
   switch (status) {
-  case 400: return "invalid_request_error";
-  case 401: return "authentication_error";
-  case 403: return "permission_error";
-  case 404: return "not_found_error";
-  case 405: return "method_not_allowed_error";
-  case 413: return "request_too_large_error";
-  case 429: return "rate_limit_error";
-  default: return status >= 500 ? "server_error" : "invalid_request_error";
+  case 400: return "BadRequestError";
+  case 401: return "AuthenticationError";
+  case 403: return "PermissionDeniedError";
+  case 404: return "NotFoundError";
+  case 405: return "MethodNotAllowedError";
+  case 413: return "RequestTooLargeError";
+  case 429: return "RateLimitError";
+  case 503: return "ServiceUnavailableError";
+  default: return status >= 500 ? "InternalServerError" : "BadRequestError";
   }
 }
 
@@ -324,7 +328,7 @@ static void error_body(dyn__buf_t *b, int status, const char *message) {
   dyn__json_escape(b, message, strlen(message));
   char tail[128];
   int n = snprintf(tail, sizeof tail, ",\"type\":\"%s\",\"code\":%d}}\n",
-                   error_type(status), status);
+                   dyn_http_error_type(status), status);
   dyn__buf_append(b, tail, (size_t)n);
 }
 

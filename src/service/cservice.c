@@ -198,6 +198,22 @@ static void on_stop_signal(uv_signal_t *s, int sig) {
   dyn_runtime_shutdown(g_ctx->rt, (int)((g ? atof(g) : 10.0) * 500));
 }
 
+/* What dyn_service_worker_run set up before serving; after on_shutdown, or when
+ * on_start failed (so a service that cannot start leaks nothing either). */
+static void worker_teardown(dyn_service_ctx_t *ctx, json_t *config) {
+  dyn__health_stop();
+  while (ctx->clients) {
+    dep_client_t *c = ctx->clients;
+    ctx->clients = c->next;
+    dyn_client_free(c->client);
+    free(c);
+  }
+  dyn_runtime_destroy(ctx->rt);
+  json_decref(ctx->section);
+  json_decref(ctx->cache);
+  json_decref(config);
+}
+
 int dyn_service_worker_run(const char *target, const char *service) {
   const char *sup = getenv(DYN_ENV_SUPERVISOR_PID);
   if (sup) {
@@ -240,6 +256,7 @@ int dyn_service_worker_run(const char *target, const char *service) {
   }
   if (def->on_start && (rc = def->on_start(&ctx)) != 0) {
     fprintf(stderr, "error: %s: on_start failed (%d)\n", def->name, rc);
+    worker_teardown(&ctx, config);
     return 1;
   }
   for (const dyn_endpoint_def_t *e = def->endpoints; e && e->name; e++) {
@@ -250,6 +267,8 @@ int dyn_service_worker_run(const char *target, const char *service) {
     if (!rc) rc = dyn_endpoint_serve(ep, e->handler, &ctx);
     if (rc) {
       fprintf(stderr, "error: cannot serve %s: %s\n", path, dyn_strerror(rc));
+      if (def->on_shutdown) def->on_shutdown(&ctx);
+      worker_teardown(&ctx, config);
       return 1;
     }
   }
@@ -271,18 +290,8 @@ int dyn_service_worker_run(const char *target, const char *service) {
    * its own (the LLM Frontend's HTTP streams, counted with
    * dyn_runtime_hold) must not tear it down while it still runs. */
   if (def->on_shutdown) def->on_shutdown(&ctx);
-  dyn__health_stop();
   uv_close((uv_handle_t *)&term, NULL);
   uv_close((uv_handle_t *)&intr, NULL);
-  while (ctx.clients) {
-    dep_client_t *c = ctx.clients;
-    ctx.clients = c->next;
-    dyn_client_free(c->client);
-    free(c);
-  }
-  dyn_runtime_destroy(ctx.rt);
-  json_decref(ctx.section);
-  json_decref(ctx.cache);
-  json_decref(config);
+  worker_teardown(&ctx, config);
   return 0;
 }

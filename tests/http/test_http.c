@@ -428,7 +428,7 @@ static void test_get_post(void) {
 
   /* A handler that releases without answering: 500. */
   CHECK(one("GET /noanswer HTTP/1.1\r\nHost: x\r\n\r\n", &r) == 0);
-  CHECK(r.status == 500 && r.body && strstr(r.body, "server_error"));
+  CHECK(r.status == 500 && r.body && strstr(r.body, "\"type\":\"InternalServerError\""));
   free(r.body);
 }
 
@@ -508,7 +508,7 @@ static void test_errors(void) {
   CHECK(cl_open(&c) == 0);
   cl_sends(&c, "GET /hello HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n");
   CHECK(cl_response(&c, &r) == 0 && r.status == 400);
-  CHECK(r.body && strstr(r.body, "invalid_request_error"));
+  CHECK(r.body && strstr(r.body, "\"type\":\"BadRequestError\""));
   free(r.body);
   CHECK(cl_sees_eof(&c));
   cl_close(&c);

@@ -1,13 +1,14 @@
 /* fake_processor.c - a stand-in Processor (and Worker) for Frontend tests.
  *
- * Speaks the Frontend -> Processor protocol (docs/llm.md) with deterministic
+ * Speaks the Frontend -> Processor protocol (protocol.h, through its
+ * encoders and decoders) with deterministic
  * output, so test_frontend.py can check the OpenAI side exactly:
  *  - echoes the prompt (the last user message, or the completion prompt)
  *    word by word, one "token" per word; max_tokens (or
  *    max_completion_tokens) cuts it with finish_reason "length";
  *  - prompts starting with a magic word change behaviour:
- *      FAIL400   fails with "400 prompt has 5000 tokens, ..." (client's fault)
- *      FAIL500   fails with a plain message (a server error)
+ *      FAIL400   fails with a 400 "prompt has 5000 tokens, ..." (client's fault)
+ *      FAIL500   fails with a plain message, not a protocol error (a 500)
  *      MIDFAIL   sends one delta, then fails
  *      SLOW      one word every 100 ms, so a client can hang up mid-stream
  *      ECHOREQ   sends the whole request it received as the text
@@ -22,6 +23,7 @@
 #include <jansson.h>
 
 #include "dynamo/service.h"
+#include "llm/services/protocol.h"
 
 typedef struct gen {
   dyn_request_t *req;
@@ -33,37 +35,25 @@ typedef struct gen {
   char request_id[64];
 } gen_t;
 
-static void send_json(dyn_request_t *req, json_t *v) {
-  char *s = json_dumps(v, JSON_COMPACT);
-  if (s) dyn_request_send(req, s, strlen(s));
-  free(s);
-  json_decref(v);
-}
-
 static void send_delta(dyn_request_t *req, const char *text, int n_tokens) {
-  send_json(req, json_pack("{s:s, s:i, s:n}", "text", text, "n_tokens", n_tokens,
-                           "finish_reason"));
+  dyn__proto_delta_t d = {.text = text, .text_len = strlen(text), .n_tokens = n_tokens};
+  dyn__proto_send(req, dyn__proto_delta_encode(&d));
 }
 
 static void send_final(gen_t *g, const char *text, int n_tokens, const char *finish) {
-  send_json(g->req, json_pack("{s:s, s:i, s:s, s:{s:I, s:I, s:I}}", "text", text, "n_tokens",
-                              n_tokens, "finish_reason", finish, "usage", "prompt_tokens",
-                              (json_int_t)g->prompt_words, "completion_tokens",
-                              (json_int_t)g->sent, "cached_tokens", (json_int_t)1));
+  dyn__proto_delta_t d = {.text = text, .text_len = strlen(text), .n_tokens = n_tokens,
+                          .finish_reason = finish, .prompt_tokens = g->prompt_words,
+                          .completion_tokens = g->sent, .cached_tokens = 1};
+  dyn__proto_send(g->req, dyn__proto_delta_encode(&d));
 }
 
 /* The text to echo: the completion prompt, or the last user message. */
-static const char *prompt_of(const json_t *msg, const char *kind) {
-  const json_t *r = json_object_get(msg, "request");
-  if (!strcmp(kind, "completion")) {
-    const json_t *p = json_object_get(r, "prompt");
-    return json_is_array(p) ? json_string_value(json_array_get(p, 0)) : json_string_value(p);
-  }
-  const json_t *msgs = json_object_get(r, "messages");
-  for (size_t i = json_array_size(msgs); i-- > 0;) {
-    const json_t *m = json_array_get(msgs, i);
-    if (strcmp(json_string_value(json_object_get(m, "role")), "user")) continue;
-    const json_t *c = json_object_get(m, "content");
+static const char *prompt_of(const dyn__proto_gen_request_t *m) {
+  if (m->kind == DYN__OAI_COMPLETION) return m->prompt;
+  for (size_t i = json_array_size(m->messages); i-- > 0;) {
+    const json_t *msg = json_array_get(m->messages, i);
+    if (strcmp(json_string_value(json_object_get(msg, "role")), "user")) continue;
+    const json_t *c = json_object_get(msg, "content");
     if (json_is_string(c)) return json_string_value(c);
     return json_string_value(json_object_get(json_array_get(c, 0), "text"));
   }
@@ -137,17 +127,16 @@ static void on_cancel(dyn_request_t *req, void *ud) {
 
 static int magic(dyn_request_t *req, const char *prompt, const void *body, size_t len) {
   if (!strncmp(prompt, "FAIL400", 7)) {
-    dyn_request_fail(req, "400 prompt has 5000 tokens, the model's context is 4096");
+    dyn__proto_fail(req, 400, "prompt has 5000 tokens, the model's context is 4096");
   } else if (!strncmp(prompt, "FAIL500", 7)) {
     dyn_request_fail(req, "engine exploded");
   } else if (!strncmp(prompt, "MIDFAIL", 7)) {
     send_delta(req, "partial", 1);
     dyn_request_fail(req, "engine died mid-stream");
   } else if (!strncmp(prompt, "ECHOREQ", 7)) {
-    json_t *v = json_pack("{s:s%, s:i, s:s, s:{s:i, s:i, s:i}}", "text", (const char *)body, len,
-                          "n_tokens", 1, "finish_reason", "stop", "usage", "prompt_tokens", 1,
-                          "completion_tokens", 1, "cached_tokens", 0);
-    send_json(req, v);
+    dyn__proto_delta_t d = {.text = (const char *)body, .text_len = len, .n_tokens = 1, .finish_reason = "stop",
+                            .prompt_tokens = 1, .completion_tokens = 1, .cached_tokens = 0};
+    dyn__proto_send(req, dyn__proto_delta_encode(&d));
     dyn_request_end(req);
   } else {
     return 0;
@@ -156,32 +145,27 @@ static int magic(dyn_request_t *req, const char *prompt, const void *body, size_
 }
 
 static void processor_generate(dyn_request_t *req, const void *body, size_t len, void *ud) {
-  json_error_t jerr;
-  json_t *msg = json_loadb(body, len, 0, &jerr);
-  const char *kind = json_string_value(json_object_get(msg, "kind"));
-  const char *prompt = kind ? prompt_of(msg, kind) : NULL;
+  dyn__proto_gen_request_t m;
+  const char *why;
+  const char *prompt = dyn__proto_gen_request_decode(body, len, &m, &why) ? NULL : prompt_of(&m);
   if (!prompt) {
-    json_decref(msg);
+    dyn__proto_gen_request_free(&m);
     dyn_request_fail(req, "fake processor: no prompt in the request");
     return;
   }
   if (magic(req, prompt, body, len)) {
-    json_decref(msg);
+    dyn__proto_gen_request_free(&m);
     return;
   }
-  const json_t *r = json_object_get(msg, "request");
-  json_int_t max = json_integer_value(json_object_get(r, "max_tokens"));
-  if (!max) max = json_integer_value(json_object_get(r, "max_completion_tokens"));
   gen_t *g = calloc(1, sizeof *g);
   g->req = req;
   g->words = strdup(prompt);
   g->next = g->words;
-  g->max = max > 0 ? (long)max : 1000000;
+  g->max = m.has_max_tokens && m.max_tokens > 0 ? (long)m.max_tokens : 1000000;
   g->prompt_words = count_words(prompt);
-  snprintf(g->request_id, sizeof g->request_id, "%s",
-           json_string_value(json_object_get(msg, "request_id")));
+  snprintf(g->request_id, sizeof g->request_id, "%s", m.request_id ? m.request_id : "");
   int slow = !strncmp(prompt, "SLOW", 4);
-  json_decref(msg);
+  dyn__proto_gen_request_free(&m);
   uv_timer_init(dyn_runtime_loop(dyn_service_runtime(ud)), &g->timer);
   g->timer.data = g;
   dyn_request_on_cancel(req, on_cancel, g);

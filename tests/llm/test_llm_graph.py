@@ -44,7 +44,7 @@ def graph():
         port = free_port()
         s = Serve([f"{GRAPHS}/{name}.py:Frontend", "-f", f"{CONFIGS}/{name}.yaml",
                    f"--Frontend.port={port}", f"--Worker.ServiceArgs.workers={workers}",
-                   *overrides], env_for_tests())
+                   *overrides], env_for_tests(DYN_LOG="info"))  # the services' INFO lines
         started.append(s)
         s.port = port
         s.wait_for("Frontend ready")
@@ -393,3 +393,44 @@ def test_a_draining_frontend_refuses_new_work_and_finishes_the_old(graph):
     assert e.value.status_code == 503 and "shutting down" in str(e.value)
     got = read_to_done(sock, got)
     assert got.count(b'"content":') >= 120
+
+
+# ---- services that cannot start ------------------------------------------------
+
+def test_services_that_cannot_start_free_what_they_allocated(tmp_path):
+    # Processor, Router and Worker each fail their start on a bad config,
+    # the first two at the last step, with everything else allocated. Under
+    # the ASan build (make test-asan) each failed worker exits through
+    # LeakSanitizer, which must find nothing.
+    # Without a Worker edge, the Processor and the Router fail last.
+    (tmp_path / "no_worker.py").write_text(
+        "from dynamo.llm import Frontend, Processor, Router\n"
+        "Frontend.link(Processor).link(Router)\n")
+    (tmp_path / "lone_router.py").write_text(
+        "from dynamo.llm import library_path\n"
+        "from dynamo.sdk.service import c_service\n"
+        "Router = c_service(library_path(), 'Router', endpoints={'generate': False})\n")
+    (tmp_path / "router.yaml").write_text("Router:\n  mode: kv\n")
+    cases = [
+        ([f"{tmp_path}/no_worker.py:Frontend", "-f", f"{CONFIGS}/agg_router.yaml",
+          f"--Processor.tokenizer={GRAPHS}/tokenizer.json"],
+         {"Processor": "Processor: no client for Worker/generate"}),
+        ([f"{tmp_path}/lone_router.py:Router", "-f", f"{tmp_path}/router.yaml"],
+         {"Router": "Router: cannot start: no client for Worker/generate"}),
+        ([f"{GRAPHS}/agg.py:Frontend", "-f", f"{CONFIGS}/agg.yaml",
+          "--Processor.chat-template=nope", "--Worker.block-size=0"],
+         {"Processor": "chat-template 'nope' is not one of the built-in families",
+          "Worker": "Worker: engine config: engine options: block_size must be at least 1"}),
+    ]
+    for args, failures in cases:
+        port = [f"--Frontend.port={free_port()}"] if args[0].endswith(":Frontend") else []
+        s = Serve([*args, *port], env_for_tests())
+        try:
+            for name, why in failures.items():
+                s.wait_for(why)
+                # Restarted once: the first attempt's output is all in.
+                s.wait_for(f"error: {name}: on_start failed", count=2)
+        finally:
+            s.stop()
+        out = s.output()
+        assert "Sanitizer" not in out, out

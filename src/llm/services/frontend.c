@@ -1,10 +1,10 @@
 /* frontend.c - the Frontend service: the OpenAI-compatible HTTP API.
  *
  * POST /v1/chat/completions and /v1/completions are validated here (see
- * openai.c), handed to the Processor's `generate` endpoint as
- * {"kind", "request_id", "request"}, and the Processor's stream of
- * {"text", "n_tokens", "finish_reason"[, "usage"]} messages is turned into
- * OpenAI's response: Server-Sent Events chunks when the client streams, one
+ * openai.c), handed to the Processor's `generate` endpoint as a gen
+ * request, and the Processor's stream of deltas (both in protocol.h) is
+ * turned into OpenAI's response: Server-Sent Events chunks when the client
+ * streams, one
  * JSON object when it does not. GET /v1/models, /health, /live and /metrics
  * complete the API. A client that goes away cancels its upstream stream at
  * once, so the engine stops spending work on nobody.
@@ -12,7 +12,7 @@
  * Everything runs on the worker's loop: each upstream message is parsed
  * once and written to the socket as one SSE event built in place; nothing
  * blocks. The HTTP status is sent with the first upstream message, not
- * before, so a request the Processor refuses ("400 prompt too long") is an
+ * before, so a request the Processor refuses (a 400: prompt too long) is an
  * ordinary HTTP error even when the client asked for a stream.
  */
 #include <stdio.h>
@@ -29,6 +29,7 @@
 #include "dynamo/service.h"
 #include "llm/services/metrics.h"
 #include "llm/services/openai.h"
+#include "llm/services/protocol.h"
 #include "llm/services/services.h"
 
 enum { EP_CHAT, EP_COMPLETIONS, N_EP };
@@ -151,38 +152,26 @@ static int stream_message(call_t *c, const char *text, size_t n, const char *fin
   return rc == DYN_ECLOSED ? DYN_OK : rc; /* a gone client is on_close's business */
 }
 
-static void take_usage(call_t *c, const json_t *msg) {
-  const json_t *u = json_object_get(msg, "usage");
-  c->prompt_tokens = json_integer_value(json_object_get(u, "prompt_tokens"));
-  const json_t *ct = json_object_get(u, "completion_tokens");
-  c->completion_tokens = json_is_integer(ct) ? json_integer_value(ct) : c->tokens_seen;
-  c->cached_tokens = json_integer_value(json_object_get(u, "cached_tokens"));
-}
-
 static void on_upstream_data(dyn_stream_t *s, const void *data, size_t len, void *ud) {
   (void)s;
   call_t *c = ud;
   if (!c->http || c->finished) return;
-  json_error_t jerr;
-  json_t *msg = json_loadb(data, len, 0, &jerr);
-  const json_t *text = json_object_get(msg, "text");
-  const json_t *fr = json_object_get(msg, "finish_reason");
-  if (!json_is_object(msg) || (text && !json_is_string(text)) || (fr && !json_is_null(fr) && !json_is_string(fr))) {
-    json_decref(msg);
+  dyn__proto_delta_t d;
+  if (dyn__proto_delta_decode(data, len, &d)) {
     call_abort(c, 500, "the Processor sent a malformed message");
     return;
   }
-  note_tokens(c, json_integer_value(json_object_get(msg, "n_tokens")));
-  const char *t = text ? json_string_value(text) : "";
-  size_t n = text ? json_string_length(text) : 0;
-  const char *finish = json_string_value(fr);
-  if (finish) {
+  note_tokens(c, d.n_tokens);
+  if (d.finish_reason) {
     c->finished = 1;
-    snprintf(c->finish_reason, sizeof c->finish_reason, "%s", finish);
-    take_usage(c, msg);
+    snprintf(c->finish_reason, sizeof c->finish_reason, "%s", d.finish_reason);
+    c->prompt_tokens = d.prompt_tokens;
+    c->completion_tokens = d.completion_tokens >= 0 ? d.completion_tokens : c->tokens_seen;
+    c->cached_tokens = d.cached_tokens;
   }
-  int rc = c->streaming ? stream_message(c, t, n, finish) : dyn__buf_append(&c->text, t, n);
-  json_decref(msg);
+  int rc = c->streaming ? stream_message(c, d.text, d.text_len, d.finish_reason)
+                        : dyn__buf_append(&c->text, d.text, d.text_len);
+  dyn__proto_delta_free(&d);
   if (rc) call_abort(c, 500, dyn_strerror(rc));
 }
 
@@ -242,9 +231,9 @@ static void on_upstream_done(dyn_stream_t *s, int status, const char *message, v
     reply_success(c);
     count_request(fe, ep, c->streaming, ST_SUCCESS);
   } else {
-    const char *shown;
-    int code = dyn__oai_upstream_status(status, message, &shown);
-    reply_failure(c, code, shown);
+    dyn__proto_error_t e;
+    dyn__proto_error_decode(status, message, &e);
+    reply_failure(c, e.status, e.message);
     count_request(fe, ep, c->streaming, status == DYN_ECANCELED ? ST_CANCELLED : ST_ERROR);
   }
   call_free(c);
@@ -284,22 +273,20 @@ static call_t *call_new(frontend_t *fe, dyn_http_req_t *req, dyn__oai_kind_t kin
   return c;
 }
 
-/* 0 and a started upstream stream, or an HTTP status with *why. */
-static int start_upstream(frontend_t *fe, call_t *c, json_t *request, const char **why) {
-  json_t *up = json_pack("{s:s, s:s, s:O}", "kind", c->kind == DYN__OAI_CHAT ? "chat" : "completion",
-                         "request_id", c->id, "request", request);
-  char *body = up ? json_dumps(up, JSON_COMPACT) : NULL;
-  json_decref(up);
+/* 0 and a started upstream stream, or an HTTP status with err set. */
+static int start_upstream(frontend_t *fe, call_t *c, json_t *request, dyn__proto_error_t *err) {
+  dyn__proto_gen_request_t up = {.kind = c->kind, .request_id = c->id, .request = request};
+  char *body = dyn__proto_gen_request_encode(&up);
   if (!body) {
-    *why = "out of memory";
-    return 500;
+    dyn__proto_error_decode(DYN_ENOMEM, NULL, err);
+    return err->status;
   }
   static const dyn_stream_callbacks_t cb = {on_upstream_data, on_upstream_done};
   int rc = dyn_client_generate(fe->processor, NULL, body, strlen(body), &cb, c, &c->stream);
   free(body);
   if (rc) {
-    *why = rc == DYN_ENOINSTANCE ? "no live Processor instance" : dyn_strerror(rc);
-    return rc == DYN_ENOINSTANCE ? 503 : 500;
+    dyn__proto_error_decode(rc, rc == DYN_ENOINSTANCE ? "no live Processor instance" : NULL, err);
+    return err->status;
   }
   return 0;
 }
@@ -320,6 +307,7 @@ static void handle_generate(dyn_http_req_t *req, frontend_t *fe, dyn__oai_kind_t
   }
   dyn__oai_info_t info;
   dyn__oai_error_t err;
+  dyn__proto_error_t up_err;
   int status = 0;
   const char *why = NULL, *param = NULL;
   char msg[300];
@@ -338,8 +326,8 @@ static void handle_generate(dyn_http_req_t *req, frontend_t *fe, dyn__oai_kind_t
     status = 503, why = msg;
   } else if (!(c = call_new(fe, req, kind, &info))) {
     status = 500, why = "out of memory";
-  } else {
-    status = start_upstream(fe, c, request, &why);
+  } else if ((status = start_upstream(fe, c, request, &up_err))) {
+    why = up_err.message;
   }
   if (status) {
     respond_error(req, status, why, param);
@@ -489,7 +477,7 @@ static int watch_workers(frontend_t *fe) {
   int rc = dyn_runtime_endpoint(dyn_service_runtime(fe->ctx), fe->worker_path, &ep);
   if (!rc) rc = dyn_endpoint_client(ep, &fe->workers);
   if (rc) {
-    fprintf(stderr, "Frontend: cannot watch worker endpoint '%s': %s\n", fe->worker_path,
+    dyn_log(DYN_LOG_ERROR, "Frontend: cannot watch worker endpoint '%s': %s", fe->worker_path,
             dyn_strerror(rc));
     return rc;
   }
@@ -503,7 +491,8 @@ static int start_http(frontend_t *fe) {
   int rc = dyn_http_server_start(dyn_runtime_loop(dyn_service_runtime(fe->ctx)), host, port,
                                  &fe->http);
   if (rc) {
-    fprintf(stderr, "Frontend: cannot serve HTTP on %s:%d: %s\n", host, port, dyn_strerror(rc));
+    dyn_log(DYN_LOG_ERROR, "Frontend: cannot serve HTTP on %s:%d: %s", host, port,
+            dyn_strerror(rc));
     fe->http = NULL;
     return rc;
   }
@@ -513,8 +502,9 @@ static int start_http(frontend_t *fe) {
   if (!rc) rc = dyn_http_route(fe->http, "GET", "/health", on_health, fe);
   if (!rc) rc = dyn_http_route(fe->http, "GET", "/live", on_live, fe);
   if (!rc) rc = dyn_http_route(fe->http, "GET", "/metrics", on_metrics, fe);
-  if (!rc) printf("Frontend: OpenAI API on http://%s:%d\n", host, dyn_http_server_port(fe->http));
-  fflush(stdout);
+  if (!rc)
+    dyn_log(DYN_LOG_INFO, "Frontend: OpenAI API on http://%s:%d", host,
+            dyn_http_server_port(fe->http));
   return rc;
 }
 
@@ -545,7 +535,7 @@ static int frontend_start(dyn_service_ctx_t *ctx) {
   seed(fe);
   fe->processor = dyn_service_client(ctx, "Processor", "generate");
   if (!fe->processor) {
-    fprintf(stderr, "Frontend: no client for Processor/generate (is Processor in the graph?)\n");
+    dyn_log(DYN_LOG_ERROR, "Frontend: no client for Processor/generate (is Processor in the graph?)");
     free(fe);
     return DYN_EINVAL;
   }

@@ -18,10 +18,6 @@ static const char *lookup(dyn_service_ctx_t *ctx, const char *key) {
   return dyn_service_config_json(ctx, alt);
 }
 
-const char *dyn__llm_config_json(dyn_service_ctx_t *ctx, const char *key) {
-  return lookup(ctx, key);
-}
-
 double dyn__llm_config_double(dyn_service_ctx_t *ctx, const char *key, double dflt) {
   const char *v = lookup(ctx, key);
   if (!v) return dflt;
@@ -72,12 +68,6 @@ int dyn__llm_tokens_from_json(const json_t *arr, uint32_t **out, size_t *n, cons
   return DYN_OK;
 }
 
-json_t *dyn__llm_tokens_to_json(const uint32_t *toks, size_t n) {
-  json_t *a = json_array();
-  for (size_t i = 0; a && i < n; i++) json_array_append_new(a, json_integer(toks[i]));
-  return a;
-}
-
 void dyn__llm_id_to_hex(uint64_t id, char out[17]) {
   snprintf(out, 17, "%016llx", (unsigned long long)id);
 }
@@ -90,13 +80,4 @@ int dyn__llm_id_from_hex(const char *s, uint64_t *id) {
   if (errno || *end) return DYN_EINVAL;
   *id = v;
   return DYN_OK;
-}
-
-int dyn__llm_send_json(dyn_request_t *req, json_t *v) {
-  char *s = v ? json_dumps(v, JSON_COMPACT) : NULL;
-  json_decref(v);
-  if (!s) return DYN_ENOMEM;
-  int rc = dyn_request_send(req, s, strlen(s));
-  free(s);
-  return rc;
 }

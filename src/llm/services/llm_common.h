@@ -1,7 +1,7 @@
 /* llm_common.h - small helpers the LLM services share: config values under
  * either spelling (YAML users write block-size, C code block_size), token
- * id arrays to and from JSON, and worker ids as the hex strings the JSON
- * messages carry (a uint64 does not survive every JSON parser).
+ * id arrays from JSON, and worker ids as the hex strings the messages of
+ * protocol.h carry (a uint64 does not survive every JSON parser).
  */
 #ifndef DYN__LLM_COMMON_H
 #define DYN__LLM_COMMON_H
@@ -12,9 +12,8 @@
 
 #include "dynamo/service.h"
 
-/* The config value of key, trying "a-b" and "a_b" spellings; NULL if absent.
- * A borrowed reference into the service's section. */
-const char *dyn__llm_config_json(dyn_service_ctx_t *ctx, const char *key);
+/* The config value of key, trying "a-b" and "a_b" spellings; dflt if
+ * absent or not a number. */
 double dyn__llm_config_double(dyn_service_ctx_t *ctx, const char *key, double dflt);
 long long dyn__llm_config_int(dyn_service_ctx_t *ctx, const char *key, long long dflt);
 /* A string value; the result lives as long as the worker. */
@@ -23,13 +22,9 @@ const char *dyn__llm_config_string(dyn_service_ctx_t *ctx, const char *key, cons
 /* A JSON array of non-negative integers < 2^32 into a malloc'd array.
  * DYN_EINVAL (with *why set) for anything else. */
 int dyn__llm_tokens_from_json(const json_t *arr, uint32_t **out, size_t *n, const char **why);
-json_t *dyn__llm_tokens_to_json(const uint32_t *toks, size_t n);
 
 /* Worker ids as 16 hex digits. */
 void dyn__llm_id_to_hex(uint64_t id, char out[17]);
 int dyn__llm_id_from_hex(const char *s, uint64_t *id);
-
-/* Sends a JSON value as one message and frees it. */
-int dyn__llm_send_json(dyn_request_t *req, json_t *v);
 
 #endif

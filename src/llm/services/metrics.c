@@ -166,8 +166,6 @@ void dyn__series_add(dyn__series_t *s, double v) {
   if (s->family->type == DYN__METRIC_COUNTER && !(v >= 0)) return;
   s->value += v;
 }
-void dyn__series_set(dyn__series_t *s, double v) { s->value = v; }
-double dyn__series_value(const dyn__series_t *s) { return s->value; }
 
 void dyn__series_observe(dyn__series_t *s, double v) {
   const dyn__metric_t *f = s->family;

@@ -40,10 +40,8 @@ dyn__series_t *dyn__metric_series(dyn__metric_t *f, const char *const *values);
 
 /* Counter and gauge: adds v (a counter only grows: v < 0 is ignored). */
 void dyn__series_add(dyn__series_t *s, double v);
-void dyn__series_set(dyn__series_t *s, double v);
 /* Histogram: one observation. */
 void dyn__series_observe(dyn__series_t *s, double v);
-double dyn__series_value(const dyn__series_t *s);
 
 /* The exposition text, malloc'd, NUL-terminated; NULL on ENOMEM. */
 char *dyn__metrics_render(const dyn__metrics_t *m, size_t *len);

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dynamo/http.h"
 #include "dynamo/status.h"
 #include "common/json_escape.h"
 
@@ -193,38 +194,13 @@ int dyn__oai_validate(const json_t *req, dyn__oai_kind_t kind, dyn__oai_info_t *
 
 /* ---- errors ------------------------------------------------------------ */
 
-static const char *error_type(int status) {
-  switch (status) {
-  case 400: return "BadRequestError";
-  case 401: return "AuthenticationError";
-  case 404: return "NotFoundError";
-  case 413: return "RequestTooLargeError";
-  case 429: return "RateLimitError";
-  case 503: return "ServiceUnavailableError";
-  default: return status >= 500 ? "InternalServerError" : "BadRequestError";
-  }
-}
-
 char *dyn__oai_error_json(int status, const char *message, const char *param) {
   json_t *e = json_pack("{s:{s:s, s:s, s:o, s:i}}", "error", "message", message ? message : "",
-                        "type", error_type(status), "param",
+                        "type", dyn_http_error_type(status), "param",
                         param ? json_string(param) : json_null(), "code", status);
   char *s = e ? json_dumps(e, JSON_COMPACT) : NULL;
   json_decref(e);
   return s;
-}
-
-int dyn__oai_upstream_status(int dyn_status, const char *message, const char **shown) {
-  *shown = message ? message : dyn_strerror(dyn_status);
-  if (dyn_status == DYN_ENOINSTANCE) return 503;
-  /* "4xx text": the Processor says the client asked for something wrong;
-   * "5xx text": the service cannot serve it now (503: no worker). */
-  const char *m = *shown;
-  if ((m[0] == '4' || m[0] == '5') && m[1] >= '0' && m[1] <= '9' && m[2] >= '0' && m[2] <= '9' && m[3] == ' ') {
-    *shown = m + 4;
-    return (m[0] - '0') * 100 + (m[1] - '0') * 10 + (m[2] - '0');
-  }
-  return 500;
 }
 
 /* ---- JSON text --------------------------------------------------------- */

@@ -39,15 +39,10 @@ int dyn__oai_validate(const json_t *req, dyn__oai_kind_t kind, dyn__oai_info_t *
                       dyn__oai_error_t *err);
 
 /* The error object {"error":{"message","type","param","code"}} as compact
- * JSON text (malloc'd; NULL on ENOMEM). type follows the status:
- * BadRequestError, NotFoundError, ServiceUnavailableError, ... */
+ * JSON text (malloc'd; NULL on ENOMEM). type follows the status
+ * (dyn_http_error_type). */
 char *dyn__oai_error_json(int status, const char *message, const char *param);
 
-/* Maps an upstream (Processor) stream failure to an HTTP status and the
- * message to show: a message "NNN text" with NNN a 4xx or 5xx status gives
- * that status and "text" ("400 ..." the client's fault, "503 ..." no
- * worker); DYN_ENOINSTANCE is 503; anything else 500. */
-int dyn__oai_upstream_status(int dyn_status, const char *message, const char **shown);
 
 /* ---- streamed chunks ---------------------------------------------------
  * A stream object carries the parts every chunk of a response shares. Each

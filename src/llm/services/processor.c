@@ -1,45 +1,42 @@
 /* processor.c - the Processor service: text in, tokens to an engine, text out.
  *
- * The Frontend sends {"kind": "chat"|"completion", "request_id", "request":
- * <the OpenAI request>}. The Processor renders chat messages with the
- * model's chat template, tokenizes, checks the context length, picks a
- * worker (asking the Router when the graph has one, else round-robin or
- * random over the live workers), calls that worker's generate directly, and
- * streams the answer back as {"text", "n_tokens", "finish_reason"} deltas,
- * detokenized incrementally so no UTF-8 character is ever split. The last
- * delta carries finish_reason and usage {prompt_tokens, completion_tokens,
- * cached_tokens}. Stop strings and the template's end-of-turn tokens end
- * the answer early and cancel the engine's work.
+ * The Frontend sends a gen request (the OpenAI request; every message of
+ * the stack is described in protocol.h). The Processor renders chat
+ * messages with the model's chat template, tokenizes, checks the context
+ * length, picks a worker (asking the Router when the graph has one, else
+ * round-robin or random over the live workers), calls that worker's
+ * generate directly, and streams the answer back as deltas, detokenized
+ * incrementally so no UTF-8 character is ever split. The last delta
+ * carries finish_reason and usage. Stop strings and the template's
+ * end-of-turn tokens end the answer early and cancel the engine's work.
  *
- * A failure that is the client's fault is a stream error starting with
- * "400 " (the Frontend maps it to an HTTP 400); a cancel from the Frontend
- * (client gone) cancels the Router call or the engine stream at once.
- *
- * Protocol to the Worker (see worker.c): {"token_ids", "max_tokens",
- * "ignore_eos", "seed", "request_id"} in; {"token_ids": [...]} messages
- * out, the first with "cached_tokens", the last with "finish_reason".
+ * A failure is a protocol error with its HTTP status (400 when it is the
+ * client's fault); the Router's and the Worker's failures are relayed as
+ * they came. A cancel from the Frontend (client gone) cancels the Router
+ * call or the engine stream at once.
  *
  * Config: tokenizer (path to tokenizer.json; a relative path is tried
  * from the working directory, the config file's and the graph file's),
  * chat-template (llama3, chatml, mistral, gemma, phi3, plain; default:
  * detected from the tokenizer), context-length (8192), max-tokens (256,
  * when the request gives none), route (round-robin | random, without a
- * Router), worker (Worker).
+ * Router).
  */
 #include <libgen.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include <jansson.h>
-
 #include "common/env_names.h"
+
 #include "dynamo/llm/chat.h"
 #include "dynamo/llm/tokenizer.h"
 #include "dynamo/service.h"
 #include "dynamo/status.h"
 #include "llm/services/llm_common.h"
+#include "llm/services/protocol.h"
 #include "llm/services/services.h"
 
 #define MAX_STOP 8
@@ -66,7 +63,7 @@ typedef struct job {
   uint64_t worker_id;
   int have_worker;
   dyn_detok_t *detok;
-  char *stop[MAX_STOP];
+  char *stop[DYN__PROTO_MAX_STOP];
   size_t n_stop, max_stop_len;
   char *held; /* text not yet sent because it may start a stop string */
   size_t held_len;
@@ -86,11 +83,25 @@ static void job_free(job_t *j) {
 
 /* Ends the upstream request, once; the job is freed when nothing refers to
  * it any more (the streams' on_done run later or already did). */
-static void job_finish(job_t *j, const char *error) {
+static void job_end(job_t *j) {
   if (!j->req) return;
-  if (error) dyn_request_fail(j->req, error);
-  else dyn_request_end(j->req);
+  dyn_request_end(j->req);
   j->req = NULL;
+}
+
+static void job_fail(job_t *j, int status, const char *message) {
+  if (!j->req) return;
+  dyn__proto_fail(j->req, status, "%s", message);
+  j->req = NULL;
+}
+
+/* A call to the Router or a Worker failed: its own error as it said, the
+ * runtime's mapped by the protocol (no live instance: 503, with what is
+ * missing named). */
+static void job_relay(job_t *j, int status, const char *message, const char *no_instance) {
+  dyn__proto_error_t e;
+  dyn__proto_error_decode(status, message, &e);
+  job_fail(j, e.status, status == DYN_ENOINSTANCE ? no_instance : e.message);
 }
 
 static void job_maybe_free(job_t *j) {
@@ -99,20 +110,20 @@ static void job_maybe_free(job_t *j) {
 
 static void send_delta(job_t *j, const char *text, size_t len, size_t n_tokens) {
   if (!j->req) return;
-  json_t *m = json_pack("{s:s%, s:I, s:n}", "text", text ? text : "", text ? len : 0,
-                        "n_tokens", (json_int_t)n_tokens, "finish_reason");
-  dyn__llm_send_json(j->req, m);
+  dyn__proto_delta_t d = {.text = text, .text_len = len, .n_tokens = (long long)n_tokens};
+  dyn__proto_send(j->req, dyn__proto_delta_encode(&d));
 }
 
 static void send_final(job_t *j) {
   if (!j->req) return;
-  json_t *m = json_pack("{s:s, s:I, s:s, s:{s:I, s:I, s:I}}", "text", "", "n_tokens",
-                        (json_int_t)0, "finish_reason", j->finish, "usage", "prompt_tokens",
-                        (json_int_t)j->prompt_tokens, "completion_tokens",
-                        (json_int_t)j->completion_tokens, "cached_tokens",
-                        (json_int_t)j->cached_tokens);
-  dyn__llm_send_json(j->req, m);
-  job_finish(j, NULL);
+  dyn__proto_delta_t d = {
+      .finish_reason = j->finish,
+      .prompt_tokens = (long long)j->prompt_tokens,
+      .completion_tokens = (long long)j->completion_tokens,
+      .cached_tokens = (long long)j->cached_tokens,
+  };
+  dyn__proto_send(j->req, dyn__proto_delta_encode(&d));
+  job_end(j);
 }
 
 /* ---- stop strings --------------------------------------------------------- */
@@ -165,16 +176,17 @@ static int is_stop_id(const processor_t *p, uint32_t id) {
 static void engine_data(dyn_stream_t *s, const void *data, size_t len, void *ud) {
   job_t *j = ud;
   if (!j->req || j->finish) return;
-  json_error_t err;
-  json_t *m = json_loadb(data, len, 0, &err);
-  json_t *toks = json_object_get(m, "token_ids");
-  json_t *cached = json_object_get(m, "cached_tokens");
-  if (json_is_integer(cached)) j->cached_tokens = (size_t)json_integer_value(cached);
-  size_t i;
-  json_t *t;
+  dyn__proto_engine_output_t m;
+  const char *why;
+  if (dyn__proto_engine_output_decode(data, len, &m, &why)) {
+    job_fail(j, 500, why);
+    dyn_stream_cancel(s); /* runs engine_done, which may free j */
+    return;
+  }
+  if (m.cached_tokens >= 0) j->cached_tokens = (size_t)m.cached_tokens;
   int stop_token = 0, stop_string = 0;
-  json_array_foreach(toks, i, t) {
-    uint32_t id = (uint32_t)json_integer_value(t);
+  for (size_t i = 0; i < m.n_tokens; i++) {
+    uint32_t id = m.token_ids[i];
     j->completion_tokens++;
     if (is_stop_id(j->p, id)) {
       stop_token = 1;
@@ -187,9 +199,10 @@ static void engine_data(dyn_stream_t *s, const void *data, size_t len, void *ud)
       break;
     }
   }
-  const char *fr = json_string_value(json_object_get(m, "finish_reason"));
+  dyn__proto_finish_t fr = m.finish;
+  dyn__proto_engine_output_free(&m);
   int stopped = stop_token || stop_string;
-  if (stopped || fr) {
+  if (stopped || fr != DYN__PROTO_GOING) {
     /* The answer ended without a stop string in it: what the detokenizer
      * and the stop-string look-behind still hold is part of it. */
     const char *piece;
@@ -197,22 +210,19 @@ static void engine_data(dyn_stream_t *s, const void *data, size_t len, void *ud)
     if (!stop_string && dyn_detok_flush(j->detok, &piece, &n) == DYN_OK &&
         !emit_text(j, piece, n, 0) && j->held_len)
       send_delta(j, j->held, j->held_len, 0);
-    j->finish = stopped ? "stop" : (!strcmp(fr, "length") ? "length" : "stop");
+    j->finish = !stopped && fr == DYN__PROTO_LENGTH ? "length" : "stop";
     send_final(j);
     /* The engine would go on generating what nobody reads. */
     if (stopped && j->engine) dyn_stream_cancel(s);
   }
-  json_decref(m);
 }
 
 static void engine_done(dyn_stream_t *s, int status, const char *message, void *ud) {
   job_t *j = ud;
   j->engine = NULL;
   if (j->req && !j->finish) {
-    char msg[512];
-    snprintf(msg, sizeof msg, "%s%s", status == DYN_OK ? "the engine ended the stream early" : "",
-             status == DYN_OK ? "" : message);
-    job_finish(j, status == DYN_ENOINSTANCE ? "503 no engine worker is live" : msg);
+    if (status == DYN_OK) job_fail(j, 500, "the engine ended the stream early");
+    else job_relay(j, status, message, "no engine worker is live");
   }
   job_maybe_free(j);
 }
@@ -228,7 +238,7 @@ static void call_worker(job_t *j) {
                                &j->engine);
   if (rc) {
     j->engine = NULL;
-    job_finish(j, rc == DYN_ENOINSTANCE ? "503 no engine worker is live" : dyn_strerror(rc));
+    job_relay(j, rc, NULL, "no engine worker is live");
   }
 }
 
@@ -236,19 +246,17 @@ static void call_worker(job_t *j) {
 
 static void router_data(dyn_stream_t *s, const void *data, size_t len, void *ud) {
   job_t *j = ud;
-  json_error_t err;
-  json_t *m = json_loadb(data, len, 0, &err);
-  j->have_worker = !dyn__llm_id_from_hex(json_string_value(json_object_get(m, "worker_id")),
-                                         &j->worker_id);
-  json_decref(m);
+  dyn__proto_route_answer_t a;
+  j->have_worker = !dyn__proto_route_answer_decode(data, len, &a);
+  j->worker_id = a.worker_id;
 }
 
 static void router_done(dyn_stream_t *s, int status, const char *message, void *ud) {
   job_t *j = ud;
   j->router_call = NULL;
   if (j->req) {
-    if (status != DYN_OK) job_finish(j, message);
-    else if (!j->have_worker) job_finish(j, "the Router answered without a worker_id");
+    if (status != DYN_OK) job_relay(j, status, message, "no Router is live");
+    else if (!j->have_worker) job_fail(j, 500, "the Router answered without a worker_id");
     else call_worker(j);
   }
   job_maybe_free(j);
@@ -256,7 +264,8 @@ static void router_done(dyn_stream_t *s, int status, const char *message, void *
 
 static void on_cancel(dyn_request_t *req, void *ud) {
   job_t *j = ud;
-  job_finish(j, "cancelled");
+  dyn_request_fail(req, "cancelled"); /* nobody reads it: the caller left */
+  j->req = NULL;
   /* At most one call is open at a time. Cancelling it runs its on_done
    * before returning, and that frees the job: do not touch j after. */
   dyn_stream_t *open = j->router_call ? j->router_call : j->engine;
@@ -266,141 +275,148 @@ static void on_cancel(dyn_request_t *req, void *ud) {
 
 /* ---- the request ---------------------------------------------------------- */
 
+/* A request the Processor refuses: its HTTP status and message. */
+typedef struct refusal {
+  int status;
+  char message[300];
+} refusal_t;
+
+static int refuse(refusal_t *r, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int refuse(refusal_t *r, int status, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(r->message, sizeof r->message, fmt, ap);
+  va_end(ap);
+  r->status = status;
+  return status;
+}
+
 /* Renders the prompt text: chat messages through the template, or the
- * completion prompt as given. *why names a client error. */
-static char *prompt_text(processor_t *p, const char *kind, json_t *request, const char **why) {
-  if (!strcmp(kind, "completion")) {
-    json_t *pr = json_object_get(request, "prompt");
-    if (json_is_array(pr) && json_array_size(pr) == 1) pr = json_array_get(pr, 0);
-    if (!json_is_string(pr)) {
-      *why = "400 prompt must be a string";
+ * completion prompt as given. NULL with *why filled on a refusal. */
+static char *prompt_text(processor_t *p, const dyn__proto_gen_request_t *in, refusal_t *why) {
+  if (in->kind == DYN__OAI_COMPLETION) {
+    if (!in->prompt) {
+      refuse(why, 400, "prompt must be a string");
       return NULL;
     }
-    return strdup(json_string_value(pr));
+    char *out = strdup(in->prompt);
+    if (!out) refuse(why, 500, "out of memory");
+    return out;
   }
   char *out = NULL, err[256];
   size_t len;
-  static char msg[300]; /* read at once by the caller, on the one loop thread */
-  if (dyn_chat_render_json(p->family, (const struct json_t *)json_object_get(request, "messages"),
-                           true, &out, &len, err, sizeof err)) {
-    snprintf(msg, sizeof msg, "400 %s", err);
-    *why = msg;
+  if (dyn_chat_render_json(p->family, (const struct json_t *)in->messages, true, &out, &len, err,
+                           sizeof err)) {
+    refuse(why, 400, "%s", err);
     return NULL;
   }
   return out;
 }
 
-static int add_stops(job_t *j, json_t *stop) {
-  if (json_is_string(stop)) stop = json_pack("[O]", stop);
-  else json_incref(stop);
-  size_t i;
-  json_t *s;
-  json_array_foreach(stop, i, s) {
-    if (!json_is_string(s) || j->n_stop == MAX_STOP) break;
-    if (!json_string_length(s)) continue;
-    j->stop[j->n_stop++] = strdup(json_string_value(s));
-    if (json_string_length(s) > j->max_stop_len) j->max_stop_len = json_string_length(s);
+/* The prompt's token ids, or a refusal (the prompt does not fit). */
+static int tokenize(processor_t *p, const dyn__proto_gen_request_t *in, long long max_tokens,
+                    dyn_tokens_t *ids, refusal_t *why) {
+  if (max_tokens < 1) return refuse(why, 400, "max_tokens must be at least 1");
+  if (max_tokens > p->context_length)
+    return refuse(why, 400,
+                  "This model's maximum context length is %lld tokens. However, you requested "
+                  "%lld tokens in the completion alone.", p->context_length, max_tokens);
+  char *text = prompt_text(p, in, why);
+  if (!text) return why->status;
+  size_t text_len = strlen(text);
+  /* No token is longer than the longest in the vocabulary, so a prompt of
+   * more bytes than that many tokens can hold is refused before the
+   * tokenizer spends (loop) time on it: every request shares this loop. */
+  int rc = 0;
+  if (text_len > (size_t)p->context_length * p->max_token_bytes)
+    rc = refuse(why, 400,
+                "This model's maximum context length is %lld tokens; the prompt is %zu bytes, "
+                "more than that many tokens can hold.", p->context_length, text_len);
+  else if ((rc = dyn_tokenizer_encode(p->tk, text, text_len, ids)))
+    rc = rc == DYN_ENOMEM ? refuse(why, 500, "out of memory")
+                          : refuse(why, 400, "the prompt is not valid UTF-8");
+  free(text);
+  if (!rc && (long long)ids->len + max_tokens > p->context_length)
+    rc = refuse(why, 400,
+                "This model's maximum context length is %lld tokens. However, you requested "
+                "%lld tokens (%zu in the messages, %lld in the completion).",
+                p->context_length, (long long)ids->len + max_tokens, ids->len, max_tokens);
+  return rc;
+}
+
+/* The job for a request that fits: its worker request encoded, its stop
+ * strings copied. NULL when out of memory. */
+static job_t *job_new(processor_t *p, dyn_request_t *req, const dyn__proto_gen_request_t *in,
+                      const dyn_tokens_t *ids, long long max_tokens) {
+  job_t *j = calloc(1, sizeof *j);
+  if (!j) return NULL;
+  j->p = p;
+  j->prompt_tokens = ids->len;
+  dyn__proto_engine_request_t w = {
+      .token_ids = ids->ids,
+      .n_tokens = ids->len,
+      .max_tokens = (uint32_t)max_tokens,
+      .ignore_eos = in->ignore_eos,
+      .has_seed = in->has_seed,
+      .seed = (uint64_t)in->seed,
+      .has_temperature = in->has_temperature,
+      .temperature = in->temperature,
+      .request_id = in->request_id,
+  };
+  j->worker_body = dyn__proto_engine_request_encode(&w);
+  int ok = j->worker_body && !dyn_detok_new(p->tk, DYN_DETOK_SKIP_SPECIAL, &j->detok);
+  for (size_t i = 0; ok && i < in->n_stop; i++) {
+    size_t n = strlen(in->stop[i]);
+    ok = (j->stop[j->n_stop++] = strdup(in->stop[i])) != NULL;
+    if (n > j->max_stop_len) j->max_stop_len = n;
   }
-  json_decref(stop);
-  return DYN_OK;
+  if (!ok) {
+    job_free(j);
+    return NULL;
+  }
+  j->req = req;
+  return j;
 }
 
 static void generate(dyn_request_t *req, const void *body, size_t len, void *ud) {
   processor_t *p = dyn_service_data(ud);
-  json_error_t err;
-  json_t *in = json_loadb(body, len, 0, &err);
-  json_t *request = json_object_get(in, "request");
-  const char *kind = json_string_value(json_object_get(in, "kind"));
-  const char *why = NULL;
-  char msg[300];
-  if (!json_is_object(request) || !kind || (strcmp(kind, "chat") && strcmp(kind, "completion"))) {
-    json_decref(in);
-    dyn_request_fail(req, "400 the Processor takes {\"kind\": \"chat\"|\"completion\", \"request\": {...}}");
+  dyn__proto_gen_request_t in;
+  const char *bad;
+  int rc = dyn__proto_gen_request_decode(body, len, &in, &bad);
+  if (rc) {
+    dyn__proto_fail(req, rc == DYN_ENOMEM ? 500 : 400, "%s", rc == DYN_ENOMEM ? "out of memory" : bad);
     return;
   }
-  json_t *mt = json_object_get(request, "max_completion_tokens");
-  if (!json_is_integer(mt)) mt = json_object_get(request, "max_tokens");
-  long long max_tokens = json_is_integer(mt) ? json_integer_value(mt) : p->default_max_tokens;
-  if (max_tokens < 1) {
-    why = "400 max_tokens must be at least 1";
-  } else if (max_tokens > p->context_length) {
-    snprintf(msg, sizeof msg,
-             "400 This model's maximum context length is %lld tokens. However, you requested "
-             "%lld tokens in the completion alone.", p->context_length, max_tokens);
-    why = msg;
-  }
-  char *text = why ? NULL : prompt_text(p, kind, request, &why);
+  long long max_tokens = in.has_max_tokens ? in.max_tokens : p->default_max_tokens;
   dyn_tokens_t ids = {0};
-  size_t text_len = text ? strlen(text) : 0;
-  /* No token is longer than the longest in the vocabulary, so a prompt of
-   * more bytes than that many tokens can hold is refused before the
-   * tokenizer spends (loop) time on it: every request shares this loop. */
-  if (text && text_len > (size_t)p->context_length * p->max_token_bytes) {
-    snprintf(msg, sizeof msg,
-             "400 This model's maximum context length is %lld tokens; the prompt is %zu bytes, "
-             "more than that many tokens can hold.", p->context_length, text_len);
-    why = msg;
-  } else if (text && dyn_tokenizer_encode(p->tk, text, text_len, &ids)) {
-    why = "400 the prompt is not valid UTF-8";
-  }
-  free(text);
-  if (!why && (long long)ids.len + max_tokens > p->context_length) {
-    snprintf(msg, sizeof msg,
-             "400 This model's maximum context length is %lld tokens. However, you requested "
-             "%lld tokens (%zu in the messages, %lld in the completion).",
-             p->context_length, (long long)ids.len + max_tokens, ids.len, max_tokens);
-    why = msg;
-  }
-  if (why) {
+  refusal_t why;
+  job_t *j = NULL;
+  if (!tokenize(p, &in, max_tokens, &ids, &why) && !(j = job_new(p, req, &in, &ids, max_tokens)))
+    refuse(&why, 500, "out of memory");
+  dyn__proto_gen_request_free(&in);
+  if (!j) {
     dyn_tokens_free(&ids);
-    json_decref(in);
-    dyn_request_fail(req, why);
+    dyn__proto_fail(req, why.status, "%s", why.message);
     return;
   }
-  job_t *j = calloc(1, sizeof *j);
-  /* One array of the prompt's ids, for the worker's request and the Router's. */
-  json_t *tokens = dyn__llm_tokens_to_json(ids.ids, ids.len);
-  dyn_tokens_free(&ids);
-  json_t *wreq = json_pack("{s:O, s:I, s:b, s:O?, s:O?, s:O?}", "token_ids", tokens, "max_tokens",
-                           (json_int_t)max_tokens, "ignore_eos",
-                           json_is_true(json_object_get(request, "ignore_eos")), "seed",
-                           json_object_get(request, "seed"), "temperature",
-                           json_object_get(request, "temperature"), "request_id",
-                           json_object_get(in, "request_id"));
-  char *wbody = wreq ? json_dumps(wreq, JSON_COMPACT) : NULL;
-  json_decref(wreq);
-  if (!j || !wbody || dyn_detok_new(p->tk, DYN_DETOK_SKIP_SPECIAL, &j->detok)) {
-    free(j);
-    free(wbody);
-    json_decref(tokens);
-    json_decref(in);
-    dyn_request_fail(req, "out of memory");
-    return;
-  }
-  j->p = p;
-  j->req = req;
-  j->prompt_tokens = json_array_size(tokens);
-  add_stops(j, json_object_get(request, "stop"));
-  j->worker_body = wbody;
-  json_decref(in);
   dyn_request_on_cancel(req, on_cancel, j);
   if (p->router) {
     static const dyn_stream_callbacks_t cb = {router_data, router_done};
-    json_t *rreq = json_pack("{s:O}", "token_ids", tokens);
-    char *rbody = rreq ? json_dumps(rreq, JSON_COMPACT) : NULL;
-    json_decref(rreq);
-    int rc = rbody ? dyn_client_generate(p->router, NULL, rbody, strlen(rbody), &cb, j,
-                                         &j->router_call)
-                   : DYN_ENOMEM;
+    dyn__proto_route_request_t r = {.token_ids = ids.ids, .n_tokens = ids.len};
+    char *rbody = dyn__proto_route_request_encode(&r);
+    rc = rbody ? dyn_client_generate(p->router, NULL, rbody, strlen(rbody), &cb, j,
+                                     &j->router_call)
+               : DYN_ENOMEM;
     free(rbody);
     if (rc) {
       j->router_call = NULL;
-      job_finish(j, rc == DYN_ENOINSTANCE ? "503 no Router is live" : dyn_strerror(rc));
+      job_relay(j, rc, NULL, "no Router is live");
     }
   } else {
     call_worker(j);
   }
-  json_decref(tokens);
+  dyn_tokens_free(&ids);
   job_maybe_free(j);
 }
 
@@ -424,32 +440,35 @@ static int load_tokenizer(processor_t *p, const char *path) {
     }
     free(cfg_copy);
   }
-  if (dyn_tokenizer_load_file(use, &p->tk, err, sizeof err)) {
-    fprintf(stderr, "error: Processor: %s\n", err);
-    return 1;
-  }
-  return 0;
+  int rc = dyn_tokenizer_load_file(use, &p->tk, err, sizeof err);
+  if (rc) dyn_log(DYN_LOG_ERROR, "Processor: %s", err);
+  return rc;
+}
+
+static void processor_free(processor_t *p) {
+  dyn_tokenizer_free(p->tk);
+  free(p);
 }
 
 static int processor_start(dyn_service_ctx_t *ctx) {
+  const char *path = dyn__llm_config_string(ctx, "tokenizer", NULL);
+  if (!path) {
+    dyn_log(DYN_LOG_ERROR, "Processor: config key 'tokenizer' (path to a tokenizer.json) is required");
+    return DYN_EINVAL;
+  }
   processor_t *p = calloc(1, sizeof *p);
   if (!p) return DYN_ENOMEM;
   p->ctx = ctx;
-  const char *path = dyn__llm_config_string(ctx, "tokenizer", NULL);
-  if (!path) {
-    fprintf(stderr, "error: Processor: config key 'tokenizer' (path to a tokenizer.json) is required\n");
-    free(p);
-    return DYN_EINVAL;
-  }
-  if (load_tokenizer(p, path)) {
-    free(p);
-    return DYN_EINVAL;
+  int rc = load_tokenizer(p, path);
+  if (rc) {
+    processor_free(p);
+    return rc == DYN_ENOMEM ? rc : DYN_EINVAL;
   }
   const char *fam = dyn__llm_config_string(ctx, "chat-template", NULL);
   p->family = dyn_chat_detect(p->tk);
   if (fam && dyn_chat_family_from_name(fam, &p->family)) {
-    fprintf(stderr, "error: Processor: chat-template '%s' is not one of the built-in families\n",
-            fam ? fam : "?");
+    dyn_log(DYN_LOG_ERROR, "Processor: chat-template '%s' is not one of the built-in families", fam);
+    processor_free(p);
     return DYN_EINVAL;
   }
   p->n_stop_ids = dyn_chat_stop_ids(p->family, p->tk, p->stop_ids, MAX_STOP);
@@ -465,12 +484,15 @@ static int processor_start(dyn_service_ctx_t *ctx) {
   p->default_max_tokens = dyn__llm_config_int(ctx, "max-tokens", 256);
   const char *route = dyn__llm_config_string(ctx, "route", "round-robin");
   p->route = !strcmp(route, "random") ? DYN_ROUTE_RANDOM : DYN_ROUTE_ROUND_ROBIN;
-  const char *worker = dyn__llm_config_string(ctx, "worker", "Worker");
-  p->worker = dyn_service_client(ctx, worker, "generate");
+  p->worker = dyn_service_client(ctx, "Worker", "generate");
   if (dyn_service_has_dependency(ctx, "Router")) p->router = dyn_service_client(ctx, "Router", "generate");
-  if (!p->worker) return DYN_EINVAL;
+  if (!p->worker) {
+    dyn_log(DYN_LOG_ERROR, "Processor: no client for Worker/generate");
+    processor_free(p);
+    return DYN_EINVAL;
+  }
   dyn_service_set_data(ctx, p);
-  fprintf(stderr, "Processor: tokenizer %s (%u ids), template %s, routing %s\n", path,
+  dyn_log(DYN_LOG_INFO, "Processor: tokenizer %s (%u ids), template %s, routing %s", path,
           dyn_tokenizer_vocab_size(p->tk), dyn_chat_family_name(p->family),
           p->router ? "by the Router" : route);
   return DYN_OK;
@@ -479,8 +501,7 @@ static int processor_start(dyn_service_ctx_t *ctx) {
 static void processor_shutdown(dyn_service_ctx_t *ctx) {
   processor_t *p = dyn_service_data(ctx);
   if (!p) return;
-  dyn_tokenizer_free(p->tk);
-  free(p);
+  processor_free(p);
   dyn_service_set_data(ctx, NULL);
 }
 

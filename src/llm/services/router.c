@@ -2,11 +2,11 @@
  *
  * It keeps a radix-tree index (dynamo/llm/kv.h) of every Worker's KV cache,
  * fed by the workers' "kv_events", and their last "load_metrics". For a
- * request {"token_ids": [...]} it hashes the prompt's full blocks, asks the
- * index how many leading blocks each worker holds, and answers
- * {"worker_id": "<16 hex>", "overlap_blocks": n, "request_blocks": R} with
- * the worker chosen by dyn_kv_select in the configured mode (kv,
- * round-robin, random). The Processor then calls that worker directly.
+ * route request (the prompt's token ids; the messages are in protocol.h)
+ * it hashes the prompt's full blocks, asks the index how many leading
+ * blocks each worker holds, and answers with the worker chosen by
+ * dyn_kv_select in the configured mode (kv, round-robin, random). The
+ * Processor then calls that worker directly.
  *
  * Everything runs on the worker loop's one thread: events, instance
  * changes and queries touch the index in turn, with no lock and no copy.
@@ -20,14 +20,11 @@
  *   block-size (16), mode: kv | round-robin | random (kv),
  *   overlap-weight (1.0), usage-weight (1.0), waiting-weight (1.0),
  *   temperature (0), seed (0), kv-seed (DYN_KV_DEFAULT_SEED),
- *   prediction-ttl-ms (10000: see predict_stored),
- *   worker: the engine component's name (Worker).
+ *   prediction-ttl-ms (10000: see predict_stored).
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <jansson.h>
 
 #include "dynamo/events.h"
 #include "dynamo/llm/kv.h"
@@ -35,6 +32,7 @@
 #include "dynamo/status.h"
 #include "llm/kv/predict.h"
 #include "llm/services/llm_common.h"
+#include "llm/services/protocol.h"
 #include "llm/services/services.h"
 
 #define MAX_WORKERS 1024
@@ -88,31 +86,20 @@ static void on_kv_events(const char *subject, const void *data, size_t len, void
   const char *why = NULL;
   int rc = dyn_kv_decode(data, len, NULL, apply_one, r, &why);
   if (rc && r->dropped_batches++ == 0)
-    fprintf(stderr, "Router: dropped a malformed KV event batch on %s: %s\n", subject,
+    dyn_log(DYN_LOG_WARN, "Router: dropped a malformed KV event batch on %s: %s", subject,
             why ? why : dyn_strerror(rc));
-}
-
-static uint64_t get_u64(json_t *o, const char *k) {
-  json_t *v = json_object_get(o, k);
-  return json_is_integer(v) && json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v) : 0;
 }
 
 static void on_metrics(const char *subject, const void *data, size_t len, void *ud) {
   router_t *r = ud;
-  json_error_t err;
-  json_t *m = json_loadb(data, len, 0, &err);
-  uint64_t id;
-  dyn_kv_worker_load_t *l = NULL;
-  if (m && !dyn__llm_id_from_hex(json_string_value(json_object_get(m, "worker_id")), &id))
-    l = load_of(r, id);
-  if (l) {
-    l->kv_blocks_used = get_u64(m, "kv_blocks_used");
-    l->kv_blocks_total = get_u64(m, "kv_blocks_total");
-    l->active_slots = (uint32_t)get_u64(m, "active_slots");
-    l->total_slots = (uint32_t)get_u64(m, "total_slots");
-    l->waiting = (uint32_t)get_u64(m, "waiting");
-  }
-  json_decref(m);
+  dyn__proto_load_t m;
+  dyn_kv_worker_load_t *l = dyn__proto_load_decode(data, len, &m) ? NULL : load_of(r, m.worker_id);
+  if (!l) return;
+  l->kv_blocks_used = m.kv_blocks_used;
+  l->kv_blocks_total = m.kv_blocks_total;
+  l->active_slots = (uint32_t)m.active_slots;
+  l->total_slots = (uint32_t)m.total_slots;
+  l->waiting = (uint32_t)m.waiting;
 }
 
 /* The live list changed: new workers start with an empty load; departed
@@ -130,7 +117,7 @@ static void on_instances(dyn_client_t *c, void *ud) {
       continue;
     }
     dyn_kv_indexer_remove_worker(r->index, r->loads[i].worker_id);
-    fprintf(stderr, "Router: worker %llx left; its blocks are out of the index\n",
+    dyn_log(DYN_LOG_INFO, "Router: worker %llx left; its blocks are out of the index",
             (unsigned long long)r->loads[i].worker_id);
     r->loads[i] = r->loads[--r->n_loads];
   }
@@ -170,45 +157,44 @@ static void forget_guess(void *ud, uint64_t worker, dyn_kv_hash_t seq) {
 static void on_guess_timer(uv_timer_t *t) {
   router_t *r = t->data;
   size_t n = dyn__kv_predict_expire(r->guesses, uv_now(t->loop), forget_guess, r);
-  if (n) fprintf(stderr, "Router: %zu predicted block(s) never stored; out of the index\n", n);
+  if (n) dyn_log(DYN_LOG_INFO, "Router: %zu predicted block(s) never stored; out of the index", n);
 }
 
 static void route(dyn_request_t *req, const void *body, size_t len, void *ud) {
   router_t *r = dyn_service_data(ud);
-  json_error_t err;
-  json_t *in = json_loadb(body, len, 0, &err);
-  uint32_t *toks = NULL;
-  size_t n = 0;
-  const char *why = "request must be a JSON object {\"token_ids\": [...]}";
-  if (!in || dyn__llm_tokens_from_json(json_object_get(in, "token_ids"), &toks, &n, &why)) {
-    json_decref(in);
-    dyn_request_fail(req, why);
+  dyn__proto_route_request_t in;
+  const char *why;
+  int rc = dyn__proto_route_request_decode(body, len, &in, &why);
+  if (rc) {
+    if (rc == DYN_ENOMEM) dyn__proto_fail(req, 500, "out of memory");
+    else dyn__proto_fail(req, 400, "%s", why);
     return;
   }
-  json_decref(in);
+  const uint32_t *toks = in.token_ids;
+  size_t n = in.n_tokens;
   size_t nb = n / r->block_size;
   dyn_kv_hash_t *local = malloc((nb ? nb : 1) * sizeof *local);
   dyn_kv_hash_t *seq = malloc((nb ? nb : 1) * sizeof *seq);
   if (!local || !seq) {
-    free(toks);
+    dyn__proto_route_request_free(&in);
     free(local);
     free(seq);
-    dyn_request_fail(req, "out of memory");
+    dyn__proto_fail(req, 500, "out of memory");
     return;
   }
   dyn_kv_hash_blocks(toks, n, r->block_size, r->kv_seed, local, seq, nb);
-  free(toks);
+  dyn__proto_route_request_free(&in);
   size_t nm = dyn_kv_indexer_find_matches(r->index, local, nb, r->matches, MAX_WORKERS);
   if (nm > MAX_WORKERS) nm = MAX_WORKERS;
   uint64_t chosen;
   uint32_t overlap = 0;
-  int rc = dyn_kv_select(&r->opts, &r->state, r->loads, r->n_loads, r->matches, nm, nb, &chosen,
+  rc = dyn_kv_select(&r->opts, &r->state, r->loads, r->n_loads, r->matches, nm, nb, &chosen,
                          &overlap);
   if (rc) {
     free(local);
     free(seq);
-    dyn_request_fail(req, rc == DYN_ENOINSTANCE ? "503 no engine worker is live"
-                                                : dyn_strerror(rc));
+    if (rc == DYN_ENOINSTANCE) dyn__proto_fail(req, 503, "no engine worker is live");
+    else dyn__proto_fail(req, 500, "%s", dyn_strerror(rc));
     return;
   }
   if (r->opts.mode == DYN_KV_ROUTE_KV) predict_stored(r, chosen, local, seq, nb, overlap);
@@ -217,22 +203,31 @@ static void route(dyn_request_t *req, const void *body, size_t len, void *ud) {
   dyn_kv_worker_load_t *l = load_of(r, chosen);
   l->waiting++;
   l->kv_blocks_used += nb - overlap;
-  char hex[17];
-  dyn__llm_id_to_hex(chosen, hex);
-  dyn__llm_send_json(req, json_pack("{s:s, s:i, s:i}", "worker_id", hex, "overlap_blocks",
-                                    (int)overlap, "request_blocks", (int)nb));
+  dyn__proto_route_answer_t answer = {chosen, overlap, (uint32_t)nb};
+  dyn__proto_send(req, dyn__proto_route_answer_encode(&answer));
   dyn_request_end(req);
 }
 
 /* ---- lifecycle ---------------------------------------------------------- */
 
-static int subscribe(router_t *r, const char *ns, const char *worker, const char *what,
-                     dyn_event_fn fn, dyn_subscription_t **sub) {
+static int subscribe(router_t *r, const char *ns, const char *what, dyn_event_fn fn,
+                     dyn_subscription_t **sub) {
   dyn_namespace_t *n;
   dyn_component_t *c;
   int rc = dyn_runtime_namespace(dyn_service_runtime(r->ctx), ns, &n);
-  if (!rc) rc = dyn_namespace_component(n, worker, &c);
+  if (!rc) rc = dyn_namespace_component(n, "Worker", &c);
   return rc ? rc : dyn_component_subscribe(c, what, fn, r, sub);
+}
+
+/* What router_start allocated before the guess timer: every failure path
+ * comes here, so a worker that cannot start leaks nothing. */
+static void router_free(router_t *r) {
+  dyn_unsubscribe(r->events_sub);
+  dyn_unsubscribe(r->metrics_sub);
+  dyn__kv_predict_destroy(r->guesses);
+  dyn_kv_indexer_destroy(r->index);
+  free(r->matches);
+  free(r);
 }
 
 static int router_start(dyn_service_ctx_t *ctx) {
@@ -244,10 +239,9 @@ static int router_start(dyn_service_ctx_t *ctx) {
   dyn_kv_select_options_init(&r->opts);
   const char *mode = dyn__llm_config_string(ctx, "mode", "kv");
   if (r->block_size == 0 || parse_mode(mode, &r->opts.mode)) {
-    fprintf(stderr, "error: Router: %s\n", r->block_size == 0
-                                               ? "block-size must be a positive integer"
-                                               : "mode must be kv, round-robin or random");
-    free(r);
+    if (r->block_size == 0) dyn_log(DYN_LOG_ERROR, "Router: block-size must be a positive integer");
+    else dyn_log(DYN_LOG_ERROR, "Router: mode '%s' is not kv, round-robin or random", mode);
+    router_free(r);
     return DYN_EINVAL;
   }
   r->opts.overlap_weight = dyn__llm_config_double(ctx, "overlap-weight", r->opts.overlap_weight);
@@ -255,52 +249,48 @@ static int router_start(dyn_service_ctx_t *ctx) {
   r->opts.waiting_weight = dyn__llm_config_double(ctx, "waiting-weight", r->opts.waiting_weight);
   r->opts.temperature = dyn__llm_config_double(ctx, "temperature", r->opts.temperature);
   dyn_kv_select_state_init(&r->state, (uint64_t)dyn__llm_config_int(ctx, "seed", 0));
-  const char *worker = dyn__llm_config_string(ctx, "worker", "Worker");
   const char *ns = dyn_service_def(ctx)->namespace_ ? dyn_service_def(ctx)->namespace_ : "dynamo";
   r->guess_ttl_ms = (uint64_t)dyn__llm_config_int(ctx, "prediction-ttl-ms", 10000);
   r->matches = calloc(MAX_WORKERS, sizeof *r->matches);
   int rc = r->matches ? dyn_kv_indexer_create(&r->index) : DYN_ENOMEM;
   if (!rc) rc = dyn__kv_predict_create(&r->guesses);
-  if (!rc) {
-    uv_loop_t *loop = dyn_runtime_loop(dyn_service_runtime(ctx));
-    uv_timer_init(loop, &r->guess_timer);
-    r->guess_timer.data = r;
-    uint64_t every = r->guess_ttl_ms / 4 ? r->guess_ttl_ms / 4 : 1;
-    uv_timer_start(&r->guess_timer, on_guess_timer, every, every);
-    uv_unref((uv_handle_t *)&r->guess_timer); /* never keeps a drained loop alive */
-  }
-  if (!rc) rc = subscribe(r, ns, worker, "kv_events", on_kv_events, &r->events_sub);
-  if (!rc) rc = subscribe(r, ns, worker, "load_metrics", on_metrics, &r->metrics_sub);
-  r->workers = rc ? NULL : dyn_service_client(ctx, worker, "generate");
+  if (!rc) rc = subscribe(r, ns, "kv_events", on_kv_events, &r->events_sub);
+  if (!rc) rc = subscribe(r, ns, "load_metrics", on_metrics, &r->metrics_sub);
+  r->workers = rc ? NULL : dyn_service_client(ctx, "Worker", "generate");
   if (rc || !r->workers) {
-    fprintf(stderr, "error: Router: cannot start: %s\n", rc ? dyn_strerror(rc) : "no Worker client");
+    dyn_log(DYN_LOG_ERROR, "Router: cannot start: %s",
+            rc ? dyn_strerror(rc) : "no client for Worker/generate");
+    router_free(r);
     return rc ? rc : DYN_EINVAL;
   }
+  /* Last, as nothing after it can fail: once initialized, the timer is the
+   * loop's until uv_close. */
+  uv_timer_init(dyn_runtime_loop(dyn_service_runtime(ctx)), &r->guess_timer);
+  r->guess_timer.data = r;
+  uint64_t every = r->guess_ttl_ms / 4 ? r->guess_ttl_ms / 4 : 1;
+  uv_timer_start(&r->guess_timer, on_guess_timer, every, every);
+  uv_unref((uv_handle_t *)&r->guess_timer); /* never keeps a drained loop alive */
   dyn_client_on_change(r->workers, on_instances, r);
   on_instances(r->workers, r);
   dyn_service_set_data(ctx, r);
-  fprintf(stderr, "Router: mode %s, block size %zu, weights overlap %.2f usage %.2f waiting %.2f\n",
-          mode, r->block_size, r->opts.overlap_weight, r->opts.usage_weight,
-          r->opts.waiting_weight);
+  dyn_log(DYN_LOG_INFO,
+          "Router: mode %s, block size %zu, weights overlap %.2f usage %.2f waiting %.2f", mode,
+          r->block_size, r->opts.overlap_weight, r->opts.usage_weight, r->opts.waiting_weight);
   return DYN_OK;
 }
 
-static void free_router(uv_handle_t *h) {
-  router_t *r = h->data;
-  dyn__kv_predict_destroy(r->guesses);
-  dyn_kv_indexer_destroy(r->index);
-  free(r->matches);
-  free(r);
-}
+static void on_timer_closed(uv_handle_t *h) { router_free(h->data); }
 
 static void router_shutdown(dyn_service_ctx_t *ctx) {
   router_t *r = dyn_service_data(ctx);
   if (!r) return;
+  /* No event may arrive between here and the timer's close. */
   dyn_unsubscribe(r->events_sub);
   dyn_unsubscribe(r->metrics_sub);
+  r->events_sub = r->metrics_sub = NULL;
   dyn_client_on_change(r->workers, NULL, NULL);
   dyn_service_set_data(ctx, NULL);
-  uv_close((uv_handle_t *)&r->guess_timer, free_router);
+  uv_close((uv_handle_t *)&r->guess_timer, on_timer_closed);
 }
 
 static const dyn_endpoint_def_t router_endpoints[] = {{"generate", route}, {0}};

@@ -1,35 +1,31 @@
 /* worker.c - the Worker service: the simulated engine behind an endpoint.
  *
- * generate takes {"token_ids": [...], "max_tokens", "ignore_eos", "seed",
- * "temperature"} and streams {"token_ids": [...]} as the engine produces
- * them; the first message also carries "cached_tokens" (prompt tokens the
- * prefix cache held), the last one "finish_reason" ("stop" | "length").
- * A cancel from the caller (the Processor, because the HTTP client went
- * away or a stop string matched) cancels the engine's sequence at once,
- * which frees its KV blocks for others.
+ * generate takes an engine request and streams the engine's output as it
+ * produces tokens (protocol.h has both messages). A cancel from the caller
+ * (the Processor, because the HTTP client went away or a stop string
+ * matched) cancels the engine's sequence at once, which frees its KV
+ * blocks for others.
  *
  * The worker also publishes, on its component's subjects:
  *  - "kv_events": each engine step's KV events as one binary batch
  *    (dyn__kv_encode), for the Router's index;
- *  - "load_metrics": JSON {"worker_id", "active_slots", "total_slots",
- *    "kv_blocks_used", "kv_blocks_total", "kv_blocks_cached", "waiting",
- *    counters...} whenever the load changed, at most every
- *    metrics-interval-ms (20), and at least every second.
+ *  - "load_metrics": its load (dyn__proto_load_t) whenever it changed, at
+ *    most every metrics-interval-ms (20), and at least every second.
  *
  * Config: block-size (16), num-blocks (1024), max-num-seqs (64),
  * max-num-batched-tokens (2048), vocab-size (32000; at most the
  * tokenizer's), min-token-id (3; 256 skips a byte-level BPE's raw bytes,
- * so the made-up text decodes to whole words), eos-token-id (2), speedup (1.0), prefill-base-us, prefill-per-token-us,
- * decode-base-us, decode-per-seq-us, eos-probability, seed, kv-seed
- * (must match the Router's), metrics-interval-ms.
+ * so the made-up text decodes to whole words), eos-token-id (2), speedup
+ * (1.0), prefill-base-us, prefill-per-token-us, decode-base-us,
+ * decode-per-seq-us, eos-probability, seed, kv-seed (must match the
+ * Router's), metrics-interval-ms.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <jansson.h>
-
 #include "llm/kv/encode.h"
+
 #include "dynamo/events.h"
 #include "dynamo/llm/engine.h"
 #include "dynamo/llm/kv.h"
@@ -37,6 +33,7 @@
 #include "dynamo/status.h"
 #include "common/buf.h"
 #include "llm/services/llm_common.h"
+#include "llm/services/protocol.h"
 #include "llm/services/services.h"
 
 typedef struct worker {
@@ -63,16 +60,20 @@ typedef struct wjob {
 static void publish_metrics(worker_t *w) {
   dyn_engine_metrics_t m;
   dyn_engine_get_metrics(w->engine, &m);
-  json_t *j = json_pack(
-      "{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "worker_id", w->id_hex,
-      "active_slots", (json_int_t)m.active_slots, "total_slots", (json_int_t)m.total_slots,
-      "waiting", (json_int_t)m.waiting, "kv_blocks_used", (json_int_t)m.kv_blocks_used,
-      "kv_blocks_cached", (json_int_t)m.kv_blocks_cached, "kv_blocks_total",
-      (json_int_t)m.kv_blocks_total, "requests", (json_int_t)m.requests, "prompt_tokens",
-      (json_int_t)m.prompt_tokens, "cached_prompt_tokens", (json_int_t)m.cached_prompt_tokens,
-      "generated_tokens", (json_int_t)m.generated_tokens);
-  char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
-  json_decref(j);
+  dyn__proto_load_t load = {
+      .worker_id = dyn_runtime_instance_id(dyn_service_runtime(w->ctx)),
+      .active_slots = m.active_slots,
+      .total_slots = m.total_slots,
+      .waiting = m.waiting,
+      .kv_blocks_used = m.kv_blocks_used,
+      .kv_blocks_cached = m.kv_blocks_cached,
+      .kv_blocks_total = m.kv_blocks_total,
+      .requests = m.requests,
+      .prompt_tokens = m.prompt_tokens,
+      .cached_prompt_tokens = m.cached_prompt_tokens,
+      .generated_tokens = m.generated_tokens,
+  };
+  char *s = dyn__proto_load_encode(&load);
   if (s) dyn_component_publish(w->component, "load_metrics", s, strlen(s));
   free(s);
   w->metrics_dirty = 0;
@@ -99,13 +100,12 @@ static void on_kv_events(const dyn_kv_event_t *events, size_t n, void *ud) {
 
 static void on_tokens(dyn_engine_seq_t *seq, const uint32_t *toks, size_t n, void *ud) {
   wjob_t *j = ud;
-  json_t *m = json_pack("{s:o}", "token_ids", dyn__llm_tokens_to_json(toks, n));
+  dyn__proto_engine_output_t out = {.token_ids = toks, .n_tokens = n, .cached_tokens = -1};
   if (!j->sent_first) {
-    json_object_set_new(m, "cached_tokens",
-                        json_integer((json_int_t)dyn_engine_seq_cached_tokens(seq)));
+    out.cached_tokens = (long long)dyn_engine_seq_cached_tokens(seq);
     j->sent_first = 1;
   }
-  dyn__llm_send_json(j->req, m);
+  dyn__proto_send(j->req, dyn__proto_engine_output_encode(&out));
   j->w->metrics_dirty = 1;
 }
 
@@ -113,15 +113,16 @@ static void on_done(dyn_engine_seq_t *seq, dyn_engine_finish_t reason, void *ud)
   wjob_t *j = ud;
   j->w->metrics_dirty = 1;
   if (reason == DYN_ENGINE_STOP || reason == DYN_ENGINE_LENGTH) {
-    json_t *m = json_pack("{s:[], s:s}", "token_ids", "finish_reason",
-                          reason == DYN_ENGINE_STOP ? "stop" : "length");
-    if (!j->sent_first)
-      json_object_set_new(m, "cached_tokens",
-                          json_integer((json_int_t)dyn_engine_seq_cached_tokens(seq)));
-    dyn__llm_send_json(j->req, m);
+    dyn__proto_engine_output_t out = {
+        .cached_tokens = j->sent_first ? -1 : (long long)dyn_engine_seq_cached_tokens(seq),
+        .finish = reason == DYN_ENGINE_STOP ? DYN__PROTO_STOP : DYN__PROTO_LENGTH,
+    };
+    dyn__proto_send(j->req, dyn__proto_engine_output_encode(&out));
     dyn_request_end(j->req);
+  } else if (reason == DYN_ENGINE_CANCELLED) {
+    dyn_request_fail(j->req, "cancelled"); /* nobody reads it: the caller left */
   } else {
-    dyn_request_fail(j->req, reason == DYN_ENGINE_CANCELLED ? "cancelled" : "the engine failed");
+    dyn__proto_fail(j->req, 500, "the engine failed");
   }
   free(j);
 }
@@ -133,41 +134,33 @@ static void on_cancel(dyn_request_t *req, void *ud) {
 
 static void generate(dyn_request_t *req, const void *body, size_t len, void *ud) {
   worker_t *w = dyn_service_data(ud);
-  json_error_t err;
-  json_t *in = json_loadb(body, len, 0, &err);
-  uint32_t *toks = NULL;
-  size_t n = 0;
-  const char *why = "request must be a JSON object with token_ids";
-  if (!in || dyn__llm_tokens_from_json(json_object_get(in, "token_ids"), &toks, &n, &why)) {
-    json_decref(in);
-    dyn_request_fail(req, why);
+  dyn__proto_engine_request_t in;
+  const char *why = NULL;
+  int rc = dyn__proto_engine_request_decode(body, len, &in, &why);
+  if (rc) {
+    if (rc == DYN_ENOMEM) dyn__proto_fail(req, 500, "out of memory");
+    else dyn__proto_fail(req, 400, "%s", why);
     return;
   }
-  json_t *mt = json_object_get(in, "max_tokens"), *seed = json_object_get(in, "seed");
-  json_t *temp = json_object_get(in, "temperature");
   dyn_engine_request_t r = {
-      .prompt = toks,
-      .n_prompt = n,
-      /* Absent: 16. Out of range: 0, which submit refuses with a reason. */
-      .max_tokens = !mt ? 16
-                    : json_is_integer(mt) && json_integer_value(mt) > 0 &&
-                              json_integer_value(mt) <= (json_int_t)UINT32_MAX
-                        ? (uint32_t)json_integer_value(mt) : 0,
-      .ignore_eos = json_is_true(json_object_get(in, "ignore_eos")),
-      .temperature = json_is_number(temp) ? (float)json_number_value(temp) : 1.0f,
-      .has_seed = json_is_integer(seed),
-      .seed = json_is_integer(seed) ? (uint64_t)json_integer_value(seed) : 0,
+      .prompt = in.token_ids,
+      .n_prompt = in.n_tokens,
+      .max_tokens = in.max_tokens,
+      .ignore_eos = in.ignore_eos,
+      .temperature = (float)in.temperature,
+      .has_seed = in.has_seed,
+      .seed = in.seed,
   };
-  json_decref(in);
   wjob_t *j = calloc(1, sizeof *j);
   static const dyn_engine_callbacks_t cb = {on_tokens, on_done};
-  int rc = j ? dyn_engine_submit(w->engine, &r, &cb, j, &j->seq, &why) : DYN_ENOMEM;
-  free(toks);
+  rc = j ? dyn_engine_submit(w->engine, &r, &cb, j, &j->seq, &why) : DYN_ENOMEM;
+  dyn__proto_engine_request_free(&in); /* submit copied the prompt */
   if (rc) {
-    char msg[300];
-    snprintf(msg, sizeof msg, "400 %s", rc == DYN_ENOMEM ? "out of memory" : why);
     free(j);
-    dyn_request_fail(req, msg);
+    /* A request the engine refuses is the client's (a prompt the KV pool
+     * can never hold); running out of memory is ours. */
+    if (rc == DYN_ENOMEM) dyn__proto_fail(req, 500, "out of memory");
+    else dyn__proto_fail(req, 400, "%s", why ? why : dyn_strerror(rc));
     return;
   }
   j->w = w;
@@ -206,7 +199,7 @@ static int worker_start(dyn_service_ctx_t *ctx) {
   const char *why = NULL;
   int rc = dyn_engine_create(dyn_runtime_loop(rt), &o, &w->engine, &why);
   if (rc) {
-    fprintf(stderr, "error: Worker: engine config: %s\n", why ? why : dyn_strerror(rc));
+    dyn_log(DYN_LOG_ERROR, "Worker: engine config: %s", why ? why : dyn_strerror(rc));
     free(w);
     return rc;
   }
@@ -214,7 +207,12 @@ static int worker_start(dyn_service_ctx_t *ctx) {
   const char *nsname = dyn_service_def(ctx)->namespace_;
   rc = dyn_runtime_namespace(rt, nsname ? nsname : "dynamo", &ns);
   if (!rc) rc = dyn_namespace_component(ns, dyn_service_def(ctx)->name, &w->component);
-  if (rc) return rc;
+  if (rc) {
+    dyn_log(DYN_LOG_ERROR, "Worker: cannot publish its events: %s", dyn_strerror(rc));
+    dyn_engine_destroy(w->engine);
+    free(w);
+    return rc;
+  }
   dyn__llm_id_to_hex(dyn_runtime_instance_id(rt), w->id_hex);
   dyn_engine_set_kv_events(w->engine, on_kv_events, w);
   w->metrics_interval_ms = (unsigned)dyn__llm_config_int(ctx, "metrics-interval-ms", 20);
@@ -226,8 +224,7 @@ static int worker_start(dyn_service_ctx_t *ctx) {
   uv_unref((uv_handle_t *)&w->metrics_timer);
   w->metrics_dirty = 1;
   dyn_service_set_data(ctx, w);
-  fprintf(stderr,
-          "Worker %d: %u KV blocks x %u tokens, %u slots, speedup %.1f, instance %s\n",
+  dyn_log(DYN_LOG_INFO, "Worker %d: %u KV blocks x %u tokens, %u slots, speedup %.1f, instance %s",
           dyn_service_worker_index(ctx), o.num_blocks, o.block_size, o.max_num_seqs, o.speedup,
           w->id_hex);
   return DYN_OK;

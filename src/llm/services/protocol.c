@@ -1,0 +1,407 @@
+/* protocol.c - encoders and decoders of the LLM services' messages (see
+ * protocol.h, the messages' one description).
+ *
+ * The messages that carry token ids (engine request and output, route
+ * request) are the per-token hot path and can be long: they are written as
+ * text straight into a buffer, with no JSON tree and no allocation per id.
+ * The others go through jansson. Every decoder parses with jansson and
+ * checks the type of each field it reads.
+ */
+#include "llm/services/protocol.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/buf.h"
+#include "common/json_escape.h"
+#include "dynamo/status.h"
+#include "llm/services/llm_common.h"
+
+/* ---- writing text ------------------------------------------------------- */
+
+static int put(dyn__buf_t *b, const char *s) { return dyn__buf_append(b, s, strlen(s)); }
+
+static int put_u64(dyn__buf_t *b, uint64_t v) {
+  char tmp[24], *p = tmp + sizeof tmp;
+  do *--p = (char)('0' + v % 10); while (v /= 10);
+  return dyn__buf_append(b, p, (size_t)(tmp + sizeof tmp - p));
+}
+
+static int put_tokens(dyn__buf_t *b, const uint32_t *ids, size_t n) {
+  /* An id is at most 10 digits and a comma. */
+  int rc = dyn__buf_reserve(b, n * 11 + 16);
+  if (!rc) rc = put(b, "\"token_ids\":[");
+  for (size_t i = 0; !rc && i < n; i++) {
+    if (i) rc = dyn__buf_append(b, ",", 1);
+    if (!rc) rc = put_u64(b, ids[i]);
+  }
+  if (!rc) rc = dyn__buf_append(b, "]", 1);
+  return rc;
+}
+
+/* The buffer's text, NUL-terminated and handed over; NULL (and the buffer
+ * freed) if rc says a write failed. */
+static char *finish_text(dyn__buf_t *b, int rc) {
+  if (!rc) rc = dyn__buf_append(b, "", 1);
+  if (rc) {
+    dyn__buf_free(b);
+    return NULL;
+  }
+  return (char *)b->data;
+}
+
+static char *dump(json_t *v) {
+  char *s = v ? json_dumps(v, JSON_COMPACT) : NULL;
+  json_decref(v);
+  return s;
+}
+
+/* ---- reading ------------------------------------------------------------ */
+
+static json_t *parse_object(const void *data, size_t len) {
+  json_error_t err;
+  json_t *v = json_loadb(data, len, 0, &err);
+  if (v && !json_is_object(v)) {
+    json_decref(v);
+    v = NULL;
+  }
+  return v;
+}
+
+static int get_int(const json_t *o, const char *key, long long *out) {
+  const json_t *v = json_object_get(o, key);
+  if (!json_is_integer(v)) return 0;
+  *out = (long long)json_integer_value(v);
+  return 1;
+}
+
+/* A count: absent or negative is 0. */
+static uint64_t get_count(const json_t *o, const char *key) {
+  long long v;
+  return get_int(o, key, &v) && v > 0 ? (uint64_t)v : 0;
+}
+
+/* ---- Frontend -> Processor ---------------------------------------------- */
+
+char *dyn__proto_gen_request_encode(const dyn__proto_gen_request_t *m) {
+  return dump(json_pack("{s:s, s:s?, s:O}", "kind", m->kind == DYN__OAI_CHAT ? "chat" : "completion",
+                        "request_id", m->request_id, "request", m->request));
+}
+
+static void read_stops(dyn__proto_gen_request_t *m, const json_t *stop) {
+  if (json_is_string(stop)) {
+    if (json_string_length(stop)) m->stop[m->n_stop++] = json_string_value(stop);
+    return;
+  }
+  size_t i;
+  const json_t *s;
+  json_array_foreach(stop, i, s) {
+    if (!json_is_string(s) || m->n_stop == DYN__PROTO_MAX_STOP) break;
+    if (json_string_length(s)) m->stop[m->n_stop++] = json_string_value(s);
+  }
+}
+
+int dyn__proto_gen_request_decode(const void *data, size_t len, dyn__proto_gen_request_t *m,
+                                  const char **why) {
+  memset(m, 0, sizeof *m);
+  m->root_ = parse_object(data, len);
+  const char *kind = json_string_value(json_object_get(m->root_, "kind"));
+  m->request = json_object_get(m->root_, "request");
+  if (!json_is_object(m->request) || !kind || (strcmp(kind, "chat") && strcmp(kind, "completion"))) {
+    dyn__proto_gen_request_free(m);
+    *why = "the Processor takes {\"kind\": \"chat\"|\"completion\", \"request\": {...}}";
+    return DYN_EINVAL;
+  }
+  m->kind = !strcmp(kind, "chat") ? DYN__OAI_CHAT : DYN__OAI_COMPLETION;
+  m->request_id = json_string_value(json_object_get(m->root_, "request_id"));
+  const json_t *r = m->request;
+  m->messages = json_object_get(r, "messages");
+  const json_t *pr = json_object_get(r, "prompt");
+  if (json_is_array(pr) && json_array_size(pr) == 1) pr = json_array_get(pr, 0);
+  m->prompt = json_string_value(pr);
+  m->has_max_tokens = get_int(r, "max_completion_tokens", &m->max_tokens) ||
+                      get_int(r, "max_tokens", &m->max_tokens);
+  m->ignore_eos = json_is_true(json_object_get(r, "ignore_eos"));
+  m->has_seed = get_int(r, "seed", &m->seed);
+  const json_t *t = json_object_get(r, "temperature");
+  m->has_temperature = json_is_number(t);
+  m->temperature = json_is_number(t) ? json_number_value(t) : 0;
+  read_stops(m, json_object_get(r, "stop"));
+  return DYN_OK;
+}
+
+void dyn__proto_gen_request_free(dyn__proto_gen_request_t *m) {
+  json_decref(m->root_);
+  m->root_ = NULL;
+}
+
+/* ---- Processor -> Frontend ---------------------------------------------- */
+
+char *dyn__proto_delta_encode(const dyn__proto_delta_t *m) {
+  const char *text = m->text ? m->text : "";
+  size_t n = m->text ? m->text_len : 0;
+  if (!m->finish_reason)
+    return dump(json_pack("{s:s%, s:I, s:n}", "text", text, n, "n_tokens", (json_int_t)m->n_tokens,
+                          "finish_reason"));
+  return dump(json_pack("{s:s%, s:I, s:s, s:{s:I, s:I, s:I}}", "text", text, n, "n_tokens",
+                        (json_int_t)m->n_tokens, "finish_reason", m->finish_reason, "usage",
+                        "prompt_tokens", (json_int_t)m->prompt_tokens, "completion_tokens",
+                        (json_int_t)m->completion_tokens, "cached_tokens",
+                        (json_int_t)m->cached_tokens));
+}
+
+int dyn__proto_delta_decode(const void *data, size_t len, dyn__proto_delta_t *m) {
+  memset(m, 0, sizeof *m);
+  m->root_ = parse_object(data, len);
+  const json_t *text = json_object_get(m->root_, "text");
+  const json_t *fr = json_object_get(m->root_, "finish_reason");
+  if (!m->root_ || (text && !json_is_string(text)) || (fr && !json_is_null(fr) && !json_is_string(fr))) {
+    dyn__proto_delta_free(m);
+    return DYN_EINVAL;
+  }
+  m->text = text ? json_string_value(text) : "";
+  m->text_len = text ? json_string_length(text) : 0;
+  get_int(m->root_, "n_tokens", &m->n_tokens);
+  m->finish_reason = json_string_value(fr);
+  const json_t *u = json_object_get(m->root_, "usage");
+  get_int(u, "prompt_tokens", &m->prompt_tokens);
+  m->completion_tokens = -1;
+  get_int(u, "completion_tokens", &m->completion_tokens);
+  get_int(u, "cached_tokens", &m->cached_tokens);
+  return DYN_OK;
+}
+
+void dyn__proto_delta_free(dyn__proto_delta_t *m) {
+  json_decref(m->root_);
+  m->root_ = NULL;
+}
+
+/* ---- Processor -> Router ------------------------------------------------ */
+
+char *dyn__proto_route_request_encode(const dyn__proto_route_request_t *m) {
+  dyn__buf_t b;
+  dyn__buf_init(&b);
+  int rc = put(&b, "{");
+  if (!rc) rc = put_tokens(&b, m->token_ids, m->n_tokens);
+  if (!rc) rc = put(&b, "}");
+  return finish_text(&b, rc);
+}
+
+int dyn__proto_route_request_decode(const void *data, size_t len, dyn__proto_route_request_t *m,
+                                    const char **why) {
+  memset(m, 0, sizeof *m);
+  json_t *o = parse_object(data, len);
+  *why = "request must be a JSON object {\"token_ids\": [...]}";
+  int rc = o ? dyn__llm_tokens_from_json(json_object_get(o, "token_ids"), &m->owned_,
+                                         &m->n_tokens, why)
+             : DYN_EINVAL;
+  json_decref(o);
+  m->token_ids = m->owned_;
+  return rc;
+}
+
+void dyn__proto_route_request_free(dyn__proto_route_request_t *m) {
+  free(m->owned_);
+  m->owned_ = NULL;
+}
+
+/* ---- Router -> Processor ------------------------------------------------ */
+
+char *dyn__proto_route_answer_encode(const dyn__proto_route_answer_t *m) {
+  char hex[17];
+  dyn__llm_id_to_hex(m->worker_id, hex);
+  return dump(json_pack("{s:s, s:I, s:I}", "worker_id", hex, "overlap_blocks",
+                        (json_int_t)m->overlap_blocks, "request_blocks",
+                        (json_int_t)m->request_blocks));
+}
+
+int dyn__proto_route_answer_decode(const void *data, size_t len, dyn__proto_route_answer_t *m) {
+  memset(m, 0, sizeof *m);
+  json_t *o = parse_object(data, len);
+  int rc = dyn__llm_id_from_hex(json_string_value(json_object_get(o, "worker_id")), &m->worker_id);
+  m->overlap_blocks = (uint32_t)get_count(o, "overlap_blocks");
+  m->request_blocks = (uint32_t)get_count(o, "request_blocks");
+  json_decref(o);
+  return rc;
+}
+
+/* ---- Processor -> Worker ------------------------------------------------ */
+
+char *dyn__proto_engine_request_encode(const dyn__proto_engine_request_t *m) {
+  dyn__buf_t b;
+  dyn__buf_init(&b);
+  char num[64];
+  int rc = put(&b, "{");
+  if (!rc) rc = put_tokens(&b, m->token_ids, m->n_tokens);
+  if (!rc) rc = put(&b, ",\"max_tokens\":");
+  if (!rc) rc = put_u64(&b, m->max_tokens);
+  if (!rc) rc = put(&b, m->ignore_eos ? ",\"ignore_eos\":true" : ",\"ignore_eos\":false");
+  if (!rc && m->has_seed) {
+    snprintf(num, sizeof num, ",\"seed\":%llu", (unsigned long long)m->seed);
+    rc = put(&b, num);
+  }
+  if (!rc && m->has_temperature) {
+    /* %.17g reads back as the same double. It came from JSON (the
+     * client's request), so it is finite. */
+    snprintf(num, sizeof num, ",\"temperature\":%.17g", m->temperature);
+    rc = put(&b, num);
+  }
+  if (!rc && m->request_id) {
+    rc = put(&b, ",\"request_id\":");
+    if (!rc) rc = dyn__json_escape(&b, m->request_id, strlen(m->request_id));
+  }
+  if (!rc) rc = put(&b, "}");
+  return finish_text(&b, rc);
+}
+
+int dyn__proto_engine_request_decode(const void *data, size_t len,
+                                     dyn__proto_engine_request_t *m, const char **why) {
+  memset(m, 0, sizeof *m);
+  m->root_ = parse_object(data, len);
+  *why = "request must be a JSON object with token_ids";
+  int rc = m->root_ ? dyn__llm_tokens_from_json(json_object_get(m->root_, "token_ids"),
+                                                &m->owned_, &m->n_tokens, why)
+                    : DYN_EINVAL;
+  if (rc) {
+    dyn__proto_engine_request_free(m);
+    return rc;
+  }
+  m->token_ids = m->owned_;
+  const json_t *mt = json_object_get(m->root_, "max_tokens");
+  long long v = 0;
+  m->max_tokens = !mt ? 16
+                  : get_int(m->root_, "max_tokens", &v) && v > 0 && v <= (long long)UINT32_MAX
+                      ? (uint32_t)v : 0;
+  m->ignore_eos = json_is_true(json_object_get(m->root_, "ignore_eos"));
+  long long seed;
+  m->has_seed = get_int(m->root_, "seed", &seed);
+  m->seed = m->has_seed ? (uint64_t)seed : 0;
+  const json_t *t = json_object_get(m->root_, "temperature");
+  m->has_temperature = json_is_number(t);
+  m->temperature = json_is_number(t) ? json_number_value(t) : 1.0;
+  m->request_id = json_string_value(json_object_get(m->root_, "request_id"));
+  return DYN_OK;
+}
+
+void dyn__proto_engine_request_free(dyn__proto_engine_request_t *m) {
+  free(m->owned_);
+  json_decref(m->root_);
+  m->owned_ = NULL;
+  m->root_ = NULL;
+}
+
+/* ---- Worker -> Processor ------------------------------------------------ */
+
+char *dyn__proto_engine_output_encode(const dyn__proto_engine_output_t *m) {
+  dyn__buf_t b;
+  dyn__buf_init(&b);
+  int rc = put(&b, "{");
+  if (!rc) rc = put_tokens(&b, m->token_ids, m->n_tokens);
+  if (!rc && m->cached_tokens >= 0) {
+    rc = put(&b, ",\"cached_tokens\":");
+    if (!rc) rc = put_u64(&b, (uint64_t)m->cached_tokens);
+  }
+  if (!rc && m->finish != DYN__PROTO_GOING)
+    rc = put(&b, m->finish == DYN__PROTO_STOP ? ",\"finish_reason\":\"stop\""
+                                              : ",\"finish_reason\":\"length\"");
+  if (!rc) rc = put(&b, "}");
+  return finish_text(&b, rc);
+}
+
+int dyn__proto_engine_output_decode(const void *data, size_t len,
+                                    dyn__proto_engine_output_t *m, const char **why) {
+  memset(m, 0, sizeof *m);
+  json_t *o = parse_object(data, len);
+  *why = "the Worker sent a message that is not a JSON object with token_ids";
+  int rc = o ? dyn__llm_tokens_from_json(json_object_get(o, "token_ids"), &m->owned_,
+                                         &m->n_tokens, why)
+             : DYN_EINVAL;
+  m->token_ids = m->owned_;
+  m->cached_tokens = -1;
+  if (!rc) get_int(o, "cached_tokens", &m->cached_tokens);
+  const char *fr = json_string_value(json_object_get(o, "finish_reason"));
+  /* Any other reason ends the answer too: as "stop". */
+  if (fr) m->finish = !strcmp(fr, "length") ? DYN__PROTO_LENGTH : DYN__PROTO_STOP;
+  json_decref(o);
+  return rc;
+}
+
+void dyn__proto_engine_output_free(dyn__proto_engine_output_t *m) {
+  free(m->owned_);
+  m->owned_ = NULL;
+}
+
+/* ---- Worker -> Router --------------------------------------------------- */
+
+char *dyn__proto_load_encode(const dyn__proto_load_t *m) {
+  char hex[17];
+  dyn__llm_id_to_hex(m->worker_id, hex);
+  return dump(json_pack(
+      "{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "worker_id", hex,
+      "active_slots", (json_int_t)m->active_slots, "total_slots", (json_int_t)m->total_slots,
+      "waiting", (json_int_t)m->waiting, "kv_blocks_used", (json_int_t)m->kv_blocks_used,
+      "kv_blocks_cached", (json_int_t)m->kv_blocks_cached, "kv_blocks_total",
+      (json_int_t)m->kv_blocks_total, "requests", (json_int_t)m->requests, "prompt_tokens",
+      (json_int_t)m->prompt_tokens, "cached_prompt_tokens", (json_int_t)m->cached_prompt_tokens,
+      "generated_tokens", (json_int_t)m->generated_tokens));
+}
+
+int dyn__proto_load_decode(const void *data, size_t len, dyn__proto_load_t *m) {
+  memset(m, 0, sizeof *m);
+  json_t *o = parse_object(data, len);
+  int rc = dyn__llm_id_from_hex(json_string_value(json_object_get(o, "worker_id")), &m->worker_id);
+  m->active_slots = get_count(o, "active_slots");
+  m->total_slots = get_count(o, "total_slots");
+  m->waiting = get_count(o, "waiting");
+  m->kv_blocks_used = get_count(o, "kv_blocks_used");
+  m->kv_blocks_cached = get_count(o, "kv_blocks_cached");
+  m->kv_blocks_total = get_count(o, "kv_blocks_total");
+  m->requests = get_count(o, "requests");
+  m->prompt_tokens = get_count(o, "prompt_tokens");
+  m->cached_prompt_tokens = get_count(o, "cached_prompt_tokens");
+  m->generated_tokens = get_count(o, "generated_tokens");
+  json_decref(o);
+  return rc;
+}
+
+/* ---- failures ----------------------------------------------------------- */
+
+char *dyn__proto_error_encode(const dyn__proto_error_t *m) {
+  return dump(json_pack("{s:i, s:s}", "status", m->status, "message", m->message));
+}
+
+void dyn__proto_error_decode(int dyn_status, const char *text, dyn__proto_error_t *m) {
+  json_t *o = text && text[0] == '{' ? parse_object(text, strlen(text)) : NULL;
+  long long status;
+  const char *msg = json_string_value(json_object_get(o, "message"));
+  if (msg && get_int(o, "status", &status) && status >= 400 && status <= 599) {
+    m->status = (int)status;
+    snprintf(m->message, sizeof m->message, "%s", msg);
+  } else {
+    /* Not ours: the runtime's own failure. */
+    m->status = dyn_status == DYN_ENOINSTANCE ? 503 : 500;
+    snprintf(m->message, sizeof m->message, "%s", text ? text : dyn_strerror(dyn_status));
+  }
+  json_decref(o);
+}
+
+int dyn__proto_fail(dyn_request_t *req, int status, const char *fmt, ...) {
+  dyn__proto_error_t e = {.status = status};
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(e.message, sizeof e.message, fmt, ap);
+  va_end(ap);
+  char *text = dyn__proto_error_encode(&e);
+  int rc = dyn_request_fail(req, text ? text : e.message);
+  free(text);
+  return rc;
+}
+
+int dyn__proto_send(dyn_request_t *req, char *text) {
+  if (!text) return DYN_ENOMEM;
+  int rc = dyn_request_send(req, text, strlen(text));
+  free(text);
+  return rc;
+}
