@@ -1,7 +1,8 @@
-/* fail.h - the SDK's error reporting: format a message into the caller's
- * buffer and return the status code, in one expression. */
-#ifndef DYN__SDK_FAIL_H
-#define DYN__SDK_FAIL_H
+/* fail.h - error reporting for the CLI's libraries (config, serve,
+ * package): format a message into the caller's buffer and return the
+ * status code, in one expression. */
+#ifndef DYN__COMMON_FAIL_H
+#define DYN__COMMON_FAIL_H
 #include <stdarg.h>
 #include <stdio.h>
 

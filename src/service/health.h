@@ -9,8 +9,8 @@
  * lost; 200 again once put back). One per process, hence no handle: the
  * worker's signal handler has no context to carry one in.
  */
-#ifndef DYN__SDK_HEALTH_H
-#define DYN__SDK_HEALTH_H
+#ifndef DYN__SERVICE_HEALTH_H
+#define DYN__SERVICE_HEALTH_H
 
 #include "dynamo/runtime.h"
 
