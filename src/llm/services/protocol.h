@@ -5,8 +5,8 @@
  * one stream message) and one decoder (bytes -> struct, checking every
  * field it reads). The wire is JSON, so services written in Python (or a
  * test with `json.dumps`) speak it too; the KV events are the one binary
- * message and have their own codec (dyn_kv_encode / dyn_kv_decode in
- * dynamo/llm/kv.h).
+ * message and have their own codec (dyn__kv_encode in src/llm/kv/encode.h,
+ * dyn_kv_decode in dynamo/llm/kv.h).
  *
  *   Frontend --gen request--> Processor --route request--> Router
  *            <----deltas-----           <--route answer---
