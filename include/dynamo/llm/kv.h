@@ -101,7 +101,7 @@ typedef struct dyn_kv_event {
 #define DYN_KV_WIRE_HEADER 16u
 #define DYN_KV_WIRE_EVENT 14u
 
-/* Bytes dyn_kv_encode would append for these events (no validation). */
+/* Bytes dyn__kv_encode would append for these events (no validation). */
 DYN_EXTERN size_t dyn_kv_encoded_size(const dyn_kv_event_t *events, size_t n_events);
 
 /* Called once per decoded event, in order. ev and its arrays are valid only
