@@ -123,6 +123,53 @@ def test_openai_client_through_the_graph(graph, name):
     assert cut.finish_reason == "stop" and cut.text == full[:full.index(stop)]
 
 
+def test_logprobs_through_the_graph(graph):
+    """logprobs as OpenAI returns them, from the simulated engine, through
+    the official client: one entry per generated token, stream and not, chat
+    and completions; each token's bytes are what it decodes to, its top
+    alternatives are ranked, and the token itself is the most likely (the
+    simulated model's rule)."""
+    s = graph("agg", workers=1)
+    c = s.client
+    msgs = [{"role": "user", "content": "Tell me about the weather"}]
+    r = c.chat.completions.create(model="dynamo-sim", messages=msgs, max_tokens=6, seed=3,
+                                  temperature=0.0, logprobs=True, top_logprobs=3)
+    content = r.choices[0].logprobs.content
+    assert len(content) == r.usage.completion_tokens == 6
+    for e in content:
+        assert e.logprob < 0 and len(e.top_logprobs) == 3
+        assert e.top_logprobs[0].token == e.token and e.top_logprobs[0].logprob == e.logprob
+        assert [t.logprob for t in e.top_logprobs] == sorted((t.logprob for t in e.top_logprobs),
+                                                            reverse=True)
+        assert e.token == bytes(e.bytes).decode("utf-8", "replace")
+    # The answer is the tokens' bytes put together (no special token here:
+    # the simulated engine draws ids below the tokenizer's added tokens).
+    joined = b"".join(bytes(e.bytes) for e in content).decode("utf-8", "replace")
+    assert joined == r.choices[0].message.content
+
+    chunks = list(c.chat.completions.create(model="dynamo-sim", messages=msgs, max_tokens=6,
+                                            seed=3, temperature=0.0, logprobs=True,
+                                            top_logprobs=3, stream=True))
+    streamed = [e for ch in chunks if ch.choices and ch.choices[0].logprobs
+                for e in ch.choices[0].logprobs.content]
+    assert [(e.token, e.logprob) for e in streamed] == [(e.token, e.logprob) for e in content]
+
+    r = c.chat.completions.create(model="dynamo-sim", messages=msgs, max_tokens=3)
+    assert r.choices[0].logprobs is None  # not asked for
+
+    r = c.completions.create(model="dynamo-sim", prompt="Once upon a time", max_tokens=5,
+                             logprobs=2)
+    lp = r.choices[0].logprobs
+    assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == 5
+    assert all(len(t) <= 2 for t in lp.top_logprobs)
+    assert lp.text_offset[0] == 0 and lp.text_offset == sorted(lp.text_offset)
+
+    with pytest.raises(openai.BadRequestError) as e:
+        c.chat.completions.create(model="dynamo-sim", messages=msgs, logprobs=True,
+                                  top_logprobs=21)
+    assert "top_logprobs" in str(e.value)
+
+
 # ---- KV-aware routing ----------------------------------------------------------
 
 def service_pids(s, name):

@@ -38,6 +38,16 @@ static void run_cases(dyn__oai_kind_t kind, const vcase_t *cases, size_t n) {
 
 static void test_chat_validation(void) {
   static const vcase_t cases[] = {
+      {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+       "\"logprobs\":true,\"top_logprobs\":20}", 1, NULL},
+      {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+       "\"logprobs\":1}", 0, "logprobs"},
+      {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+       "\"logprobs\":true,\"top_logprobs\":21}", 0, "top_logprobs"},
+      {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+       "\"top_logprobs\":2}", 0, "top_logprobs"},
+      {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+       "\"logprobs\":true,\"top_logprobs\":\"3\"}", 0, "top_logprobs"},
       {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", 1, NULL},
       {"{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":\"s\"},"
        "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"a\"}]},"
@@ -90,6 +100,10 @@ static void test_completion_validation(void) {
       {"{\"model\":\"m\",\"prompt\":[\"a\",\"b\"]}", 0, "prompt"},
       {"{\"model\":\"m\",\"prompt\":{}}", 0, "prompt"},
       {"{\"model\":\"m\",\"prompt\":\"x\",\"n\":3}", 0, "n"},
+      {"{\"model\":\"m\",\"prompt\":\"x\",\"logprobs\":5}", 1, NULL},
+      {"{\"model\":\"m\",\"prompt\":\"x\",\"logprobs\":null}", 1, NULL},
+      {"{\"model\":\"m\",\"prompt\":\"x\",\"logprobs\":6}", 0, "logprobs"},
+      {"{\"model\":\"m\",\"prompt\":\"x\",\"logprobs\":true}", 0, "logprobs"},
   };
   run_cases(DYN__OAI_COMPLETION, cases, sizeof cases / sizeof *cases);
   /* The info a valid request yields. */
@@ -148,8 +162,8 @@ static void test_chat_chunks(void) {
   dyn__buf_t b;
   dyn__buf_init(&b);
   CHECK_STATUS(dyn__oai_chunk_role(&st, &b), DYN_OK);
-  CHECK_STATUS(dyn__oai_chunk_delta(&st, "he\"llo", 6, NULL, &b), DYN_OK);
-  CHECK_STATUS(dyn__oai_chunk_delta(&st, "", 0, "length", &b), DYN_OK);
+  CHECK_STATUS(dyn__oai_chunk_delta(&st, "he\"llo", 6, NULL, NULL, 0, 0, &b), DYN_OK);
+  CHECK_STATUS(dyn__oai_chunk_delta(&st, "", 0, "length", NULL, 0, 0, &b), DYN_OK);
   CHECK_STATUS(dyn__oai_chunk_usage(&st, 7, 2, 3, &b), DYN_OK);
   json_t *ev = events(&b);
   REQUIRE(json_array_size(ev) == 4);
@@ -188,8 +202,8 @@ static void test_completion_chunks(void) {
   REQUIRE(!dyn__oai_stream_init(&st, DYN__OAI_COMPLETION, "cmpl-9", 5, "m", 0));
   dyn__buf_t b;
   dyn__buf_init(&b);
-  CHECK_STATUS(dyn__oai_chunk_delta(&st, "a\nb", 3, NULL, &b), DYN_OK);
-  CHECK_STATUS(dyn__oai_chunk_delta(&st, " c", 2, "stop", &b), DYN_OK);
+  CHECK_STATUS(dyn__oai_chunk_delta(&st, "a\nb", 3, NULL, NULL, 0, 0, &b), DYN_OK);
+  CHECK_STATUS(dyn__oai_chunk_delta(&st, " c", 2, "stop", NULL, 0, 0, &b), DYN_OK);
   json_t *ev = events(&b);
   REQUIRE(json_array_size(ev) == 2);
   json_t *c0 = json_array_get(ev, 0);
@@ -207,7 +221,7 @@ static void test_completion_chunks(void) {
 }
 
 static void test_responses(void) {
-  char *r = dyn__oai_response(DYN__OAI_CHAT, "chatcmpl-2", 10, "m", "hi there", 8, "stop", 4, 2, 1);
+  char *r = dyn__oai_response(DYN__OAI_CHAT, "chatcmpl-2", 10, "m", "hi there", 8, "stop", NULL, 0, 4, 2, 1);
   json_t *v = json_loads(r, 0, NULL);
   REQUIRE(v);
   CHECK_EQ_STR(json_string_value(json_object_get(v, "object")), "chat.completion");
@@ -219,7 +233,7 @@ static void test_responses(void) {
   CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(v, "usage"), "total_tokens")), 6);
   json_decref(v);
   free(r);
-  r = dyn__oai_response(DYN__OAI_COMPLETION, "cmpl-2", 10, "m", "", 0, "length", 1, 0, 0);
+  r = dyn__oai_response(DYN__OAI_COMPLETION, "cmpl-2", 10, "m", "", 0, "length", NULL, 0, 1, 0, 0);
   v = json_loads(r, 0, NULL);
   REQUIRE(v);
   CHECK_EQ_STR(json_string_value(json_object_get(v, "object")), "text_completion");
@@ -230,7 +244,77 @@ static void test_responses(void) {
   free(r);
 }
 
+/* Log-probabilities in OpenAI's two shapes: chat's content entries with
+ * token, logprob, bytes and top_logprobs; completions' parallel arrays
+ * with byte offsets. A token that is part of a UTF-8 character shows its
+ * raw bytes and U+FFFD in its string. */
+static void test_logprobs(void) {
+  static const uint8_t he[] = "He", llo[] = "llo", bad[] = {0xC3};
+  dyn__oai_logprob_t lp[2] = {0};
+  lp[0].token = (dyn__oai_token_lp_t){he, 2, -0.25};
+  lp[0].n_top = 2;
+  lp[0].top[0] = lp[0].token;
+  lp[0].top[1] = (dyn__oai_token_lp_t){bad, 1, -2.5};
+  lp[1].token = (dyn__oai_token_lp_t){llo, 3, -0.5};
+  dyn__oai_stream_t st;
+  dyn__buf_t b;
+  dyn__buf_init(&b);
+  REQUIRE(dyn__oai_stream_init(&st, DYN__OAI_CHAT, "c1", 1, "m", 0) == DYN_OK);
+  CHECK_STATUS(dyn__oai_chunk_delta(&st, "Hello", 5, NULL, lp, 2, 0, &b), DYN_OK);
+  REQUIRE(b.len > 8 && !memcmp(b.data, "data: ", 6));
+  json_t *v = json_loadb((const char *)b.data + 6, b.len - 6, JSON_DISABLE_EOF_CHECK, NULL);
+  REQUIRE(v);
+  json_t *content = json_object_get(
+      json_object_get(json_array_get(json_object_get(v, "choices"), 0), "logprobs"), "content");
+  CHECK_EQ_INT(json_array_size(content), 2);
+  json_t *e0 = json_array_get(content, 0);
+  CHECK_EQ_STR(json_string_value(json_object_get(e0, "token")), "He");
+  CHECK(json_real_value(json_object_get(e0, "logprob")) == -0.25);
+  CHECK_EQ_INT(json_array_size(json_object_get(e0, "bytes")), 2);
+  CHECK_EQ_INT(json_integer_value(json_array_get(json_object_get(e0, "bytes"), 0)), 'H');
+  json_t *top1 = json_array_get(json_object_get(e0, "top_logprobs"), 1);
+  CHECK_EQ_STR(json_string_value(json_object_get(top1, "token")), "\xEF\xBF\xBD");
+  CHECK_EQ_INT(json_integer_value(json_array_get(json_object_get(top1, "bytes"), 0)), 0xC3);
+  CHECK_EQ_INT(json_array_size(json_object_get(json_array_get(content, 1), "top_logprobs")), 0);
+  json_decref(v);
+  dyn__oai_stream_free(&st);
+
+  /* Completions: offsets continue from where the stream was. */
+  b.len = 0;
+  REQUIRE(dyn__oai_stream_init(&st, DYN__OAI_COMPLETION, "c2", 1, "m", 0) == DYN_OK);
+  CHECK_STATUS(dyn__oai_chunk_delta(&st, "Hello", 5, NULL, lp, 2, 10, &b), DYN_OK);
+  v = json_loadb((const char *)b.data + 6, b.len - 6, JSON_DISABLE_EOF_CHECK, NULL);
+  REQUIRE(v);
+  json_t *l = json_object_get(json_array_get(json_object_get(v, "choices"), 0), "logprobs");
+  CHECK_EQ_STR(json_string_value(json_array_get(json_object_get(l, "tokens"), 1)), "llo");
+  CHECK(json_real_value(json_array_get(json_object_get(l, "token_logprobs"), 1)) == -0.5);
+  CHECK_EQ_INT(json_integer_value(json_array_get(json_object_get(l, "text_offset"), 0)), 10);
+  CHECK_EQ_INT(json_integer_value(json_array_get(json_object_get(l, "text_offset"), 1)), 12);
+  json_t *t0 = json_array_get(json_object_get(l, "top_logprobs"), 0);
+  CHECK(json_real_value(json_object_get(t0, "He")) == -0.25);
+  CHECK_EQ_INT(json_object_size(t0), 2);
+  json_decref(v);
+  dyn__oai_stream_free(&st);
+  dyn__buf_free(&b);
+
+  /* Whole responses: logprobs beside the message; null without them. */
+  char *r = dyn__oai_response(DYN__OAI_CHAT, "c3", 1, "m", "Hello", 5, "stop", lp, 2, 1, 2, 0);
+  v = json_loads(r, 0, NULL);
+  REQUIRE(v);
+  l = json_object_get(json_array_get(json_object_get(v, "choices"), 0), "logprobs");
+  CHECK_EQ_INT(json_array_size(json_object_get(l, "content")), 2);
+  json_decref(v);
+  free(r);
+  r = dyn__oai_response(DYN__OAI_COMPLETION, "c4", 1, "m", "x", 1, "stop", NULL, 0, 1, 1, 0);
+  v = json_loads(r, 0, NULL);
+  REQUIRE(v);
+  CHECK(json_is_null(json_object_get(json_array_get(json_object_get(v, "choices"), 0), "logprobs")));
+  json_decref(v);
+  free(r);
+}
+
 int main(void) {
+  test_logprobs();
   test_chat_validation();
   test_completion_validation();
   test_errors();

@@ -252,7 +252,73 @@ static void test_errors(void) {
   CHECK_EQ_STR(d.message, dyn_strerror(DYN_EDISCONNECTED));
 }
 
+/* Logprobs through the three messages that carry them: asked for in the
+ * OpenAI request (chat and completions spellings), the engine request,
+ * the engine's per-token entries, and the deltas with token bytes. */
+static void test_logprobs(void) {
+  dyn__proto_gen_request_t g;
+  const char *why = NULL;
+  const char *chat = "{\"kind\":\"chat\",\"request\":{\"messages\":[],\"logprobs\":true,"
+                     "\"top_logprobs\":3}}";
+  CHECK_STATUS(dyn__proto_gen_request_decode(chat, strlen(chat), &g, &why), DYN_OK);
+  CHECK(g.logprobs && g.top_logprobs == 3);
+  dyn__proto_gen_request_free(&g);
+  const char *cmpl = "{\"kind\":\"completion\",\"request\":{\"prompt\":\"p\",\"logprobs\":2}}";
+  CHECK_STATUS(dyn__proto_gen_request_decode(cmpl, strlen(cmpl), &g, &why), DYN_OK);
+  CHECK(g.logprobs && g.top_logprobs == 2);
+  dyn__proto_gen_request_free(&g);
+  const char *none = "{\"kind\":\"chat\",\"request\":{\"messages\":[],\"top_logprobs\":3}}";
+  CHECK_STATUS(dyn__proto_gen_request_decode(none, strlen(none), &g, &why), DYN_OK);
+  CHECK(!g.logprobs);
+  dyn__proto_gen_request_free(&g);
+
+  uint32_t ids[2] = {5, 6};
+  dyn__proto_engine_request_t er = {.token_ids = ids, .n_tokens = 2, .max_tokens = 4,
+                                    .logprobs = 1, .top_logprobs = 2};
+  char *text = dyn__proto_engine_request_encode(&er);
+  dyn__proto_engine_request_t erd;
+  CHECK_STATUS(dyn__proto_engine_request_decode(text, strlen(text), &erd, &why), DYN_OK);
+  CHECK(erd.logprobs && erd.top_logprobs == 2);
+  dyn__proto_engine_request_free(&erd);
+  free(text);
+  const char *too_many = "{\"token_ids\":[1],\"logprobs\":21}";
+  CHECK_STATUS(dyn__proto_engine_request_decode(too_many, strlen(too_many), &erd, &why),
+               DYN_EINVAL);
+
+  dyn_engine_logprob_t lp[2] = {{-0.5f, 2, {5, 9}, {-0.5f, -1.75f}}, {-1.0f, 0, {0}, {0}}};
+  dyn__proto_engine_output_t out = {.token_ids = ids, .n_tokens = 2, .cached_tokens = -1,
+                                    .logprobs = lp};
+  text = dyn__proto_engine_output_encode(&out);
+  dyn__proto_engine_output_t outd;
+  CHECK_STATUS(dyn__proto_engine_output_decode(text, strlen(text), &outd, &why), DYN_OK);
+  REQUIRE(outd.logprobs);
+  CHECK(outd.logprobs[0].logprob == -0.5f && outd.logprobs[0].n_top == 2);
+  CHECK(outd.logprobs[0].top_ids[1] == 9 && outd.logprobs[0].top_logprobs[1] == -1.75f);
+  CHECK(outd.logprobs[1].logprob == -1.0f && outd.logprobs[1].n_top == 0);
+  dyn__proto_engine_output_free(&outd);
+  free(text);
+  const char *short_lp = "{\"token_ids\":[1,2],\"logprobs\":[{\"lp\":-1,\"top\":[]}]}";
+  CHECK_STATUS(dyn__proto_engine_output_decode(short_lp, strlen(short_lp), &outd, &why),
+               DYN_EINVAL);
+
+  static const uint8_t tb[] = {0xE2, 0x82}, ab[] = "ab";
+  dyn__oai_logprob_t dl = {{tb, 2, -0.125}, 1, {{ab, 2, -0.125}}};
+  dyn__proto_delta_t d = {.text = "", .n_tokens = 1, .logprobs = &dl, .n_logprobs = 1};
+  text = dyn__proto_delta_encode(&d);
+  dyn__proto_delta_t dd;
+  CHECK_STATUS(dyn__proto_delta_decode(text, strlen(text), &dd), DYN_OK);
+  REQUIRE(dd.logprobs && dd.n_logprobs == 1);
+  CHECK(dd.logprobs[0].token.len == 2 && !memcmp(dd.logprobs[0].token.bytes, tb, 2));
+  CHECK(dd.logprobs[0].token.logprob == -0.125 && dd.logprobs[0].n_top == 1);
+  CHECK(dd.logprobs[0].top[0].len == 2 && !memcmp(dd.logprobs[0].top[0].bytes, "ab", 2));
+  dyn__proto_delta_free(&dd);
+  free(text);
+  const char *bad_bytes = "{\"text\":\"\",\"logprobs\":[{\"b\":[300],\"lp\":-1,\"top\":[]}]}";
+  CHECK_STATUS(dyn__proto_delta_decode(bad_bytes, strlen(bad_bytes), &dd), DYN_EINVAL);
+}
+
 int main(void) {
+  test_logprobs();
   test_gen_request();
   test_delta();
   test_route();

@@ -6,6 +6,8 @@
  * engine interface, opened by name, which refuses names it does not know.
  * Times are real
  * (uv_hrtime) with sped-up timing so the whole test takes well under 2 s. */
+#include <math.h>
+
 #include "harness.h"
 #include "dynamo/llm/engine.h"
 
@@ -68,7 +70,7 @@ static int submit(dyn_engine_t *e, rq_t *r, const uint32_t *prompt, size_t n,
                   uint32_t max_tokens, int ignore_eos, uint64_t seed) {
   memset(r, 0, sizeof *r);
   r->e = e;
-  dyn_engine_request_t q = {prompt, n, max_tokens, ignore_eos, 1.0f, 1, seed};
+  dyn_engine_request_t q = {prompt, n, max_tokens, ignore_eos, 1.0f, 1, seed, 0, 0};
   r->t_submit = uv_hrtime();
   const char *why = NULL;
   int rc = dyn_engine_submit(e, &q, &cbs, r, &r->h, &why);
@@ -89,6 +91,73 @@ static void finish_engine(uv_loop_t *loop, dyn_engine_t *e) {
 }
 
 static double ms(uint64_t ns) { return (double)ns / 1e6; }
+
+/* Logprobs: one entry per token during on_tokens, the token itself the
+ * most likely of its step, alternatives distinct and less likely, the
+ * probabilities shown summing to at most 1; asking for them changes no
+ * token, and without them there are none. */
+typedef struct lp_rq {
+  uint32_t toks[64];
+  dyn_engine_logprob_t lp[64];
+  size_t n;
+  int missing;
+} lp_rq_t;
+
+static void lp_on_tokens(dyn_engine_seq_t *s, const uint32_t *t, size_t n, void *ud) {
+  lp_rq_t *r = ud;
+  const dyn_engine_logprob_t *lp = dyn_engine_seq_logprobs(s);
+  for (size_t i = 0; i < n && r->n < 64; i++, r->n++) {
+    r->toks[r->n] = t[i];
+    if (lp) r->lp[r->n] = lp[i];
+    else r->missing++;
+  }
+}
+static void lp_on_done(dyn_engine_seq_t *s, dyn_engine_finish_t reason, void *ud) {}
+static const dyn_engine_callbacks_t lp_cbs = {lp_on_tokens, lp_on_done};
+
+static void test_logprobs(uv_loop_t *loop) {
+  dyn_engine_options_t o;
+  dyn_engine_options_init(&o);
+  o.speedup = 1000;
+  dyn_engine_t *e = NULL;
+  REQUIRE(dyn_engine_open(loop, "sim", &o, &e, NULL) == DYN_OK);
+  uint32_t p[24];
+  for (size_t i = 0; i < 24; i++) p[i] = 100 + (uint32_t)i;
+  static lp_rq_t with, without;
+  memset(&with, 0, sizeof with);
+  memset(&without, 0, sizeof without);
+  dyn_engine_request_t q = {p, 24, 30, 1, 0.0f, 1, 7, 1, 5};
+  REQUIRE(dyn_engine_submit(e, &q, &lp_cbs, &with, NULL, NULL) == DYN_OK);
+  dyn_engine_request_t q2 = {p, 24, 30, 1, 0.0f, 1, 7, 0, 0};
+  REQUIRE(dyn_engine_submit(e, &q2, &lp_cbs, &without, NULL, NULL) == DYN_OK);
+  uv_run(loop, UV_RUN_DEFAULT);
+  CHECK_EQ_INT(with.n, 30);
+  CHECK_EQ_INT(with.missing, 0);
+  CHECK_EQ_INT(without.missing, 30);
+  CHECK(!memcmp(with.toks, without.toks, sizeof(uint32_t) * 30));
+  int ok = 1;
+  for (size_t i = 0; i < with.n; i++) {
+    const dyn_engine_logprob_t *l = &with.lp[i];
+    double sum = 0;
+    if (l->n_top != 5 || l->top_ids[0] != with.toks[i] || l->top_logprobs[0] != l->logprob ||
+        !(l->logprob < 0))
+      ok = 0;
+    for (uint32_t k = 0; k < l->n_top; k++) {
+      sum += exp(l->top_logprobs[k]);
+      if (k && (l->top_logprobs[k] >= l->top_logprobs[k - 1] || l->top_ids[k] == l->top_ids[0]))
+        ok = 0;
+      for (uint32_t j = 0; j < k; j++)
+        if (l->top_ids[j] == l->top_ids[k]) ok = 0;
+    }
+    if (sum > 1.0) ok = 0;
+  }
+  CHECK_MSG(ok, "logprobs of the simulated engine break a rule");
+  dyn_engine_request_t bad = {p, 24, 30, 1, 0.0f, 1, 7, 1, 21};
+  const char *why = NULL;
+  CHECK_STATUS(dyn_engine_submit(e, &bad, &lp_cbs, &with, NULL, &why), DYN_EINVAL);
+  CHECK(why && strstr(why, "top_logprobs"));
+  finish_engine(loop, e);
+}
 
 static void test_stream_and_seed(uv_loop_t *loop) {
   dyn_engine_options_t o;
@@ -122,7 +191,7 @@ static void test_stream_and_seed(uv_loop_t *loop) {
   CHECK_EQ_INT(b.cached_at_done, 32); /* 2 full blocks of 16 */
 
   /* Greedy (temperature 0): the prompt alone decides the output. */
-  dyn_engine_request_t g = {p, 40, 20, 1, 0.0f, 0, 0};
+  dyn_engine_request_t g = {p, 40, 20, 1, 0.0f, 0, 0, 0, 0};
   REQUIRE(dyn_engine_submit(e, &g, &cbs, &a, NULL, NULL) == DYN_OK);
   memset(&a, 0, sizeof a);
   a.e = e;
@@ -366,7 +435,7 @@ static void test_blocks_run_out(uv_loop_t *loop) {
   fill(pb, 20, 200);
 
   /* Could never fit: refused at submit, with a reason. */
-  dyn_engine_request_t big = {pa, 20, 14, 1, 1.0f, 0, 0}; /* 33 tokens of KV */
+  dyn_engine_request_t big = {pa, 20, 14, 1, 1.0f, 0, 0, 0, 0}; /* 33 tokens of KV */
   const char *why = NULL;
   static rq_t x;
   CHECK_STATUS(dyn_engine_submit(e, &big, &cbs, &x, NULL, &why), DYN_EINVAL);
@@ -434,7 +503,7 @@ static void test_destroy_and_options(uv_loop_t *loop) {
   static rq_t a, b;
   REQUIRE(submit(e, &a, p, 16, 1000, 1, 1) == DYN_OK);
   REQUIRE(submit(e, &b, p, 16, 1000, 1, 2) == DYN_OK);
-  dyn_engine_request_t empty = {p, 0, 10, 1, 1.0f, 0, 0};
+  dyn_engine_request_t empty = {p, 0, 10, 1, 1.0f, 0, 0, 0, 0};
   CHECK_STATUS(dyn_engine_submit(e, &empty, &cbs, &a, NULL, &why), DYN_EINVAL);
   /* Run until both stream, then destroy mid-stream. */
   for (int i = 0; i < 1000 && (a.n < 3 || b.n < 3); i++) uv_run(loop, UV_RUN_ONCE);
@@ -488,6 +557,7 @@ int main(void) {
   test_blocks_run_out(&loop);
   test_destroy_and_options(&loop);
   test_open_by_name(&loop);
+  test_logprobs(&loop);
   CHECK_EQ_INT(uv_loop_close(&loop), 0);
   printf("test_sim_engine: %.0f ms\n", ms(uv_hrtime() - t0));
   TEST_END();

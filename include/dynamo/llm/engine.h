@@ -91,7 +91,24 @@ typedef struct dyn_engine_request {
   float temperature;
   int has_seed;
   uint64_t seed;
+  /* Nonzero: each generated token's log-probability is kept for
+   * dyn_engine_seq_logprobs, with the top_logprobs (at most
+   * DYN_ENGINE_MAX_TOP_LOGPROBS) most likely tokens of its step. Asking
+   * for them never changes which tokens come out. */
+  int logprobs;
+  uint32_t top_logprobs;
 } dyn_engine_request_t;
+
+/* A generated token's log-probability under the distribution it was drawn
+ * from (the model's, before sampling settings), and the most likely tokens
+ * of that step, most likely first: what OpenAI's logprobs report. */
+#define DYN_ENGINE_MAX_TOP_LOGPROBS 20
+typedef struct dyn_engine_logprob {
+  float logprob;
+  uint32_t n_top;
+  uint32_t top_ids[DYN_ENGINE_MAX_TOP_LOGPROBS];
+  float top_logprobs[DYN_ENGINE_MAX_TOP_LOGPROBS];
+} dyn_engine_logprob_t;
 
 typedef enum dyn_engine_finish {
   DYN_ENGINE_STOP = 1,      /* generated EOS (not passed to on_tokens) */
@@ -183,6 +200,9 @@ DYN_EXTERN void dyn_engine_cancel(dyn_engine_seq_t *seq);
 DYN_EXTERN size_t dyn_engine_seq_prompt_tokens(const dyn_engine_seq_t *seq);
 DYN_EXTERN size_t dyn_engine_seq_cached_tokens(const dyn_engine_seq_t *seq);
 DYN_EXTERN size_t dyn_engine_seq_generated_tokens(const dyn_engine_seq_t *seq);
+/* During on_tokens: one entry per token of that call, or NULL when the
+ * request did not ask for logprobs. Valid until on_tokens returns. */
+DYN_EXTERN const dyn_engine_logprob_t *dyn_engine_seq_logprobs(const dyn_engine_seq_t *seq);
 
 DYN_EXTERN void dyn_engine_get_metrics(const dyn_engine_t *e, dyn_engine_metrics_t *m);
 

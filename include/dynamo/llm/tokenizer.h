@@ -99,6 +99,12 @@ DYN_EXTERN int dyn_tokenizer_token_id(const dyn_tokenizer_t *tk, const char *tok
  * length in *len), or NULL for an id that has none. */
 DYN_EXTERN const char *dyn_tokenizer_token_str(const dyn_tokenizer_t *tk, uint32_t id, size_t *len);
 
+/* The bytes id decodes to (not NUL-terminated, possibly part of a UTF-8
+ * character; their length in *len), or NULL for an id that has none: what
+ * OpenAI's logprobs show as a token's "bytes". */
+DYN_EXTERN const uint8_t *dyn_tokenizer_token_bytes(const dyn_tokenizer_t *tk, uint32_t id,
+                                                    size_t *len);
+
 /* 1 if id is an added token marked special, else 0. */
 DYN_EXTERN int dyn_tokenizer_is_special(const dyn_tokenizer_t *tk, uint32_t id);
 

@@ -84,3 +84,7 @@ void dyn_engine_get_metrics(const dyn_engine_t *e, dyn_engine_metrics_t *m) {
 }
 
 int dyn_engine_reset_cache(dyn_engine_t *e) { return e->ops->reset_cache(e); }
+
+const dyn_engine_logprob_t *dyn_engine_seq_logprobs(const dyn_engine_seq_t *seq) {
+  return seq->engine->ops->seq_logprobs(seq);
+}

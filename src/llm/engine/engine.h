@@ -28,6 +28,8 @@ typedef struct dyn__engine_ops {
   void (*cancel)(dyn_engine_seq_t *seq);
   void (*seq_tokens)(const dyn_engine_seq_t *seq, size_t *prompt, size_t *cached,
                      size_t *generated);
+  /* NULL when the sequence asked for none; see dyn_engine_seq_logprobs. */
+  const dyn_engine_logprob_t *(*seq_logprobs)(const dyn_engine_seq_t *seq);
   void (*get_metrics)(const dyn_engine_t *e, dyn_engine_metrics_t *m);
   int (*reset_cache)(dyn_engine_t *e);
 } dyn__engine_ops_t;

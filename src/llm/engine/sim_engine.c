@@ -46,6 +46,9 @@ struct sim_seq {
   size_t n_tokens, n_prompt, n_generated, cached_tokens;
   uint32_t max_tokens;
   int ignore_eos;
+  int logprobs;
+  uint32_t top_logprobs;
+  dyn_engine_logprob_t lp; /* the last token's, during on_tokens */
   uint64_t rng;
   dyn__kv_seq_t kv;
   dyn_engine_callbacks_t cb;
@@ -298,6 +301,31 @@ static uint32_t next_token(sim_t *e, sim_seq_t *s, int *eos) {
   return t;
 }
 
+/* The simulated model's log-probabilities: it is sure of what it says
+ * (the token that came out is the most likely, with probability 0.3-0.7)
+ * and spreads a little of the rest over other ids, each less likely than
+ * the one before, so the probabilities shown never sum past 1 (at most
+ * p * 1.35). Drawn from a copy of the sequence's state, so asking for them
+ * does not change the tokens. */
+static void sim_logprob(const sim_t *e, const sim_seq_t *s, uint32_t t, dyn_engine_logprob_t *lp) {
+  uint64_t x = s->rng ^ ((uint64_t)t * 0x9e3779b97f4a7c15ull);
+  double p = 0.3 + 0.4 * (double)(splitmix64(&x) >> 11) * 0x1.0p-53;
+  lp->logprob = (float)log(p);
+  lp->n_top = s->top_logprobs;
+  for (uint32_t k = 0; k < lp->n_top; k++) {
+    uint32_t id = t;
+    if (k) {
+      do {
+        id = e->o.min_token_id + (uint32_t)(splitmix64(&x) % token_range(&e->o));
+        for (uint32_t j = 0; j < k; j++)
+          if (lp->top_ids[j] == id) id = t; /* taken: draw again */
+      } while (id == t);
+    }
+    lp->top_ids[k] = id;
+    lp->top_logprobs[k] = k ? (float)(log(p) - 0.5 - 1.0 * k) : lp->logprob;
+  }
+}
+
 static void deliver_one(sim_t *e, sim_seq_t *s) {
   int eos;
   uint32_t t = next_token(e, s, &eos);
@@ -305,6 +333,7 @@ static void deliver_one(sim_t *e, sim_seq_t *s) {
     finish(s, DYN_ENGINE_STOP);
     return;
   }
+  if (s->logprobs) sim_logprob(e, s, t, &s->lp);
   s->tokens[s->n_tokens++] = t;
   s->n_generated++;
   e->m.generated_tokens++;
@@ -447,6 +476,8 @@ static const char *check_request(const sim_t *e, const dyn_engine_request_t *r,
   if (!r->prompt || !r->n_prompt) return "engine submit: the prompt is empty";
   if (!r->max_tokens) return "engine submit: max_tokens must be at least 1";
   if (!(r->temperature >= 0)) return "engine submit: temperature must not be negative";
+  if (r->top_logprobs > DYN_ENGINE_MAX_TOP_LOGPROBS)
+    return "engine submit: top_logprobs must be at most 20";
   /* Its last token's KV is never computed: n_prompt + max_tokens - 1. */
   size_t kv_tokens = r->n_prompt + r->max_tokens - 1;
   if (r->n_prompt > SIZE_MAX / 2 ||
@@ -481,6 +512,8 @@ static int sim_submit(dyn_engine_t *engine, const dyn_engine_request_t *req,
   s->n_tokens = s->n_prompt = req->n_prompt;
   s->max_tokens = req->max_tokens;
   s->ignore_eos = req->ignore_eos;
+  s->logprobs = req->logprobs;
+  s->top_logprobs = req->top_logprobs;
   s->rng = request_seed(e, req);
   s->cb = *cb;
   s->ud = ud;
@@ -501,6 +534,11 @@ static void sim_seq_tokens(const dyn_engine_seq_t *seq, size_t *prompt, size_t *
   *prompt = s->n_prompt;
   *cached = s->cached_tokens;
   *generated = s->n_generated;
+}
+
+static const dyn_engine_logprob_t *sim_seq_logprobs(const dyn_engine_seq_t *seq) {
+  const sim_seq_t *s = (const sim_seq_t *)seq;
+  return s->logprobs ? &s->lp : NULL;
 }
 
 static void sim_get_metrics(const dyn_engine_t *engine, dyn_engine_metrics_t *m) {
@@ -529,6 +567,7 @@ static const dyn__engine_ops_t sim_ops = {
     .submit = sim_submit,
     .cancel = sim_cancel,
     .seq_tokens = sim_seq_tokens,
+    .seq_logprobs = sim_seq_logprobs,
     .get_metrics = sim_get_metrics,
     .reset_cache = sim_reset_cache,
 };

@@ -63,6 +63,14 @@ typedef struct call {
   dyn__oai_stream_t st; /* streaming: the chunks' common prefix */
   dyn__buf_t text;      /* unary: the text so far */
   dyn__buf_t out;       /* streaming: the events of one upstream message */
+  /* Log-probabilities, when asked for. Streaming: the answer's bytes so
+   * far (completions report token offsets). Unary: every token's entry,
+   * its bytes kept in lp_bytes and the entries' pointers as offsets into
+   * it until the answer is complete (the buffer moves as it grows). */
+  size_t lp_offset;
+  dyn__oai_logprob_t *lps;
+  size_t n_lps, cap_lps;
+  dyn__buf_t lp_bytes;
   char *model;
   long long created, prompt_tokens, completion_tokens, cached_tokens, tokens_seen;
   uint64_t t_start, t_last;
@@ -111,6 +119,8 @@ static void call_free(call_t *c) {
   dyn__oai_stream_free(&c->st);
   dyn__buf_free(&c->text);
   dyn__buf_free(&c->out);
+  dyn__buf_free(&c->lp_bytes);
+  free(c->lps);
   free(c->model);
   free(c);
 }
@@ -133,7 +143,46 @@ static void note_tokens(call_t *c, long long n) {
   dyn__series_add(c->fe->out_tokens, (double)n);
 }
 
-static int stream_message(call_t *c, const char *text, size_t n, const char *finish) {
+/* Copies t's bytes into lp_bytes and leaves their offset in t->bytes. */
+static int keep_bytes(call_t *c, dyn__oai_token_lp_t *t) {
+  uintptr_t off = c->lp_bytes.len;
+  if (dyn__buf_append(&c->lp_bytes, t->bytes, t->len)) return DYN_ENOMEM;
+  t->bytes = (const uint8_t *)off;
+  return DYN_OK;
+}
+
+/* Unary: keeps a delta's log-probabilities for the answer (see call_t). */
+static int keep_logprobs(call_t *c, const dyn__oai_logprob_t *lp, size_t n) {
+  if (c->n_lps + n > c->cap_lps) {
+    size_t cap = c->cap_lps ? c->cap_lps * 2 : 64;
+    while (cap < c->n_lps + n) cap *= 2;
+    dyn__oai_logprob_t *v = realloc(c->lps, cap * sizeof *v);
+    if (!v) return DYN_ENOMEM;
+    c->lps = v;
+    c->cap_lps = cap;
+  }
+  for (size_t i = 0; i < n; i++) {
+    dyn__oai_logprob_t *e = &c->lps[c->n_lps++];
+    *e = lp[i];
+    if (keep_bytes(c, &e->token)) return DYN_ENOMEM;
+    for (uint32_t k = 0; k < e->n_top; k++)
+      if (keep_bytes(c, &e->top[k])) return DYN_ENOMEM;
+  }
+  return DYN_OK;
+}
+
+/* Turns the kept offsets into pointers, once no byte will be added. */
+static void resolve_logprobs(call_t *c) {
+  for (size_t i = 0; i < c->n_lps; i++) {
+    dyn__oai_logprob_t *e = &c->lps[i];
+    e->token.bytes = c->lp_bytes.data + (uintptr_t)e->token.bytes;
+    for (uint32_t k = 0; k < e->n_top; k++)
+      e->top[k].bytes = c->lp_bytes.data + (uintptr_t)e->top[k].bytes;
+  }
+}
+
+static int stream_message(call_t *c, const char *text, size_t n, const char *finish,
+                          const dyn__oai_logprob_t *lp, size_t n_lp) {
   int rc = DYN_OK;
   if (!c->started) {
     dyn_http_set_header(c->http, "Cache-Control", "no-cache");
@@ -143,7 +192,9 @@ static int stream_message(call_t *c, const char *text, size_t n, const char *fin
     if (!rc && c->kind == DYN__OAI_CHAT) rc = dyn__oai_chunk_role(&c->st, &c->out);
   }
   /* An empty delta carries nothing; the finish chunk always goes out. */
-  if (!rc && (n || finish)) rc = dyn__oai_chunk_delta(&c->st, text, n, finish, &c->out);
+  if (!rc && (n || finish || n_lp))
+    rc = dyn__oai_chunk_delta(&c->st, text, n, finish, lp, n_lp, c->lp_offset, &c->out);
+  for (size_t i = 0; i < n_lp; i++) c->lp_offset += lp[i].token.len;
   if (!rc && finish && c->st.include_usage)
     rc = dyn__oai_chunk_usage(&c->st, c->prompt_tokens, c->completion_tokens, c->cached_tokens,
                               &c->out);
@@ -169,8 +220,10 @@ static void on_upstream_data(dyn_stream_t *s, const void *data, size_t len, void
     c->completion_tokens = d.completion_tokens >= 0 ? d.completion_tokens : c->tokens_seen;
     c->cached_tokens = d.cached_tokens;
   }
-  int rc = c->streaming ? stream_message(c, d.text, d.text_len, d.finish_reason)
-                        : dyn__buf_append(&c->text, d.text, d.text_len);
+  int rc = c->streaming
+               ? stream_message(c, d.text, d.text_len, d.finish_reason, d.logprobs, d.n_logprobs)
+               : dyn__buf_append(&c->text, d.text, d.text_len);
+  if (!rc && !c->streaming && d.n_logprobs) rc = keep_logprobs(c, d.logprobs, d.n_logprobs);
   dyn__proto_delta_free(&d);
   if (rc) call_abort(c, 500, dyn_strerror(rc));
 }
@@ -198,10 +251,11 @@ static void reply_success(call_t *c) {
     dyn_http_finish(c->http);
     return;
   }
+  resolve_logprobs(c);
   char *r = dyn__oai_response(c->kind, c->id, c->created, c->model,
                               c->text.len ? (const char *)c->text.data : "", c->text.len,
-                              c->finish_reason, c->prompt_tokens, c->completion_tokens,
-                              c->cached_tokens);
+                              c->finish_reason, c->lps, c->n_lps, c->prompt_tokens,
+                              c->completion_tokens, c->cached_tokens);
   if (!r) {
     respond_error(c->http, 500, "out of memory", NULL);
     return;

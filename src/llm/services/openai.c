@@ -161,6 +161,32 @@ static int check_stream(const json_t *req, dyn__oai_info_t *info, dyn__oai_error
   return DYN_OK;
 }
 
+/* Chat: "logprobs" a boolean, "top_logprobs" 0..20 and only with it;
+ * completions: "logprobs" the number of alternatives, 0..5 (OpenAI's
+ * limits). */
+static int check_logprobs(const json_t *req, dyn__oai_kind_t kind, dyn__oai_error_t *err) {
+  const json_t *lp = opt(req, "logprobs");
+  if (kind == DYN__OAI_COMPLETION) {
+    if (!lp) return DYN_OK;
+    if (!json_is_integer(lp)) return fail(err, "logprobs", "'logprobs' must be an integer");
+    if (json_integer_value(lp) < 0 || json_integer_value(lp) > 5)
+      return fail(err, "logprobs", "'logprobs' must be in [0, 5], got %lld",
+                  (long long)json_integer_value(lp));
+    return DYN_OK;
+  }
+  int rc = check_bool(req, "logprobs", err);
+  if (rc) return rc;
+  const json_t *top = opt(req, "top_logprobs");
+  if (!top) return DYN_OK;
+  if (!json_is_integer(top)) return fail(err, "top_logprobs", "'top_logprobs' must be an integer");
+  if (json_integer_value(top) < 0 || json_integer_value(top) > DYN__OAI_MAX_TOP_LOGPROBS)
+    return fail(err, "top_logprobs", "'top_logprobs' must be in [0, 20], got %lld",
+                (long long)json_integer_value(top));
+  if (!json_is_true(lp))
+    return fail(err, "top_logprobs", "'top_logprobs' requires 'logprobs' to be true");
+  return DYN_OK;
+}
+
 static int check_n(const json_t *req, dyn__oai_error_t *err) {
   const json_t *n = opt(req, "n");
   if (!n) return DYN_OK;
@@ -188,6 +214,7 @@ int dyn__oai_validate(const json_t *req, dyn__oai_kind_t kind, dyn__oai_info_t *
   if (!rc) rc = check_number(req, "frequency_penalty", -2, 0, 2, err);
   if (!rc) rc = check_n(req, err);
   if (!rc) rc = check_stop(req, err);
+  if (!rc) rc = check_logprobs(req, kind, err);
   if (!rc) rc = check_stream(req, info, err);
   return rc;
 }
@@ -243,8 +270,95 @@ static int end(const dyn__oai_stream_t *st, dyn__buf_t *out) {
   return put(out, st->include_usage ? ",\"usage\":null}\n\n" : "}\n\n");
 }
 
-static int finish_field(dyn__buf_t *out, const char *finish_reason) {
-  int rc = put(out, ",\"logprobs\":null,\"finish_reason\":");
+/* ---- log-probabilities ------------------------------------------------- */
+
+static int put_num(dyn__buf_t *b, double x) {
+  char num[32];
+  /* -inf (a token the model ruled out) reads as vLLM writes it. */
+  snprintf(num, sizeof num, "%.9g", isfinite(x) ? x : -9999.0);
+  return put(b, num);
+}
+
+static int put_bytes(dyn__buf_t *b, const dyn__oai_token_lp_t *t) {
+  int rc = put(b, "[");
+  for (size_t i = 0; !rc && i < t->len; i++) {
+    char num[8];
+    snprintf(num, sizeof num, i ? ",%u" : "%u", (unsigned)t->bytes[i]);
+    rc = put(b, num);
+  }
+  return rc ? rc : put(b, "]");
+}
+
+/* {"token":..,"logprob":..,"bytes":[..]} without the closing brace. */
+static int put_token(dyn__buf_t *b, const dyn__oai_token_lp_t *t) {
+  int rc = put(b, "{\"token\":");
+  if (!rc) rc = dyn__json_escape(b, (const char *)t->bytes, t->len);
+  if (!rc) rc = put(b, ",\"logprob\":");
+  if (!rc) rc = put_num(b, t->logprob);
+  if (!rc) rc = put(b, ",\"bytes\":");
+  if (!rc) rc = put_bytes(b, t);
+  return rc;
+}
+
+/* A choice's "logprobs" value: null without entries; chat
+ * {"content": [{"token","logprob","bytes","top_logprobs": [...]}]};
+ * completions {"tokens","token_logprobs","top_logprobs","text_offset"},
+ * offsets counted in bytes of the answer from text_offset on. */
+static int put_logprobs(dyn__buf_t *b, dyn__oai_kind_t kind, const dyn__oai_logprob_t *lp,
+                        size_t n, size_t text_offset) {
+  if (!lp || !n) return put(b, "null");
+  int rc = 0;
+  if (kind == DYN__OAI_CHAT) {
+    rc = put(b, "{\"content\":[");
+    for (size_t i = 0; !rc && i < n; i++) {
+      if (i) rc = put(b, ",");
+      if (!rc) rc = put_token(b, &lp[i].token);
+      if (!rc) rc = put(b, ",\"top_logprobs\":[");
+      for (uint32_t k = 0; !rc && k < lp[i].n_top; k++) {
+        if (k) rc = put(b, ",");
+        if (!rc) rc = put_token(b, &lp[i].top[k]);
+        if (!rc) rc = put(b, "}");
+      }
+      if (!rc) rc = put(b, "]}");
+    }
+    return rc ? rc : put(b, "]}");
+  }
+  rc = put(b, "{\"tokens\":[");
+  for (size_t i = 0; !rc && i < n; i++) {
+    if (i) rc = put(b, ",");
+    if (!rc) rc = dyn__json_escape(b, (const char *)lp[i].token.bytes, lp[i].token.len);
+  }
+  if (!rc) rc = put(b, "],\"token_logprobs\":[");
+  for (size_t i = 0; !rc && i < n; i++) {
+    if (i) rc = put(b, ",");
+    if (!rc) rc = put_num(b, lp[i].token.logprob);
+  }
+  if (!rc) rc = put(b, "],\"top_logprobs\":[");
+  for (size_t i = 0; !rc && i < n; i++) {
+    rc = put(b, i ? ",{" : "{");
+    for (uint32_t k = 0; !rc && k < lp[i].n_top; k++) {
+      if (k) rc = put(b, ",");
+      if (!rc) rc = dyn__json_escape(b, (const char *)lp[i].top[k].bytes, lp[i].top[k].len);
+      if (!rc) rc = put(b, ":");
+      if (!rc) rc = put_num(b, lp[i].top[k].logprob);
+    }
+    if (!rc) rc = put(b, "}");
+  }
+  if (!rc) rc = put(b, "],\"text_offset\":[");
+  for (size_t i = 0; !rc && i < n; i++) {
+    char num[24];
+    snprintf(num, sizeof num, i ? ",%zu" : "%zu", text_offset);
+    text_offset += lp[i].token.len;
+    rc = put(b, num);
+  }
+  return rc ? rc : put(b, "]}");
+}
+
+static int finish_field(dyn__buf_t *out, dyn__oai_kind_t kind, const char *finish_reason,
+                        const dyn__oai_logprob_t *lp, size_t n_lp, size_t text_offset) {
+  int rc = put(out, ",\"logprobs\":");
+  if (!rc) rc = put_logprobs(out, kind, lp, n_lp, text_offset);
+  if (!rc) rc = put(out, ",\"finish_reason\":");
   if (rc) return rc;
   if (!finish_reason) return put(out, "null}]");
   rc = dyn__json_escape(out, finish_reason, strlen(finish_reason));
@@ -259,7 +373,8 @@ int dyn__oai_chunk_role(const dyn__oai_stream_t *st, dyn__buf_t *out) {
 }
 
 int dyn__oai_chunk_delta(const dyn__oai_stream_t *st, const char *text, size_t n,
-                         const char *finish_reason, dyn__buf_t *out) {
+                         const char *finish_reason, const dyn__oai_logprob_t *lp, size_t n_lp,
+                         size_t text_offset, dyn__buf_t *out) {
   int rc = begin(st, out);
   if (rc) return rc;
   if (st->kind == DYN__OAI_CHAT) {
@@ -275,7 +390,7 @@ int dyn__oai_chunk_delta(const dyn__oai_stream_t *st, const char *text, size_t n
     if (!rc) rc = dyn__json_escape(out, text, n);
     if (!rc) rc = put(out, ",\"index\":0");
   }
-  if (!rc) rc = finish_field(out, finish_reason);
+  if (!rc) rc = finish_field(out, st->kind, finish_reason, lp, n_lp, text_offset);
   return rc ? rc : end(st, out);
 }
 
@@ -301,15 +416,20 @@ json_t *dyn__oai_usage(long long prompt, long long completion, long long cached)
 
 char *dyn__oai_response(dyn__oai_kind_t kind, const char *id, long long created,
                         const char *model, const char *text, size_t n,
-                        const char *finish_reason, long long prompt, long long completion,
-                        long long cached) {
+                        const char *finish_reason, const dyn__oai_logprob_t *lp, size_t n_lp,
+                        long long prompt, long long completion, long long cached) {
   json_t *choice;
   json_t *fr = finish_reason ? json_string(finish_reason) : json_null();
+  dyn__buf_t lpb;
+  dyn__buf_init(&lpb);
+  json_t *lpv = put_logprobs(&lpb, kind, lp, n_lp, 0) ? NULL
+                : json_loadb((const char *)lpb.data, lpb.len, JSON_DECODE_ANY, NULL);
+  dyn__buf_free(&lpb);
   if (kind == DYN__OAI_CHAT)
-    choice = json_pack("{s:i, s:{s:s, s:s%}, s:n, s:o}", "index", 0, "message", "role",
-                       "assistant", "content", text, n, "logprobs", "finish_reason", fr);
+    choice = json_pack("{s:i, s:{s:s, s:s%}, s:o, s:o}", "index", 0, "message", "role",
+                       "assistant", "content", text, n, "logprobs", lpv, "finish_reason", fr);
   else
-    choice = json_pack("{s:s%, s:i, s:n, s:o}", "text", text, n, "index", 0, "logprobs",
+    choice = json_pack("{s:s%, s:i, s:o, s:o}", "text", text, n, "index", 0, "logprobs", lpv,
                        "finish_reason", fr);
   json_t *r = json_pack("{s:s, s:s, s:I, s:s, s:[o], s:o}", "id", id, "object",
                         kind == DYN__OAI_CHAT ? "chat.completion" : "text_completion", "created",

@@ -26,6 +26,25 @@ typedef struct dyn__oai_info {
   int include_usage; /* stream_options.include_usage */
 } dyn__oai_info_t;
 
+/* ---- log-probabilities ---------------------------------------------------
+ * A token as OpenAI's logprobs show it: its bytes (the "token" string is
+ * their UTF-8, an invalid sequence as U+FFFD) and its log-probability; and
+ * a generated token with the most likely tokens of its step. Requests ask
+ * with chat's "logprobs": true and "top_logprobs": 0..20, or completions'
+ * "logprobs": 0..5. */
+#define DYN__OAI_MAX_TOP_LOGPROBS 20
+typedef struct dyn__oai_token_lp {
+  const uint8_t *bytes; /* borrowed */
+  size_t len;
+  double logprob;
+} dyn__oai_token_lp_t;
+
+typedef struct dyn__oai_logprob {
+  dyn__oai_token_lp_t token;
+  uint32_t n_top;
+  dyn__oai_token_lp_t top[DYN__OAI_MAX_TOP_LOGPROBS];
+} dyn__oai_logprob_t;
+
 /* A failure with its HTTP status and the OpenAI error fields. */
 typedef struct dyn__oai_error {
   int status;        /* 400, 404, 500, 503 ... */
@@ -60,9 +79,13 @@ void dyn__oai_stream_free(dyn__oai_stream_t *st);
 /* Chat only: the first chunk, delta {"role":"assistant","content":""}. */
 int dyn__oai_chunk_role(const dyn__oai_stream_t *st, dyn__buf_t *out);
 /* A delta; finish_reason NULL while the stream goes on. A chat chunk with
- * empty text and a finish_reason has delta {}, as OpenAI sends. */
+ * empty text and a finish_reason has delta {}, as OpenAI sends. lp: the
+ * log-probabilities of the delta's n_lp tokens (NULL: "logprobs": null);
+ * text_offset: where the delta's first token starts in the whole answer
+ * (completions report it per token). */
 int dyn__oai_chunk_delta(const dyn__oai_stream_t *st, const char *text, size_t n,
-                         const char *finish_reason, dyn__buf_t *out);
+                         const char *finish_reason, const dyn__oai_logprob_t *lp, size_t n_lp,
+                         size_t text_offset, dyn__buf_t *out);
 /* The usage chunk ("choices": []) sent last when include_usage is set. */
 int dyn__oai_chunk_usage(const dyn__oai_stream_t *st, long long prompt, long long completion,
                          long long cached, dyn__buf_t *out);
@@ -70,10 +93,11 @@ int dyn__oai_chunk_usage(const dyn__oai_stream_t *st, long long prompt, long lon
 /* ---- whole responses --------------------------------------------------- */
 /* The usage object: prompt, completion, total and prompt_tokens_details. */
 json_t *dyn__oai_usage(long long prompt, long long completion, long long cached);
-/* "chat.completion" or "text_completion" with one choice; NULL on ENOMEM. */
+/* "chat.completion" or "text_completion" with one choice; NULL on ENOMEM.
+ * lp: the answer's n_lp token log-probabilities, or NULL. */
 char *dyn__oai_response(dyn__oai_kind_t kind, const char *id, long long created,
                         const char *model, const char *text, size_t n,
-                        const char *finish_reason, long long prompt, long long completion,
-                        long long cached);
+                        const char *finish_reason, const dyn__oai_logprob_t *lp, size_t n_lp,
+                        long long prompt, long long completion, long long cached);
 
 #endif

@@ -69,6 +69,9 @@ typedef struct job {
   size_t held_len;
   size_t prompt_tokens, completion_tokens, cached_tokens;
   const char *finish; /* set once the answer is complete */
+  /* The log-probability of the token being emitted, if the request asked:
+   * it goes out with the delta that token's text goes in. */
+  const dyn__oai_logprob_t *token_lp;
 } job_t;
 
 /* ---- helpers ------------------------------------------------------------ */
@@ -111,7 +114,29 @@ static void job_maybe_free(job_t *j) {
 static void send_delta(job_t *j, const char *text, size_t len, size_t n_tokens) {
   if (!j->req) return;
   dyn__proto_delta_t d = {.text = text, .text_len = len, .n_tokens = (long long)n_tokens};
+  if (n_tokens && j->token_lp) {
+    d.logprobs = j->token_lp;
+    d.n_logprobs = 1;
+    j->token_lp = NULL;
+  }
   dyn__proto_send(j->req, dyn__proto_delta_encode(&d));
+}
+
+/* The engine's log-probabilities of one token as OpenAI shows them: each
+ * token id by the bytes it decodes to. */
+static void token_logprob(const processor_t *p, uint32_t id, const dyn_engine_logprob_t *in,
+                          dyn__oai_logprob_t *out) {
+  static const uint8_t none[1];
+  out->token.bytes = dyn_tokenizer_token_bytes(p->tk, id, &out->token.len);
+  if (!out->token.bytes) out->token.bytes = none, out->token.len = 0;
+  out->token.logprob = in->logprob;
+  out->n_top = in->n_top < DYN__OAI_MAX_TOP_LOGPROBS ? in->n_top : DYN__OAI_MAX_TOP_LOGPROBS;
+  for (uint32_t k = 0; k < out->n_top; k++) {
+    dyn__oai_token_lp_t *t = &out->top[k];
+    t->bytes = dyn_tokenizer_token_bytes(p->tk, in->top_ids[k], &t->len);
+    if (!t->bytes) t->bytes = none, t->len = 0;
+    t->logprob = in->top_logprobs[k];
+  }
 }
 
 static void send_final(job_t *j) {
@@ -194,7 +219,14 @@ static void engine_data(dyn_stream_t *s, const void *data, size_t len, void *ud)
     }
     const char *piece;
     size_t n;
-    if (dyn_detok_push(j->detok, id, &piece, &n) == DYN_OK && emit_text(j, piece, n, 1)) {
+    dyn__oai_logprob_t lp;
+    if (m.logprobs) {
+      token_logprob(j->p, id, &m.logprobs[i], &lp);
+      j->token_lp = &lp;
+    }
+    int stop = dyn_detok_push(j->detok, id, &piece, &n) == DYN_OK && emit_text(j, piece, n, 1);
+    j->token_lp = NULL;
+    if (stop) {
       stop_string = 1;
       break;
     }
@@ -362,6 +394,8 @@ static job_t *job_new(processor_t *p, dyn_request_t *req, const dyn__proto_gen_r
       .seed = (uint64_t)in->seed,
       .has_temperature = in->has_temperature,
       .temperature = in->temperature,
+      .logprobs = in->logprobs,
+      .top_logprobs = in->top_logprobs,
       .request_id = in->request_id,
   };
   j->worker_body = dyn__proto_engine_request_encode(&w);

@@ -9,6 +9,7 @@
  */
 #include "llm/services/protocol.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -128,6 +129,17 @@ int dyn__proto_gen_request_decode(const void *data, size_t len, dyn__proto_gen_r
   const json_t *t = json_object_get(r, "temperature");
   m->has_temperature = json_is_number(t);
   m->temperature = json_is_number(t) ? json_number_value(t) : 0;
+  /* The Frontend checked the ranges (openai.c); clamp anyway. */
+  long long top = 0;
+  const json_t *lp = json_object_get(r, "logprobs");
+  if (m->kind == DYN__OAI_CHAT) {
+    m->logprobs = json_is_true(lp);
+    if (m->logprobs) get_int(r, "top_logprobs", &top);
+  } else if (json_is_integer(lp)) {
+    m->logprobs = 1;
+    top = json_integer_value(lp);
+  }
+  m->top_logprobs = (uint32_t)(top < 0 ? 0 : top > DYN__OAI_MAX_TOP_LOGPROBS ? DYN__OAI_MAX_TOP_LOGPROBS : top);
   read_stops(m, json_object_get(r, "stop"));
   return DYN_OK;
 }
@@ -139,17 +151,91 @@ void dyn__proto_gen_request_free(dyn__proto_gen_request_t *m) {
 
 /* ---- Processor -> Frontend ---------------------------------------------- */
 
+static json_t *token_lp_json(const dyn__oai_token_lp_t *t) {
+  json_t *b = json_array();
+  for (size_t i = 0; b && i < t->len; i++) json_array_append_new(b, json_integer(t->bytes[i]));
+  return json_pack("{s:o, s:f}", "b", b, "lp", t->logprob);
+}
+
+static json_t *logprobs_json(const dyn__oai_logprob_t *lp, size_t n) {
+  json_t *a = json_array();
+  for (size_t i = 0; a && i < n; i++) {
+    json_t *e = token_lp_json(&lp[i].token), *top = json_array();
+    for (uint32_t k = 0; top && k < lp[i].n_top; k++)
+      json_array_append_new(top, token_lp_json(&lp[i].top[k]));
+    if (!e || !top || json_object_set_new(e, "top", top) || json_array_append_new(a, e)) {
+      json_decref(e);
+      json_decref(a);
+      return NULL;
+    }
+  }
+  return a;
+}
+
 char *dyn__proto_delta_encode(const dyn__proto_delta_t *m) {
   const char *text = m->text ? m->text : "";
   size_t n = m->text ? m->text_len : 0;
+  json_t *o;
   if (!m->finish_reason)
-    return dump(json_pack("{s:s%, s:I, s:n}", "text", text, n, "n_tokens", (json_int_t)m->n_tokens,
-                          "finish_reason"));
-  return dump(json_pack("{s:s%, s:I, s:s, s:{s:I, s:I, s:I}}", "text", text, n, "n_tokens",
-                        (json_int_t)m->n_tokens, "finish_reason", m->finish_reason, "usage",
-                        "prompt_tokens", (json_int_t)m->prompt_tokens, "completion_tokens",
-                        (json_int_t)m->completion_tokens, "cached_tokens",
-                        (json_int_t)m->cached_tokens));
+    o = json_pack("{s:s%, s:I, s:n}", "text", text, n, "n_tokens", (json_int_t)m->n_tokens,
+                  "finish_reason");
+  else
+    o = json_pack("{s:s%, s:I, s:s, s:{s:I, s:I, s:I}}", "text", text, n, "n_tokens",
+                  (json_int_t)m->n_tokens, "finish_reason", m->finish_reason, "usage",
+                  "prompt_tokens", (json_int_t)m->prompt_tokens, "completion_tokens",
+                  (json_int_t)m->completion_tokens, "cached_tokens",
+                  (json_int_t)m->cached_tokens);
+  if (o && m->logprobs && m->n_logprobs) {
+    json_t *lp = logprobs_json(m->logprobs, m->n_logprobs);
+    if (!lp || json_object_set_new(o, "logprobs", lp)) {
+      json_decref(o);
+      return NULL;
+    }
+  }
+  return dump(o);
+}
+
+/* One {"b": [bytes], "lp": x} into t, its bytes appended at *next. */
+static int token_lp_read(const json_t *v, dyn__oai_token_lp_t *t, uint8_t **next) {
+  const json_t *b = json_object_get(v, "b"), *lp = json_object_get(v, "lp");
+  if (!json_is_array(b) || !json_is_number(lp)) return DYN_EINVAL;
+  t->bytes = *next;
+  t->len = json_array_size(b);
+  t->logprob = json_number_value(lp);
+  for (size_t i = 0; i < t->len; i++) {
+    const json_t *x = json_array_get(b, i);
+    if (!json_is_integer(x) || json_integer_value(x) < 0 || json_integer_value(x) > 255)
+      return DYN_EINVAL;
+    *(*next)++ = (uint8_t)json_integer_value(x);
+  }
+  return DYN_OK;
+}
+
+static int logprobs_read(const json_t *a, dyn__proto_delta_t *m) {
+  size_t n = json_array_size(a), total = 0, i;
+  const json_t *e;
+  json_array_foreach(a, i, e) {
+    const json_t *top = json_object_get(e, "top");
+    total += json_array_size(json_object_get(e, "b"));
+    if (json_array_size(top) > DYN__OAI_MAX_TOP_LOGPROBS) return DYN_EINVAL;
+    size_t k;
+    const json_t *t;
+    json_array_foreach(top, k, t) total += json_array_size(json_object_get(t, "b"));
+  }
+  m->lp_owned_ = calloc(n ? n : 1, sizeof *m->lp_owned_);
+  m->lp_bytes_ = malloc(total ? total : 1);
+  if (!m->lp_owned_ || !m->lp_bytes_) return DYN_ENOMEM;
+  uint8_t *next = m->lp_bytes_;
+  json_array_foreach(a, i, e) {
+    const json_t *top = json_object_get(e, "top");
+    if (!json_is_array(top) || token_lp_read(e, &m->lp_owned_[i].token, &next)) return DYN_EINVAL;
+    m->lp_owned_[i].n_top = (uint32_t)json_array_size(top);
+    for (uint32_t k = 0; k < m->lp_owned_[i].n_top; k++)
+      if (token_lp_read(json_array_get(top, k), &m->lp_owned_[i].top[k], &next)) return DYN_EINVAL;
+  }
+  m->logprobs = m->lp_owned_;
+  m->n_logprobs = n;
+  return DYN_OK;
 }
 
 int dyn__proto_delta_decode(const void *data, size_t len, dyn__proto_delta_t *m) {
@@ -170,12 +256,25 @@ int dyn__proto_delta_decode(const void *data, size_t len, dyn__proto_delta_t *m)
   m->completion_tokens = -1;
   get_int(u, "completion_tokens", &m->completion_tokens);
   get_int(u, "cached_tokens", &m->cached_tokens);
+  const json_t *lp = json_object_get(m->root_, "logprobs");
+  if (lp) {
+    int rc = json_is_array(lp) ? logprobs_read(lp, m) : DYN_EINVAL;
+    if (rc) {
+      dyn__proto_delta_free(m);
+      return rc;
+    }
+  }
   return DYN_OK;
 }
 
 void dyn__proto_delta_free(dyn__proto_delta_t *m) {
   json_decref(m->root_);
+  free(m->lp_owned_);
+  free(m->lp_bytes_);
   m->root_ = NULL;
+  m->lp_owned_ = NULL;
+  m->lp_bytes_ = NULL;
+  m->logprobs = NULL;
 }
 
 /* ---- Processor -> Router ------------------------------------------------ */
@@ -248,6 +347,10 @@ char *dyn__proto_engine_request_encode(const dyn__proto_engine_request_t *m) {
     snprintf(num, sizeof num, ",\"temperature\":%.17g", m->temperature);
     rc = put(&b, num);
   }
+  if (!rc && m->logprobs) {
+    snprintf(num, sizeof num, ",\"logprobs\":%u", (unsigned)m->top_logprobs);
+    rc = put(&b, num);
+  }
   if (!rc && m->request_id) {
     rc = put(&b, ",\"request_id\":");
     if (!rc) rc = dyn__json_escape(&b, m->request_id, strlen(m->request_id));
@@ -281,6 +384,16 @@ int dyn__proto_engine_request_decode(const void *data, size_t len,
   const json_t *t = json_object_get(m->root_, "temperature");
   m->has_temperature = json_is_number(t);
   m->temperature = json_is_number(t) ? json_number_value(t) : 1.0;
+  long long top;
+  if (get_int(m->root_, "logprobs", &top)) {
+    if (top < 0 || top > DYN_ENGINE_MAX_TOP_LOGPROBS) {
+      dyn__proto_engine_request_free(m);
+      *why = "logprobs must be an integer in [0, 20]";
+      return DYN_EINVAL;
+    }
+    m->logprobs = 1;
+    m->top_logprobs = (uint32_t)top;
+  }
   m->request_id = json_string_value(json_object_get(m->root_, "request_id"));
   return DYN_OK;
 }
@@ -306,8 +419,53 @@ char *dyn__proto_engine_output_encode(const dyn__proto_engine_output_t *m) {
   if (!rc && m->finish != DYN__PROTO_GOING)
     rc = put(&b, m->finish == DYN__PROTO_STOP ? ",\"finish_reason\":\"stop\""
                                               : ",\"finish_reason\":\"length\"");
+  if (!rc && m->logprobs) {
+    rc = put(&b, ",\"logprobs\":[");
+    for (size_t i = 0; !rc && i < m->n_tokens; i++) {
+      const dyn_engine_logprob_t *l = &m->logprobs[i];
+      char num[64];
+      snprintf(num, sizeof num, "%s{\"lp\":%.9g,\"top\":[", i ? "," : "",
+               isfinite(l->logprob) ? l->logprob : -9999.0);
+      rc = put(&b, num);
+      for (uint32_t k = 0; !rc && k < l->n_top && k < DYN_ENGINE_MAX_TOP_LOGPROBS; k++) {
+        snprintf(num, sizeof num, "%s[%u,%.9g]", k ? "," : "", (unsigned)l->top_ids[k],
+                 isfinite(l->top_logprobs[k]) ? l->top_logprobs[k] : -9999.0);
+        rc = put(&b, num);
+      }
+      if (!rc) rc = put(&b, "]}");
+    }
+    if (!rc) rc = put(&b, "]");
+  }
   if (!rc) rc = put(&b, "}");
   return finish_text(&b, rc);
+}
+
+/* "logprobs": [{"lp": x, "top": [[id, lp], ...]}, ...], one per token. */
+static int engine_logprobs_read(const json_t *a, dyn__proto_engine_output_t *m) {
+  if (!json_is_array(a) || json_array_size(a) != m->n_tokens) return DYN_EINVAL;
+  m->lp_owned_ = calloc(m->n_tokens ? m->n_tokens : 1, sizeof *m->lp_owned_);
+  if (!m->lp_owned_) return DYN_ENOMEM;
+  for (size_t i = 0; i < m->n_tokens; i++) {
+    const json_t *e = json_array_get(a, i), *lp = json_object_get(e, "lp");
+    const json_t *top = json_object_get(e, "top");
+    if (!json_is_number(lp) || !json_is_array(top) ||
+        json_array_size(top) > DYN_ENGINE_MAX_TOP_LOGPROBS)
+      return DYN_EINVAL;
+    dyn_engine_logprob_t *l = &m->lp_owned_[i];
+    l->logprob = (float)json_number_value(lp);
+    l->n_top = (uint32_t)json_array_size(top);
+    for (uint32_t k = 0; k < l->n_top; k++) {
+      const json_t *p = json_array_get(top, k);
+      const json_t *id = json_array_get(p, 0), *v = json_array_get(p, 1);
+      if (!json_is_integer(id) || json_integer_value(id) < 0 ||
+          json_integer_value(id) > (json_int_t)UINT32_MAX || !json_is_number(v))
+        return DYN_EINVAL;
+      l->top_ids[k] = (uint32_t)json_integer_value(id);
+      l->top_logprobs[k] = (float)json_number_value(v);
+    }
+  }
+  m->logprobs = m->lp_owned_;
+  return DYN_OK;
 }
 
 int dyn__proto_engine_output_decode(const void *data, size_t len,
@@ -324,13 +482,20 @@ int dyn__proto_engine_output_decode(const void *data, size_t len,
   const char *fr = json_string_value(json_object_get(o, "finish_reason"));
   /* Any other reason ends the answer too: as "stop". */
   if (fr) m->finish = !strcmp(fr, "length") ? DYN__PROTO_LENGTH : DYN__PROTO_STOP;
+  const json_t *lp = json_object_get(o, "logprobs");
+  if (!rc && lp && (rc = engine_logprobs_read(lp, m)))
+    *why = rc == DYN_ENOMEM ? "out of memory" : "the Worker sent malformed logprobs";
   json_decref(o);
+  if (rc) dyn__proto_engine_output_free(m);
   return rc;
 }
 
 void dyn__proto_engine_output_free(dyn__proto_engine_output_t *m) {
   free(m->owned_);
+  free(m->lp_owned_);
   m->owned_ = NULL;
+  m->lp_owned_ = NULL;
+  m->logprobs = NULL;
 }
 
 /* ---- Worker -> Router --------------------------------------------------- */

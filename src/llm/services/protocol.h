@@ -33,6 +33,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dynamo/llm/engine.h"
 #include "dynamo/server.h"
 #include "llm/services/openai.h"
 
@@ -57,6 +58,8 @@ typedef struct dyn__proto_gen_request {
   long long seed;
   int has_temperature;      /* "temperature", a number */
   double temperature;
+  int logprobs;             /* chat "logprobs": true, or completions' "logprobs": n */
+  uint32_t top_logprobs;    /* chat "top_logprobs", or completions' n */
   const char *stop[DYN__PROTO_MAX_STOP]; /* "stop": a string or strings; "" skipped */
   size_t n_stop;
   json_t *root_;
@@ -73,18 +76,24 @@ void dyn__proto_gen_request_free(dyn__proto_gen_request_t *m);
  * ... and last {"text", "n_tokens", "finish_reason": "stop"|"length",
  *              "usage": {"prompt_tokens", "completion_tokens", "cached_tokens"}}
  * n_tokens counts the tokens the text came from (for the Frontend's token
- * latency metrics). A stream that ends without a finish_reason is a
- * Processor bug. */
+ * latency metrics). When the request asked for logprobs, a delta also has
+ * "logprobs": [{"b": [token bytes], "lp": x, "top": [{"b", "lp"}...]}],
+ * one entry per token it came from. A stream that ends without a
+ * finish_reason is a Processor bug. */
 typedef struct dyn__proto_delta {
   const char *text; /* NULL: "" */
   size_t text_len;
   long long n_tokens;
+  const dyn__oai_logprob_t *logprobs; /* NULL: none */
+  size_t n_logprobs;
   const char *finish_reason; /* NULL while the answer goes on */
   /* With finish_reason: */
   long long prompt_tokens;
   long long completion_tokens; /* decoded: -1 when absent */
   long long cached_tokens;
   json_t *root_;
+  dyn__oai_logprob_t *lp_owned_;
+  uint8_t *lp_bytes_;
 } dyn__proto_delta_t;
 
 char *dyn__proto_delta_encode(const dyn__proto_delta_t *m);
@@ -119,7 +128,9 @@ int dyn__proto_route_answer_decode(const void *data, size_t len, dyn__proto_rout
 
 /* ---- Processor -> Worker: Worker/generate -------------------------------
  * {"token_ids": [...], "max_tokens": N, "ignore_eos": bool, "seed": n?,
- *  "temperature": t?, "request_id": "..."?}
+ *  "temperature": t?, "logprobs": k?, "request_id": "..."?}
+ * logprobs present asks for each token's log-probability with the k
+ * (0..20) most likely tokens of its step.
  * Absent max_tokens is 16; one that is not an integer in [1, 2^32) decodes
  * as 0, which the engine refuses with its reason. Absent temperature is
  * 1.0; absent seed draws from the engine's own sequence. */
@@ -132,6 +143,8 @@ typedef struct dyn__proto_engine_request {
   uint64_t seed;
   int has_temperature;
   double temperature;
+  int logprobs;
+  uint32_t top_logprobs;
   const char *request_id; /* NULL if absent */
   uint32_t *owned_;
   json_t *root_;
@@ -143,9 +156,11 @@ int dyn__proto_engine_request_decode(const void *data, size_t len,
 void dyn__proto_engine_request_free(dyn__proto_engine_request_t *m);
 
 /* ---- Worker -> Processor: the engine's output ----------------------------
- * {"token_ids": [...], "cached_tokens": n?, "finish_reason": "stop"|"length"?}
+ * {"token_ids": [...], "cached_tokens": n?, "finish_reason": "stop"|"length"?,
+ *  "logprobs": [{"lp": x, "top": [[id, lp], ...]}, ...]?}
  * as the engine produces tokens; the first message carries cached_tokens
- * (prompt tokens the prefix cache held), the last finish_reason. */
+ * (prompt tokens the prefix cache held), the last finish_reason; logprobs,
+ * when asked for, has one entry per token. */
 typedef enum dyn__proto_finish {
   DYN__PROTO_GOING = 0,
   DYN__PROTO_STOP,   /* the engine's EOS */
@@ -157,7 +172,9 @@ typedef struct dyn__proto_engine_output {
   size_t n_tokens;
   long long cached_tokens; /* -1: not in this message */
   dyn__proto_finish_t finish;
+  const dyn_engine_logprob_t *logprobs; /* n_tokens entries, or NULL */
   uint32_t *owned_;
+  dyn_engine_logprob_t *lp_owned_;
 } dyn__proto_engine_output_t;
 
 char *dyn__proto_engine_output_encode(const dyn__proto_engine_output_t *m);

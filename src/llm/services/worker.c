@@ -100,7 +100,8 @@ static void on_kv_events(const dyn_kv_event_t *events, size_t n, void *ud) {
 
 static void on_tokens(dyn_engine_seq_t *seq, const uint32_t *toks, size_t n, void *ud) {
   wjob_t *j = ud;
-  dyn__proto_engine_output_t out = {.token_ids = toks, .n_tokens = n, .cached_tokens = -1};
+  dyn__proto_engine_output_t out = {.token_ids = toks, .n_tokens = n, .cached_tokens = -1,
+                                    .logprobs = dyn_engine_seq_logprobs(seq)};
   if (!j->sent_first) {
     out.cached_tokens = (long long)dyn_engine_seq_cached_tokens(seq);
     j->sent_first = 1;
@@ -150,6 +151,8 @@ static void generate(dyn_request_t *req, const void *body, size_t len, void *ud)
       .temperature = (float)in.temperature,
       .has_seed = in.has_seed,
       .seed = in.seed,
+      .logprobs = in.logprobs,
+      .top_logprobs = in.top_logprobs,
   };
   wjob_t *j = calloc(1, sizeof *j);
   static const dyn_engine_callbacks_t cb = {on_tokens, on_done};

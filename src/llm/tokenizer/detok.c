@@ -71,7 +71,7 @@ int dyn_detok_push(dyn_detok_t *d, uint32_t id, const char **text, size_t *len) 
   *text = "";
   *len = 0;
   size_t n;
-  const uint8_t *b = dyn__tokenizer_bytes(d->tk, id, &n);
+  const uint8_t *b = dyn_tokenizer_token_bytes(d->tk, id, &n);
   if (!b) return DYN_EINVAL;
   if ((d->flags & DYN_DETOK_SKIP_SPECIAL) && dyn_tokenizer_is_special(d->tk, id)) return DYN_OK;
   if (n == 0) return DYN_OK;

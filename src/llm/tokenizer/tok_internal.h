@@ -133,7 +133,4 @@ struct dyn_tokenizer {
 /* string -> id lookup in tk->map. */
 int dyn__tok_find(const dyn_tokenizer_t *tk, const char *s, size_t n, uint32_t *id);
 
-/* The bytes an id decodes to, or NULL for an unknown id. */
-const uint8_t *dyn__tokenizer_bytes(const dyn_tokenizer_t *tk, uint32_t id, size_t *len);
-
 #endif

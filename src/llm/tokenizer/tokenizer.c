@@ -240,7 +240,7 @@ int dyn_tokenizer_encode(const dyn_tokenizer_t *tk, const char *text, size_t len
 
 /* ---- decoding and lookups ------------------------------------------------- */
 
-const uint8_t *dyn__tokenizer_bytes(const dyn_tokenizer_t *tk, uint32_t id, size_t *len) {
+const uint8_t *dyn_tokenizer_token_bytes(const dyn_tokenizer_t *tk, uint32_t id, size_t *len) {
   if (id >= tk->n_ids || !tk->tok[id].flags) return NULL;
   *len = tk->tok[id].byte_len;
   return (const uint8_t *)tk->arena + tk->tok[id].byte_off;
@@ -252,7 +252,7 @@ int dyn_tokenizer_decode(const dyn_tokenizer_t *tk, const uint32_t *ids, size_t 
   *out = NULL;
   size_t total = 0, bl;
   for (size_t i = 0; i < n; i++) {
-    if (!dyn__tokenizer_bytes(tk, ids[i], &bl)) return DYN_EINVAL;
+    if (!dyn_tokenizer_token_bytes(tk, ids[i], &bl)) return DYN_EINVAL;
     total += bl;
   }
   uint8_t *raw = malloc(total + 1);
@@ -265,7 +265,7 @@ int dyn_tokenizer_decode(const dyn_tokenizer_t *tk, const uint32_t *ids, size_t 
   size_t k = 0;
   for (size_t i = 0; i < n; i++) {
     if ((flags & DYN_DETOK_SKIP_SPECIAL) && dyn_tokenizer_is_special(tk, ids[i])) continue;
-    const uint8_t *b = dyn__tokenizer_bytes(tk, ids[i], &bl);
+    const uint8_t *b = dyn_tokenizer_token_bytes(tk, ids[i], &bl);
     memcpy(raw + k, b, bl);
     k += bl;
   }
