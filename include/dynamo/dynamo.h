@@ -10,4 +10,5 @@
 #include "dynamo/events.h"
 #include "dynamo/discovery.h"
 #include "dynamo/control.h"
+#include "dynamo/metrics.h"
 #endif

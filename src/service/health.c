@@ -1,10 +1,11 @@
-/* health.c - GET /live and GET /health for a C worker, on its own loop.
+/* health.c - GET /live, GET /health and GET /metrics for a C worker, on its
+ * own loop.
  *
  * Both answer from the worker's loop, so an answer is itself the proof of
  * liveness: a loop stuck in a handler cannot reply, and the probe times
  * out. Readiness is a state the worker moves forward (starting -> ready ->
  * draining) at the points where callers may start or must stop choosing
- * it.
+ * it. /metrics is the process's Prometheus registry (dyn_metrics_default).
  */
 #include "service/health.h"
 
@@ -15,6 +16,7 @@
 
 #include "common/env_names.h"
 #include "dynamo/http.h"
+#include "dynamo/metrics.h"
 #include "dynamo/status.h"
 
 static dyn_http_server_t *g_server;
@@ -36,6 +38,18 @@ static void on_health(dyn_http_req_t *req, void *ud) {
   dyn_http_respond(req, strcmp(state, "ready") ? 503 : 200, "application/json", body, (size_t)n);
 }
 
+static void on_metrics(dyn_http_req_t *req, void *ud) {
+  size_t len = 0;
+  dyn_metrics_t *m = dyn_metrics_default();
+  char *text = m ? dyn_metrics_render(m, &len) : NULL;
+  if (!text) {
+    dyn_http_error(req, 500, "out of memory");
+    return;
+  }
+  dyn_http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+  free(text);
+}
+
 int dyn__health_start(dyn_runtime_t *rt, const char *who) {
   const char *port = getenv(DYN_ENV_HEALTH_PORT);
   if (!port || !*port || !strcmp(port, "0")) return DYN_OK;
@@ -52,6 +66,7 @@ int dyn__health_start(dyn_runtime_t *rt, const char *who) {
   int rc = dyn_http_server_start(dyn_runtime_loop(rt), host, (int)n, &g_server);
   if (!rc) rc = dyn_http_route(g_server, "GET", "/live", on_live, NULL);
   if (!rc) rc = dyn_http_route(g_server, "GET", "/health", on_health, NULL);
+  if (!rc) rc = dyn_http_route(g_server, "GET", "/metrics", on_metrics, NULL);
   if (rc) {
     fprintf(stderr, "error: %s: cannot serve health on %s:%ld: %s\n", who, host, n, dyn_strerror(rc));
     if (g_server) dyn_http_server_stop(g_server);

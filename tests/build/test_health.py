@@ -42,6 +42,16 @@ def test_health_is_503_until_started_then_200(serve, kind):
     assert get(base, "/health") == (200, {"status": "ready"})
     assert get(base, "/live")[0] == 200
     assert get(base, "/nope")[0] == 404
+    # /metrics: the process's Prometheus registry (the Python graph adds
+    # a metric of its own through dynamo.sdk.metrics).
+    conn = http.client.HTTPConnection("127.0.0.1", base, timeout=5)
+    conn.request("GET", "/metrics")
+    r = conn.getresponse()
+    text = r.read().decode()
+    conn.close()
+    assert r.status == 200 and r.getheader("Content-Type").startswith("text/plain; version=0.0.4")
+    if kind == "python":
+        assert "# TYPE slow_warmups_total counter" in text and "slow_warmups_total 1" in text
     if kind == "python":
         assert f"health on port {base}" in out
     assert s.stop() == 0

@@ -9,8 +9,9 @@
  *
  * One file per type: runtime.c, request.c (a request being served),
  * client.c, stream.c (a request being made), subscription.c, http.c
- * (HttpServer and HttpRequest, for @api and /health), module.c (the module
- * and its functions). Each type's struct stays private to its file; the
+ * (HttpServer and HttpRequest, for @api and /health), metrics.c (Metric,
+ * the process's Prometheus registry), module.c (the module and its
+ * functions). Each type's struct stays private to its file; the
  * others reach it only through the functions below.
  *
  * Ownership: while the C side may still call back with an object as its
@@ -30,7 +31,7 @@
 #include "dynamo/dynamo.h"
 
 extern PyTypeObject RuntimeType, RequestType, ClientType, StreamType, SubscriptionType,
-    HttpServerType, HttpRequestType;
+    HttpServerType, HttpRequestType, MetricType;
 
 /* module.c: raises DynamoError(status, message); message NULL means the
  * status's own text. Returns NULL, for `return core_raise_status(...)`. */
@@ -56,6 +57,10 @@ PyObject *core_stream_open(dyn_client_t *c, const dyn_call_options_t *opt, const
 /* subscription.c: subscribes callback(subject, data) to subject; a
  * Subscription that keeps callback alive, or NULL with the exception set. */
 PyObject *core_subscription_new(dyn_runtime_t *rt, const char *subject, PyObject *callback);
+
+/* metrics.c: metrics_render(): the process's registry as Prometheus text
+ * (bytes). */
+PyObject *core_metrics_render(PyObject *m, PyObject *unused);
 
 /* http.c: an HttpServer listening on host:port on loop. */
 PyObject *core_http_server_start(uv_loop_t *loop, const char *host, int port);

@@ -59,6 +59,7 @@ static PyMethodDef module_methods[] = {
     {"control_default_path", mod_control_default_path, METH_NOARGS, NULL},
     {"component_subject", mod_component_subject, METH_VARARGS, NULL},
     {"set_parent_death_signal", mod_set_parent_death_signal, METH_O, NULL},
+    {"metrics_render", core_metrics_render, METH_NOARGS, NULL},
     {NULL}};
 
 static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "dynamo._core",
@@ -75,7 +76,7 @@ static int add_object(PyObject *m, const char *name, PyObject *obj) {
 
 PyMODINIT_FUNC PyInit__core(void) {
   PyTypeObject *types[] = {&RuntimeType, &RequestType, &ClientType, &StreamType,
-                           &SubscriptionType, &HttpServerType, &HttpRequestType};
+                           &SubscriptionType, &HttpServerType, &HttpRequestType, &MetricType};
   for (size_t i = 0; i < sizeof types / sizeof *types; i++)
     if (PyType_Ready(types[i])) return NULL;
   if (!DynamoError) {
@@ -86,6 +87,10 @@ PyMODINIT_FUNC PyInit__core(void) {
   if (!m) return NULL;
   if (add_object(m, "DynamoError", DynamoError) ||
       add_object(m, "Runtime", (PyObject *)&RuntimeType) ||
+      add_object(m, "Metric", (PyObject *)&MetricType) ||
+      PyModule_AddIntConstant(m, "COUNTER", DYN_METRIC_COUNTER) ||
+      PyModule_AddIntConstant(m, "GAUGE", DYN_METRIC_GAUGE) ||
+      PyModule_AddIntConstant(m, "HISTOGRAM", DYN_METRIC_HISTOGRAM) ||
       PyModule_AddIntConstant(m, "ROUTE_RANDOM", DYN_ROUTE_RANDOM) ||
       PyModule_AddIntConstant(m, "ROUTE_ROUND_ROBIN", DYN_ROUTE_ROUND_ROBIN) ||
       PyModule_AddIntConstant(m, "ROUTE_DIRECT", DYN_ROUTE_DIRECT) ||

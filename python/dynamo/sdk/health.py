@@ -12,7 +12,8 @@ worker serves on that port, on the C HTTP server in its own loop:
   so a readiness probe takes it out of rotation at the right moments; and
   503 ``unregistered`` while a ready worker's registration is gone from
   discovery (control plane lost, etcd lease expired), 200 again once the
-  runtime has put it back.
+  runtime has put it back;
+- ``GET /metrics``: the process's Prometheus metrics (``dynamo.sdk.metrics``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from __future__ import annotations
 import json
 import os
 from typing import Any, Optional
+
+from dynamo import _core
 
 
 class Health:
@@ -30,6 +33,7 @@ class Health:
         self.port = self._server.port
         self._server.route("GET", "/live", self._live)
         self._server.route("GET", "/health", self._health)
+        self._server.route("GET", "/metrics", self._metrics)
         rt.kick()  # libuv adds the listener to its epoll set on its next pass
 
     def _answer(self, req: Any, status: int, body: dict) -> None:
@@ -44,6 +48,10 @@ class Health:
         if state == "ready" and not self._rt._core.registered:
             state = "unregistered"
         self._answer(req, 200 if state == "ready" else 503, {"status": state})
+
+    def _metrics(self, req: Any) -> None:
+        req.respond(200, "text/plain; version=0.0.4; charset=utf-8", _core.metrics_render())
+        self._rt.kick()
 
     def stop(self) -> None:
         self._server.stop()

@@ -27,7 +27,7 @@
 #include "dynamo/dynamo.h"
 #include "dynamo/http.h"
 #include "dynamo/service.h"
-#include "llm/services/metrics.h"
+#include "dynamo/metrics.h"
 #include "llm/services/openai.h"
 #include "llm/services/protocol.h"
 #include "llm/services/services.h"
@@ -46,9 +46,9 @@ typedef struct frontend {
   size_t live_workers;
   long long started;       /* /v1/models "created" */
   uint64_t rng[2];         /* request ids */
-  dyn__metrics_t *metrics;
-  dyn__series_t *requests[N_EP][N_RT][N_ST];
-  dyn__series_t *inflight, *ttft, *itl, *duration, *out_tokens;
+  dyn_metrics_t *metrics;
+  dyn_series_t *requests[N_EP][N_RT][N_ST];
+  dyn_series_t *inflight, *ttft, *itl, *duration, *out_tokens;
 } frontend_t;
 
 typedef struct call {
@@ -104,7 +104,7 @@ static uint64_t next_random(frontend_t *fe) { /* xorshift128+ */
 }
 
 static void count_request(frontend_t *fe, int ep, int streaming, int status) {
-  dyn__series_add(fe->requests[ep][streaming ? RT_STREAM : RT_UNARY][status], 1);
+  dyn_series_add(fe->requests[ep][streaming ? RT_STREAM : RT_UNARY][status], 1);
 }
 
 static size_t live_workers(frontend_t *fe) {
@@ -136,11 +136,11 @@ static void call_abort(call_t *c, int status, const char *why) {
 static void note_tokens(call_t *c, long long n) {
   if (n <= 0) return;
   uint64_t now = uv_hrtime();
-  if (!c->tokens_seen) dyn__series_observe(c->fe->ttft, (double)(now - c->t_start) / 1e9);
-  else dyn__series_observe(c->fe->itl, (double)(now - c->t_last) / 1e9 / (double)n);
+  if (!c->tokens_seen) dyn_series_observe(c->fe->ttft, (double)(now - c->t_start) / 1e9);
+  else dyn_series_observe(c->fe->itl, (double)(now - c->t_last) / 1e9 / (double)n);
   c->t_last = now;
   c->tokens_seen += n;
-  dyn__series_add(c->fe->out_tokens, (double)n);
+  dyn_series_add(c->fe->out_tokens, (double)n);
 }
 
 /* Copies t's bytes into lp_bytes and leaves their offset in t->bytes. */
@@ -270,8 +270,8 @@ static void on_upstream_done(dyn_stream_t *s, int status, const char *message, v
   call_t *c = ud;
   frontend_t *fe = c->fe;
   c->stream = NULL;
-  dyn__series_add(fe->inflight, -1);
-  dyn__series_observe(fe->duration, (double)(uv_hrtime() - c->t_start) / 1e9);
+  dyn_series_add(fe->inflight, -1);
+  dyn_series_observe(fe->duration, (double)(uv_hrtime() - c->t_start) / 1e9);
   int ep = c->kind == DYN__OAI_CHAT ? EP_CHAT : EP_COMPLETIONS;
   if (!c->http) { /* the client left; the cancel ended us */
     count_request(fe, ep, c->streaming, ST_CANCELLED);
@@ -391,7 +391,7 @@ static void handle_generate(dyn_http_req_t *req, frontend_t *fe, dyn__oai_kind_t
     return;
   }
   json_decref(request);
-  dyn__series_add(fe->inflight, 1);
+  dyn_series_add(fe->inflight, 1);
   /* A shutdown waits for this answer (up to the grace period), as it does
    * for the requests a worker serves: SIGTERM must not cut streams off. */
   dyn_runtime_hold(dyn_service_runtime(fe->ctx));
@@ -443,7 +443,7 @@ static void on_live(dyn_http_req_t *req, void *ud) {
 static void on_metrics(dyn_http_req_t *req, void *ud) {
   frontend_t *fe = ud;
   size_t len;
-  char *text = dyn__metrics_render(fe->metrics, &len);
+  char *text = dyn_metrics_render(fe->metrics, &len);
   if (!text) {
     dyn_http_error(req, 500, "out of memory");
     return;
@@ -455,22 +455,22 @@ static void on_metrics(dyn_http_req_t *req, void *ud) {
 /* ---- metrics ----------------------------------------------------------- */
 
 static int add_histogram(frontend_t *fe, const char *name, const char *help, const double *b,
-                         size_t nb, dyn__series_t **out) {
+                         size_t nb, dyn_series_t **out) {
   static const char *const model_label[] = {"model", NULL};
-  dyn__metric_t *f;
-  int rc = dyn__metrics_add(fe->metrics, DYN__METRIC_HISTOGRAM, name, help, model_label, b, nb, &f);
+  dyn_metric_t *f;
+  int rc = dyn_metrics_add(fe->metrics, DYN_METRIC_HISTOGRAM, name, help, model_label, b, nb, &f);
   const char *v[] = {fe->model ? fe->model : ""};
-  if (!rc && !(*out = dyn__metric_series(f, v))) rc = DYN_ENOMEM;
+  if (!rc && !(*out = dyn_metric_series(f, v))) rc = DYN_ENOMEM;
   return rc;
 }
 
-static int add_scalar(frontend_t *fe, dyn__metric_type_t type, const char *name, const char *help,
-                      dyn__series_t **out) {
+static int add_scalar(frontend_t *fe, dyn_metric_type_t type, const char *name, const char *help,
+                      dyn_series_t **out) {
   static const char *const model_label[] = {"model", NULL};
-  dyn__metric_t *f;
-  int rc = dyn__metrics_add(fe->metrics, type, name, help, model_label, NULL, 0, &f);
+  dyn_metric_t *f;
+  int rc = dyn_metrics_add(fe->metrics, type, name, help, model_label, NULL, 0, &f);
   const char *v[] = {fe->model ? fe->model : ""};
-  if (!rc && !(*out = dyn__metric_series(f, v))) rc = DYN_ENOMEM;
+  if (!rc && !(*out = dyn_metric_series(f, v))) rc = DYN_ENOMEM;
   return rc;
 }
 
@@ -479,14 +479,14 @@ static int setup_request_counter(frontend_t *fe) {
   static const char *const eps[] = {"chat_completions", "completions"};
   static const char *const types[] = {"stream", "unary"};
   static const char *const statuses[] = {"success", "error", "cancelled"};
-  dyn__metric_t *f;
-  int rc = dyn__metrics_add(fe->metrics, DYN__METRIC_COUNTER, "dynamo_frontend_requests_total",
+  dyn_metric_t *f;
+  int rc = dyn_metrics_add(fe->metrics, DYN_METRIC_COUNTER, "dynamo_frontend_requests_total",
                             "Requests the frontend answered, by outcome.", labels, NULL, 0, &f);
   for (int e = 0; e < N_EP && !rc; e++)
     for (int t = 0; t < N_RT && !rc; t++)
       for (int s = 0; s < N_ST && !rc; s++) {
         const char *v[] = {fe->model ? fe->model : "", eps[e], types[t], statuses[s]};
-        if (!(fe->requests[e][t][s] = dyn__metric_series(f, v))) rc = DYN_ENOMEM;
+        if (!(fe->requests[e][t][s] = dyn_metric_series(f, v))) rc = DYN_ENOMEM;
       }
   return rc;
 }
@@ -497,9 +497,9 @@ static int setup_metrics(frontend_t *fe) {
   static const double itl[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                0.05,   0.1,   0.25,   0.5,   1};
   static const double dur[] = {0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300};
-  if (!(fe->metrics = dyn__metrics_new())) return DYN_ENOMEM;
+  if (!(fe->metrics = dyn_metrics_new())) return DYN_ENOMEM;
   int rc = setup_request_counter(fe);
-  if (!rc) rc = add_scalar(fe, DYN__METRIC_GAUGE, "dynamo_frontend_inflight_requests",
+  if (!rc) rc = add_scalar(fe, DYN_METRIC_GAUGE, "dynamo_frontend_inflight_requests",
                            "Requests in flight to the Processor.", &fe->inflight);
   if (!rc) rc = add_histogram(fe, "dynamo_frontend_time_to_first_token_seconds",
                               "Time from request to the first generated token.", ttft,
@@ -510,7 +510,7 @@ static int setup_metrics(frontend_t *fe) {
   if (!rc) rc = add_histogram(fe, "dynamo_frontend_request_duration_seconds",
                               "Time from request to the end of its response.", dur,
                               sizeof dur / sizeof *dur, &fe->duration);
-  if (!rc) rc = add_scalar(fe, DYN__METRIC_COUNTER, "dynamo_frontend_output_tokens_total",
+  if (!rc) rc = add_scalar(fe, DYN_METRIC_COUNTER, "dynamo_frontend_output_tokens_total",
                            "Tokens generated for the frontend's clients.", &fe->out_tokens);
   return rc;
 }
@@ -565,7 +565,7 @@ static int start_http(frontend_t *fe) {
 static void frontend_free(frontend_t *fe) {
   if (fe->http) dyn_http_server_stop(fe->http); /* cancels what is in flight */
   if (fe->workers) dyn_client_free(fe->workers);
-  dyn__metrics_free(fe->metrics);
+  dyn_metrics_free(fe->metrics);
   free(fe);
 }
 

@@ -1,11 +1,11 @@
-/* metrics.c - the Prometheus registry behind /metrics (see metrics.h).
+/* metrics.c - the Prometheus registry behind /metrics (dynamo/metrics.h).
  *
  * A series is keyed by its rendered label set ({a="x",b="y"}, values
  * escaped), so rendering copies it as is and a lookup is one format and a
  * string compare over the family's few series. Histograms keep per-bucket
  * counts and make them cumulative only when rendered.
  */
-#include "llm/services/metrics.h"
+#include "dynamo/metrics.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -15,39 +15,39 @@
 #include "dynamo/status.h"
 #include "common/buf.h"
 
-struct dyn__series {
-  dyn__series_t *next;
-  const struct dyn__metric *family;
+struct dyn_series {
+  dyn_series_t *next;
+  const struct dyn_metric *family;
   char *labels; /* "" or {a="x",...} */
   double value; /* counter, gauge; histogram: the sum */
   unsigned long long count;
-  unsigned long long buckets[DYN__METRIC_MAX_BUCKETS + 1]; /* last: +Inf */
+  unsigned long long buckets[DYN_METRIC_MAX_BUCKETS + 1]; /* last: +Inf */
 };
 
-struct dyn__metric {
-  dyn__metric_t *next;
-  dyn__metric_type_t type;
+struct dyn_metric {
+  dyn_metric_t *next;
+  dyn_metric_type_t type;
   char *name, *help;
-  char *labels[DYN__METRIC_MAX_LABELS];
+  char *labels[DYN_METRIC_MAX_LABELS];
   size_t n_labels;
-  double bounds[DYN__METRIC_MAX_BUCKETS];
+  double bounds[DYN_METRIC_MAX_BUCKETS];
   size_t n_bounds;
-  dyn__series_t *series, **tail;
+  dyn_series_t *series, **tail;
 };
 
-struct dyn__metrics {
-  dyn__metric_t *first, **tail;
+struct dyn_metrics {
+  dyn_metric_t *first, **tail;
 };
 
-dyn__metrics_t *dyn__metrics_new(void) {
-  dyn__metrics_t *m = calloc(1, sizeof *m);
+dyn_metrics_t *dyn_metrics_new(void) {
+  dyn_metrics_t *m = calloc(1, sizeof *m);
   if (m) m->tail = &m->first;
   return m;
 }
 
-static void free_family(dyn__metric_t *f) {
+static void free_family(dyn_metric_t *f) {
   while (f->series) {
-    dyn__series_t *s = f->series;
+    dyn_series_t *s = f->series;
     f->series = s->next;
     free(s->labels);
     free(s);
@@ -58,13 +58,23 @@ static void free_family(dyn__metric_t *f) {
   free(f);
 }
 
-void dyn__metrics_free(dyn__metrics_t *m) {
+/* One per process, like Prometheus clients' default registry: the worker
+ * host serves it, and every part of the process registers into it. */
+static dyn_metrics_t *g_default;
+
+dyn_metrics_t *dyn_metrics_default(void) {
+  if (!g_default) g_default = dyn_metrics_new();
+  return g_default;
+}
+
+void dyn_metrics_free(dyn_metrics_t *m) {
   if (!m) return;
   while (m->first) {
-    dyn__metric_t *f = m->first;
+    dyn_metric_t *f = m->first;
     m->first = f->next;
     free_family(f);
   }
+  if (m == g_default) g_default = NULL;
   free(m);
 }
 
@@ -80,21 +90,29 @@ static int valid_name(const char *s, int colon) {
   return 1;
 }
 
-int dyn__metrics_add(dyn__metrics_t *m, dyn__metric_type_t type, const char *name,
+int dyn_metrics_add(dyn_metrics_t *m, dyn_metric_type_t type, const char *name,
                      const char *help, const char *const *labels, const double *bounds,
-                     size_t n_bounds, dyn__metric_t **out) {
-  if (!valid_name(name, 1) || n_bounds > DYN__METRIC_MAX_BUCKETS ||
-      (type == DYN__METRIC_HISTOGRAM && !n_bounds))
+                     size_t n_bounds, dyn_metric_t **out) {
+  if (!valid_name(name, 1) || n_bounds > DYN_METRIC_MAX_BUCKETS ||
+      (type == DYN_METRIC_HISTOGRAM && !n_bounds))
     return DYN_EINVAL;
   for (size_t i = 1; i < n_bounds; i++)
     if (!(bounds[i] > bounds[i - 1])) return DYN_EINVAL;
   size_t nl = 0;
   while (labels && labels[nl]) {
-    if (nl == DYN__METRIC_MAX_LABELS || !valid_name(labels[nl], 0) || !strcmp(labels[nl], "le"))
+    if (nl == DYN_METRIC_MAX_LABELS || !valid_name(labels[nl], 0) || !strcmp(labels[nl], "le"))
       return DYN_EINVAL;
     nl++;
   }
-  dyn__metric_t *f = calloc(1, sizeof *f);
+  for (dyn_metric_t *f = m->first; f; f = f->next) {
+    if (strcmp(f->name, name)) continue;
+    int same = f->type == type && f->n_labels == nl;
+    for (size_t i = 0; same && i < nl; i++) same = !strcmp(f->labels[i], labels[i]);
+    if (!same) return DYN_EEXIST;
+    if (out) *out = f;
+    return DYN_OK;
+  }
+  dyn_metric_t *f = calloc(1, sizeof *f);
   if (!f) return DYN_ENOMEM;
   f->type = type;
   f->tail = &f->series;
@@ -123,7 +141,7 @@ static int append_escaped(dyn__buf_t *b, const char *v) {
   return DYN_OK;
 }
 
-static int format_labels(const dyn__metric_t *f, const char *const *values, dyn__buf_t *b) {
+static int format_labels(const dyn_metric_t *f, const char *const *values, dyn__buf_t *b) {
   int rc = DYN_OK;
   for (size_t i = 0; i < f->n_labels && !rc; i++) {
     rc = dyn__buf_append(b, i ? "," : "{", 1);
@@ -137,20 +155,20 @@ static int format_labels(const dyn__metric_t *f, const char *const *values, dyn_
   return rc;
 }
 
-dyn__series_t *dyn__metric_series(dyn__metric_t *f, const char *const *values) {
+dyn_series_t *dyn_metric_series(dyn_metric_t *f, const char *const *values) {
   dyn__buf_t key;
   dyn__buf_init(&key);
   if (format_labels(f, values, &key)) {
     dyn__buf_free(&key);
     return NULL;
   }
-  for (dyn__series_t *s = f->series; s; s = s->next) {
+  for (dyn_series_t *s = f->series; s; s = s->next) {
     if (!strcmp(s->labels, (const char *)key.data)) {
       dyn__buf_free(&key);
       return s;
     }
   }
-  dyn__series_t *s = calloc(1, sizeof *s);
+  dyn_series_t *s = calloc(1, sizeof *s);
   if (!s) {
     dyn__buf_free(&key);
     return NULL;
@@ -162,13 +180,17 @@ dyn__series_t *dyn__metric_series(dyn__metric_t *f, const char *const *values) {
   return s;
 }
 
-void dyn__series_add(dyn__series_t *s, double v) {
-  if (s->family->type == DYN__METRIC_COUNTER && !(v >= 0)) return;
+void dyn_series_add(dyn_series_t *s, double v) {
+  if (s->family->type == DYN_METRIC_COUNTER && !(v >= 0)) return;
   s->value += v;
 }
 
-void dyn__series_observe(dyn__series_t *s, double v) {
-  const dyn__metric_t *f = s->family;
+void dyn_series_set(dyn_series_t *s, double v) {
+  if (s->family->type == DYN_METRIC_GAUGE) s->value = v;
+}
+
+void dyn_series_observe(dyn_series_t *s, double v) {
+  const dyn_metric_t *f = s->family;
   size_t i = 0;
   while (i < f->n_bounds && !(v <= f->bounds[i])) i++;
   s->buckets[i]++;
@@ -211,7 +233,7 @@ static int sample(dyn__buf_t *b, const char *name, const char *suffix, const cha
   return rc;
 }
 
-static int render_histogram(dyn__buf_t *b, const dyn__metric_t *f, const dyn__series_t *s) {
+static int render_histogram(dyn__buf_t *b, const dyn_metric_t *f, const dyn_series_t *s) {
   unsigned long long cum = 0;
   char le[40];
   int rc = DYN_OK;
@@ -225,7 +247,7 @@ static int render_histogram(dyn__buf_t *b, const dyn__metric_t *f, const dyn__se
   return rc;
 }
 
-static int render_family(dyn__buf_t *b, const dyn__metric_t *f) {
+static int render_family(dyn__buf_t *b, const dyn_metric_t *f) {
   static const char *const types[] = {"counter", "gauge", "histogram"};
   int rc = put(b, "# HELP ");
   if (!rc) rc = put(b, f->name);
@@ -238,17 +260,17 @@ static int render_family(dyn__buf_t *b, const dyn__metric_t *f) {
   if (!rc) rc = put(b, " ");
   if (!rc) rc = put(b, types[f->type]);
   if (!rc) rc = put(b, "\n");
-  for (const dyn__series_t *s = f->series; s && !rc; s = s->next)
-    rc = f->type == DYN__METRIC_HISTOGRAM ? render_histogram(b, f, s)
+  for (const dyn_series_t *s = f->series; s && !rc; s = s->next)
+    rc = f->type == DYN_METRIC_HISTOGRAM ? render_histogram(b, f, s)
                                           : sample(b, f->name, "", s->labels, NULL, s->value);
   return rc;
 }
 
-char *dyn__metrics_render(const dyn__metrics_t *m, size_t *len) {
+char *dyn_metrics_render(const dyn_metrics_t *m, size_t *len) {
   dyn__buf_t b;
   dyn__buf_init(&b);
   int rc = DYN_OK;
-  for (const dyn__metric_t *f = m->first; f && !rc; f = f->next) rc = render_family(&b, f);
+  for (const dyn_metric_t *f = m->first; f && !rc; f = f->next) rc = render_family(&b, f);
   if (!rc) rc = dyn__buf_append(&b, "", 1);
   if (rc) {
     dyn__buf_free(&b);
