@@ -328,12 +328,17 @@ static int deployment(const names_t *n, const dyn__k8s_opts_t *o, const json_t *
       "volumeMounts", "name", "config", "mountPath", "/etc/dynamo", "readOnly", 1);
   char cm[64];
   object_name(n, DYN_K8S_CONFIG, cm, sizeof cm);
+  /* Every worker serves Prometheus metrics on its health port (GET
+   * /metrics): the annotations Prometheus' kubernetes-pods scrape job
+   * reads (deploy/grafana/dynamo.json charts what it collects). */
+  json_t *scrape = json_pack("{s:s, s:s, s:s}", "prometheus.io/scrape", "true",
+                             "prometheus.io/port", health, "prometheus.io/path", "/metrics");
   json_t *d = json_pack(
-      "{s:s, s:s, s:o, s:{s:I, s:{s:o}, s:{s:{s:o}, s:{s:i, s:[o], s:[{s:s, s:{s:s}}]}}}}",
+      "{s:s, s:s, s:o, s:{s:I, s:{s:o}, s:{s:{s:o, s:o}, s:{s:i, s:[o], s:[{s:s, s:{s:s}}]}}}}",
       "apiVersion", "apps/v1", "kind", "Deployment", "metadata", metadata(n, o, name, svc_name,
       COMPONENT_WORKER), "spec", "replicas", workers, "selector", "matchLabels", selector(n,
       svc_name, COMPONENT_WORKER), "template", "metadata", "labels", labels(n, svc_name,
-      COMPONENT_WORKER), "spec", "terminationGracePeriodSeconds", 30,
+      COMPONENT_WORKER), "annotations", scrape, "spec", "terminationGracePeriodSeconds", 30,
       "containers", container, "volumes", "name", "config", "configMap", "name", cm);
   char who[300];
   snprintf(who, sizeof who, "service '%s'", svc_name);

@@ -141,6 +141,10 @@ def test_hello_world_manifests(hello):
         assert int(env["DYN_HEALTH_PORT"]["value"]) == ports["health"]
         assert c["livenessProbe"]["httpGet"]["path"] == "/live"
         assert c["readinessProbe"]["httpGet"]["path"] == "/health"
+        # Prometheus scrapes every worker's /metrics on its health port.
+        ann = d["spec"]["template"]["metadata"]["annotations"]
+        assert ann == {"prometheus.io/scrape": "true", "prometheus.io/path": "/metrics",
+                       "prometheus.io/port": str(ports["health"])}
         cfg_volume = d["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"]
         assert cfg_volume == cm["metadata"]["name"]
         services = [s for s in docs if s["kind"] == "Service" and
@@ -318,3 +322,25 @@ def test_http_listens_on_every_address_in_the_pod(tmp_path):
         assert r.returncode == 0, r.stderr
         if http:
             assert "HTTP 0.0.0.0:8000" in r.stdout, r.stdout
+
+
+def test_grafana_dashboard_charts_metrics_dynamo_exports():
+    """deploy/grafana/dynamo.json is a Grafana dashboard whose every query
+    names metrics that dynamo's services register (their names appear as
+    string literals in src/), so the dashboard cannot drift from /metrics."""
+    import json
+    import pathlib
+    import re as _re
+    root = pathlib.Path(__file__).resolve().parents[2]
+    dash = json.loads((root / "deploy/grafana/dynamo.json").read_text())
+    assert dash["title"] and dash["panels"]
+    sources = "".join(p.read_text() for p in (root / "src").rglob("*.c"))
+    names = set()
+    for panel in dash["panels"]:
+        assert panel["targets"], panel["title"]
+        for t in panel["targets"]:
+            for m in _re.findall(r"\bdynamo_[a-z_]+", t["expr"]):
+                names.add(_re.sub(r"_(bucket|count|sum)$", "", m))
+    assert len(names) >= 12
+    missing = sorted(n for n in names if f'"{n}"' not in sources)
+    assert not missing, f"the dashboard charts metrics nothing registers: {missing}"

@@ -170,6 +170,82 @@ def test_logprobs_through_the_graph(graph):
     assert "top_logprobs" in str(e.value)
 
 
+def free_port_run(n):
+    """n free ports in a row, below the ephemeral range."""
+    import random
+    for _ in range(200):
+        base = random.randrange(20000, 32000)
+        socks = []
+        try:
+            for i in range(n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", base + i))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise AssertionError(f"no {n} free ports in a row")
+
+
+def scrape(port):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        assert r.status == 200
+        return r.read().decode()
+
+
+def sample(text, name, **labels):
+    """The sum of the samples of name whose labels include these."""
+    total, found = 0.0, False
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        head, value = line.rsplit(" ", 1)
+        if all(f'{k}="{v}"' in head for k, v in labels.items()):
+            total += float(value)
+            found = True
+    assert found, f"{name} {labels} not in:\n{text}"
+    return total
+
+
+def test_every_worker_serves_prometheus_metrics(graph):
+    """Each LLM worker's health port serves /metrics: the engine's load and
+    counters on the Workers, routing decisions on the Router, tokenizing
+    time on the Processor, each labelled with namespace, component and
+    instance; the numbers follow the requests that ran."""
+    base = free_port_run(5)  # Frontend, Processor, Router, 2 Workers
+    s = graph("agg_router", "--health-port", str(base))
+    generated = 0
+    for i in range(3):
+        r = s.client.completions.create(model="dynamo-sim", prompt="The same long prompt " * 8,
+                                        max_tokens=4)
+        generated += r.usage.completion_tokens
+    # Workers update their metrics with the load they publish (every
+    # metrics-interval-ms): wait for the last request's.
+    deadline = time.time() + 5
+    while True:
+        text = "".join(scrape(base + i) for i in range(5))
+        got = sample(text, "dynamo_engine_generated_tokens_total", component="Worker")
+        if got == generated or time.time() > deadline:
+            break
+        time.sleep(0.05)
+    assert got == generated
+    assert sample(text, "dynamo_engine_requests_total", component="Worker") == 3
+    assert sample(text, "dynamo_engine_prompt_tokens_total", namespace="dynamo") > 0
+    # The same prompt went to the worker holding it: the cache served it.
+    assert sample(text, "dynamo_engine_cached_prompt_tokens_total", component="Worker") > 0
+    assert sample(text, "dynamo_engine_kv_blocks_total") > 0
+    assert sample(text, "dynamo_router_decisions_total", component="Router") == 3
+    assert sample(text, "dynamo_router_overlap_blocks_count") == 3
+    assert sample(text, "dynamo_router_index_blocks") > 0
+    assert sample(text, "dynamo_processor_tokenize_seconds_count", component="Processor") == 3
+    assert sample(text, "dynamo_processor_detokenize_seconds_count") >= 3
+    assert "# TYPE dynamo_engine_generated_tokens_total counter" in text
+    assert 'instance="' in text
+
+
 # ---- KV-aware routing ----------------------------------------------------------
 
 def service_pids(s, name):

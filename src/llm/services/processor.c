@@ -33,6 +33,7 @@
 
 #include "dynamo/llm/chat.h"
 #include "dynamo/llm/tokenizer.h"
+#include "dynamo/metrics.h"
 #include "dynamo/service.h"
 #include "dynamo/status.h"
 #include "llm/services/llm_common.h"
@@ -51,6 +52,8 @@ typedef struct processor {
   size_t max_token_bytes; /* the longest token's text, in bytes */
   dyn_route_t route;
   dyn_client_t *router, *worker;
+  /* On the health port's /metrics; NULL when they could not be made. */
+  dyn_series_t *tokenize_seconds, *detokenize_seconds;
 } processor_t;
 
 /* One request in flight. */
@@ -210,6 +213,7 @@ static void engine_data(dyn_stream_t *s, const void *data, size_t len, void *ud)
   }
   if (m.cached_tokens >= 0) j->cached_tokens = (size_t)m.cached_tokens;
   int stop_token = 0, stop_string = 0;
+  uint64_t t0 = uv_hrtime();
   for (size_t i = 0; i < m.n_tokens; i++) {
     uint32_t id = m.token_ids[i];
     j->completion_tokens++;
@@ -233,6 +237,8 @@ static void engine_data(dyn_stream_t *s, const void *data, size_t len, void *ud)
   }
   dyn__proto_finish_t fr = m.finish;
   dyn__proto_engine_output_free(&m);
+  if (j->p->detokenize_seconds)
+    dyn_series_observe(j->p->detokenize_seconds, (double)(uv_hrtime() - t0) / 1e9);
   int stopped = stop_token || stop_string;
   if (stopped || fr != DYN__PROTO_GOING) {
     /* The answer ended without a stop string in it: what the detokenizer
@@ -426,7 +432,10 @@ static void generate(dyn_request_t *req, const void *body, size_t len, void *ud)
   dyn_tokens_t ids = {0};
   refusal_t why;
   job_t *j = NULL;
-  if (!tokenize(p, &in, max_tokens, &ids, &why) && !(j = job_new(p, req, &in, &ids, max_tokens)))
+  uint64_t t0 = uv_hrtime();
+  int refused = tokenize(p, &in, max_tokens, &ids, &why);
+  if (p->tokenize_seconds) dyn_series_observe(p->tokenize_seconds, (double)(uv_hrtime() - t0) / 1e9);
+  if (!refused && !(j = job_new(p, req, &in, &ids, max_tokens)))
     refuse(&why, 500, "out of memory");
   dyn__proto_gen_request_free(&in);
   if (!j) {
@@ -484,6 +493,36 @@ static void processor_free(processor_t *p) {
   free(p);
 }
 
+/* Tokenizing a prompt (template and encoding) and detokenizing each
+ * engine message, as Prometheus histograms. Metrics are for operators: a
+ * Processor that cannot register them serves anyway. */
+static void metrics_init(processor_t *p) {
+  static const char *const labels[] = {"namespace", "component", "instance", NULL};
+  static const double secs[] = {1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3,
+                                1e-2, 2.5e-2, 5e-2, 0.1};
+  char instance[17];
+  dyn__llm_id_to_hex(dyn_runtime_instance_id(dyn_service_runtime(p->ctx)), instance);
+  const dyn_service_def_t *d = dyn_service_def(p->ctx);
+  const char *v[] = {dyn_service_namespace(d), d->name, instance};
+  dyn_metrics_t *reg = dyn_metrics_default();
+  dyn_metric_t *tok, *detok;
+  int rc = reg ? DYN_OK : DYN_ENOMEM;
+  if (!rc) rc = dyn_metrics_add(reg, DYN_METRIC_HISTOGRAM, "dynamo_processor_tokenize_seconds",
+                                "Time to render and tokenize a prompt.", labels, secs,
+                                sizeof secs / sizeof *secs, &tok);
+  if (!rc) rc = dyn_metrics_add(reg, DYN_METRIC_HISTOGRAM,
+                                "dynamo_processor_detokenize_seconds",
+                                "Time to detokenize one engine message and check stops.", labels,
+                                secs, sizeof secs / sizeof *secs, &detok);
+  if (!rc && (!(p->tokenize_seconds = dyn_metric_series(tok, v)) ||
+              !(p->detokenize_seconds = dyn_metric_series(detok, v))))
+    rc = DYN_ENOMEM;
+  if (rc) {
+    p->tokenize_seconds = p->detokenize_seconds = NULL;
+    dyn_log(DYN_LOG_WARN, "Processor: no metrics on /metrics: %s", dyn_strerror(rc));
+  }
+}
+
 static int processor_start(dyn_service_ctx_t *ctx) {
   const char *path = dyn__llm_config_string(ctx, "tokenizer", NULL);
   if (!path) {
@@ -525,6 +564,7 @@ static int processor_start(dyn_service_ctx_t *ctx) {
     processor_free(p);
     return DYN_EINVAL;
   }
+  metrics_init(p);
   dyn_service_set_data(ctx, p);
   dyn_log(DYN_LOG_INFO, "Processor: tokenizer %s (%u ids), template %s, routing %s", path,
           dyn_tokenizer_vocab_size(p->tk), dyn_chat_family_name(p->family),

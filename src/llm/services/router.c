@@ -28,6 +28,7 @@
 
 #include "dynamo/events.h"
 #include "dynamo/llm/kv.h"
+#include "dynamo/metrics.h"
 #include "dynamo/service.h"
 #include "dynamo/status.h"
 #include "llm/kv/predict.h"
@@ -53,7 +54,55 @@ typedef struct router {
   dyn__kv_predict_t *guesses; /* blocks indexed before their worker said so */
   uint64_t guess_ttl_ms;
   uv_timer_t guess_timer;
+  /* On the health port's /metrics (NULL when they could not be made):
+   * decisions per chosen worker, matched blocks per decision, index size. */
+  dyn_metric_t *decisions;
+  dyn_series_t *overlap, *index_blocks;
+  char ns[65], instance[17];
 } router_t;
+
+/* Metrics are for operators: a Router that cannot register them routes
+ * anyway. Labels: namespace, component, instance, and the chosen worker. */
+static void metrics_init(router_t *r, const char *ns) {
+  static const char *const labels[] = {"namespace", "component", "instance", NULL};
+  static const char *const by_worker[] = {"namespace", "component", "instance", "worker", NULL};
+  static const double blocks[] = {0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
+  snprintf(r->ns, sizeof r->ns, "%s", ns);
+  dyn__llm_id_to_hex(dyn_runtime_instance_id(dyn_service_runtime(r->ctx)), r->instance);
+  const char *v[] = {r->ns, dyn_service_def(r->ctx)->name, r->instance};
+  dyn_metrics_t *reg = dyn_metrics_default();
+  dyn_metric_t *overlap, *size;
+  int rc = reg ? DYN_OK : DYN_ENOMEM;
+  if (!rc) rc = dyn_metrics_add(reg, DYN_METRIC_COUNTER, "dynamo_router_decisions_total",
+                                "Requests routed, by the worker chosen.", by_worker, NULL, 0,
+                                &r->decisions);
+  if (!rc) rc = dyn_metrics_add(reg, DYN_METRIC_HISTOGRAM, "dynamo_router_overlap_blocks",
+                                "Prompt blocks the chosen worker already held, per decision.",
+                                labels, blocks, sizeof blocks / sizeof *blocks, &overlap);
+  if (!rc) rc = dyn_metrics_add(reg, DYN_METRIC_GAUGE, "dynamo_router_index_blocks",
+                                "Blocks in the Router's radix index (shared ones once).", labels,
+                                NULL, 0, &size);
+  if (!rc && (!(r->overlap = dyn_metric_series(overlap, v)) ||
+              !(r->index_blocks = dyn_metric_series(size, v))))
+    rc = DYN_ENOMEM;
+  if (rc) {
+    r->decisions = NULL;
+    dyn_log(DYN_LOG_WARN, "Router: no metrics on /metrics: %s", dyn_strerror(rc));
+  }
+}
+
+static void metrics_note(router_t *r, uint64_t chosen, uint32_t overlap) {
+  if (!r->decisions) return;
+  char worker[17];
+  dyn__llm_id_to_hex(chosen, worker);
+  const char *v[] = {r->ns, dyn_service_def(r->ctx)->name, r->instance, worker};
+  dyn_series_t *s = dyn_metric_series(r->decisions, v);
+  if (s) dyn_series_add(s, 1);
+  dyn_series_observe(r->overlap, overlap);
+  dyn_kv_indexer_stats_t st;
+  dyn_kv_indexer_get_stats(r->index, &st);
+  dyn_series_set(r->index_blocks, (double)st.nodes);
+}
 
 static int parse_mode(const char *s, dyn_kv_route_mode_t *mode) {
   if (!strcmp(s, "kv")) *mode = DYN_KV_ROUTE_KV;
@@ -198,6 +247,7 @@ static void route(dyn_request_t *req, const void *body, size_t len, void *ud) {
     return;
   }
   if (r->opts.mode == DYN_KV_ROUTE_KV) predict_stored(r, chosen, local, seq, nb, overlap);
+  metrics_note(r, chosen, overlap);
   free(local);
   free(seq);
   dyn_kv_worker_load_t *l = load_of(r, chosen);
@@ -272,6 +322,7 @@ static int router_start(dyn_service_ctx_t *ctx) {
   uv_unref((uv_handle_t *)&r->guess_timer); /* never keeps a drained loop alive */
   dyn_client_on_change(r->workers, on_instances, r);
   on_instances(r->workers, r);
+  metrics_init(r, ns);
   dyn_service_set_data(ctx, r);
   dyn_log(DYN_LOG_INFO,
           "Router: mode %s, block size %zu, weights overlap %.2f usage %.2f waiting %.2f", mode,

@@ -6,6 +6,9 @@
  * matched) cancels the engine's sequence at once, which frees its KV
  * blocks for others.
  *
+ * Its engine's load and counters are also Prometheus metrics
+ * (dynamo_engine_*, llm/engine/prometheus.h) on the health port's /metrics.
+ *
  * The worker also publishes, on its component's subjects:
  *  - "kv_events": each engine step's KV events as one binary batch
  *    (dyn__kv_encode), for the Router's index;
@@ -24,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "llm/engine/prometheus.h"
 #include "llm/kv/encode.h"
 
 #include "dynamo/events.h"
@@ -46,6 +50,7 @@ typedef struct worker {
   unsigned metrics_interval_ms;
   int metrics_dirty;
   uint64_t last_metrics_ms;
+  dyn__engine_prom_t prom; /* the same numbers on the health port's /metrics */
 } worker_t;
 
 typedef struct wjob {
@@ -73,6 +78,7 @@ static void publish_metrics(worker_t *w) {
       .cached_prompt_tokens = m.cached_prompt_tokens,
       .generated_tokens = m.generated_tokens,
   };
+  dyn__engine_prom_update(&w->prom, &m);
   char *s = dyn__proto_load_encode(&load);
   if (s) dyn_component_publish(w->component, "load_metrics", s, strlen(s));
   free(s);
@@ -217,6 +223,12 @@ static int worker_start(dyn_service_ctx_t *ctx) {
     return rc;
   }
   dyn__llm_id_to_hex(dyn_runtime_instance_id(rt), w->id_hex);
+  /* Metrics are for operators: a worker that cannot register them serves
+   * anyway, and says so. */
+  rc = dyn__engine_prom_init(&w->prom, nsname ? nsname : "dynamo", dyn_service_def(ctx)->name,
+                             w->id_hex);
+  if (rc) dyn_log(DYN_LOG_WARN, "Worker: no engine metrics on /metrics: %s", dyn_strerror(rc));
+  rc = DYN_OK;
   dyn_engine_set_kv_events(w->engine, on_kv_events, w);
   w->metrics_interval_ms = (unsigned)dyn__llm_config_int(ctx, "metrics-interval-ms", 20);
   uv_timer_init(dyn_runtime_loop(rt), &w->metrics_timer);
