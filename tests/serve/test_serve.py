@@ -358,6 +358,41 @@ def test_bad_yaml_names_file_and_line(fake, text, needles):
     assert not (fake.rec / "plan.json").exists()  # nothing ran
 
 
+@pytest.mark.parametrize("text,key,why", [
+    ("Frontend:\n  port: \"eighty\"\n", "'port'", 'port number (0-65535), not "eighty"'),
+    ("Frontend:\n  port: 70000\n", "'port'", "port number"),
+    ("Frontend:\n  host: [1]\n", "'host'", "a string"),
+    ("Backend:\n  ServiceArgs:\n    workers: x\n", "'ServiceArgs.workers'", "integer >= 1"),
+    ("Backend:\n  ServiceArgs:\n    workers: 0\n", "'ServiceArgs.workers'", "integer >= 1"),
+    ("Backend:\n  ServiceArgs:\n    resources: {gpu: two}\n", "'ServiceArgs.resources.gpu'",
+     "whole number of GPUs"),
+    ("Backend:\n  ServiceArgs:\n    resources: {cpu: [1]}\n", "'ServiceArgs.resources.cpu'",
+     "quantity"),
+    ("Backend:\n  ServiceArgs:\n    envs: {A: 1}\n", "'ServiceArgs.envs'", "list of {name"),
+    ("Backend:\n  ServiceArgs:\n    replicas: 2\n", "'ServiceArgs.replicas'", "unknown"),
+    ("Middle:\n  common-configs: model\n", "'common-configs'", "list of Common keys"),
+])
+def test_config_value_of_the_wrong_type_names_file_service_and_key(fake, text, key, why):
+    (fake.root / "bad.yaml").write_text(text)
+    r = fake.run(fake.target, "-f", "bad.yaml", "--dry-run")
+    assert r.returncode == 1, r.stderr
+    service = text.split(":")[0]
+    assert f"bad.yaml: service {service}, key {key}: " in r.stderr, r.stderr
+    assert why in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (fake.rec / "plan.json").exists()  # refused before the resolver ran
+
+
+def test_override_of_the_wrong_type_names_the_command_line(fake):
+    cfg = fake.yaml("Frontend:\n  port: 8000\n")
+    r = fake.run(fake.target, "-f", cfg, "--Frontend.port=eighty", "--dry-run")
+    assert r.returncode == 1
+    assert "the command line" in r.stderr and "service Frontend, key 'port'" in r.stderr
+    r = fake.run(fake.target, "--Backend.ServiceArgs.workers=x", "--dry-run")
+    assert r.returncode == 1 and "key 'ServiceArgs.workers'" in r.stderr
+    r = fake.run(fake.target, "-f", cfg, "--Frontend.port=9000", "--dry-run")
+    assert r.returncode == 0, r.stderr
+
+
 def test_missing_config_file(fake):
     r = fake.run(fake.target, "-f", "nope.yaml", "--dry-run")
     assert r.returncode == 1 and "nope.yaml" in r.stderr

@@ -34,6 +34,7 @@ from dynamo import _core
 from dynamo.runtime import DistributedRuntime, DynamoError
 from dynamo.sdk import validate
 from dynamo.sdk.codec import encode
+from dynamo.sdk.config import http_address
 from dynamo.sdk.decorators import EndpointSpec
 from dynamo.sdk.service import DynamoService
 
@@ -252,7 +253,11 @@ class ApiServer:
 
 
 async def serve_apis(rt: DistributedRuntime, svc: DynamoService, obj: Any,
-                     section: Dict[str, Any]) -> ApiServer:
-    port = int(os.environ.get("DYN_HTTP_PORT") or section.get("port") or svc.http_port or DEFAULT_PORT)
-    host = str(section.get("host", "0.0.0.0"))
+                     config: Dict[str, Any]) -> ApiServer:
+    """Serves svc's @api routes on its configured host and port ($DYN_HTTP_PORT,
+    which `dynamo serve` sets from the plan, wins). Raises ConfigError."""
+    host, port = http_address(config, svc.name, svc.http_port or DEFAULT_PORT)
+    env_port = os.environ.get("DYN_HTTP_PORT")
+    if env_port:
+        port = int(env_port)
     return ApiServer(rt, svc, obj, host, port)
