@@ -407,6 +407,29 @@ def test_resolver_failure_shows_its_stderr(fake):
     assert "resolving missing.py:Frontend failed" in r.stderr
 
 
+def test_a_graph_that_blocks_while_importing_is_given_up_on(fake):
+    (fake.root / "blocks.py").write_text("import time\ntime.sleep(1000)\n")
+    t0 = time.monotonic()
+    r = fake.run("blocks.py:Frontend", "--dry-run", env={"DYN_GRAPH_TIMEOUT": "3"}, timeout=20)
+    took = time.monotonic() - t0
+    assert r.returncode == 1 and 2.5 < took < 10, (took, r.stderr)
+    assert "loading the graph blocks.py:Frontend: still importing it" in r.stderr, r.stderr
+    assert "loading the graph took longer than 3 s" in r.stderr, r.stderr
+    # The flag wins over the environment; a bad value is a usage error.
+    t0 = time.monotonic()
+    r = fake.run("blocks.py:Frontend", "--graph-timeout", "0.5", env={"DYN_GRAPH_TIMEOUT": "100"},
+                 timeout=20)
+    assert r.returncode == 1 and time.monotonic() - t0 < 5, r.stderr
+    assert "longer than 0.5 s" in r.stderr and "still importing" not in r.stderr, r.stderr
+    r = fake.run("blocks.py:Frontend", "--graph-timeout", "soon")
+    assert r.returncode == 2 and "--graph-timeout 'soon'" in r.stderr
+    r = fake.run("blocks.py:Frontend", env={"DYN_GRAPH_TIMEOUT": "-1"})
+    assert r.returncode == 1 and "$DYN_GRAPH_TIMEOUT '-1'" in r.stderr
+    # A graph that loads in time is not held up by the limit.
+    r = fake.run(fake.target, "--dry-run", "--graph-timeout", "20")
+    assert r.returncode == 0 and "still importing" not in r.stderr, r.stderr
+
+
 def test_missing_python(fake):
     r = fake.run(fake.target, "--dry-run", env={"DYN_PYTHON": "/nonexistent/python"})
     assert r.returncode == 1 and "DYN_PYTHON" in r.stderr
