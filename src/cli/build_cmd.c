@@ -168,7 +168,8 @@ int dyn__cmd_build(int argc, char **argv) {
     return 1;
   }
   dyn__plan_t plan;
-  rc = dyn__plan_resolve(uv_default_loop(), b.target, config, b.file, &plan, err, sizeof err);
+  rc = dyn__plan_resolve(uv_default_loop(), b.target, config, b.file, 0, &plan, err,
+                         sizeof err);
   if (rc) {
     fprintf(stderr, "dynamo build: %s\n", err);
     json_decref(config);

@@ -88,6 +88,9 @@ static void usage(FILE *f) {
 "  --grace SECONDS             on Ctrl-C or SIGTERM, how long workers get to\n"
 "                              exit before they are killed (default 10); a\n"
 "                              second Ctrl-C kills them at once\n"
+"  --graph-timeout SECONDS     how long loading a Python graph (importing the\n"
+"                              TARGET file) may take before serve gives up\n"
+"                              (default 60; also $DYN_GRAPH_TIMEOUT)\n"
 "  --gpu-oversubscribe         when the graph asks for more GPUs than there\n"
 "                              are, deal them out again from the first\n"
 "  --no-gpu-alloc              leave CUDA_VISIBLE_DEVICES as it is\n"
@@ -122,6 +125,7 @@ typedef struct serve {
   const char *control_socket; /* --control-socket */
   const char *etcd, *nats, *host; /* --etcd, --nats, --host */
   double grace;
+  double graph_timeout; /* --graph-timeout, or 0: $DYN_GRAPH_TIMEOUT or the default */
   int dry_run, oversubscribe, no_gpu_alloc;
   int health_base; /* --health-port, or 0 */
   dyn__artifact_t artifact; /* when TARGET is a built artifact */
@@ -214,6 +218,13 @@ static int parse_args(serve_t *sv, int argc, char **argv) {
       if (errno || end == v || *end || !isfinite(sv->grace) || sv->grace < 0 ||
           sv->grace > 86400) {
         fprintf(stderr, "dynamo serve: --grace '%s' is not a number of seconds\n", v);
+        return 2;
+      }
+    } else if ((r = dyn__cli_option(argc, argv, &i, "--graph-timeout", &v))) {
+      if (r < 0) return 2;
+      if (dyn__graph_timeout_parse(v, &sv->graph_timeout)) {
+        fprintf(stderr, "dynamo serve: --graph-timeout '%s' is not a number of seconds "
+                        "(0 < s <= 86400)\n", v);
         return 2;
       }
     } else if ((r = dyn__cli_option(argc, argv, &i, "--health-port", &v))) {
@@ -538,7 +549,8 @@ int dyn__cmd_serve(int argc, char **argv) {
   uv_loop_t *loop = uv_default_loop();
   if ((code = load_config(&sv))) goto out;
   char err[1024];
-  int rc = dyn__plan_resolve(loop, sv.target, sv.config, sv.file, &sv.plan, err, sizeof err);
+  int rc = dyn__plan_resolve(loop, sv.target, sv.config, sv.file, sv.graph_timeout, &sv.plan,
+                              err, sizeof err);
   if (rc) {
     fprintf(stderr, "dynamo serve: %s\n", err);
     code = 1;

@@ -117,6 +117,11 @@
  * read by serve/plan.c (dyn__python). */
 #define DYN_ENV_PYTHON "DYN_PYTHON"
 
+/* How long, in seconds, the Python resolver may take to load a graph before
+ * `dynamo serve` or `dynamo build` gives up (default 60). Set by the user;
+ * read by serve/plan.c (`dynamo serve --graph-timeout` wins). */
+#define DYN_ENV_GRAPH_TIMEOUT "DYN_GRAPH_TIMEOUT"
+
 /* The number of GPUs `dynamo serve` shares out. Set by the user; read by
  * serve/gpu.c. */
 #define DYN_ENV_GPU_COUNT "DYN_GPU_COUNT"

@@ -1,8 +1,9 @@
 /* merge.c - a served graph's configuration: the config file with the
  * command line's --Service.key=value overrides applied on top, in order.
  *
- * The file is read by yaml_read.c; this file knows what an override looks
- * like and how it reaches into the file's mappings.
+ * The file is read by yaml_read.c and the keys dynamo reads are checked by
+ * check.c; this file knows what an override looks like and how it reaches
+ * into the file's mappings.
  */
 #include "config/merge.h"
 
@@ -11,6 +12,7 @@
 #include <string.h>
 
 #include "common/fail.h"
+#include "config/check.h"
 #include "config/yaml_read.h"
 #include "dynamo/status.h"
 
@@ -99,7 +101,11 @@ int dyn__config_merge(const char *path, const char *const *overrides, size_t n, 
   int rc = DYN_OK;
   if (path) rc = dyn__config_load(path, &config, err, errlen);
   else if (!(config = json_object())) rc = dyn__fail(err, errlen, DYN_ENOMEM, "out of memory");
+  /* Checked before and after the overrides, so that the message names the
+   * file or the command line, whichever brought the bad value. */
+  if (!rc && path) rc = dyn__config_check(config, path, err, errlen);
   for (size_t i = 0; !rc && i < n; i++) rc = override(config, overrides[i], err, errlen);
+  if (!rc && n) rc = dyn__config_check(config, "the command line (--Service.key=value)", err, errlen);
   if (rc) {
     json_decref(config);
     return rc;

@@ -260,9 +260,39 @@ static json_t *parse_plan_output(const char *out) {
   return json_loadb(start, (size_t)(end - start), 0, NULL);
 }
 
+int dyn__graph_timeout_parse(const char *text, double *seconds) {
+  char *end;
+  errno = 0;
+  double v = strtod(text, &end);
+  if (errno || end == text || *end || !(v > 0) || v > 86400) return DYN_EINVAL;
+  *seconds = v;
+  return DYN_OK;
+}
+
+/* While the resolver runs: a word after NOTICE_MS, since a graph that takes
+ * long to import (or blocks) would otherwise look like a hung command. */
+#define NOTICE_MS 2000
+
+typedef struct {
+  uv_timer_t timer;
+  const char *target;
+  double timeout_s;
+  int closed;
+} notice_t;
+
+static void on_notice(uv_timer_t *t) {
+  notice_t *n = t->data;
+  fprintf(stderr,
+          "loading the graph %s: still importing it after %g s; giving up after %g s "
+          "(--graph-timeout, $" DYN_ENV_GRAPH_TIMEOUT ")\n",
+          n->target, NOTICE_MS / 1000.0, n->timeout_s);
+}
+
+static void on_notice_closed(uv_handle_t *h) { ((notice_t *)h->data)->closed = 1; }
+
 static int resolve_python(uv_loop_t *loop, const char *python, const char *target,
-                          json_t *config, const char *config_file, json_t **doc, char **log,
-                          char *err, size_t errlen) {
+                          json_t *config, const char *config_file, double timeout_s,
+                          json_t **doc, char **log, char *err, size_t errlen) {
   char *cfg = json_dumps(config, JSON_COMPACT);
   dyn__env_t env;
   if (!cfg || dyn__env_init(&env)) {
@@ -279,7 +309,13 @@ static int resolve_python(uv_loop_t *loop, const char *python, const char *targe
   char *argv[] = {(char *)python, "-m", "dynamo.sdk.plan", (char *)target, NULL};
   dyn__captured_t c;
   int uv_err;
-  rc = dyn__capture(loop, argv, env.vars, 0, &c, &uv_err);
+  notice_t notice = {.target = target, .timeout_s = timeout_s};
+  uv_timer_init(loop, &notice.timer);
+  notice.timer.data = &notice;
+  uv_timer_start(&notice.timer, on_notice, NOTICE_MS, 0);
+  rc = dyn__capture(loop, argv, env.vars, (uint64_t)(timeout_s * 1000), &c, &uv_err);
+  uv_close((uv_handle_t *)&notice.timer, on_notice_closed);
+  while (!notice.closed) uv_run(loop, UV_RUN_NOWAIT);
   dyn__env_free(&env);
   if (rc == DYN_ESYS)
     return dyn__fail(err, errlen, rc, "cannot run the resolver '%s -m dynamo.sdk.plan': %s%s",
@@ -290,8 +326,13 @@ static int resolve_python(uv_loop_t *loop, const char *python, const char *targe
     *log = c.err;
     c.err = NULL;
   }
-  if (c.term_signal || c.exit_status) {
-    if (c.term_signal)
+  if (c.timed_out || c.term_signal || c.exit_status) {
+    if (c.timed_out)
+      rc = dyn__fail(err, errlen, DYN_ETIMEDOUT,
+                "resolving %s: loading the graph took longer than %g s, so it was stopped "
+                "(does the graph file block while it is imported? a slow one needs a longer "
+                "--graph-timeout or $" DYN_ENV_GRAPH_TIMEOUT ")", target, timeout_s);
+    else if (c.term_signal)
       rc = dyn__fail(err, errlen, DYN_EREMOTE, "resolving %s failed: the resolver was killed by signal %d",
                 target, c.term_signal);
     else
@@ -325,8 +366,17 @@ static void show_log(char *log) {
 }
 
 int dyn__plan_resolve(uv_loop_t *loop, const char *target, json_t *config,
-                      const char *config_file, dyn__plan_t *out, char *err, size_t errlen) {
+                      const char *config_file, double timeout_s, dyn__plan_t *out, char *err,
+                      size_t errlen) {
   memset(out, 0, sizeof *out);
+  if (timeout_s <= 0) {
+    const char *env = getenv(DYN_ENV_GRAPH_TIMEOUT);
+    timeout_s = DYN__GRAPH_TIMEOUT_S;
+    if (env && *env && dyn__graph_timeout_parse(env, &timeout_s))
+      return dyn__fail(err, errlen, DYN_EINVAL,
+                       "$" DYN_ENV_GRAPH_TIMEOUT " '%s' is not a number of seconds (0 < s <= 86400)",
+                       env);
+  }
   char *graph, *svc;
   int is_c;
   int rc = dyn__target_parse(target, &graph, &svc, &is_c, err, errlen);
@@ -343,7 +393,8 @@ int dyn__plan_resolve(uv_loop_t *loop, const char *target, json_t *config,
       dyn__fail(err, errlen, rc, "cannot resolve the C graph %s: %s", target, dyn_strerror(rc));
   } else {
     char *log = NULL;
-    rc = resolve_python(loop, dyn__python(), target, config, config_file, &doc, &log, err, errlen);
+    rc = resolve_python(loop, dyn__python(), target, config, config_file, timeout_s, &doc, &log,
+                        err, errlen);
     show_log(log);
   }
   free(graph);

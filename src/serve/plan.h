@@ -44,11 +44,22 @@ int dyn__target_parse(const char *target, char **graph, char **service, int *is_
  * python3 from PATH. */
 const char *dyn__python(void);
 
+/* How long a Python resolver may take when the caller gives no limit. */
+#define DYN__GRAPH_TIMEOUT_S 60
+
+/* A number of seconds for a graph's loading (> 0, at most a day), from
+ * --graph-timeout or $DYN_GRAPH_TIMEOUT; DYN_EINVAL when text is not one. */
+int dyn__graph_timeout_parse(const char *text, double *seconds);
+
 /* Resolves target with config. A Python resolver's stderr (a traceback
  * says more than we could) is copied to our stderr, whether or not it
- * succeeded. */
+ * succeeded. A Python graph must load within timeout_s seconds (0:
+ * $DYN_GRAPH_TIMEOUT, else DYN__GRAPH_TIMEOUT_S): one that blocks while
+ * importing is stopped and is an error, and one that is slow is announced
+ * on stderr after a few seconds. */
 int dyn__plan_resolve(uv_loop_t *loop, const char *target, json_t *config,
-                      const char *config_file, dyn__plan_t *out, char *err, size_t errlen);
+                      const char *config_file, double timeout_s, dyn__plan_t *out, char *err,
+                      size_t errlen);
 
 /* Checks a plan document and fills out (which then owns a reference to doc). */
 int dyn__plan_from_json(json_t *doc, dyn__plan_t *out, char *err, size_t errlen);

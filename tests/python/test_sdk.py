@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -115,6 +116,34 @@ def test_bad_config_names_file_service_and_key(tmp_path):
     bad.write_text("Leaf:\n  greeting: [unclosed\n")
     r = run_cli("serve", f"{KNOBS}:Leaf", "-f", str(bad), "--dry-run")
     assert r.returncode != 0 and "bad.yaml" in r.stderr and "line" in r.stderr
+
+
+def test_config_values_of_the_wrong_type_are_errors_not_tracebacks(tmp_path):
+    hello = f"{ROOT}/examples/hello_world/hello_world.py:Frontend"
+    bad = tmp_path / "bad.yaml"
+    for text, service, key in [('Frontend:\n  port: "eighty"\n', "Frontend", "port"),
+                               ("Backend:\n  ServiceArgs:\n    workers: x\n", "Backend",
+                                "ServiceArgs.workers")]:
+        bad.write_text(text)
+        for target in (hello, f"{C_GRAPH}:Frontend"):
+            r = run_cli("serve", target, "-f", str(bad), "--dry-run")
+            assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+            assert f"bad.yaml: service {service}, key '{key}'" in r.stderr, r.stderr
+    # The Python resolver and worker check the same keys themselves when the
+    # configuration reaches them without `dynamo serve`.
+    for config, key in [({"Frontend": {"port": "eighty"}}, "port"),
+                        ({"Frontend": {"host": 8}}, "host"),
+                        ({"Backend": {"ServiceArgs": {"resources": {"gpu": "two"}}}},
+                         "ServiceArgs.resources.gpu")]:
+        env = env_for_tests(DYNAMO_SERVICE_CONFIG=json.dumps(config), DYN_CONFIG_FILE="my.yaml")
+        for module, args in [("dynamo.sdk.plan", [hello]),
+                             ("dynamo.sdk.worker", [hello, "--service", "Frontend"])]:
+            if module == "dynamo.sdk.worker" and key.startswith("ServiceArgs"):
+                continue  # ServiceArgs are the plan's, not the worker's
+            r = subprocess.run([sys.executable, "-m", module, *args], capture_output=True,
+                               text=True, env=env, timeout=30)
+            assert r.returncode == 1 and "Traceback" not in r.stderr, (module, r.stderr)
+            assert f"my.yaml: service" in r.stderr and f"key '{key}'" in r.stderr, r.stderr
 
 
 def test_unknown_service_and_endpoint_errors(serve):

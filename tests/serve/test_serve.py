@@ -358,6 +358,41 @@ def test_bad_yaml_names_file_and_line(fake, text, needles):
     assert not (fake.rec / "plan.json").exists()  # nothing ran
 
 
+@pytest.mark.parametrize("text,key,why", [
+    ("Frontend:\n  port: \"eighty\"\n", "'port'", 'port number (0-65535), not "eighty"'),
+    ("Frontend:\n  port: 70000\n", "'port'", "port number"),
+    ("Frontend:\n  host: [1]\n", "'host'", "a string"),
+    ("Backend:\n  ServiceArgs:\n    workers: x\n", "'ServiceArgs.workers'", "integer >= 1"),
+    ("Backend:\n  ServiceArgs:\n    workers: 0\n", "'ServiceArgs.workers'", "integer >= 1"),
+    ("Backend:\n  ServiceArgs:\n    resources: {gpu: two}\n", "'ServiceArgs.resources.gpu'",
+     "whole number of GPUs"),
+    ("Backend:\n  ServiceArgs:\n    resources: {cpu: [1]}\n", "'ServiceArgs.resources.cpu'",
+     "quantity"),
+    ("Backend:\n  ServiceArgs:\n    envs: {A: 1}\n", "'ServiceArgs.envs'", "list of {name"),
+    ("Backend:\n  ServiceArgs:\n    replicas: 2\n", "'ServiceArgs.replicas'", "unknown"),
+    ("Middle:\n  common-configs: model\n", "'common-configs'", "list of Common keys"),
+])
+def test_config_value_of_the_wrong_type_names_file_service_and_key(fake, text, key, why):
+    (fake.root / "bad.yaml").write_text(text)
+    r = fake.run(fake.target, "-f", "bad.yaml", "--dry-run")
+    assert r.returncode == 1, r.stderr
+    service = text.split(":")[0]
+    assert f"bad.yaml: service {service}, key {key}: " in r.stderr, r.stderr
+    assert why in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (fake.rec / "plan.json").exists()  # refused before the resolver ran
+
+
+def test_override_of_the_wrong_type_names_the_command_line(fake):
+    cfg = fake.yaml("Frontend:\n  port: 8000\n")
+    r = fake.run(fake.target, "-f", cfg, "--Frontend.port=eighty", "--dry-run")
+    assert r.returncode == 1
+    assert "the command line" in r.stderr and "service Frontend, key 'port'" in r.stderr
+    r = fake.run(fake.target, "--Backend.ServiceArgs.workers=x", "--dry-run")
+    assert r.returncode == 1 and "key 'ServiceArgs.workers'" in r.stderr
+    r = fake.run(fake.target, "-f", cfg, "--Frontend.port=9000", "--dry-run")
+    assert r.returncode == 0, r.stderr
+
+
 def test_missing_config_file(fake):
     r = fake.run(fake.target, "-f", "nope.yaml", "--dry-run")
     assert r.returncode == 1 and "nope.yaml" in r.stderr
@@ -370,6 +405,29 @@ def test_resolver_failure_shows_its_stderr(fake):
     assert r.returncode == 1
     assert "fake-plan error: no graph file missing.py" in r.stderr
     assert "resolving missing.py:Frontend failed" in r.stderr
+
+
+def test_a_graph_that_blocks_while_importing_is_given_up_on(fake):
+    (fake.root / "blocks.py").write_text("import time\ntime.sleep(1000)\n")
+    t0 = time.monotonic()
+    r = fake.run("blocks.py:Frontend", "--dry-run", env={"DYN_GRAPH_TIMEOUT": "3"}, timeout=20)
+    took = time.monotonic() - t0
+    assert r.returncode == 1 and 2.5 < took < 10, (took, r.stderr)
+    assert "loading the graph blocks.py:Frontend: still importing it" in r.stderr, r.stderr
+    assert "loading the graph took longer than 3 s" in r.stderr, r.stderr
+    # The flag wins over the environment; a bad value is a usage error.
+    t0 = time.monotonic()
+    r = fake.run("blocks.py:Frontend", "--graph-timeout", "0.5", env={"DYN_GRAPH_TIMEOUT": "100"},
+                 timeout=20)
+    assert r.returncode == 1 and time.monotonic() - t0 < 5, r.stderr
+    assert "longer than 0.5 s" in r.stderr and "still importing" not in r.stderr, r.stderr
+    r = fake.run("blocks.py:Frontend", "--graph-timeout", "soon")
+    assert r.returncode == 2 and "--graph-timeout 'soon'" in r.stderr
+    r = fake.run("blocks.py:Frontend", env={"DYN_GRAPH_TIMEOUT": "-1"})
+    assert r.returncode == 1 and "$DYN_GRAPH_TIMEOUT '-1'" in r.stderr
+    # A graph that loads in time is not held up by the limit.
+    r = fake.run(fake.target, "--dry-run", "--graph-timeout", "20")
+    assert r.returncode == 0 and "still importing" not in r.stderr, r.stderr
 
 
 def test_missing_python(fake):

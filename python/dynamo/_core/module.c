@@ -1,7 +1,9 @@
 /* module.c - the dynamo._core module: its types, constants, DynamoError,
- * the two process-level functions, and the error helpers every type uses.
+ * its module-level functions, and the error helpers every type uses.
  */
 #include "core.h"
+
+#include "dynamo/http.h"
 
 #include <sys/prctl.h>
 
@@ -55,7 +57,26 @@ static PyObject *mod_set_parent_death_signal(PyObject *m, PyObject *arg) {
   Py_RETURN_NONE;
 }
 
+/* strerror(status): the runtime's one-line name of a DYN_E* status, the
+ * kind of a failure without its details (an HTTP client is told that an
+ * upstream instance disconnected, not its address). */
+static PyObject *mod_strerror(PyObject *m, PyObject *arg) {
+  long status = PyLong_AsLong(arg);
+  if (status == -1 && PyErr_Occurred()) return NULL;
+  return PyUnicode_FromString(dyn_strerror((int)status));
+}
+
+/* http_error_type(status): the "type" of an HTTP error body, as src/http's
+ * own error bodies and the LLM Frontend's spell it. */
+static PyObject *mod_http_error_type(PyObject *m, PyObject *arg) {
+  long status = PyLong_AsLong(arg);
+  if (status == -1 && PyErr_Occurred()) return NULL;
+  return PyUnicode_FromString(dyn_http_error_type((int)status));
+}
+
 static PyMethodDef module_methods[] = {
+    {"strerror", mod_strerror, METH_O, NULL},
+    {"http_error_type", mod_http_error_type, METH_O, NULL},
     {"control_default_path", mod_control_default_path, METH_NOARGS, NULL},
     {"component_subject", mod_component_subject, METH_VARARGS, NULL},
     {"set_parent_death_signal", mod_set_parent_death_signal, METH_O, NULL},
@@ -98,7 +119,10 @@ PyMODINIT_FUNC PyInit__core(void) {
       PyModule_AddIntConstant(m, "ENOINSTANCE", DYN_ENOINSTANCE) ||
       PyModule_AddIntConstant(m, "ECANCELED", DYN_ECANCELED) ||
       PyModule_AddIntConstant(m, "EREMOTE", DYN_EREMOTE) ||
-      PyModule_AddIntConstant(m, "EDISCONNECTED", DYN_EDISCONNECTED)) {
+      PyModule_AddIntConstant(m, "EDISCONNECTED", DYN_EDISCONNECTED) ||
+      PyModule_AddIntConstant(m, "ECONNECT", DYN_ECONNECT) ||
+      PyModule_AddIntConstant(m, "ETIMEDOUT", DYN_ETIMEDOUT) ||
+      PyModule_AddIntConstant(m, "ECLOSED", DYN_ECLOSED)) {
     Py_DECREF(m);
     return NULL;
   }

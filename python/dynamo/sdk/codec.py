@@ -21,7 +21,7 @@ except Exception:  # pragma: no cover - exercised where pydantic is absent
     _PydanticModel = None  # type: ignore[assignment,misc]
 
 
-__all__ = ["encode", "decode"]
+__all__ = ["encode", "decode", "convert"]
 
 
 def _is_pydantic(t: Any) -> bool:
@@ -29,7 +29,12 @@ def _is_pydantic(t: Any) -> bool:
 
 
 def decode(data: bytes, typ: Any = None) -> Any:
-    value = json.loads(data)
+    return convert(json.loads(data), typ)
+
+
+def convert(value: Any, typ: Any = None) -> Any:
+    """A JSON value as typ (a pydantic model or a dataclass; anything else
+    leaves the value as it is)."""
     if typ is None or typ is Any:
         return value
     # Callers often pass an already-serialized model (req.model_dump_json()),

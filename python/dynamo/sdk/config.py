@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 RESERVED = ("ServiceArgs", "common-configs")
 SERVICE_ARGS = ("workers", "resources", "envs")
@@ -44,7 +44,7 @@ class ServiceConfig(dict):
     def require(self, service_name: str, key: str) -> Any:
         section = self.get(service_name, {})
         if key not in section:
-            raise ConfigError(f"{_source()}: service {service_name} needs key '{key}'")
+            raise ConfigError(f"{source()}: service {service_name} needs key '{key}'")
         return section[key]
 
     def service_section(self, service_name: str) -> Dict[str, Any]:
@@ -87,7 +87,8 @@ class ServiceConfig(dict):
         return args
 
 
-def _source() -> str:
+def source() -> str:
+    """Where the configuration came from, for messages: the file, if any."""
     return os.environ.get("DYN_CONFIG_FILE") or "configuration"
 
 
@@ -95,7 +96,7 @@ def resolve_common(config: Dict[str, Any]) -> Dict[str, Any]:
     """Copies each service's opted-in Common keys into its section (the
     section's own value wins)."""
     if not isinstance(config, dict):
-        raise ConfigError(f"{_source()}: the top level must be a mapping of services")
+        raise ConfigError(f"{source()}: the top level must be a mapping of services")
     common = config.get("Common", {}) or {}
     out: Dict[str, Any] = {}
     for name, section in config.items():
@@ -103,16 +104,16 @@ def resolve_common(config: Dict[str, Any]) -> Dict[str, Any]:
             out[name] = common
             continue
         if not isinstance(section, dict):
-            raise ConfigError(f"{_source()}: service {name}: its section must be a mapping")
+            raise ConfigError(f"{source()}: service {name}: its section must be a mapping")
         wanted = section.get("common-configs", []) or []
         if not isinstance(wanted, list):
-            raise ConfigError(f"{_source()}: service {name}, key 'common-configs': must be a list")
+            raise ConfigError(f"{source()}: service {name}, key 'common-configs': must be a list")
         # Subscribed keys the section does not set come first; the section's
         # own keys keep their order (as_args lists them in this order).
         merged = {k: common[k] for k in wanted if k in common and k not in section}
         missing = [k for k in wanted if k not in common]
         if missing:
-            raise ConfigError(f"{_source()}: service {name}, key 'common-configs': "
+            raise ConfigError(f"{source()}: service {name}, key 'common-configs': "
                               f"{', '.join(missing)} not in the Common section")
         merged.update(section)
         out[name] = merged
@@ -123,24 +124,44 @@ def service_args(config: Dict[str, Any], name: str) -> Dict[str, Any]:
     """The validated ServiceArgs of one service (may be empty)."""
     args = config.get(name, {}).get("ServiceArgs", {}) or {}
     if not isinstance(args, dict):
-        raise ConfigError(f"{_source()}: service {name}, key 'ServiceArgs': must be a mapping")
+        raise ConfigError(f"{source()}: service {name}, key 'ServiceArgs': must be a mapping")
     for key in args:
         if key not in SERVICE_ARGS:
-            raise ConfigError(f"{_source()}: service {name}, key 'ServiceArgs.{key}': unknown "
+            raise ConfigError(f"{source()}: service {name}, key 'ServiceArgs.{key}': unknown "
                               f"(known: {', '.join(SERVICE_ARGS)})")
     w = args.get("workers")
     if w is not None and (not isinstance(w, int) or isinstance(w, bool) or w < 1):
-        raise ConfigError(f"{_source()}: service {name}, key 'ServiceArgs.workers': "
-                          f"must be an integer >= 1, not {w!r}")
+        raise ConfigError(f"{source()}: service {name}, key 'ServiceArgs.workers': "
+                          f"must be an integer >= 1, not {_shown(w)}")
     r = args.get("resources")
     if r is not None and not isinstance(r, dict):
-        raise ConfigError(f"{_source()}: service {name}, key 'ServiceArgs.resources': must be a mapping")
+        raise ConfigError(f"{source()}: service {name}, key 'ServiceArgs.resources': must be a mapping")
     e = args.get("envs")
     if e is not None and not (isinstance(e, list) and all(
             isinstance(x, dict) and "name" in x and "value" in x for x in e)):
-        raise ConfigError(f"{_source()}: service {name}, key 'ServiceArgs.envs': "
+        raise ConfigError(f"{source()}: service {name}, key 'ServiceArgs.envs': "
                           "must be a list of {name: ..., value: ...}")
     return args
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value, default=repr)
+    return text if len(text) <= 60 else text[:60] + "..."
+
+
+def http_address(config: Dict[str, Any], name: str, default_port: int) -> Tuple[str, int]:
+    """The validated (host, port) an HTTP service listens on: its section's
+    ``host`` and ``port`` keys (the same checks as src/config/check.c)."""
+    section = config.get(name, {}) or {}
+    port = section.get("port", default_port)
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+        raise ConfigError(f"{source()}: service {name}, key 'port': must be a port number "
+                          f"(0-65535), not {_shown(port)}")
+    host = section.get("host", "0.0.0.0")
+    if not isinstance(host, str):
+        raise ConfigError(f"{source()}: service {name}, key 'host': must be a host name or "
+                          f"address (a string), not {_shown(host)}")
+    return host, port
 
 
 def init_kwargs(config: Dict[str, Any], name: str, params: List[str]) -> Dict[str, Any]:

@@ -8,7 +8,7 @@ annotation of its first parameter after ``self``.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Optional, TypeVar, get_type_hints
+from typing import Any, Callable, Dict, Optional, TypeVar, get_type_hints
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -27,22 +27,23 @@ class EndpointSpec:
                             "(an async generator streams, a coroutine returns one response)")
         self.method = method
         self.path = path or f"/{name}"
-        self.request_type = _first_param_type(func)
         self.params = [p for p in inspect.signature(func).parameters.values()][1:]
+        self.hints = _param_types(func)
+        self.request_type = self.hints.get(self.params[0].name) if self.params else None
 
     def __repr__(self) -> str:
         return f"<{self.kind} {self.name}{' (streaming)' if self.streaming else ''}>"
 
 
-def _first_param_type(func: Callable[..., Any]) -> Any:
-    params = list(inspect.signature(func).parameters.values())[1:]
-    if not params:
-        return None
+def _param_types(func: Callable[..., Any]) -> Dict[str, Any]:
+    """The parameters' annotations, resolved (``from __future__ import
+    annotations`` leaves strings)."""
     try:
         hints = get_type_hints(func)
     except Exception:  # unresolvable forward references: treat as untyped
-        hints = {}
-    return hints.get(params[0].name, None)
+        return {}
+    hints.pop("return", None)
+    return hints
 
 
 def dynamo_endpoint(name: Optional[str] = None) -> Callable[[F], F]:

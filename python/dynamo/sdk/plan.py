@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Any, Dict
 
-from dynamo.sdk.config import ConfigError, resolve_common, service_args
+from dynamo.sdk.config import ConfigError, http_address, resolve_common, service_args, source
 from dynamo.sdk.graph import TargetError, load_target, resolve
 from dynamo.sdk.service import CService, DynamoService
 
@@ -27,15 +27,16 @@ def service_plan(svc: DynamoService, config: Dict[str, Any]) -> Dict[str, Any]:
     gpu = resources.get("gpu", 0)
     try:
         resources["gpu"] = int(gpu)
+        if resources["gpu"] < 0:
+            raise ValueError(gpu)
     except (TypeError, ValueError):
-        raise ConfigError(f"service {svc.name}: resources.gpu must be an integer, not {gpu!r}") from None
+        raise ConfigError(f"{source()}: service {svc.name}, key 'ServiceArgs.resources.gpu': "
+                          f"must be a whole number of GPUs, not {gpu!r}") from None
     http = None
     # A C service has no @api routes to list; its http_port says it serves HTTP.
     if svc.apis or (isinstance(svc, CService) and svc.http_port):
-        section = config.get(svc.name, {})
-        port = section.get("port", svc.http_port or DEFAULT_HTTP_PORT)
-        host = section.get("host", "0.0.0.0")
-        http = {"host": host, "port": int(port),
+        host, port = http_address(config, svc.name, svc.http_port or DEFAULT_HTTP_PORT)
+        http = {"host": host, "port": port,
                 "routes": [{"method": a.method, "path": a.path} for a in svc.apis.values()]}
     extra: Dict[str, Any] = {"kind": "c", "target": svc.target} if isinstance(svc, CService) else {}
     if svc.image:
@@ -60,8 +61,7 @@ def build_plan(target: str, raw_config: Dict[str, Any]) -> Dict[str, Any]:
     names = {s.name for s in services}
     for key in config:
         if key != "Common" and key not in names:
-            src = os.environ.get("DYN_CONFIG_FILE") or "configuration"
-            raise ConfigError(f"{src}: service '{key}' is not in the graph of {entry.name} "
+            raise ConfigError(f"{source()}: service '{key}' is not in the graph of {entry.name} "
                               f"(services: {', '.join(sorted(names))})")
     return {
         "target": target,

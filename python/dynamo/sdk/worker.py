@@ -22,7 +22,7 @@ from dynamo import _core
 from dynamo.runtime import DistributedRuntime
 from dynamo.sdk.client import ServiceClient
 from dynamo.sdk.codec import decode, encode
-from dynamo.sdk.config import ConfigError, ServiceConfig, init_kwargs
+from dynamo.sdk.config import ConfigError, ServiceConfig, http_address, init_kwargs
 from dynamo.sdk.context import dynamo_context
 from dynamo.sdk.decorators import EndpointSpec, run_hook
 from dynamo.sdk.graph import TargetError, find, load_target, resolve
@@ -92,7 +92,7 @@ async def run(svc: DynamoService) -> int:
     http = None
     if svc.apis:
         from dynamo.sdk.http import serve_apis
-        http = await serve_apis(rt, svc, obj, config.get(svc.name, {}))
+        http = await serve_apis(rt, svc, obj, config)
     where = [f"at {rt.address}"] if svc.endpoints else []
     if http:
         where.append(f"HTTP on port {http.port}")
@@ -135,11 +135,14 @@ def main(argv: List[str]) -> int:
         entry = load_target(a.target)
         services, _ = resolve(entry)
         svc = find(services, a.service)
-        ServiceConfig.get_instance()
+        config = ServiceConfig.get_instance()
+        if svc.apis:  # a bad port is an error before anything starts
+            from dynamo.sdk.http import DEFAULT_PORT
+            http_address(config, svc.name, svc.http_port or DEFAULT_PORT)
+        return asyncio.run(run(svc))
     except (TargetError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    return asyncio.run(run(svc))
 
 
 if __name__ == "__main__":
