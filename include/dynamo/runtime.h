@@ -34,6 +34,12 @@ typedef struct dyn_component dyn_component_t;
 typedef struct dyn_endpoint dyn_endpoint_t;
 
 #define DYN_DEFAULT_MAX_FRAME (16u * 1024u * 1024u)
+/* The request plane's defaults against callers that hold a worker's memory
+ * or connections (docs/architecture.md, "Failure semantics"). */
+#define DYN_DEFAULT_MAX_CONNS 1024u
+#define DYN_DEFAULT_MAX_BUFFERED (64u * 1024u * 1024u)
+#define DYN_DEFAULT_MIN_FRAME_RATE (1024u * 1024u)
+#define DYN_DEFAULT_STALL_MS 10000u
 
 /* Options are plain data, kept apart from the runtime they configure.
  * dyn_runtime_options_init() fills defaults, then reads the environment:
@@ -42,6 +48,11 @@ typedef struct dyn_endpoint dyn_endpoint_t;
  *   DYN_LISTEN_PORT      port the request plane binds (0: any free port)
  *   DYN_ADVERTISE_HOST   address published to callers (the listen host)
  *   DYN_MAX_FRAME        largest frame accepted or sent, bytes
+ *   DYN_MAX_CONNS        callers' connections open at once
+ *   DYN_MAX_BUFFERED     bytes of unfinished frames held, all callers
+ *   DYN_MAX_PEER_BUFFERED  the same, one connection
+ *   DYN_MIN_FRAME_RATE   bytes/s a caller's frame must arrive at, at least
+ *   DYN_STALL_MS         how long a frame or the HELLO may take, at least
  *   ETCD_ENDPOINTS       discovery on etcd ("http://host:2379[,...]")
  *   NATS_SERVER          events on NATS ("nats://host:4222")
  * Either backend left unset is served by the embedded control plane. With
@@ -55,6 +66,19 @@ typedef struct dyn_runtime_options {
   int listen_port;
   const char *advertise_host; /* NULL: listen_host */
   uint32_t max_frame;
+  /* What one process grants its callers on the request plane; 0 takes the
+   * default. A connection over max_conns closes the longest-idle one with
+   * no open stream, or is refused with an ERROR frame when every one is
+   * busy. Bytes of unfinished frames count against max_peer_buffered per
+   * connection and max_buffered for all together: a connection over its
+   * share, or any that adds to a total over max_buffered, is closed. A
+   * frame must arrive whole within max(stall_ms, its size / min_frame_rate)
+   * of its first byte; so must the HELLO, within stall_ms. */
+  unsigned max_conns;         /* DYN_DEFAULT_MAX_CONNS */
+  size_t max_buffered;        /* DYN_DEFAULT_MAX_BUFFERED */
+  size_t max_peer_buffered;   /* one whole frame: max_frame + its header */
+  uint32_t min_frame_rate;    /* bytes/s; DYN_DEFAULT_MIN_FRAME_RATE */
+  unsigned stall_ms;          /* DYN_DEFAULT_STALL_MS */
   const char *etcd_endpoints; /* NULL: embedded discovery */
   const char *nats_url;       /* NULL: embedded events */
   uv_loop_t *loop; /* NULL: the runtime creates and owns its loop */

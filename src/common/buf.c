@@ -44,3 +44,15 @@ void dyn__buf_consume(dyn__buf_t *b, size_t n) {
   memmove(b->data, b->data + n, b->len - n);
   b->len -= n;
 }
+
+void dyn__buf_shrink(dyn__buf_t *b, size_t cap) {
+  if (b->cap <= cap || b->len > cap) return;
+  if (cap == 0) {
+    dyn__buf_free(b);
+    return;
+  }
+  uint8_t *p = realloc(b->data, cap);
+  if (!p) return;
+  b->data = p;
+  b->cap = cap;
+}

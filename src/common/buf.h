@@ -19,4 +19,7 @@ int dyn__buf_reserve(dyn__buf_t *b, size_t n);
 int dyn__buf_append(dyn__buf_t *b, const void *p, size_t n);
 /* Drops the first n bytes. */
 void dyn__buf_consume(dyn__buf_t *b, size_t n);
+/* Gives memory back: a buffer of more than cap bytes whose content fits in
+ * cap is reallocated to cap (kept as it is if that fails). */
+void dyn__buf_shrink(dyn__buf_t *b, size_t cap);
 #endif

@@ -50,10 +50,20 @@
  * test; read by the etcd backend (runtime/etcd/etcd.c). */
 #define DYN_ENV_ETCD_TTL "DYN_ETCD_TTL"
 
-/* How long, in ms, a caller's connection may go without its HELLO or stall
- * in the middle of a frame before the server closes it (default 10 s). Set
- * by tests; read by runtime/server.c. */
+/* What a worker grants the callers of its request plane, so that none can
+ * hold its memory or its connections (runtime.h, dyn_runtime_options_t):
+ * how long, in ms, a connection may go without its HELLO, and the least
+ * time any frame may take (default 10 s); the bytes per second a frame
+ * must arrive at, at least (so a frame of N bytes may take N / rate s);
+ * the connections open at once; the bytes of unfinished frames held for
+ * all callers together and for one connection. Set by the user or tests;
+ * read by the runtime (runtime/runtime.c), and named in the log lines of
+ * runtime/server.c and runtime/conn.c when a caller breaks one. */
 #define DYN_ENV_STALL_MS "DYN_STALL_MS"
+#define DYN_ENV_MIN_FRAME_RATE "DYN_MIN_FRAME_RATE"
+#define DYN_ENV_MAX_CONNS "DYN_MAX_CONNS"
+#define DYN_ENV_MAX_BUFFERED "DYN_MAX_BUFFERED"
+#define DYN_ENV_MAX_PEER_BUFFERED "DYN_MAX_PEER_BUFFERED"
 
 /* ---- a worker of a served graph --------------------------------------- */
 

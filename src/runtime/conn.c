@@ -17,10 +17,14 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "common/env_names.h"
 #include "dynamo/runtime.h"
 #include "dynamo/status.h"
 
 #define READ_CHUNK (64u * 1024u)
+/* A budgeted connection's read buffer shrinks back to this once the big
+ * frame that grew it is consumed: what two reads of small frames use. */
+#define KEEP_IN (2u * READ_CHUNK)
 /* Past this much queued output, write at once rather than at loop end. */
 #define EAGER_FLUSH (256u * 1024u)
 
@@ -133,6 +137,11 @@ void dyn__conn_close(dyn__conn_t *c, int status, const char *why) {
   else c->flusher->live = c->live_next;
   if (c->live_next) c->live_next->live_prev = c->live_prev;
   c->live_prev = c->live_next = NULL;
+  if (c->budget) {
+    c->budget->used -= c->held;
+    c->held = 0;
+    if (c->in.cap > KEEP_IN) c->budget->freed_big = 1;
+  }
   if (c->connected && !c->writing && c->out.len) {
     uv_buf_t b = uv_buf_init((char *)c->out.data, (unsigned)c->out.len);
     (void)uv_try_write(&c->h.stream, &b, 1);
@@ -248,6 +257,44 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out) {
                      (unsigned)(c->in.cap - c->in.len));
 }
 
+void dyn__conn_set_budget(dyn__conn_t *c, dyn__inbudget_t *b) {
+  if (c->budget) c->budget->used -= c->held;
+  c->budget = b;
+  c->held = c->in.len;
+  if (b) b->used += c->held;
+}
+
+/* Counts what is left in c's read buffer, an unfinished frame, against
+ * its budget, and closes c when it broke one of the budget's limits. */
+static void account(dyn__conn_t *c) {
+  dyn__inbudget_t *b = c->budget;
+  size_t was = c->held;
+  b->used = b->used - was + c->in.len;
+  c->held = c->in.len;
+  /* A buffer a big frame grew keeps its pages once the frame is gone:
+   * give them back, or the budget would bound bytes but not memory. */
+  if (c->in.cap > KEEP_IN && c->in.len <= READ_CHUNK) {
+    dyn__buf_shrink(&c->in, KEEP_IN);
+    b->freed_big = 1;
+  }
+  char why[240];
+  if (b->per_conn && c->held > b->per_conn)
+    snprintf(why, sizeof why,
+             "holds %zu bytes of an unfinished frame, over the %zu allowed one "
+             "connection (" DYN_ENV_MAX_PEER_BUFFERED ")",
+             c->held, b->per_conn);
+  else if (b->total && b->used > b->total && c->held > was)
+    snprintf(why, sizeof why,
+             "adds to unfinished frames of %zu bytes on all connections, over the %zu "
+             "allowed (" DYN_ENV_MAX_BUFFERED "); it holds %zu",
+             b->used, b->total, c->held);
+  else
+    return;
+  dyn_log(DYN_LOG_WARN, "closing connection from %s: %s", c->peer, why);
+  dyn__conn_send(c, DYN__F_ERROR, 0, 0, why, strlen(why), NULL, 0);
+  dyn__conn_close(c, DYN_ETOOBIG, why);
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   dyn__conn_t *c = s->data;
   if (nread < 0) {
@@ -256,6 +303,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
                                     : uv_strerror((int)nread));
     return;
   }
+  size_t before = c->in.len;
   c->in.len += (size_t)nread;
   c->last_read = uv_now(s->loop);
   size_t off = 0;
@@ -273,7 +321,12 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     off += (size_t)n;
     c->on_frame(c, &f);
   }
-  if (!c->closing) dyn__buf_consume(&c->in, off);
+  if (c->closing) return;
+  dyn__buf_consume(&c->in, off);
+  /* What is left is the start of a frame: one that began in this read,
+   * unless the buffer held its start already. */
+  if (c->in.len && (off || !before)) c->frame_started = c->last_read;
+  if (c->budget) account(c);
 }
 
 int dyn__conn_start(dyn__conn_t *c) {

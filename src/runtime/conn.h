@@ -18,6 +18,18 @@
 typedef struct dyn__conn dyn__conn_t;
 typedef struct dyn__flusher dyn__flusher_t;
 
+/* The bytes of unfinished inbound frames that the connections sharing one
+ * budget may hold in their read buffers (the request plane's callers; see
+ * dyn__conn_set_budget). Whole frames are handed on and consumed in the
+ * read that completes them, so only a frame still arriving counts. */
+typedef struct dyn__inbudget {
+  size_t used;     /* held now, all connections together */
+  size_t total;    /* the most for all of them (0: no limit) */
+  size_t per_conn; /* the most for one (0: no limit) */
+  int freed_big;    /* a big read buffer was given back since the owner
+                       last returned free memory to the system */
+} dyn__inbudget_t;
+
 /* Returns nothing; may close the connection. */
 typedef void (*dyn__frame_fn)(dyn__conn_t *c, const dyn__frame_t *f);
 /* Runs once, when the connection ends for any reason; the owner must drop
@@ -47,7 +59,11 @@ struct dyn__conn {
   dyn__close_fn on_close;
   void *owner;
   uint32_t max_frame;
-  uint64_t opened, last_read; /* loop time, ms: for stalled-peer sweeps */
+  dyn__inbudget_t *budget; /* NULL: unlimited */
+  size_t held;             /* what in.len counts against budget */
+  /* Loop time, ms, for stalled-peer sweeps: when the connection started,
+   * when it last read, and when the unfinished frame in `in` began. */
+  uint64_t opened, last_read, frame_started;
   unsigned connected : 1, writing : 1, closing : 1, flush_queued : 1,
       close_when_flushed : 1, hello_done : 1;
   char peer[96]; /* "host:port" or a socket path */
@@ -64,6 +80,11 @@ void dyn__flusher_close(dyn__flusher_t *fl);
 dyn__conn_t *dyn__conn_new(uv_loop_t *loop, dyn__flusher_t *fl, int is_pipe,
                            uint32_t max_frame, dyn__frame_fn on_frame,
                            dyn__close_fn on_close, void *owner);
+/* Counts c's unfinished frames against b from now on. A connection that
+ * goes over b->per_conn, or adds bytes while every connection of b holds
+ * more than b->total, is closed with a log line naming it; and once a big
+ * frame is consumed its read buffer shrinks, so that b bounds memory. */
+void dyn__conn_set_budget(dyn__conn_t *c, dyn__inbudget_t *b);
 /* After uv_accept() succeeded into c: starts reading. */
 int dyn__conn_start(dyn__conn_t *c);
 /* Connects to "host:port" (TCP) or a socket path (pipe); sends queued

@@ -74,9 +74,12 @@ struct dyn_runtime {
   dyn_endpoint_t *served;
   dyn_endpoint_t *last_ep; /* one-entry cache for the path lookup */
   struct dyn__sconn *sconns;
-  uv_timer_t sweep; /* closes callers that stall (server.c) */
+  unsigned nsconns, max_conns;
+  dyn__inbudget_t inbudget; /* unfinished inbound frames, all callers */
+  uv_timer_t sweep;         /* closes callers that stall (server.c) */
   int sweep_ready;
   unsigned stall_ms;
+  uint32_t min_frame_rate;
   size_t inflight;
   int draining;
 

@@ -1,4 +1,6 @@
 /* runtime.c - the runtime's lifecycle: options, loop, backends, shutdown. */
+#include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +16,23 @@ static const char *env_or(const char *name, const char *dflt) {
   return v && *v ? v : dflt;
 }
 
+/* A positive count from the environment, or 0 (the default) when unset.
+ * A value that is not one is named in a warning rather than taken as 0 or
+ * as its leading digits, which would quietly lift or tighten a limit. */
+static unsigned long long env_count(const char *name, unsigned long long max) {
+  const char *v = getenv(name);
+  if (!v || !*v) return 0;
+  char *end;
+  errno = 0;
+  unsigned long long n = strtoull(v, &end, 10);
+  if (errno || *end || v[0] == '-' || n == 0 || n > max) {
+    dyn_log(DYN_LOG_WARN, "%s=%s is not a count from 1 to %llu; using the default", name,
+            v, max);
+    return 0;
+  }
+  return n;
+}
+
 void dyn_runtime_options_init(dyn_runtime_options_t *o) {
   memset(o, 0, sizeof *o);
   o->control_socket = env_or(DYN_ENV_CONTROL_SOCKET, NULL);
@@ -25,6 +44,11 @@ void dyn_runtime_options_init(dyn_runtime_options_t *o) {
   o->advertise_host = env_or(DYN_ENV_ADVERTISE_HOST, NULL);
   long mf = atol(env_or(DYN_ENV_MAX_FRAME, "0"));
   o->max_frame = mf > 0 ? (uint32_t)mf : DYN_DEFAULT_MAX_FRAME;
+  o->max_conns = (unsigned)env_count(DYN_ENV_MAX_CONNS, UINT_MAX);
+  o->max_buffered = (size_t)env_count(DYN_ENV_MAX_BUFFERED, SIZE_MAX);
+  o->max_peer_buffered = (size_t)env_count(DYN_ENV_MAX_PEER_BUFFERED, SIZE_MAX);
+  o->min_frame_rate = (uint32_t)env_count(DYN_ENV_MIN_FRAME_RATE, UINT32_MAX);
+  o->stall_ms = (unsigned)env_count(DYN_ENV_STALL_MS, UINT_MAX);
 }
 
 
@@ -119,6 +143,12 @@ int dyn_runtime_create(const dyn_runtime_options_t *opts, dyn_runtime_t **out) {
                                             : guess_advertise_host(rt->listen_host);
   rt->listen_port = opts->listen_port;
   rt->max_frame = opts->max_frame ? opts->max_frame : DYN_DEFAULT_MAX_FRAME;
+  rt->max_conns = opts->max_conns ? opts->max_conns : DYN_DEFAULT_MAX_CONNS;
+  rt->min_frame_rate = opts->min_frame_rate ? opts->min_frame_rate : DYN_DEFAULT_MIN_FRAME_RATE;
+  rt->stall_ms = opts->stall_ms ? opts->stall_ms : DYN_DEFAULT_STALL_MS;
+  rt->inbudget.total = opts->max_buffered ? opts->max_buffered : DYN_DEFAULT_MAX_BUFFERED;
+  rt->inbudget.per_conn = opts->max_peer_buffered ? opts->max_peer_buffered
+                                                  : (size_t)rt->max_frame + DYN__FRAME_HDR;
   uint64_t seed = 0;
   uv_random(NULL, NULL, &seed, sizeof seed, 0, NULL);
   rt->next_request_id = seed & 0x7fffffffffffffffull;

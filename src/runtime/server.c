@@ -6,6 +6,9 @@
  * on this same loop pass, with the body still in the read buffer.
  */
 #include <inttypes.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -192,6 +195,7 @@ static void on_sconn_close(dyn__conn_t *c, int status, const char *why) {
   for (sconn_t **pp = &rt->sconns; *pp; pp = &(*pp)->next)
     if (*pp == sc) {
       *pp = sc->next;
+      rt->nsconns--;
       break;
     }
   size_t n;
@@ -201,6 +205,47 @@ static void on_sconn_close(dyn__conn_t *c, int status, const char *why) {
   free(reqs);
   dyn__map_free(&sc->streams);
   free(sc);
+}
+
+/* ---- the connection cap ----------------------------------------------------
+ * Callers pool one connection per instance and keep it while idle, so an
+ * idle connection is no sign of abuse and is not timed out. Past max_conns,
+ * a new connection makes room by closing the one idle longest (no open
+ * stream, nothing half-read, nothing left to write), after a GOAWAY: its
+ * caller opens a fresh one at its next request, and retries elsewhere a
+ * request that crossed the GOAWAY (nothing of it ran). When every
+ * connection is busy the new one is refused with an ERROR frame that says
+ * why, which a caller takes as the instance's refusal. */
+
+static dyn__conn_t *longest_idle(dyn_runtime_t *rt, const sconn_t *except) {
+  dyn__conn_t *best = NULL;
+  for (sconn_t *sc = rt->sconns; sc; sc = sc->next) {
+    dyn__conn_t *c = sc->conn;
+    if (sc == except || c->closing || !c->connected || sc->streams.n || c->in.len ||
+        dyn__conn_pending(c))
+      continue;
+    if (!best || c->last_read < best->last_read) best = c;
+  }
+  return best;
+}
+
+static void make_room(dyn_runtime_t *rt, sconn_t *sc) {
+  char why[160];
+  dyn__conn_t *idle = longest_idle(rt, sc);
+  if (idle) {
+    snprintf(why, sizeof why, "idle longest when connection %u arrived (" DYN_ENV_MAX_CONNS "=%u)",
+             rt->nsconns, rt->max_conns);
+    dyn_log(DYN_LOG_WARN, "closing connection from %s: %s", idle->peer, why);
+    if (idle->hello_done) dyn__conn_send(idle, DYN__F_GOAWAY, 0, 0, NULL, 0, NULL, 0);
+    dyn__conn_close(idle, DYN_ECLOSED, why);
+    return;
+  }
+  snprintf(why, sizeof why,
+           "too many connections: %u open, none idle (" DYN_ENV_MAX_CONNS "=%u)",
+           rt->nsconns - 1, rt->max_conns);
+  dyn_log(DYN_LOG_WARN, "refusing connection from %s: %s", sc->conn->peer, why);
+  dyn__conn_send(sc->conn, DYN__F_ERROR, 0, 0, why, strlen(why), NULL, 0);
+  dyn__conn_close(sc->conn, DYN_ECLOSED, why);
 }
 
 static void on_connection(uv_stream_t *server, int status) {
@@ -219,18 +264,36 @@ static void on_connection(uv_stream_t *server, int status) {
     free(sc);
     return;
   }
+  dyn__conn_set_budget(sc->conn, &rt->inbudget);
   sc->next = rt->sconns;
   rt->sconns = sc;
+  rt->nsconns++;
   if (uv_accept(server, &sc->conn->h.stream) || dyn__conn_start(sc->conn))
     dyn__conn_close(sc->conn, DYN_ESYS, "accept");
+  else if (rt->nsconns > rt->max_conns)
+    make_room(rt, sc);
 }
 
 /* ---- stalled callers ------------------------------------------------------
- * A caller that connects and never says HELLO, or stops in the middle of a
- * frame, would hold its connection and buffer forever: TCP keepalive only
- * catches peers that are gone, not peers that are idle on purpose. A sweep
- * closes such connections after DYN_STALL_MS (default 10 s). A caller idle
- * between frames is fine. */
+ * A caller that connects and never says HELLO, or sends a frame slowly on
+ * purpose, would hold its connection and buffer for as long as it likes:
+ * TCP keepalive only catches peers that are gone, not peers that trickle.
+ * So every frame has a deadline from its first byte: max(stall_ms, its
+ * size / min_frame_rate), the size read from its header (stall_ms alone
+ * until the header is in); the HELLO must come within stall_ms of the
+ * connect. A byte now and then does not move the deadline. A sweep every
+ * stall_ms / 4 closes the connections past theirs. A caller idle between
+ * frames is fine (the connection cap deals with too many of those). */
+
+static uint64_t frame_deadline_ms(const dyn_runtime_t *rt, const dyn__conn_t *c) {
+  uint64_t ms = rt->stall_ms;
+  if (c->in.len >= DYN__FRAME_HDR) {
+    uint64_t size = (uint64_t)dyn__get_u32(c->in.data) + DYN__FRAME_HDR;
+    uint64_t need = size * 1000 / rt->min_frame_rate;
+    if (need > ms) ms = need;
+  }
+  return ms;
+}
 
 static void on_sweep(uv_timer_t *t) {
   dyn_runtime_t *rt = t->data;
@@ -239,20 +302,43 @@ static void on_sweep(uv_timer_t *t) {
     next = sc->next;
     dyn__conn_t *c = sc->conn;
     if (c->closing || !c->connected) continue;
-    const char *why = NULL;
-    if (!c->hello_done && now - c->opened >= rt->stall_ms) why = "no HELLO in time";
-    else if (c->in.len && now - c->last_read >= rt->stall_ms) why = "stalled in the middle of a frame";
-    if (why) {
-      dyn_log(DYN_LOG_WARN, "closing connection from %s: %s", c->peer, why);
-      dyn__conn_close(c, DYN_EPROTO, why);
+    char why[200];
+    if (!c->hello_done && now - c->opened >= rt->stall_ms) {
+      snprintf(why, sizeof why, "no HELLO in time (" DYN_ENV_STALL_MS "=%u)", rt->stall_ms);
+    } else if (c->in.len && now - c->frame_started >= frame_deadline_ms(rt, c)) {
+      if (c->in.len >= DYN__FRAME_HDR)
+        snprintf(why, sizeof why,
+                 "stalled in the middle of a frame: %zu of its %" PRIu64 " bytes in %" PRIu64
+                 " ms (it had %" PRIu64 " ms: " DYN_ENV_STALL_MS "=%u, " DYN_ENV_MIN_FRAME_RATE
+                 "=%" PRIu32 ")",
+                 c->in.len, (uint64_t)dyn__get_u32(c->in.data) + DYN__FRAME_HDR,
+                 now - c->frame_started, frame_deadline_ms(rt, c), rt->stall_ms,
+                 rt->min_frame_rate);
+      else
+        snprintf(why, sizeof why,
+                 "stalled in the middle of a frame: %zu bytes of its header in %" PRIu64
+                 " ms (" DYN_ENV_STALL_MS "=%u)",
+                 c->in.len, now - c->frame_started, rt->stall_ms);
+    } else {
+      continue;
     }
+    dyn_log(DYN_LOG_WARN, "closing connection from %s: %s", c->peer, why);
+    dyn__conn_close(c, DYN_EPROTO, why);
   }
+#ifdef __GLIBC__
+  /* Big read buffers were given back: return their pages to the system.
+   * glibc keeps freed memory in its heap for reuse otherwise, so a burst
+   * of big frames would leave the worker at its peak for good. Here, off
+   * the read path and at most once a sweep, the walk costs nothing. */
+  if (rt->inbudget.freed_big) {
+    rt->inbudget.freed_big = 0;
+    malloc_trim(0);
+  }
+#endif
 }
 
 static void start_sweep(dyn_runtime_t *rt) {
   if (rt->sweep_ready) return;
-  const char *env = getenv(DYN_ENV_STALL_MS);
-  rt->stall_ms = env && atoi(env) > 0 ? (unsigned)atoi(env) : 10000;
   uv_timer_init(rt->loop, &rt->sweep);
   rt->sweep.data = rt;
   uv_unref((uv_handle_t *)&rt->sweep);
