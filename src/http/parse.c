@@ -206,6 +206,10 @@ long dyn__http_reader_feed(dyn__http_reader_t *r, const char *data, size_t len) 
     return fail(r, 400, http_errno_description(err));
   }
   if (r->p.upgrade) return fail(r, 400, "protocol upgrade without a complete message");
+  /* A request line without a version is HTTP/0.9: http-parser would go on
+   * to wait for headers that such a client never sends. */
+  if (!r->headers_done && r->p.http_major == 0 && r->p.http_minor == 9)
+    return fail(r, 400, "HTTP/0.9 request (no HTTP version in the request line)");
   return (long)n;
 }
 

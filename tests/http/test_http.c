@@ -685,7 +685,12 @@ static void test_concurrent(void) {
 static size_t nconns;
 static void count_conns(void) { nconns = dyn_http_server_connections(srv); }
 
-static void short_idle(void) { dyn_http_server_set_idle_timeout(srv, 300); }
+static void short_idle(void) {
+  dyn_http_limits_t l;
+  dyn_http_server_limits(srv, &l);
+  l.idle_timeout_ms = l.header_timeout_ms = 300;
+  dyn_http_server_set_limits(srv, &l);
+}
 
 static void test_idle_timeout(void) {
   on_loop(short_idle);
