@@ -99,12 +99,17 @@ def _chunk(resp: Any, chunk: Any) -> bytes:
 
 class ApiServer:
     def __init__(self, rt: DistributedRuntime, svc: DynamoService, obj: Any,
-                 host: str, port: int):
+                 host: str, port: int, limits: Dict[str, int]):
         self._rt = rt
         self._timeout = svc.timeout
         self._obj = obj
         self._loop = asyncio.get_running_loop()
         self._server = rt._core.http_server(host, port)
+        try:
+            self._server.set_limits(limits)
+        except ValueError as e:
+            self._server.stop()
+            raise ValueError(f"config of {svc.name}: {e}") from None
         self.port = self._server.port
         self._tasks: set = set()
         self._draining = False
@@ -218,4 +223,7 @@ async def serve_apis(rt: DistributedRuntime, svc: DynamoService, obj: Any,
                      section: Dict[str, Any]) -> ApiServer:
     port = int(os.environ.get("DYN_HTTP_PORT") or section.get("port") or svc.http_port or DEFAULT_PORT)
     host = str(section.get("host", "0.0.0.0"))
-    return ApiServer(rt, svc, obj, host, port)
+    # The HTTP server's limits (docs/limits.md): the section's http_* keys;
+    # a key that is not one, or a bad value, is an error naming it.
+    limits = {k: v for k, v in section.items() if k.startswith("http_")}
+    return ApiServer(rt, svc, obj, host, port, limits)
