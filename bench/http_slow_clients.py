@@ -173,16 +173,24 @@ def slow_attack(port, pid, hold, idle_n):
         time.sleep(0.5)
     print(f"  after {hold:g} s of trickling: RSS {rss_mb(pid):.0f} MB (peak {peak:.0f} MB); "
           f"a normal request: {normal_request(port)}", flush=True)
-    alive = 0
+    answers = {}
     for s in socks:
+        s.setblocking(False)
+        data, state = b"", "open"
         try:
-            s.setblocking(False)
-            alive += s.recv(1, socket.MSG_PEEK) != b""
+            while True:
+                d = s.recv(65536)
+                if not d:
+                    state = "closed"
+                    break
+                data += d
         except BlockingIOError:
-            alive += 1
-        except OSError:
             pass
-    print(f"  trickling connections still open: {alive} of {len(socks)}", flush=True)
+        except OSError:
+            state = "reset"
+        key = (data.split(b" ", 2)[1].decode() + " then " if data.startswith(b"HTTP/") else "") + state
+        answers[key] = answers.get(key, 0) + 1
+    print(f"  the 40 trickling connections: {answers}", flush=True)
     stop.set()
     for s in socks + idle:
         s.close()
@@ -223,10 +231,10 @@ def burst(port, pid, n=16, size=15 * 1000 * 1000):
     for t in ts:
         t.join()
     done.set()
-    time.sleep(2)
+    time.sleep(3)
     counts = {r: results.count(r) for r in sorted(set(results))}
     print(f"  {n} x {size / 1e6:.0f} MB: answers {counts}; RSS peak {peak[0]:.0f} MB, "
-          f"idle after 2 s {rss_mb(pid):.0f} MB", flush=True)
+          f"idle after 3 s {rss_mb(pid):.0f} MB", flush=True)
 
 
 def main():

@@ -138,6 +138,11 @@ static int on_headers_complete(http_parser *p) {
   if (split_target(r)) return -1;
   if ((p->flags & F_CONTENTLENGTH) && p->content_length > r->max_body)
     return fail(r, 413, "request body too large");
+  /* The declared length at once: no regrowing, no copies, and the pages
+   * become memory only as the body arrives. */
+  if ((p->flags & F_CONTENTLENGTH) && p->content_length &&
+      dyn__buf_reserve(&m->body, (size_t)p->content_length + 1))
+    return fail(r, 500, "out of memory");
   const char *e = dyn__http_msg_header(m, "expect");
   if (e) {
     if (strcasecmp(e, "100-continue")) return fail(r, 417, "unsupported expectation");
