@@ -5,7 +5,7 @@ Starts a control plane, the Frontend (libdynamo_llm.so) and the fake
 Processor of tests/llm, each a `dynamo worker` process as
 tests/llm/test_frontend.py does, then:
 
-  slow:  20 connections that send a 16 MB request's head and all but a few
+  slow:  20 connections that send a 16 MB request's head and all but 1,000
          bytes of its body, then one byte every 2 s; 20 that trickle a 70 KB
          request head a byte every 2 s; 2,000 idle connections. A normal
          request must still be answered. RSS before, during and after.
@@ -127,7 +127,7 @@ def slow_attack(port, pid, hold, idle_n):
     big = 16 * 1000 * 1000
     head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             b"Content-Length: %d\r\n\r\n" % big)
-    body = b"x" * (big - 5)
+    body = b"x" * (big - 1000)
     for _ in range(20):  # trickling bodies
         s = connect(port)
         try:
@@ -137,7 +137,7 @@ def slow_attack(port, pid, hold, idle_n):
             closed[0] += 1
         socks.append(s)
     hdr = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n" + b"".join(
-        b"X-Pad-%d: %s\r\n" % (i, b"y" * 60) for i in range(1000))[:70000]
+        b"X-Pad-%d: %s\r\n" % (i, b"y" * 1000) for i in range(70))[:70000]
     for _ in range(20):  # trickling heads
         s = connect(port)
         try:

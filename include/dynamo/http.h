@@ -77,10 +77,10 @@ typedef struct dyn_http_limits {
    * this long of its first byte (of the accept, on a new connection);
    * else 408 and close. */
   unsigned header_timeout_ms;
-  /* The body may take body_timeout_ms plus one second per body_min_rate
-   * bytes received (a minimum average rate, as Apache's mod_reqtimeout);
-   * else 408 and close. body_min_rate 0: body_timeout_ms bounds the whole
-   * body. */
+  /* The body must keep a minimum rate: every body_timeout_ms it must
+   * bring body_min_rate bytes a second (so a trickle is cut off however
+   * fast the body began); else 408 and close. body_min_rate 0:
+   * body_timeout_ms bounds the whole body. */
   unsigned body_timeout_ms;
   unsigned body_min_rate; /* bytes per second */
   /* A keep-alive connection between requests is closed after this long. */

@@ -86,9 +86,9 @@ struct hconn {
   uv_shutdown_t shut;
   dyn_http_req_t *req; /* the request in flight, if any */
   uint64_t last_active, linger_since;
-  uint64_t since;   /* the request being read: its first byte, then its body's start */
+  uint64_t since;   /* the request being read: its first byte, then the body's window */
   size_t held;      /* its bytes so far, counted in s->buffered */
-  size_t head_len;  /* of those, the head's */
+  size_t mark;      /* held when the body's current window began */
   unsigned closing : 1, writing : 1, dead : 1, close_after : 1, shut_sent : 1,
       lingering : 1, read_paused : 1, continue_sent : 1, kicked : 1, flush_due : 1,
       served : 1, in_body : 1;
@@ -524,7 +524,7 @@ static size_t process_bytes(hconn_t *c, const char *data, size_t len) {
     hold(c, (size_t)n);
     if (c->rd.headers_done && !c->in_body) {
       c->in_body = 1;
-      c->head_len = c->held;
+      c->mark = c->held;
       c->since = uv_now(s->loop);
     }
     if (over_budget(c)) {
@@ -582,10 +582,13 @@ static void on_kick(uv_idle_t *h) {
 }
 
 /* A request too slow to arrive: 408 and close. */
-static void too_slow(hconn_t *c, const char *what, uint64_t ms) {
+static void too_slow(hconn_t *c, const char *what, unsigned ms, unsigned rate) {
   char why[160];
-  snprintf(why, sizeof why, "the request %s did not arrive within %llu ms", what,
-           (unsigned long long)ms);
+  if (rate)
+    snprintf(why, sizeof why, "the request %s came slower than %u bytes in %u ms", what,
+             (unsigned)((uint64_t)rate * ms / 1000), ms);
+  else
+    snprintf(why, sizeof why, "the request %s did not arrive within %u ms", what, ms);
   dyn_log(DYN_LOG_INFO, "http: %s from %s (answering 408, closing)", why, c->peer);
   refuse(c, 408, why);
 }
@@ -611,12 +614,19 @@ static void sweep_conn(dyn_http_server_t *s, hconn_t *c, uint64_t now) {
     return;
   }
   if (!c->in_body) {
-    if (now - c->since >= l->header_timeout_ms) too_slow(c, "head", l->header_timeout_ms);
+    if (now - c->since >= l->header_timeout_ms) too_slow(c, "head", l->header_timeout_ms, 0);
     return;
   }
-  uint64_t allowed = l->body_timeout_ms;
-  if (l->body_min_rate) allowed += (uint64_t)(c->held - c->head_len) * 1000 / l->body_min_rate;
-  if (now - c->since >= allowed) too_slow(c, "body", allowed);
+  /* The body: each window of body_timeout_ms must bring its share of
+   * body_min_rate, so bytes sent fast early buy no time later. */
+  if (now - c->since < l->body_timeout_ms) return;
+  uint64_t need = (uint64_t)l->body_min_rate * l->body_timeout_ms / 1000;
+  if (!l->body_min_rate || c->held - c->mark < need) {
+    too_slow(c, "body", l->body_timeout_ms, l->body_min_rate);
+    return;
+  }
+  c->since = now;
+  c->mark = c->held;
 }
 
 static void on_sweep(uv_timer_t *t) {
