@@ -24,8 +24,10 @@
  * Connection handling: HTTP/1.0 and 1.1, keep-alive, one request at a time
  * per connection (pipelined requests wait their turn). While a request is
  * in flight the connection keeps reading, so a client that closes (or
- * half-closes) its side is noticed at once. Malformed requests get 400 and
- * their connection is closed; other connections are not affected.
+ * half-closes) its side is noticed at once. Malformed requests (an
+ * HTTP/0.9 request line too) get 400 and their connection is closed; other
+ * connections are not affected. HEAD is answered by a path's GET route
+ * (headers only). Slow, idle and greedy clients meet the limits below.
  */
 #ifndef DYNAMO_HTTP_H
 #define DYNAMO_HTTP_H
@@ -47,23 +49,79 @@ typedef struct dyn_http_req dyn_http_req_t;
 typedef void (*dyn_http_handler_fn)(dyn_http_req_t *req, void *ud);
 typedef void (*dyn_http_close_fn)(dyn_http_req_t *req, void *ud);
 
+/* What one server lets its clients hold: time, connections, requests and
+ * memory. Past a limit the server answers and closes rather than buffer
+ * more (see each field), so a Frontend's memory stays bounded however its
+ * clients behave; docs/limits.md states the bound the defaults give.
+ * Services take them from their config under the names of
+ * dyn_http_limit_name(), e.g. `http_max_connections: 4096`. */
+typedef struct dyn_http_limits {
+  /* Largest request body; larger ones get 413. */
+  size_t max_body;
+  /* Request bytes held across all connections: the heads and bodies being
+   * read plus the bodies of requests in flight. A request that would go
+   * past it gets 503 with Retry-After and its connection is closed. */
+  size_t max_buffered;
+  /* Response bytes a streaming request may have waiting for a client that
+   * does not read; a write past it (dyn_http_write, dyn_http_sse) closes
+   * the connection, so on_close fires and the handler cancels its work. */
+  size_t max_output;
+  /* Open connections. At the cap a new one makes the server close its
+   * longest-idle connection, or is answered 503 and closed when none is
+   * idle. */
+  unsigned max_connections;
+  /* Requests handed to handlers and not yet released; more get 503 with
+   * Retry-After (the connection stays open). */
+  unsigned max_inflight;
+  /* A request's head (request line and headers) must arrive whole within
+   * this long of its first byte (of the accept, on a new connection);
+   * else 408 and close. */
+  unsigned header_timeout_ms;
+  /* The body must keep a minimum rate: every body_timeout_ms it must
+   * bring body_min_rate bytes a second (so a trickle is cut off however
+   * fast the body began); else 408 and close. body_min_rate 0:
+   * body_timeout_ms bounds the whole body. */
+  unsigned body_timeout_ms;
+  unsigned body_min_rate; /* bytes per second */
+  /* A keep-alive connection between requests is closed after this long. */
+  unsigned idle_timeout_ms;
+} dyn_http_limits_t;
+
 #define DYN_HTTP_DEFAULT_MAX_BODY (16u * 1024u * 1024u)
+#define DYN_HTTP_DEFAULT_MAX_BUFFERED (64u * 1024u * 1024u)
+#define DYN_HTTP_DEFAULT_MAX_OUTPUT (256u * 1024u)
+#define DYN_HTTP_DEFAULT_MAX_CONNECTIONS 1024u
+#define DYN_HTTP_DEFAULT_MAX_INFLIGHT 256u
+#define DYN_HTTP_DEFAULT_HEADER_TIMEOUT_MS 10000u
+#define DYN_HTTP_DEFAULT_BODY_TIMEOUT_MS 10000u
+#define DYN_HTTP_DEFAULT_BODY_MIN_RATE (16u * 1024u)
 #define DYN_HTTP_DEFAULT_IDLE_MS 60000u
 
 /* Binds host:port (an IPv4 or IPv6 literal such as "0.0.0.0" or "::";
  * NULL or "localhost": 127.0.0.1; port 0: any free port) and starts
- * accepting on loop. DYN_EINVAL for a host that is not numeric, DYN_ESYS
- * (logged) when the bind or listen fails; its listener handle is then
- * freed by the loop's next run. */
+ * accepting on loop with the default limits. DYN_EINVAL for a host that
+ * is not numeric, DYN_ESYS (logged) when the bind or listen fails; its
+ * listener handle is then freed by the loop's next run. */
 DYN_EXTERN int dyn_http_server_start(uv_loop_t *loop, const char *host, int port,
                           dyn_http_server_t **out);
 /* The bound port (the chosen one when started with port 0). */
 DYN_EXTERN int dyn_http_server_port(const dyn_http_server_t *s);
-/* Largest request body accepted; larger ones get 413. Default 16 MiB. */
-DYN_EXTERN void dyn_http_server_set_max_body(dyn_http_server_t *s, size_t bytes);
-/* Connections with no request in flight and no bytes received for this
- * long are closed (also bounds slow request headers). Default 60 s. */
-DYN_EXTERN void dyn_http_server_set_idle_timeout(dyn_http_server_t *s, unsigned ms);
+/* The defaults above. */
+DYN_EXTERN void dyn_http_limits_default(dyn_http_limits_t *l);
+/* Replaces the server's limits (any time; connections already open get the
+ * new ones too). DYN_EINVAL, naming the field in the log, for a zero
+ * limit or a timeout under 10 ms. */
+DYN_EXTERN int dyn_http_server_set_limits(dyn_http_server_t *s, const dyn_http_limits_t *l);
+DYN_EXTERN void dyn_http_server_limits(const dyn_http_server_t *s, dyn_http_limits_t *out);
+/* The limits as config keys: dyn_http_limit_name(i) is the i-th key
+ * ("http_max_connections", ...; NULL past the last), and
+ * dyn_http_limits_set() sets the field a key names: DYN_ENOTFOUND for no
+ * such key, DYN_EINVAL for a value out of range (negative, zero, too big). */
+DYN_EXTERN const char *dyn_http_limit_name(size_t i);
+DYN_EXTERN int dyn_http_limits_set(dyn_http_limits_t *l, const char *name, long long value);
+/* Requests in flight and request bytes held right now. */
+DYN_EXTERN size_t dyn_http_server_inflight(const dyn_http_server_t *s);
+DYN_EXTERN size_t dyn_http_server_buffered(const dyn_http_server_t *s);
 /* Open connections right now. */
 DYN_EXTERN size_t dyn_http_server_connections(const dyn_http_server_t *s);
 /* Stops listening and closes every connection; requests in flight get
@@ -119,8 +177,12 @@ DYN_EXTERN const char *dyn_http_error_type(int status);
  * then dyn_http_finish. HTTP/1.1 clients get chunked encoding; HTTP/1.0
  * clients get the body until the connection closes. Writes never block:
  * what the socket does not take at once is buffered (dyn_http_pending says
- * how much, for callers that want to slow down). After the client went
- * away every call returns DYN_ECLOSED. */
+ * how much, for callers that want to slow down). A write made while more
+ * than the limits' max_output is still waiting closes the connection
+ * instead (a client that stopped reading): it returns DYN_ECLOSED and
+ * on_close runs from the loop. After the client went away every call
+ * returns DYN_ECLOSED. text/event-stream responses get Cache-Control:
+ * no-cache unless the handler set one. */
 DYN_EXTERN int dyn_http_start(dyn_http_req_t *req, int status, const char *content_type);
 DYN_EXTERN int dyn_http_write(dyn_http_req_t *req, const void *data, size_t len);
 /* One Server-Sent Event: "data: <line>\n" for each line of data, then an
@@ -130,7 +192,8 @@ DYN_EXTERN int dyn_http_sse(dyn_http_req_t *req, const void *data, size_t len);
  * started, it answers 500 (a handler bug) or, once the client has gone,
  * just releases it (returning DYN_ECLOSED). */
 DYN_EXTERN int dyn_http_finish(dyn_http_req_t *req);
-/* Bytes written but not yet taken by the socket on req's connection. */
+/* Bytes written but not yet taken by the socket on req's connection
+ * (bounded by the limits' max_output). */
 DYN_EXTERN size_t dyn_http_pending(const dyn_http_req_t *req);
 
 /* fn(req, ud) runs once if the client disconnects (or the server stops)

@@ -138,6 +138,11 @@ static int on_headers_complete(http_parser *p) {
   if (split_target(r)) return -1;
   if ((p->flags & F_CONTENTLENGTH) && p->content_length > r->max_body)
     return fail(r, 413, "request body too large");
+  /* The declared length at once: no regrowing, no copies, and the pages
+   * become memory only as the body arrives. */
+  if ((p->flags & F_CONTENTLENGTH) && p->content_length &&
+      dyn__buf_reserve(&m->body, (size_t)p->content_length + 1))
+    return fail(r, 500, "out of memory");
   const char *e = dyn__http_msg_header(m, "expect");
   if (e) {
     if (strcasecmp(e, "100-continue")) return fail(r, 417, "unsupported expectation");
@@ -206,6 +211,10 @@ long dyn__http_reader_feed(dyn__http_reader_t *r, const char *data, size_t len) 
     return fail(r, 400, http_errno_description(err));
   }
   if (r->p.upgrade) return fail(r, 400, "protocol upgrade without a complete message");
+  /* A request line without a version is HTTP/0.9: http-parser would go on
+   * to wait for headers that such a client never sends. */
+  if (!r->headers_done && r->p.http_major == 0 && r->p.http_minor == 9)
+    return fail(r, 400, "HTTP/0.9 request (no HTTP version in the request line)");
   return (long)n;
 }
 

@@ -27,10 +27,24 @@
  * produced. A write failure never closes the connection inside a caller's
  * call (its on_close could then release the request under it): the
  * connection is marked dead and closed from the kick idle handle.
+ *
+ * Limits (dyn_http_limits_t) keep memory bounded whatever clients do:
+ * every request byte read is counted in s->buffered from the moment it
+ * arrives until its request is released, and the sweep timer enforces the
+ * head, body and idle deadlines. Reads land in one buffer shared by all
+ * connections; only bytes left over (pipelined input, a request in flight)
+ * are copied to the connection's own, which is freed once it is empty, so
+ * an idle or trickling connection holds no read buffer. After a burst the
+ * sweep hands freed memory back to the system (malloc_trim).
  */
 #include "dynamo/http.h"
 #include "runtime/addr.h"
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+#include <limits.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,7 +59,9 @@
 
 #define READ_CHUNK (64u * 1024u)
 /* Pipelined input held while a request is in flight before reading pauses. */
-#define MAX_HELD_INPUT (1u << 20)
+#define MAX_HELD_INPUT READ_CHUNK
+/* A burst this big (request bytes held at once) is followed by a trim. */
+#define TRIM_AFTER (8u * 1024u * 1024u)
 /* After a closing response, how long the client may take to close. */
 #define LINGER_MS 2000u
 #define SWEEP_MS 1000u
@@ -70,8 +86,12 @@ struct hconn {
   uv_shutdown_t shut;
   dyn_http_req_t *req; /* the request in flight, if any */
   uint64_t last_active, linger_since;
+  uint64_t since;   /* the request being read: its first byte, then the body's window */
+  size_t held;      /* its bytes so far, counted in s->buffered */
+  size_t mark;      /* held when the body's current window began */
   unsigned closing : 1, writing : 1, dead : 1, close_after : 1, shut_sent : 1,
-      lingering : 1, read_paused : 1, continue_sent : 1, kicked : 1, flush_due : 1;
+      lingering : 1, read_paused : 1, continue_sent : 1, kicked : 1, flush_due : 1,
+      served : 1, in_body : 1;
   char peer[DYN__ADDR_MAX];
 };
 
@@ -84,8 +104,12 @@ struct dyn_http_server {
   hconn_t *conns;
   size_t nconns;
   hconn_t *kick_head;
-  size_t max_body;
-  unsigned idle_ms;
+  dyn_http_limits_t lim;
+  size_t buffered;      /* request bytes held (see the file comment) */
+  size_t buffered_peak; /* since the last trim */
+  size_t inflight;      /* requests not yet released */
+  size_t refused;       /* connections refused since the last sweep */
+  char *rbuf;           /* the shared read buffer, READ_CHUNK bytes */
   int port;
   int stopping;
   int open_handles; /* freed when the last one has closed */
@@ -94,7 +118,9 @@ struct dyn_http_server {
 enum { REQ_NEW, REQ_STREAMING };
 
 struct dyn_http_req {
+  dyn_http_server_t *s; /* kept alive until req is released */
   hconn_t *c; /* NULL once the client is gone */
+  size_t held; /* request bytes counted in s->buffered */
   dyn__http_msg_t msg;
   dyn__buf_t extra; /* response headers added by the handler */
   dyn_http_close_fn on_close;
@@ -109,7 +135,9 @@ struct dyn_http_req {
 static void flush(hconn_t *c);
 static void flush_soon(hconn_t *c);
 static void process(hconn_t *c);
+static size_t process_bytes(hconn_t *c, const char *data, size_t len);
 static void on_kick(uv_idle_t *h);
+static unsigned sweep_ms(const dyn_http_limits_t *l);
 
 /* ---- server lifetime ---------------------------------------------------- */
 
@@ -123,6 +151,7 @@ static void server_release(dyn_http_server_t *s) {
     free(r);
     r = n;
   }
+  free(s->rbuf);
   free(s);
 }
 
@@ -180,6 +209,8 @@ static void conn_close(hconn_t *c, const char *why) {
   else s->conns = c->next;
   if (c->next) c->next->prev = c->prev;
   s->nconns--;
+  s->buffered -= c->held;
+  c->held = 0;
   dyn_http_req_t *req = c->req;
   c->req = NULL;
   if (req) {
@@ -244,6 +275,12 @@ static void flush(hconn_t *c) {
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out) {
   hconn_t *c = h->data;
+  /* Nothing left over from earlier reads: the shared buffer will do, as
+   * libuv hands it back to on_read before it reads another socket. */
+  if (!c->in.len) {
+    *out = uv_buf_init(c->s->rbuf, READ_CHUNK);
+    return;
+  }
   if (dyn__buf_reserve(&c->in, READ_CHUNK)) {
     *out = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS */
     return;
@@ -261,8 +298,19 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
   if (nread == 0) return;
   c->last_active = uv_now(c->s->loop);
   if (c->close_after) return; /* answered and closing: discard */
-  c->in.len += (size_t)nread;
-  process(c);
+  if (buf->base == c->s->rbuf) {
+    /* What the reader did not take (input pipelined behind a request in
+     * flight) is kept for later. */
+    size_t used = process_bytes(c, buf->base, (size_t)nread);
+    if (used < (size_t)nread && !c->closing && !c->close_after &&
+        dyn__buf_append(&c->in, buf->base + used, (size_t)nread - used)) {
+      c->dead = 1;
+      kick(c);
+    }
+  } else {
+    c->in.len += (size_t)nread;
+    process(c);
+  }
   if (!c->closing && c->req && c->in.len > MAX_HELD_INPUT && !c->read_paused) {
     uv_read_stop(st);
     c->read_paused = 1;
@@ -334,23 +382,60 @@ static void error_body(dyn__buf_t *b, int status, const char *message) {
 
 /* ---- reading requests --------------------------------------------------- */
 
+/* Answers a request that will not be served (malformed, too slow, over a
+ * limit) with a JSON error and closes its connection; what was read of it
+ * is dropped at once. A 503 says when to retry. */
+static void refuse(hconn_t *c, int status, const char *why) {
+  dyn_http_server_t *s = c->s;
+  dyn__buf_t body, head, extra;
+  dyn__buf_init(&body);
+  dyn__buf_init(&head);
+  dyn__buf_init(&extra);
+  static const char retry[] = "Retry-After: 1\r\n";
+  error_body(&body, status, why);
+  if ((status != 503 || !dyn__buf_append(&extra, retry, sizeof retry - 1)) &&
+      !format_head(&head, status, "application/json", &extra, (long long)body.len, 0, 0) &&
+      !dyn__buf_append(&c->out, head.data, head.len))
+    dyn__buf_append(&c->out, body.data, body.len);
+  dyn__buf_free(&body);
+  dyn__buf_free(&head);
+  dyn__buf_free(&extra);
+  s->buffered -= c->held;
+  c->held = 0;
+  dyn__http_reader_free(&c->rd);
+  dyn__http_reader_init(&c->rd, s->lim.max_body);
+  c->close_after = 1;
+  c->linger_since = uv_now(s->loop);
+  c->in.len = 0;
+  flush(c);
+}
+
 static void bad_request(hconn_t *c) {
   int status = c->rd.status ? c->rd.status : 400;
   const char *why = c->rd.why ? c->rd.why : "malformed request";
   dyn_log(status >= 500 ? DYN_LOG_ERROR : DYN_LOG_WARN,
           "http: bad request from %s: %s (answering %d, closing)", c->peer, why, status);
-  dyn__buf_t body, head;
-  dyn__buf_init(&body);
-  dyn__buf_init(&head);
-  error_body(&body, status, why);
-  if (!format_head(&head, status, "application/json", NULL, (long long)body.len, 0, 0) &&
-      !dyn__buf_append(&c->out, head.data, head.len))
-    dyn__buf_append(&c->out, body.data, body.len);
-  dyn__buf_free(&body);
-  dyn__buf_free(&head);
-  c->close_after = 1;
-  c->in.len = 0;
-  flush(c);
+  refuse(c, status, why);
+}
+
+/* Counts n more bytes read for the request on c. */
+static void hold(hconn_t *c, size_t n) {
+  dyn_http_server_t *s = c->s;
+  c->held += n;
+  s->buffered += n;
+  if (s->buffered > s->buffered_peak) s->buffered_peak = s->buffered;
+}
+
+/* The request being read on c would take the server past max_buffered. */
+static int over_budget(hconn_t *c) {
+  dyn_http_server_t *s = c->s;
+  size_t more = 0;
+  const http_parser *p = &c->rd.p;
+  /* A declared length is refused before its body is read. */
+  if (c->in_body && !c->rd.complete && (p->flags & F_CONTENTLENGTH) &&
+      p->content_length < (uint64_t)SIZE_MAX)
+    more = (size_t)p->content_length;
+  return s->buffered > s->lim.max_buffered || more > s->lim.max_buffered - s->buffered;
 }
 
 static void dispatch(hconn_t *c) {
@@ -364,6 +449,13 @@ static void dispatch(hconn_t *c) {
   }
   dyn__http_reader_take(&c->rd, &req->msg);
   dyn__buf_init(&req->extra);
+  req->s = s;
+  s->open_handles++; /* the server outlives its requests */
+  s->inflight++;
+  req->held = c->held;
+  c->held = 0;
+  c->in_body = 0;
+  c->served = 1;
   req->c = c;
   req->keep_alive = req->msg.keep_alive && !s->stopping;
   req->head = !strcmp(req->msg.method, "HEAD");
@@ -372,7 +464,7 @@ static void dispatch(hconn_t *c) {
   c->continue_sent = 0;
 
   const char *method = req->msg.method, *path = dyn_http_path(req);
-  route_t *match = NULL;
+  route_t *match = NULL, *get = NULL;
   int path_known = 0;
   for (route_t *r = s->routes; r; r = r->next) {
     if (strcmp(r->path, path)) continue;
@@ -381,6 +473,16 @@ static void dispatch(hconn_t *c) {
       match = r;
       break;
     }
+    if (!get && !strcmp(r->method, "GET")) get = r;
+  }
+  if (!match && req->head) match = get; /* HEAD: the GET route, headers only */
+  if (match && s->inflight > s->lim.max_inflight) {
+    char busy[128];
+    snprintf(busy, sizeof busy, "the server is busy (%u requests in flight); retry later",
+             s->lim.max_inflight);
+    dyn_http_set_header(req, "Retry-After", "1");
+    dyn_http_error(req, 503, busy);
+    return;
   }
   if (match) {
     match->fn(req, match->ud); /* req may be released already */
@@ -396,7 +498,8 @@ static void dispatch(hconn_t *c) {
   size_t al = 0;
   for (route_t *r = s->routes; r; r = r->next) {
     if (strcmp(r->path, path) || !r->method) continue;
-    int n = snprintf(allow + al, sizeof allow - al, "%s%s", al ? ", " : "", r->method);
+    int n = snprintf(allow + al, sizeof allow - al, "%s%s%s", al ? ", " : "", r->method,
+                     r == get ? ", HEAD" : "");
     if (n < 0 || (size_t)n >= sizeof allow - al) break;
     al += (size_t)n;
   }
@@ -405,24 +508,49 @@ static void dispatch(hconn_t *c) {
   dyn_http_error(req, 405, msg);
 }
 
-static void process(hconn_t *c) {
-  while (!c->closing && !c->dead && !c->req && !c->close_after && c->in.len) {
-    long n = dyn__http_reader_feed(&c->rd, (const char *)c->in.data, c->in.len);
+/* Reads requests from data until one is in flight or data is used up;
+ * returns the bytes taken. */
+static size_t process_bytes(hconn_t *c, const char *data, size_t len) {
+  dyn_http_server_t *s = c->s;
+  size_t used = 0;
+  while (!c->closing && !c->dead && !c->req && !c->close_after && used < len) {
+    if (!c->held) c->since = uv_now(s->loop); /* a request's first byte */
+    long n = dyn__http_reader_feed(&c->rd, data + used, len - used);
     if (n < 0) {
       bad_request(c);
-      return;
+      return len;
     }
-    dyn__buf_consume(&c->in, (size_t)n);
+    used += (size_t)n;
+    hold(c, (size_t)n);
+    if (c->rd.headers_done && !c->in_body) {
+      c->in_body = 1;
+      c->mark = c->held;
+      c->since = uv_now(s->loop);
+    }
+    if (over_budget(c)) {
+      dyn_log(DYN_LOG_WARN, "http: request from %s refused: %zu request bytes held, "
+              "max_buffered %zu", c->peer, s->buffered, s->lim.max_buffered);
+      refuse(c, 503, "the server holds too much request data; retry later");
+      return len;
+    }
     if (!c->rd.complete) {
       if (c->rd.headers_done && c->rd.msg.expect_continue && !c->continue_sent) {
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         c->continue_sent = 1;
         if (!dyn__buf_append(&c->out, cont, sizeof cont - 1)) flush(c);
       }
-      return;
+      return used;
     }
     dispatch(c);
   }
+  return used;
+}
+
+static void process(hconn_t *c) {
+  size_t used = process_bytes(c, (const char *)c->in.data, c->in.len);
+  if (c->closing || c->close_after) used = c->in.len;
+  dyn__buf_consume(&c->in, used);
+  if (!c->in.len) dyn__buf_free(&c->in); /* an idle connection holds no buffer */
 }
 
 static void on_kick(uv_idle_t *h) {
@@ -453,25 +581,122 @@ static void on_kick(uv_idle_t *h) {
   if (!s->kick_head && !s->stopping) uv_idle_stop(h);
 }
 
+/* A request too slow to arrive: 408 and close. */
+static void too_slow(hconn_t *c, const char *what, unsigned ms, unsigned rate) {
+  char why[160];
+  if (rate)
+    snprintf(why, sizeof why, "the request %s came slower than %u bytes in %u ms", what,
+             (unsigned)((uint64_t)rate * ms / 1000), ms);
+  else
+    snprintf(why, sizeof why, "the request %s did not arrive within %u ms", what, ms);
+  dyn_log(DYN_LOG_INFO, "http: %s from %s (answering 408, closing)", why, c->peer);
+  refuse(c, 408, why);
+}
+
+/* The deadlines, checked every sweep: lingering, answered-and-closing,
+ * idle, request head, request body (see dyn_http_limits_t). A request in
+ * flight is its handler's business. */
+static void sweep_conn(dyn_http_server_t *s, hconn_t *c, uint64_t now) {
+  const dyn_http_limits_t *l = &s->lim;
+  if (c->lingering) {
+    if (now - c->linger_since >= LINGER_MS) conn_close(c, "client did not close");
+    return;
+  }
+  if (c->req) return;
+  if (c->close_after) {
+    if (now - c->linger_since >= l->header_timeout_ms)
+      conn_close(c, "client did not take the answer");
+    return;
+  }
+  if (!c->held) {
+    if (now - c->last_active >= (c->served ? l->idle_timeout_ms : l->header_timeout_ms))
+      conn_close(c, c->served ? "idle timeout" : "no request");
+    return;
+  }
+  if (!c->in_body) {
+    if (now - c->since >= l->header_timeout_ms) too_slow(c, "head", l->header_timeout_ms, 0);
+    return;
+  }
+  /* The body: each window of body_timeout_ms must bring its share of
+   * body_min_rate, so bytes sent fast early buy no time later. */
+  if (now - c->since < l->body_timeout_ms) return;
+  uint64_t need = (uint64_t)l->body_min_rate * l->body_timeout_ms / 1000;
+  if (!l->body_min_rate || c->held - c->mark < need) {
+    too_slow(c, "body", l->body_timeout_ms, l->body_min_rate);
+    return;
+  }
+  c->since = now;
+  c->mark = c->held;
+}
+
 static void on_sweep(uv_timer_t *t) {
   dyn_http_server_t *s = t->data;
   uint64_t now = uv_now(s->loop);
   hconn_t *next;
   for (hconn_t *c = s->conns; c; c = next) {
     next = c->next;
-    if (c->lingering && now - c->linger_since >= LINGER_MS)
-      conn_close(c, "client did not close");
-    else if (!c->req && now - c->last_active >= s->idle_ms)
-      conn_close(c, "idle timeout");
+    sweep_conn(s, c, now);
   }
+  if (s->refused) {
+    dyn_log(DYN_LOG_WARN, "http: refused %zu connection(s): max_connections (%u) open, none idle",
+            s->refused, s->lim.max_connections);
+    s->refused = 0;
+  }
+#ifdef __GLIBC__
+  /* After a burst, glibc keeps the freed memory of large bodies in its
+   * heap; hand it back once the burst is over. */
+  if (s->buffered_peak >= TRIM_AFTER && s->buffered <= s->buffered_peak / 4) {
+    malloc_trim(0);
+    s->buffered_peak = s->buffered;
+  }
+#endif
 }
 
 static void peer_name(hconn_t *c) { dyn__peer_name(&c->tcp, c->peer); }
+
+/* At max_connections: closes the connection idle the longest (no request
+ * in flight or being read); 0 if there is none. */
+static int evict_idle(dyn_http_server_t *s) {
+  hconn_t *victim = NULL;
+  for (hconn_t *c = s->conns; c; c = c->next)
+    if (!c->req && !c->held && !c->close_after && !c->lingering &&
+        (!victim || c->last_active < victim->last_active))
+      victim = c;
+  if (victim) conn_close(victim, "max_connections reached: the longest idle goes");
+  return victim != NULL;
+}
+
+static void on_refused_closed(uv_handle_t *h) { free(h); }
+
+/* Takes a connection only to answer 503 and close it (a listener must
+ * accept, or libuv stops reporting new connections). */
+static void refuse_connection(dyn_http_server_t *s, uv_stream_t *l) {
+  static const char busy[] =
+      "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+      "Retry-After: 1\r\nConnection: close\r\nContent-Length: 102\r\n\r\n"
+      "{\"error\":{\"message\":\"too many connections; retry later\","
+      "\"type\":\"ServiceUnavailableError\",\"code\":503}}\n";
+  uv_tcp_t *t = malloc(sizeof *t);
+  if (!t || uv_tcp_init(s->loop, t)) {
+    free(t);
+    return;
+  }
+  if (!uv_accept(l, (uv_stream_t *)t)) {
+    uv_buf_t b = uv_buf_init((char *)busy, sizeof busy - 1);
+    uv_try_write((uv_stream_t *)t, &b, 1);
+  }
+  uv_close((uv_handle_t *)t, on_refused_closed);
+  s->refused++;
+}
 
 static void on_connection(uv_stream_t *l, int status) {
   dyn_http_server_t *s = l->data;
   if (status < 0) {
     dyn_log(DYN_LOG_WARN, "http: accept failed: %s", uv_strerror(status));
+    return;
+  }
+  if (s->nconns >= s->lim.max_connections && !evict_idle(s)) {
+    refuse_connection(s, l);
     return;
   }
   hconn_t *c = calloc(1, sizeof *c);
@@ -490,7 +715,7 @@ static void on_connection(uv_stream_t *l, int status) {
   dyn__buf_init(&c->in);
   dyn__buf_init(&c->out);
   dyn__buf_init(&c->inflight);
-  dyn__http_reader_init(&c->rd, s->max_body);
+  dyn__http_reader_init(&c->rd, s->lim.max_body);
   c->last_active = uv_now(s->loop);
   snprintf(c->peer, sizeof c->peer, "?");
   int rc = uv_accept(l, (uv_stream_t *)&c->tcp);
@@ -520,9 +745,14 @@ int dyn_http_server_start(uv_loop_t *loop, const char *host, int port,
   dyn_http_server_t *s = calloc(1, sizeof *s);
   if (!s) return DYN_ENOMEM;
   s->loop = loop;
-  s->max_body = DYN_HTTP_DEFAULT_MAX_BODY;
-  s->idle_ms = DYN_HTTP_DEFAULT_IDLE_MS;
+  dyn_http_limits_default(&s->lim);
+  s->rbuf = malloc(READ_CHUNK);
+  if (!s->rbuf) {
+    free(s);
+    return DYN_ENOMEM;
+  }
   if (uv_tcp_init(loop, &s->listener)) {
+    free(s->rbuf);
     free(s);
     return DYN_ESYS;
   }
@@ -543,7 +773,7 @@ int dyn_http_server_start(uv_loop_t *loop, const char *host, int port,
                                                 : ((struct sockaddr_in *)&bound)->sin_port);
   uv_timer_init(loop, &s->sweep);
   s->sweep.data = s;
-  uv_timer_start(&s->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
+  uv_timer_start(&s->sweep, on_sweep, sweep_ms(&s->lim), sweep_ms(&s->lim));
   uv_unref((uv_handle_t *)&s->sweep);
   uv_idle_init(loop, &s->kick);
   s->kick.data = s;
@@ -555,14 +785,93 @@ int dyn_http_server_start(uv_loop_t *loop, const char *host, int port,
 
 int dyn_http_server_port(const dyn_http_server_t *s) { return s ? s->port : -1; }
 
-void dyn_http_server_set_max_body(dyn_http_server_t *s, size_t bytes) {
-  s->max_body = bytes;
-  for (hconn_t *c = s->conns; c; c = c->next) c->rd.max_body = bytes;
+void dyn_http_limits_default(dyn_http_limits_t *l) {
+  *l = (dyn_http_limits_t){
+      .max_body = DYN_HTTP_DEFAULT_MAX_BODY,
+      .max_buffered = DYN_HTTP_DEFAULT_MAX_BUFFERED,
+      .max_output = DYN_HTTP_DEFAULT_MAX_OUTPUT,
+      .max_connections = DYN_HTTP_DEFAULT_MAX_CONNECTIONS,
+      .max_inflight = DYN_HTTP_DEFAULT_MAX_INFLIGHT,
+      .header_timeout_ms = DYN_HTTP_DEFAULT_HEADER_TIMEOUT_MS,
+      .body_timeout_ms = DYN_HTTP_DEFAULT_BODY_TIMEOUT_MS,
+      .body_min_rate = DYN_HTTP_DEFAULT_BODY_MIN_RATE,
+      .idle_timeout_ms = DYN_HTTP_DEFAULT_IDLE_MS,
+  };
 }
 
-void dyn_http_server_set_idle_timeout(dyn_http_server_t *s, unsigned ms) {
-  s->idle_ms = ms;
+/* The limits by config key. size: a size_t field (else unsigned); min:
+ * the smallest value allowed. */
+static const struct {
+  const char *name;
+  size_t off;
+  int size;
+  unsigned min;
+} limit_keys[] = {
+    {"http_max_body", offsetof(dyn_http_limits_t, max_body), 1, 1},
+    {"http_max_buffered", offsetof(dyn_http_limits_t, max_buffered), 1, 1},
+    {"http_max_output", offsetof(dyn_http_limits_t, max_output), 1, 1},
+    {"http_max_connections", offsetof(dyn_http_limits_t, max_connections), 0, 1},
+    {"http_max_inflight", offsetof(dyn_http_limits_t, max_inflight), 0, 1},
+    {"http_header_timeout_ms", offsetof(dyn_http_limits_t, header_timeout_ms), 0, 10},
+    {"http_body_timeout_ms", offsetof(dyn_http_limits_t, body_timeout_ms), 0, 10},
+    {"http_body_min_rate", offsetof(dyn_http_limits_t, body_min_rate), 0, 0},
+    {"http_idle_timeout_ms", offsetof(dyn_http_limits_t, idle_timeout_ms), 0, 10},
+};
+#define N_LIMIT_KEYS (sizeof limit_keys / sizeof *limit_keys)
+
+const char *dyn_http_limit_name(size_t i) {
+  return i < N_LIMIT_KEYS ? limit_keys[i].name : NULL;
 }
+
+static unsigned long long limit_get(const dyn_http_limits_t *l, size_t i) {
+  const char *p = (const char *)l + limit_keys[i].off;
+  return limit_keys[i].size ? *(const size_t *)p : *(const unsigned *)p;
+}
+
+int dyn_http_limits_set(dyn_http_limits_t *l, const char *name, long long value) {
+  for (size_t i = 0; i < N_LIMIT_KEYS; i++) {
+    if (strcmp(name, limit_keys[i].name)) continue;
+    unsigned long long max = limit_keys[i].size ? SIZE_MAX : UINT_MAX;
+    if (value < (long long)limit_keys[i].min || (unsigned long long)value > max)
+      return DYN_EINVAL;
+    char *p = (char *)l + limit_keys[i].off;
+    if (limit_keys[i].size) *(size_t *)p = (size_t)value;
+    else *(unsigned *)p = (unsigned)value;
+    return DYN_OK;
+  }
+  return DYN_ENOTFOUND;
+}
+
+/* The sweep runs often enough for the shortest deadline (tests use short
+ * ones), at most once a second. */
+static unsigned sweep_ms(const dyn_http_limits_t *l) {
+  unsigned ms = SWEEP_MS;
+  unsigned t[] = {l->header_timeout_ms, l->body_timeout_ms, l->idle_timeout_ms};
+  for (size_t i = 0; i < 3; i++)
+    if (t[i] / 4 < ms) ms = t[i] / 4;
+  return ms < 10 ? 10 : ms;
+}
+
+int dyn_http_server_set_limits(dyn_http_server_t *s, const dyn_http_limits_t *l) {
+  if (!s || !l || s->stopping) return DYN_EINVAL;
+  for (size_t i = 0; i < N_LIMIT_KEYS; i++)
+    if (limit_get(l, i) < limit_keys[i].min) {
+      dyn_log(DYN_LOG_ERROR, "http: limit %s is %llu; the least allowed is %u",
+              limit_keys[i].name, limit_get(l, i), limit_keys[i].min);
+      return DYN_EINVAL;
+    }
+  s->lim = *l;
+  for (hconn_t *c = s->conns; c; c = c->next) c->rd.max_body = l->max_body;
+  uv_timer_start(&s->sweep, on_sweep, sweep_ms(l), sweep_ms(l));
+  return DYN_OK;
+}
+
+void dyn_http_server_limits(const dyn_http_server_t *s, dyn_http_limits_t *out) {
+  *out = s->lim;
+}
+
+size_t dyn_http_server_inflight(const dyn_http_server_t *s) { return s ? s->inflight : 0; }
+size_t dyn_http_server_buffered(const dyn_http_server_t *s) { return s ? s->buffered : 0; }
 
 size_t dyn_http_server_connections(const dyn_http_server_t *s) {
   return s ? s->nconns : 0;
@@ -642,16 +951,23 @@ const char *dyn_http_peer(const dyn_http_req_t *req) { return req->peer; }
 /* ---- responses ---------------------------------------------------------- */
 
 static void req_free(dyn_http_req_t *req) {
+  dyn_http_server_t *s = req->s;
+  s->buffered -= req->held;
+  s->inflight--;
   dyn__http_msg_free(&req->msg);
   dyn__buf_free(&req->extra);
   free(req);
+  server_release(s);
 }
 
 /* The response is complete: the connection moves on; req is freed. */
 static void req_done(dyn_http_req_t *req) {
   hconn_t *c = req->c;
   c->req = NULL;
-  if (!req->keep_alive) c->close_after = 1;
+  if (!req->keep_alive) {
+    c->close_after = 1;
+    c->linger_since = uv_now(c->s->loop);
+  }
   req_free(req);
   flush_soon(c);
   if (!c->close_after && (c->in.len || c->read_paused)) kick(c);
@@ -739,6 +1055,18 @@ int dyn_http_error(dyn_http_req_t *req, int status, const char *message) {
   return rc;
 }
 
+/* extra (added response headers) has a header called name. */
+static int has_header(const dyn__buf_t *extra, const char *name) {
+  size_t nl = strlen(name);
+  const char *p = (const char *)extra->data, *end = p + extra->len;
+  while (p && p + nl < end) {
+    if (!strncasecmp(p, name, nl) && p[nl] == ':') return 1;
+    const char *eol = memchr(p, '\n', (size_t)(end - p));
+    p = eol ? eol + 1 : NULL;
+  }
+  return 0;
+}
+
 int dyn_http_start(dyn_http_req_t *req, int status, const char *content_type) {
   if (!req || req->state != REQ_NEW || status < 200 || status > 999) return DYN_EINVAL;
   if (gone(req)) return DYN_ECLOSED;
@@ -746,7 +1074,8 @@ int dyn_http_start(dyn_http_req_t *req, int status, const char *content_type) {
   int http10 = req->msg.http_major == 1 && req->msg.http_minor == 0;
   req->chunked = !http10;
   if (!req->chunked) req->keep_alive = 0;
-  if (content_type && !strncasecmp(content_type, "text/event-stream", 17))
+  if (content_type && !strncasecmp(content_type, "text/event-stream", 17) &&
+      !has_header(&req->extra, "Cache-Control"))
     dyn_http_set_header(req, "Cache-Control", "no-cache");
   dyn__buf_t head;
   dyn__buf_init(&head);
@@ -765,6 +1094,15 @@ int dyn_http_write(dyn_http_req_t *req, const void *data, size_t len) {
   if (gone(req)) return DYN_ECLOSED;
   if (!len || req->head) return DYN_OK; /* an empty chunk would end the body */
   hconn_t *c = req->c;
+  size_t waiting = c->out.len + c->inflight.len;
+  if (waiting > req->s->lim.max_output) {
+    dyn_log(DYN_LOG_WARN, "http: %s %s: %s is not reading (%zu bytes waiting, max_output "
+            "%zu); closing", req->msg.method, dyn_http_path(req), c->peer, waiting,
+            req->s->lim.max_output);
+    c->dead = 1; /* closed from the kick handle: on_close runs there */
+    kick(c);
+    return DYN_ECLOSED;
+  }
   int rc;
   if (req->chunked) {
     char size[24];

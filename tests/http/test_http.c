@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
@@ -220,6 +221,50 @@ static void h_noanswer(dyn_http_req_t *req, void *ud) {
   dyn_http_finish(req); /* a buggy handler: 500 */
 }
 
+/* An event stream whose handler sets its own Cache-Control. */
+static void h_own_cache(dyn_http_req_t *req, void *ud) {
+  dyn_http_set_header(req, "cache-control", "no-store");
+  dyn_http_start(req, 200, "text/event-stream");
+  dyn_http_sse(req, "x", 1);
+  dyn_http_finish(req);
+}
+
+/* Writes 64 KiB every millisecond until the server says the client is
+ * gone; records the most output it saw waiting. */
+static atomic_int flood_closed, flood_eclosed;
+static atomic_size_t flood_max_pending;
+typedef struct flood {
+  uv_timer_t t;
+  dyn_http_req_t *req;
+} flood_t;
+static char flood_chunk[64 * 1024];
+
+static void on_flood_tick(uv_timer_t *t) {
+  flood_t *f = t->data;
+  if (!f->req) return;
+  size_t p = dyn_http_pending(f->req);
+  if (p > atomic_load(&flood_max_pending)) atomic_store(&flood_max_pending, p);
+  if (dyn_http_write(f->req, flood_chunk, sizeof flood_chunk) == DYN_ECLOSED &&
+      !atomic_load(&flood_eclosed))
+    atomic_store(&flood_eclosed, 1);
+}
+static void on_flood_close(dyn_http_req_t *req, void *ud) {
+  flood_t *f = ud;
+  f->req = NULL;
+  dyn_http_finish(req);
+  uv_close((uv_handle_t *)&f->t, on_stream_timer_closed);
+  atomic_fetch_add(&flood_closed, 1);
+}
+static void h_flood(dyn_http_req_t *req, void *ud) {
+  flood_t *f = calloc(1, sizeof *f);
+  f->req = req;
+  uv_timer_init(&loop, &f->t);
+  f->t.data = f;
+  dyn_http_start(req, 200, "application/octet-stream");
+  dyn_http_on_close(req, on_flood_close, f);
+  uv_timer_start(&f->t, on_flood_tick, 1, 1);
+}
+
 /* ---- the client side -------------------------------------------------- */
 
 typedef struct client {
@@ -392,6 +437,9 @@ static char *sh(const char *cmd) {
 }
 
 /* ---- tests ------------------------------------------------------------- */
+
+static size_t nconns;
+static void count_conns(void) { nconns = dyn_http_server_connections(srv); }
 
 static void test_get_post(void) {
   resp_t r;
@@ -682,10 +730,13 @@ static void test_concurrent(void) {
   for (int i = 0; i < N; i++) cl_close(&cs[i]);
 }
 
-static size_t nconns;
-static void count_conns(void) { nconns = dyn_http_server_connections(srv); }
 
-static void short_idle(void) { dyn_http_server_set_idle_timeout(srv, 300); }
+static void short_idle(void) {
+  dyn_http_limits_t l;
+  dyn_http_server_limits(srv, &l);
+  l.idle_timeout_ms = l.header_timeout_ms = 300;
+  dyn_http_server_set_limits(srv, &l);
+}
 
 static void test_idle_timeout(void) {
   on_loop(short_idle);
@@ -696,6 +747,415 @@ static void test_idle_timeout(void) {
   CHECK(cl_sees_eof(&c)); /* closed by the 1 s sweep */
   CHECK_MSG(now_ms() - t0 < 3000, "%.0f ms", now_ms() - t0);
   cl_close(&c);
+}
+
+
+/* ---- limits: slow, idle and greedy clients ---------------------------- */
+
+static dyn_http_limits_t want;
+static int limits_rc;
+static size_t buffered_now, inflight_now;
+static void apply_limits(void) { limits_rc = dyn_http_server_set_limits(srv, &want); }
+static void read_counts(void) {
+  buffered_now = dyn_http_server_buffered(srv);
+  inflight_now = dyn_http_server_inflight(srv);
+  nconns = dyn_http_server_connections(srv);
+}
+
+/* The defaults with edits, applied on the loop thread. */
+static void limits_default(void) { dyn_http_limits_default(&want); }
+static void limits_apply(void) {
+  on_loop(apply_limits);
+  CHECK(limits_rc == DYN_OK);
+}
+
+/* Waits until the server has at most n connections open. */
+static int conns_drop_to(size_t n, int ms) {
+  double end = now_ms() + ms;
+  do {
+    on_loop(read_counts);
+    if (nconns <= n) return 1;
+    sleep_ms(10);
+  } while (now_ms() < end);
+  return 0;
+}
+
+/* Bytes are waiting to be read on c. */
+static int cl_readable(client_t *c) {
+  char b;
+  return recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+}
+
+/* Reads a response head only (HEAD answers): the status, 0 on failure. */
+static int cl_head_only(client_t *c, resp_t *r) {
+  memset(r, 0, sizeof *r);
+  char *end;
+  while (!c->buf || !(end = strstr(c->buf, "\r\n\r\n")))
+    if (cl_fill(c) <= 0) return 0;
+  size_t hl = (size_t)(end - c->buf) + 4;
+  if (hl >= sizeof r->head) return 0;
+  memcpy(r->head, c->buf, hl);
+  r->head[hl] = 0;
+  cl_consume(c, hl);
+  return sscanf(r->head, "HTTP/1.%*d %d", &r->status) == 1 ? r->status : 0;
+}
+
+static int count_in(const char *hay, const char *needle) {
+  int n = 0;
+  for (const char *p = hay; (p = strcasestr(p, needle)); p++) n++;
+  return n;
+}
+
+static void test_limits_api(void) {
+  dyn_http_limits_t l;
+  dyn_http_limits_default(&l);
+  CHECK(l.max_body == DYN_HTTP_DEFAULT_MAX_BODY && l.max_connections == DYN_HTTP_DEFAULT_MAX_CONNECTIONS);
+  size_t n = 0;
+  int seen = 0;
+  for (const char *k; (k = dyn_http_limit_name(n)); n++) seen += !strcmp(k, "http_max_inflight");
+  CHECK(n == 9 && seen == 1);
+  CHECK(dyn_http_limits_set(&l, "http_max_inflight", 7) == DYN_OK && l.max_inflight == 7);
+  CHECK(dyn_http_limits_set(&l, "http_max_buffered", 1 << 20) == DYN_OK && l.max_buffered == 1 << 20);
+  CHECK(dyn_http_limits_set(&l, "http_body_min_rate", 0) == DYN_OK && l.body_min_rate == 0);
+  CHECK(dyn_http_limits_set(&l, "http_max_connections", 0) == DYN_EINVAL);
+  CHECK(dyn_http_limits_set(&l, "http_max_body", -1) == DYN_EINVAL);
+  CHECK(dyn_http_limits_set(&l, "http_header_timeout_ms", 5) == DYN_EINVAL);
+  CHECK(dyn_http_limits_set(&l, "http_max_inflight", 1LL << 40) == DYN_EINVAL);
+  CHECK(dyn_http_limits_set(&l, "http_nope", 1) == DYN_ENOTFOUND);
+  limits_default();
+  want.idle_timeout_ms = 0;
+  on_loop(apply_limits);
+  CHECK(limits_rc == DYN_EINVAL);
+}
+
+/* HEAD is answered by the GET route with headers only, on a connection
+ * that stays in step; 405 lists HEAD beside GET. */
+static void test_head(void) {
+  client_t c;
+  resp_t r;
+  CHECK(cl_open(&c) == 0);
+  cl_sends(&c, "HEAD /hello HTTP/1.1\r\nHost: x\r\n\r\nHEAD /sse_multi HTTP/1.1\r\nHost: x\r\n\r\n"
+               "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK(cl_head_only(&c, &r) == 200);
+  CHECK(resp_header(&r, "Content-Length") && !strcmp(resp_header(&r, "Content-Length"), "6"));
+  CHECK(cl_head_only(&c, &r) == 200);
+  CHECK(resp_header(&r, "Content-Type") && !strcmp(resp_header(&r, "Content-Type"), "text/event-stream"));
+  CHECK(cl_response(&c, &r) == 0 && r.status == 200 && r.body && !strcmp(r.body, "hello\n"));
+  free(r.body);
+  cl_close(&c);
+  CHECK(one("POST /hello HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", &r) == 0);
+  CHECK(r.status == 405 && resp_header(&r, "Allow") && !strcmp(resp_header(&r, "Allow"), "GET, HEAD"));
+  free(r.body);
+}
+
+/* An event stream carries each header once, the handler's own
+ * Cache-Control instead of the server's. */
+static void test_sse_headers(void) {
+  resp_t r;
+  CHECK(one("GET /own_cache HTTP/1.1\r\nHost: x\r\n\r\n", &r) == 0 && r.status == 200);
+  CHECK_MSG(count_in(r.head, "Cache-Control:") == 1, "%s", r.head);
+  CHECK(resp_header(&r, "Cache-Control") && !strcmp(resp_header(&r, "Cache-Control"), "no-store"));
+  free(r.body);
+  CHECK(one("GET /sse_multi HTTP/1.1\r\nHost: x\r\n\r\n", &r) == 0 && r.status == 200);
+  CHECK_MSG(count_in(r.head, "Cache-Control:") == 1 && count_in(r.head, "Content-Type:") == 1 &&
+                count_in(r.head, "Transfer-Encoding:") == 1, "%s", r.head);
+  free(r.body);
+}
+
+/* An HTTP/0.9 request line: 400 and a close at once, not a wait. */
+static void test_http09(void) {
+  client_t c;
+  resp_t r;
+  CHECK(cl_open(&c) == 0);
+  double t0 = now_ms();
+  cl_sends(&c, "GET /hello\r\n");
+  CHECK(cl_response(&c, &r) == 0 && r.status == 400);
+  CHECK_MSG(r.body && strstr(r.body, "HTTP/0.9"), "%s", r.body ? r.body : "(none)");
+  free(r.body);
+  CHECK(cl_sees_eof(&c));
+  CHECK_MSG(now_ms() - t0 < 1000, "%.0f ms", now_ms() - t0);
+  cl_close(&c);
+}
+
+/* Sends a byte every 50 ms until the server answers (or 3 s pass). */
+static void trickle_until_answer(client_t *c, const char *bytes) {
+  for (int i = 0; i < 60 && !cl_readable(c); i++) {
+    send(c->fd, bytes + (i % strlen(bytes)), 1, MSG_NOSIGNAL);
+    sleep_ms(50);
+  }
+}
+
+/* A head trickled in gets 408 when header_timeout_ms is up, however
+ * often bytes come; a connection that sends nothing is closed then. */
+static void test_header_timeout(void) {
+  limits_default();
+  want.header_timeout_ms = 300;
+  limits_apply();
+  client_t c, quiet;
+  resp_t r;
+  CHECK(cl_open(&quiet) == 0);
+  CHECK(cl_open(&c) == 0);
+  double t0 = now_ms();
+  cl_sends(&c, "GET /hello HTTP/1.1\r\n");
+  trickle_until_answer(&c, "X-A: b\r\n");
+  double took = now_ms() - t0;
+  CHECK(cl_response(&c, &r) == 0 && r.status == 408);
+  CHECK(resp_header(&r, "Connection") && !strcmp(resp_header(&r, "Connection"), "close"));
+  CHECK_MSG(r.body && strstr(r.body, "head"), "%s", r.body ? r.body : "(none)");
+  free(r.body);
+  CHECK(cl_sees_eof(&c));
+  CHECK_MSG(took >= 250 && took < 1500, "%.0f ms", took);
+  CHECK(cl_sees_eof(&quiet));
+  CHECK_MSG(now_ms() - t0 < 2000, "%.0f ms", now_ms() - t0);
+  cl_close(&c);
+  cl_close(&quiet);
+  /* A request sent at once is not affected. */
+  CHECK(one("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n", &r) == 0 && r.status == 200);
+  free(r.body);
+}
+
+/* A body slower than body_min_rate over a body_timeout_ms window gets
+ * 408; one at full speed is served. */
+static void test_body_rate(void) {
+  limits_default();
+  want.body_timeout_ms = 300;
+  want.body_min_rate = 1000; /* 300 bytes a window; 100 at once, then a trickle */
+  limits_apply();
+  client_t c;
+  resp_t r;
+  CHECK(cl_open(&c) == 0);
+  char body[101];
+  memset(body, 'b', 100);
+  body[100] = 0;
+  cl_sends(&c, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n");
+  double t0 = now_ms();
+  cl_sends(&c, body);
+  trickle_until_answer(&c, "b");
+  double took = now_ms() - t0;
+  CHECK(cl_response(&c, &r) == 0 && r.status == 408);
+  CHECK_MSG(r.body && strstr(r.body, "body came slower than 300 bytes in 300 ms"), "%s",
+            r.body ? r.body : "(none)");
+  free(r.body);
+  CHECK(cl_sees_eof(&c));
+  CHECK_MSG(took >= 250 && took < 1500, "%.0f ms", took);
+  cl_close(&c);
+  on_loop(read_counts);
+  CHECK_MSG(buffered_now == 0, "%zu bytes held", buffered_now);
+  /* 200 KB at full speed is well within the rate. */
+  size_t n = 200000;
+  char *big = malloc(n + 128);
+  int hl = sprintf(big, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n", n);
+  memset(big + hl, 'q', n);
+  big[hl + n] = 0;
+  CHECK(one(big, &r) == 0 && r.status == 200 && r.body_len == n);
+  free(r.body);
+  free(big);
+}
+
+/* At max_connections the longest-idle connection makes room; when none
+ * is idle a new one gets 503 and is closed. */
+static void test_max_connections(void) {
+  limits_default();
+  want.max_connections = 3;
+  limits_apply();
+  CHECK(conns_drop_to(0, 2000));
+  client_t a, b, c, d, e;
+  resp_t r;
+  CHECK(cl_open(&a) == 0);
+  cl_sends(&a, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK(cl_response(&a, &r) == 0 && r.status == 200);
+  free(r.body);
+  sleep_ms(20);
+  CHECK(cl_open(&b) == 0);
+  cl_sends(&b, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK(cl_response(&b, &r) == 0 && r.status == 200);
+  free(r.body);
+  sleep_ms(20);
+  CHECK(cl_open(&c) == 0);
+  sleep_ms(20);
+  CHECK(cl_open(&d) == 0); /* a goes: idle the longest */
+  cl_sends(&d, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK(cl_response(&d, &r) == 0 && r.status == 200);
+  free(r.body);
+  CHECK(cl_sees_eof(&a));
+  on_loop(read_counts);
+  CHECK_MSG(nconns == 3, "%zu connections", nconns);
+  /* b, c and d busy: no room. */
+  int before = atomic_load(&hang_started), closed_before = atomic_load(&hang_closed);
+  cl_sends(&b, "GET /hang HTTP/1.1\r\nHost: x\r\n\r\n");
+  cl_sends(&c, "GET /hang HTTP/1.1\r\nHost: x\r\n\r\n");
+  cl_sends(&d, "GET /hang HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK(wait_for(&hang_started, before + 3, 2000));
+  CHECK(cl_open(&e) == 0);
+  CHECK(cl_response(&e, &r) == 0 && r.status == 503);
+  CHECK(resp_header(&r, "Retry-After") && !strcmp(resp_header(&r, "Retry-After"), "1"));
+  CHECK(r.body && strstr(r.body, "too many connections"));
+  free(r.body);
+  cl_close(&e);
+  cl_close(&a);
+  cl_close(&b);
+  cl_close(&c);
+  cl_close(&d);
+  CHECK(wait_for(&hang_closed, closed_before + 3, 2000));
+}
+
+/* Past max_inflight: 503 with Retry-After, and the connection goes on. */
+static void test_max_inflight(void) {
+  limits_default();
+  want.max_inflight = 2;
+  limits_apply();
+  client_t h1, h2, c;
+  resp_t r;
+  int before = atomic_load(&hang_started), closed_before = atomic_load(&hang_closed);
+  CHECK(cl_open(&h1) == 0 && cl_open(&h2) == 0 && cl_open(&c) == 0);
+  cl_sends(&h1, "GET /hang HTTP/1.1\r\nHost: x\r\n\r\n");
+  cl_sends(&h2, "GET /hang HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK(wait_for(&hang_started, before + 2, 2000));
+  cl_sends(&c, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK(cl_response(&c, &r) == 0 && r.status == 503);
+  CHECK(resp_header(&r, "Retry-After") && !strcmp(resp_header(&r, "Retry-After"), "1"));
+  CHECK(!resp_header(&r, "Connection"));
+  free(r.body);
+  CHECK(atomic_load(&hang_started) == before + 2);
+  cl_close(&h1);
+  CHECK(wait_for(&hang_closed, closed_before + 1, 2000));
+  cl_sends(&c, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK(cl_response(&c, &r) == 0 && r.status == 200);
+  free(r.body);
+  cl_close(&h2);
+  cl_close(&c);
+  CHECK(wait_for(&hang_closed, closed_before + 2, 2000));
+}
+
+/* Request bytes held across connections are bounded: a declared body
+ * that would not fit is refused before it is sent, a chunked one when it
+ * grows past; what fits is served, and nothing stays counted. */
+static void test_max_buffered(void) {
+  limits_default();
+  want.max_buffered = 100000;
+  limits_apply();
+  client_t c;
+  resp_t r;
+  CHECK(cl_open(&c) == 0);
+  cl_sends(&c, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n");
+  CHECK(cl_response(&c, &r) == 0 && r.status == 503);
+  CHECK(resp_header(&r, "Retry-After") && resp_header(&r, "Connection"));
+  free(r.body);
+  CHECK(cl_sees_eof(&c));
+  cl_close(&c);
+  CHECK(cl_open(&c) == 0);
+  cl_sends(&c, "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+  char chunk[30016];
+  int hl = sprintf(chunk, "%x\r\n", 30000);
+  memset(chunk + hl, 'c', 30000);
+  memcpy(chunk + hl + 30000, "\r\n", 2);
+  for (int i = 0; i < 5; i++)
+    if (cl_send(&c, chunk, (size_t)hl + 30002)) break;
+  CHECK(cl_response(&c, &r) == 0 && r.status == 503);
+  free(r.body);
+  cl_close(&c);
+  char req[60100];
+  hl = sprintf(req, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n\r\n");
+  memset(req + hl, 'k', 60000);
+  req[hl + 60000] = 0;
+  CHECK(one(req, &r) == 0 && r.status == 200 && r.body_len == 60000);
+  free(r.body);
+  CHECK(conns_drop_to(0, 2000));
+  CHECK_MSG(buffered_now == 0 && inflight_now == 0, "%zu bytes, %zu requests", buffered_now,
+            inflight_now);
+}
+
+/* A client that stops reading a stream: the output waiting for it stays
+ * near max_output, then the connection closes and on_close runs. */
+static void test_max_output(void) {
+  limits_default();
+  limits_apply();
+  client_t c;
+  memset(&c, 0, sizeof c);
+  c.fd = socket(AF_INET, SOCK_STREAM, 0);
+  int small = 4096;
+  setsockopt(c.fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  a.sin_addr.s_addr = htonl(0x7f000001);
+  CHECK(connect(c.fd, (struct sockaddr *)&a, sizeof a) == 0);
+  cl_sends(&c, "GET /flood HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK(wait_for(&flood_closed, 1, 10000)); /* never reading */
+  CHECK(atomic_load(&flood_eclosed) == 1);
+  size_t most = atomic_load(&flood_max_pending);
+  CHECK_MSG(most > want.max_output / 2 && most <= want.max_output + sizeof flood_chunk + 64,
+            "%zu bytes waiting at most", most);
+  cl_close(&c);
+}
+
+static long rss_kb(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  long kb = -1;
+  while (f && fgets(line, sizeof line, f))
+    if (!strncmp(line, "VmRSS:", 6)) kb = atol(line + 6);
+  if (f) fclose(f);
+  return kb;
+}
+
+/* The slow-client attack of issue 11 against the default limits: 20
+ * connections trickling 16 MB bodies, 20 trickling 70 KB heads and up to
+ * 2,000 idle ones. The process's memory stays under the bound stated in
+ * docs/limits.md (2 x max_buffered + 8 KiB a connection) while a normal
+ * request is served. */
+static void test_rss_under_attack(void) {
+  limits_default();
+  limits_apply();
+  CHECK(conns_drop_to(0, 2000));
+  enum { BODIES = 20, HEADS = 20 };
+  size_t blen = 16000000;
+  char *body = malloc(blen);
+  memset(body, 'x', blen); /* resident before the baseline */
+  char head[70100];
+  int hl = sprintf(head, "POST /echo HTTP/1.1\r\nHost: x\r\n");
+  while (hl < 70000) hl += sprintf(head + hl, "X-Pad-%d: %01000d\r\n", hl, 0);
+  long base = rss_kb();
+  client_t tr[BODIES + HEADS];
+  for (int i = 0; i < HEADS; i++) {
+    CHECK(cl_open(&tr[i]) == 0);
+    cl_send(&tr[i], head, (size_t)hl);
+  }
+  for (int i = HEADS; i < HEADS + BODIES; i++) {
+    CHECK(cl_open(&tr[i]) == 0);
+    cl_sends(&tr[i], "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 16000000\r\n\r\n");
+    cl_send(&tr[i], body, blen - 5); /* refused ones are read and dropped */
+  }
+  struct rlimit rl;
+  getrlimit(RLIMIT_NOFILE, &rl);
+  int nidle = rl.rlim_cur > 3300 ? 2000 : (int)rl.rlim_cur / 3;
+  client_t *idle = calloc((size_t)nidle, sizeof *idle);
+  int opened = 0;
+  for (int i = 0; i < nidle; i++) opened += cl_open(&idle[i]) == 0;
+  CHECK(opened == nidle);
+  long peak = 0;
+  resp_t r;
+  for (int round = 0; round < 3; round++) {
+    for (int i = 0; i < BODIES + HEADS; i++) send(tr[i].fd, "y", 1, MSG_NOSIGNAL);
+    sleep_ms(300);
+    long now = rss_kb();
+    if (now > peak) peak = now;
+  }
+  CHECK(one("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n", &r) == 0 && r.status == 200);
+  free(r.body);
+  long now = rss_kb();
+  if (now > peak) peak = now;
+  on_loop(read_counts);
+  long bound_kb = (long)(2 * want.max_buffered / 1024 + want.max_connections * 8);
+  fprintf(stderr, "test_http: slow-client attack (%d idle): RSS %ld -> %ld KiB (+%ld, bound +%ld), "
+          "%zu connections, %zu request bytes held\n", nidle, base, peak, peak - base, bound_kb,
+          nconns, buffered_now);
+  CHECK_MSG(peak - base <= bound_kb, "RSS grew %ld KiB, bound %ld", peak - base, bound_kb);
+  CHECK(nconns <= want.max_connections && buffered_now <= want.max_buffered);
+  for (int i = 0; i < BODIES + HEADS; i++) cl_close(&tr[i]);
+  for (int i = 0; i < nidle; i++) cl_close(&idle[i]);
+  free(idle);
+  free(body);
+  CHECK(conns_drop_to(0, 5000));
+  CHECK(buffered_now == 0);
 }
 
 static void stop_server(void) {
@@ -732,7 +1192,7 @@ static void on_alarm(int sig) {
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   signal(SIGALRM, on_alarm);
-  alarm(50);
+  alarm(100);
   uv_loop_init(&loop);
   uv_async_init(&loop, &async, on_async);
   int rc = dyn_http_server_start(&loop, "127.0.0.1", 0, &srv);
@@ -753,6 +1213,8 @@ int main(void) {
   CHECK(dyn_http_route(srv, "GET", "/hang", h_hang, NULL) == 0);
   CHECK(dyn_http_route(srv, "GET", "/slow", h_slow, NULL) == 0);
   CHECK(dyn_http_route(srv, NULL, "/noanswer", h_noanswer, NULL) == 0);
+  CHECK(dyn_http_route(srv, "GET", "/own_cache", h_own_cache, NULL) == 0);
+  CHECK(dyn_http_route(srv, "GET", "/flood", h_flood, NULL) == 0);
   pthread_t th;
   pthread_create(&th, NULL, loop_main, NULL);
 
@@ -764,6 +1226,17 @@ int main(void) {
   test_sse();
   test_disconnect();
   test_concurrent();
+  test_limits_api();
+  test_head();
+  test_sse_headers();
+  test_http09();
+  test_header_timeout();
+  test_body_rate();
+  test_max_connections();
+  test_max_inflight();
+  test_max_buffered();
+  test_max_output();
+  test_rss_under_attack();
   test_idle_timeout();
   test_stop();
 

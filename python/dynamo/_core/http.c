@@ -221,6 +221,32 @@ static PyObject *HttpServer_route(HttpServerObject *hs, PyObject *args) {
   Py_RETURN_NONE;
 }
 
+/* set_limits({"http_max_connections": 4096, ...}): the keys of
+ * dyn_http_limit_name(), the others keep their values. */
+static PyObject *HttpServer_set_limits(HttpServerObject *hs, PyObject *arg) {
+  if (!PyDict_Check(arg)) return PyErr_Format(PyExc_TypeError, "set_limits takes a dict");
+  if (!hs->srv) return core_raise_status(DYN_ECLOSED, "server stopped");
+  dyn_http_limits_t l;
+  dyn_http_server_limits(hs->srv, &l);
+  PyObject *k, *v;
+  Py_ssize_t pos = 0;
+  while (PyDict_Next(arg, &pos, &k, &v)) {
+    const char *name = PyUnicode_Check(k) ? PyUnicode_AsUTF8(k) : NULL;
+    if (!name) return PyErr_Format(PyExc_TypeError, "HTTP limit names are strings");
+    if (!PyLong_Check(v) || PyBool_Check(v))
+      return PyErr_Format(PyExc_ValueError, "%s must be an integer, not %s", name,
+                          Py_TYPE(v)->tp_name);
+    int overflow;
+    long long n = PyLong_AsLongLongAndOverflow(v, &overflow);
+    int rc = overflow ? DYN_EINVAL : dyn_http_limits_set(&l, name, n);
+    if (rc == DYN_ENOTFOUND) return PyErr_Format(PyExc_ValueError, "%s is not an HTTP limit", name);
+    if (rc) return PyErr_Format(PyExc_ValueError, "%s: %S is out of range", name, v);
+  }
+  if (dyn_http_server_set_limits(hs->srv, &l))
+    return PyErr_Format(PyExc_ValueError, "invalid HTTP limits");
+  Py_RETURN_NONE;
+}
+
 static PyObject *HttpServer_stop(HttpServerObject *hs, PyObject *unused) {
   if (hs->srv) {
     dyn_http_server_stop(hs->srv);
@@ -235,6 +261,7 @@ static PyObject *HttpServer_get_port(HttpServerObject *hs, void *c) {
 
 static PyMethodDef HttpServer_methods[] = {
     {"route", (PyCFunction)HttpServer_route, METH_VARARGS, "route(method|None, path, handler(HttpRequest))"},
+    {"set_limits", (PyCFunction)HttpServer_set_limits, METH_O, "set_limits({http_max_connections: n, ...})"},
     {"stop", (PyCFunction)HttpServer_stop, METH_NOARGS, "stop listening; close connections"},
     {NULL}};
 static PyGetSetDef HttpServer_getset[] = {{"port", (getter)HttpServer_get_port, NULL, NULL, NULL}, {NULL}};

@@ -105,13 +105,18 @@ def _chunk(resp: Any, chunk: Any) -> bytes:
 
 class ApiServer:
     def __init__(self, rt: DistributedRuntime, svc: DynamoService, obj: Any,
-                 host: str, port: int):
+                 host: str, port: int, limits: Dict[str, int]):
         self._rt = rt
         self._name = svc.name
         self._timeout = svc.timeout
         self._obj = obj
         self._loop = asyncio.get_running_loop()
         self._server = rt._core.http_server(host, port)
+        try:
+            self._server.set_limits(limits)
+        except ValueError as e:
+            self._server.stop()
+            raise ValueError(f"config of {svc.name}: {e}") from None
         self.port = self._server.port
         self._tasks: set = set()
         self._draining = False  # new requests get 503
@@ -255,9 +260,13 @@ class ApiServer:
 async def serve_apis(rt: DistributedRuntime, svc: DynamoService, obj: Any,
                      config: Dict[str, Any]) -> ApiServer:
     """Serves svc's @api routes on its configured host and port ($DYN_HTTP_PORT,
-    which `dynamo serve` sets from the plan, wins). Raises ConfigError."""
+    which `dynamo serve` sets from the plan, wins), with the HTTP server's
+    limits from the section's http_* keys (docs/limits.md; a key that is not
+    one, or a bad value, is an error naming it). Raises ConfigError."""
     host, port = http_address(config, svc.name, svc.http_port or DEFAULT_PORT)
     env_port = os.environ.get("DYN_HTTP_PORT")
     if env_port:
         port = int(env_port)
-    return ApiServer(rt, svc, obj, host, port)
+    section = config.get(svc.name, {}) or {}
+    limits = {k: v for k, v in section.items() if k.startswith("http_")}
+    return ApiServer(rt, svc, obj, host, port, limits)

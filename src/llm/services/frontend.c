@@ -15,6 +15,7 @@
  * before, so a request the Processor refuses (a 400: prompt too long) is an
  * ordinary HTTP error even when the client asked for a stream.
  */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -539,6 +540,27 @@ static int watch_workers(frontend_t *fe) {
   return DYN_OK;
 }
 
+/* The HTTP limits (dyn_http_limits_t) from the config's http_* keys. */
+static int set_http_limits(frontend_t *fe) {
+  dyn_http_limits_t l;
+  dyn_http_limits_default(&l);
+  const char *key;
+  for (size_t i = 0; (key = dyn_http_limit_name(i)); i++) {
+    long long v = dyn_service_config_int(fe->ctx, key, LLONG_MIN);
+    if (v == LLONG_MIN && !dyn_service_config_string(fe->ctx, key, NULL)) continue;
+    if (v == LLONG_MIN) {
+      dyn_log(DYN_LOG_ERROR, "Frontend: config key %s must be an integer", key);
+      return DYN_EINVAL;
+    }
+    if (dyn_http_limits_set(&l, key, v)) {
+      dyn_log(DYN_LOG_ERROR, "Frontend: config key %s: %lld is out of range (docs/limits.md)",
+              key, v);
+      return DYN_EINVAL;
+    }
+  }
+  return dyn_http_server_set_limits(fe->http, &l);
+}
+
 static int start_http(frontend_t *fe) {
   const char *host = dyn_service_config_string(fe->ctx, "host", "0.0.0.0");
   int port = (int)dyn_service_config_int(fe->ctx, "port", 8000);
@@ -550,6 +572,7 @@ static int start_http(frontend_t *fe) {
     fe->http = NULL;
     return rc;
   }
+  rc = set_http_limits(fe);
   if (!rc) rc = dyn_http_route(fe->http, "POST", "/v1/chat/completions", on_chat, fe);
   if (!rc) rc = dyn_http_route(fe->http, "POST", "/v1/completions", on_completions, fe);
   if (!rc) rc = dyn_http_route(fe->http, "GET", "/v1/models", on_models, fe);
