@@ -177,7 +177,7 @@ static void on_peer_frame(dyn__conn_t *conn, const dyn__frame_t *f) {
         size_t n = f->len < sizeof msg - 1 ? f->len : sizeof msg - 1;
         memcpy(msg, f->payload, n);
         msg[n] = 0;
-        finish(s, DYN_EREMOTE, msg);
+        finish(s, f->flags & DYN__FL_GONE ? DYN_EDISCONNECTED : DYN_EREMOTE, msg);
       }
       break;
     default:

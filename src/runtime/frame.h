@@ -45,6 +45,11 @@ enum {
 
 /* ERROR flag: nothing of the request ran; the caller may retry elsewhere. */
 #define DYN__FL_RETRY 0x01u
+/* ERROR flag: the instance stopped before the request finished (its drain
+ * ran out): for the caller the instance went away mid-stream, as if the
+ * connection had closed (DYN_EDISCONNECTED), so it may continue the work
+ * elsewhere (the LLM Processor migrates such a stream). */
+#define DYN__FL_GONE 0x02u
 
 enum { DYN__ROLE_CLIENT = 1, DYN__ROLE_SERVER = 2 };
 

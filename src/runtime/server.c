@@ -462,7 +462,7 @@ size_t dyn__server_cancel_all(dyn_runtime_t *rt) {
       dyn_request_t *r = next_taken(reqs, i);
       /* Tell the caller, then tell the handler. */
       const char *msg = "instance shut down before the request finished";
-      dyn__conn_send(sc->conn, DYN__F_ERROR, 0, r->stream, msg, strlen(msg), NULL, 0);
+      dyn__conn_send(sc->conn, DYN__F_ERROR, DYN__FL_GONE, r->stream, msg, strlen(msg), NULL, 0);
       cancel_request(r);
       total++;
     }

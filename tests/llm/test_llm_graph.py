@@ -321,6 +321,57 @@ def test_router_sends_prefix_to_its_worker_and_forgets_dead_workers(graph):
     asyncio.run(scenario())
 
 
+@pytest.mark.parametrize("how", ["kill -9", "SIGTERM with a short drain"])
+def test_no_stream_is_lost_when_a_worker_dies(graph, how):
+    """20 concurrent streams on two workers; one worker is killed (or told to
+    stop with a 0.5 s drain, shorter than the streams) mid-stream. The
+    Processor migrates the broken streams to the other worker: every client
+    gets one unbroken stream of exactly max_tokens tokens (counted by their
+    logprobs entries, whose bytes put together are the streamed text, so no
+    token is repeated or missing), one usage, no error; and the migrations
+    show in the Processor's metrics."""
+    import concurrent.futures
+    base = free_port_run(5)
+    s = graph("agg_router", "--health-port", str(base), "--grace", "1")
+    n_tok, started, results = 150, [], {}
+
+    def one(i):
+        stream = s.client.chat.completions.create(
+            model="dynamo-sim", max_tokens=n_tok, stream=True, logprobs=True,
+            stream_options={"include_usage": True}, extra_body={"ignore_eos": True},
+            messages=[{"role": "user", "content": f"Tell me story number {i}"}])
+        text, entries, usage, chunks = "", [], None, 0
+        for ch in stream:
+            if ch.usage:
+                usage = ch.usage
+            if ch.choices:
+                chunks += 1
+                if chunks == 5:
+                    started.append(i)
+                text += ch.choices[0].delta.content or ""
+                if ch.choices[0].logprobs:
+                    entries += ch.choices[0].logprobs.content
+        results[i] = (text, entries, usage)
+
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        futures = [pool.submit(one, i) for i in range(20)]
+        deadline = time.time() + 20
+        while len(started) < 20 and time.time() < deadline:
+            time.sleep(0.01)
+        victim = service_pids(s, "Worker")[0]
+        os.kill(victim, signal.SIGKILL if how == "kill -9" else signal.SIGTERM)
+        for f in futures:
+            f.result(timeout=60)  # raises if a client saw an error
+    assert len(results) == 20
+    for i, (text, entries, usage) in results.items():
+        assert usage.completion_tokens == n_tok, (i, usage)
+        assert len(entries) == n_tok, (i, len(entries))
+        assert b"".join(bytes(e.bytes) for e in entries).decode("utf-8", "replace") == text
+    metrics = "".join(scrape(base + i) for i in range(5))
+    assert sample(metrics, "dynamo_processor_migrations_total", component="Processor") >= 1
+    assert "migrating it" in s.output()
+
+
 def test_router_forgets_predicted_blocks_the_worker_never_stores(graph):
     # The Router credits the chosen worker with a prompt's blocks at once;
     # if the worker never stores them (here: nobody sends it the request),

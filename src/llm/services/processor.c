@@ -15,12 +15,21 @@
  * they came. A cancel from the Frontend (client gone) cancels the Router
  * call or the engine stream at once.
  *
+ * Migration: when the worker's stream breaks before the answer is complete
+ * (the worker died, was killed at the end of its drain, or its connection
+ * was lost), the Processor sends the prompt plus every token generated so
+ * far to another worker (the Router's choice where there is one), with
+ * max_tokens reduced by what was produced, and the client's stream goes on
+ * from there: the detokenizer, the stop strings and the usage carry over,
+ * so no text is repeated or missing. At most migration-limit times per
+ * request; a client's own cancel is never migrated.
+ *
  * Config: tokenizer (path to tokenizer.json; a relative path is tried
  * from the working directory, the config file's and the graph file's),
  * chat-template (llama3, chatml, mistral, gemma, phi3, plain; default:
  * detected from the tokenizer), context-length (8192), max-tokens (256,
  * when the request gives none), route (round-robin | random, without a
- * Router).
+ * Router), migration-limit (3; 0 turns migration off).
  */
 #include <libgen.h>
 #include <stdarg.h>
@@ -52,8 +61,9 @@ typedef struct processor {
   size_t max_token_bytes; /* the longest token's text, in bytes */
   dyn_route_t route;
   dyn_client_t *router, *worker;
+  long long migration_limit;
   /* On the health port's /metrics; NULL when they could not be made. */
-  dyn_series_t *tokenize_seconds, *detokenize_seconds;
+  dyn_series_t *tokenize_seconds, *detokenize_seconds, *migrations;
 } processor_t;
 
 /* One request in flight. */
@@ -75,12 +85,22 @@ typedef struct job {
   /* The log-probability of the token being emitted, if the request asked:
    * it goes out with the delta that token's text goes in. */
   const dyn__oai_logprob_t *token_lp;
+  /* What a migration resends: the prompt's ids then every generated one
+   * (seq), and the engine request they go in (its token_ids point into
+   * seq; request_id is owned). */
+  dyn_tokens_t seq;
+  dyn__proto_engine_request_t ereq;
+  long long max_tokens;
+  long long migrations_left;
+  uint64_t lost_worker; /* the instance whose stream broke last */
 } job_t;
 
 /* ---- helpers ------------------------------------------------------------ */
 
 static void job_free(job_t *j) {
   for (size_t i = 0; i < j->n_stop; i++) free(j->stop[i]);
+  dyn_tokens_free(&j->seq);
+  free((char *)j->ereq.request_id);
   dyn_detok_free(j->detok);
   free(j->worker_body);
   free(j->held);
@@ -201,6 +221,21 @@ static int is_stop_id(const processor_t *p, uint32_t id) {
 
 /* ---- the engine stream ------------------------------------------------- */
 
+/* Appends what the engine generated to seq, for a migration to resend. */
+static int keep_generated(job_t *j, const uint32_t *ids, size_t n) {
+  if (j->seq.len + n > j->seq.cap) {
+    size_t cap = j->seq.cap ? j->seq.cap * 2 : 64;
+    while (cap < j->seq.len + n) cap *= 2;
+    uint32_t *v = realloc(j->seq.ids, cap * sizeof *v);
+    if (!v) return DYN_ENOMEM;
+    j->seq.ids = v;
+    j->seq.cap = cap;
+  }
+  memcpy(j->seq.ids + j->seq.len, ids, n * sizeof *ids);
+  j->seq.len += n;
+  return DYN_OK;
+}
+
 static void engine_data(dyn_stream_t *s, const void *data, size_t len, void *ud) {
   job_t *j = ud;
   if (!j->req || j->finish) return;
@@ -211,9 +246,18 @@ static void engine_data(dyn_stream_t *s, const void *data, size_t len, void *ud)
     dyn_stream_cancel(s); /* runs engine_done, which may free j */
     return;
   }
-  if (m.cached_tokens >= 0) j->cached_tokens = (size_t)m.cached_tokens;
+  /* The prompt's cache hit is the first worker's; a migration's target
+   * reports on the prompt plus what was generated. */
+  if (m.cached_tokens >= 0 && j->migrations_left == j->p->migration_limit)
+    j->cached_tokens = (size_t)m.cached_tokens;
   int stop_token = 0, stop_string = 0;
   uint64_t t0 = uv_hrtime();
+  if (keep_generated(j, m.token_ids, m.n_tokens)) {
+    dyn__proto_engine_output_free(&m);
+    job_fail(j, 500, "out of memory");
+    dyn_stream_cancel(s);
+    return;
+  }
   for (size_t i = 0; i < m.n_tokens; i++) {
     uint32_t id = m.token_ids[i];
     j->completion_tokens++;
@@ -255,22 +299,51 @@ static void engine_data(dyn_stream_t *s, const void *data, size_t len, void *ud)
   }
 }
 
+static void migrate(job_t *j, uint64_t lost, const char *why);
+
+/* A stream that broke rather than failed: the worker or the way to it is
+ * gone, and nothing says the request itself was at fault. */
+static int broken(int status) {
+  return status == DYN_EDISCONNECTED || status == DYN_ECONNECT || status == DYN_ECLOSED;
+}
+
 static void engine_done(dyn_stream_t *s, int status, const char *message, void *ud) {
   job_t *j = ud;
   j->engine = NULL;
   if (j->req && !j->finish) {
     if (status == DYN_OK) job_fail(j, 500, "the engine ended the stream early");
+    else if (broken(status) && j->migrations_left > 0)
+      migrate(j, dyn_stream_instance_id(s), message);
     else job_relay(j, status, message, "no engine worker is live");
   }
   job_maybe_free(j);
 }
 
+/* After a migration: a live worker other than the one just lost, if there
+ * is one (the lost one may still be listed until discovery hears of it). */
+static int other_worker(job_t *j, uint64_t *id) {
+  uint64_t ids[64];
+  size_t n = dyn_client_instances(j->p->worker, ids, 64);
+  if (n > 64) n = 64;
+  size_t start = (size_t)(j->completion_tokens + j->migrations_left); /* spread the load */
+  for (size_t k = 0; k < n; k++) {
+    uint64_t c = ids[(start + k) % n];
+    if (c != j->lost_worker) {
+      *id = c;
+      return 1;
+    }
+  }
+  return 0;
+}
+
 static void call_worker(job_t *j) {
   static const dyn_stream_callbacks_t cb = {engine_data, engine_done};
   dyn_call_options_t opt = {.route = j->p->route};
-  if (j->have_worker) {
+  if (j->have_worker && !(j->lost_worker && j->worker_id == j->lost_worker)) {
     opt.route = DYN_ROUTE_DIRECT;
     opt.instance_id = j->worker_id;
+  } else if (j->lost_worker && other_worker(j, &opt.instance_id)) {
+    opt.route = DYN_ROUTE_DIRECT;
   }
   int rc = dyn_client_generate(j->p->worker, &opt, j->worker_body, strlen(j->worker_body), &cb, j,
                                &j->engine);
@@ -298,6 +371,48 @@ static void router_done(dyn_stream_t *s, int status, const char *message, void *
     else call_worker(j);
   }
   job_maybe_free(j);
+}
+
+/* Asks the Router which worker should run the job's sequence (the prompt,
+ * plus what was generated when migrating); router_done then calls it. */
+static void ask_router(job_t *j) {
+  static const dyn_stream_callbacks_t cb = {router_data, router_done};
+  dyn__proto_route_request_t r = {.token_ids = j->seq.ids, .n_tokens = j->seq.len};
+  char *rbody = dyn__proto_route_request_encode(&r);
+  j->have_worker = 0;
+  int rc = rbody ? dyn_client_generate(j->p->router, NULL, rbody, strlen(rbody), &cb, j,
+                                       &j->router_call)
+                 : DYN_ENOMEM;
+  free(rbody);
+  if (rc) {
+    j->router_call = NULL;
+    job_relay(j, rc, NULL, "no Router is live");
+  }
+}
+
+/* The worker's stream broke mid-answer: resend the prompt and what was
+ * generated to another worker, asking for what is left of max_tokens. */
+static void migrate(job_t *j, uint64_t lost, const char *why) {
+  processor_t *p = j->p;
+  j->migrations_left--;
+  j->lost_worker = lost;
+  if (p->migrations) dyn_series_add(p->migrations, 1);
+  char hex[17];
+  dyn__llm_id_to_hex(lost, hex);
+  dyn_log(DYN_LOG_WARN, "Processor: request %s lost worker %s after %zu tokens (%s); "
+          "migrating it (%lld migrations left)", j->ereq.request_id ? j->ereq.request_id : "-",
+          hex, j->completion_tokens, why ? why : "stream broke", j->migrations_left);
+  j->ereq.token_ids = j->seq.ids;
+  j->ereq.n_tokens = j->seq.len;
+  j->ereq.max_tokens = (uint32_t)(j->max_tokens - (long long)j->completion_tokens);
+  free(j->worker_body);
+  j->worker_body = dyn__proto_engine_request_encode(&j->ereq);
+  if (!j->worker_body) {
+    job_fail(j, 500, "out of memory");
+    return;
+  }
+  if (p->router) ask_router(j);
+  else call_worker(j);
 }
 
 static void on_cancel(dyn_request_t *req, void *ud) {
@@ -386,11 +501,13 @@ static int tokenize(processor_t *p, const dyn__proto_gen_request_t *in, long lon
 /* The job for a request that fits: its worker request encoded, its stop
  * strings copied. NULL when out of memory. */
 static job_t *job_new(processor_t *p, dyn_request_t *req, const dyn__proto_gen_request_t *in,
-                      const dyn_tokens_t *ids, long long max_tokens) {
+                      dyn_tokens_t *ids, long long max_tokens) {
   job_t *j = calloc(1, sizeof *j);
   if (!j) return NULL;
   j->p = p;
   j->prompt_tokens = ids->len;
+  j->max_tokens = max_tokens;
+  j->migrations_left = p->migration_limit;
   dyn__proto_engine_request_t w = {
       .token_ids = ids->ids,
       .n_tokens = ids->len,
@@ -405,7 +522,14 @@ static job_t *job_new(processor_t *p, dyn_request_t *req, const dyn__proto_gen_r
       .request_id = in->request_id,
   };
   j->worker_body = dyn__proto_engine_request_encode(&w);
-  int ok = j->worker_body && !dyn_detok_new(p->tk, DYN_DETOK_SKIP_SPECIAL, &j->detok);
+  /* Kept for a migration: the ids (taken from the caller) and the
+   * request's settings. */
+  j->seq = *ids;
+  *ids = (dyn_tokens_t){0};
+  j->ereq = w;
+  j->ereq.request_id = in->request_id ? strdup(in->request_id) : NULL;
+  int ok = j->worker_body && (!in->request_id || j->ereq.request_id) &&
+           !dyn_detok_new(p->tk, DYN_DETOK_SKIP_SPECIAL, &j->detok);
   for (size_t i = 0; ok && i < in->n_stop; i++) {
     size_t n = strlen(in->stop[i]);
     ok = (j->stop[j->n_stop++] = strdup(in->stop[i])) != NULL;
@@ -444,22 +568,8 @@ static void generate(dyn_request_t *req, const void *body, size_t len, void *ud)
     return;
   }
   dyn_request_on_cancel(req, on_cancel, j);
-  if (p->router) {
-    static const dyn_stream_callbacks_t cb = {router_data, router_done};
-    dyn__proto_route_request_t r = {.token_ids = ids.ids, .n_tokens = ids.len};
-    char *rbody = dyn__proto_route_request_encode(&r);
-    rc = rbody ? dyn_client_generate(p->router, NULL, rbody, strlen(rbody), &cb, j,
-                                     &j->router_call)
-               : DYN_ENOMEM;
-    free(rbody);
-    if (rc) {
-      j->router_call = NULL;
-      job_relay(j, rc, NULL, "no Router is live");
-    }
-  } else {
-    call_worker(j);
-  }
-  dyn_tokens_free(&ids);
+  if (p->router) ask_router(j);
+  else call_worker(j);
   job_maybe_free(j);
 }
 
@@ -505,7 +615,7 @@ static void metrics_init(processor_t *p) {
   const dyn_service_def_t *d = dyn_service_def(p->ctx);
   const char *v[] = {dyn_service_namespace(d), d->name, instance};
   dyn_metrics_t *reg = dyn_metrics_default();
-  dyn_metric_t *tok, *detok;
+  dyn_metric_t *tok, *detok, *mig;
   int rc = reg ? DYN_OK : DYN_ENOMEM;
   if (!rc) rc = dyn_metrics_add(reg, DYN_METRIC_HISTOGRAM, "dynamo_processor_tokenize_seconds",
                                 "Time to render and tokenize a prompt.", labels, secs,
@@ -514,11 +624,15 @@ static void metrics_init(processor_t *p) {
                                 "dynamo_processor_detokenize_seconds",
                                 "Time to detokenize one engine message and check stops.", labels,
                                 secs, sizeof secs / sizeof *secs, &detok);
+  if (!rc) rc = dyn_metrics_add(reg, DYN_METRIC_COUNTER, "dynamo_processor_migrations_total",
+                                "Requests sent to another worker after theirs broke mid-answer.",
+                                labels, NULL, 0, &mig);
   if (!rc && (!(p->tokenize_seconds = dyn_metric_series(tok, v)) ||
-              !(p->detokenize_seconds = dyn_metric_series(detok, v))))
+              !(p->detokenize_seconds = dyn_metric_series(detok, v)) ||
+              !(p->migrations = dyn_metric_series(mig, v))))
     rc = DYN_ENOMEM;
   if (rc) {
-    p->tokenize_seconds = p->detokenize_seconds = NULL;
+    p->tokenize_seconds = p->detokenize_seconds = p->migrations = NULL;
     dyn_log(DYN_LOG_WARN, "Processor: no metrics on /metrics: %s", dyn_strerror(rc));
   }
 }
@@ -555,6 +669,8 @@ static int processor_start(dyn_service_ctx_t *ctx) {
   if (p->max_token_bytes == 0) p->max_token_bytes = 1;
   p->context_length = dyn__llm_config_int(ctx, "context-length", 8192);
   p->default_max_tokens = dyn__llm_config_int(ctx, "max-tokens", 256);
+  p->migration_limit = dyn__llm_config_int(ctx, "migration-limit", 3);
+  if (p->migration_limit < 0) p->migration_limit = 0;
   const char *route = dyn__llm_config_string(ctx, "route", "round-robin");
   p->route = !strcmp(route, "random") ? DYN_ROUTE_RANDOM : DYN_ROUTE_ROUND_ROBIN;
   p->worker = dyn_service_client(ctx, "Worker", "generate");
