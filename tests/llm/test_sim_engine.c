@@ -68,7 +68,7 @@ static int submit(dyn_engine_t *e, rq_t *r, const uint32_t *prompt, size_t n,
                   uint32_t max_tokens, int ignore_eos, uint64_t seed) {
   memset(r, 0, sizeof *r);
   r->e = e;
-  dyn_engine_request_t q = {prompt, n, max_tokens, ignore_eos, 1.0f, 1, seed};
+  dyn_engine_request_t q = {prompt, n, max_tokens, ignore_eos, 1.0f, 1, seed, 0.0f, 0};
   r->t_submit = uv_hrtime();
   const char *why = NULL;
   int rc = dyn_engine_submit(e, &q, &cbs, r, &r->h, &why);
@@ -122,7 +122,7 @@ static void test_stream_and_seed(uv_loop_t *loop) {
   CHECK_EQ_INT(b.cached_at_done, 32); /* 2 full blocks of 16 */
 
   /* Greedy (temperature 0): the prompt alone decides the output. */
-  dyn_engine_request_t g = {p, 40, 20, 1, 0.0f, 0, 0};
+  dyn_engine_request_t g = {p, 40, 20, 1, 0.0f, 0, 0, 0.0f, 0};
   REQUIRE(dyn_engine_submit(e, &g, &cbs, &a, NULL, NULL) == DYN_OK);
   memset(&a, 0, sizeof a);
   a.e = e;
@@ -366,7 +366,7 @@ static void test_blocks_run_out(uv_loop_t *loop) {
   fill(pb, 20, 200);
 
   /* Could never fit: refused at submit, with a reason. */
-  dyn_engine_request_t big = {pa, 20, 14, 1, 1.0f, 0, 0}; /* 33 tokens of KV */
+  dyn_engine_request_t big = {pa, 20, 14, 1, 1.0f, 0, 0, 0.0f, 0}; /* 33 tokens of KV */
   const char *why = NULL;
   static rq_t x;
   CHECK_STATUS(dyn_engine_submit(e, &big, &cbs, &x, NULL, &why), DYN_EINVAL);
@@ -434,7 +434,7 @@ static void test_destroy_and_options(uv_loop_t *loop) {
   static rq_t a, b;
   REQUIRE(submit(e, &a, p, 16, 1000, 1, 1) == DYN_OK);
   REQUIRE(submit(e, &b, p, 16, 1000, 1, 2) == DYN_OK);
-  dyn_engine_request_t empty = {p, 0, 10, 1, 1.0f, 0, 0};
+  dyn_engine_request_t empty = {p, 0, 10, 1, 1.0f, 0, 0, 0.0f, 0};
   CHECK_STATUS(dyn_engine_submit(e, &empty, &cbs, &a, NULL, &why), DYN_EINVAL);
   /* Run until both stream, then destroy mid-stream. */
   for (int i = 0; i < 1000 && (a.n < 3 || b.n < 3); i++) uv_run(loop, UV_RUN_ONCE);
