@@ -450,7 +450,8 @@ static void test_destroy_and_options(uv_loop_t *loop) {
 }
 
 /* dyn_engine_open: "sim" and NULL give the simulated engine; an unknown
- * name is refused with a message naming it and the known engines. */
+ * name is refused with a message naming it and the known engines
+ * (tests/llm/test_llama_engine.c opens "llama.cpp" with a model). */
 static void test_open_by_name(uv_loop_t *loop) {
   dyn_engine_t *e = NULL;
   const char *why = NULL;
@@ -459,10 +460,15 @@ static void test_open_by_name(uv_loop_t *loop) {
   CHECK_EQ_STR(dyn_engine_name(e), "sim");
   finish_engine(loop, e);
   e = NULL;
+  CHECK_STATUS(dyn_engine_open(loop, "vllm", NULL, &e, &why), DYN_EINVAL);
+  CHECK(e == NULL);
+  CHECK_MSG(why && strstr(why, "unknown engine \"vllm\"") && strstr(why, "sim") &&
+                strstr(why, "llama.cpp"),
+            "%s", why ? why : "(no message)");
+  /* llama.cpp is known; without a model it says what it needs. */
   CHECK_STATUS(dyn_engine_open(loop, "llama.cpp", NULL, &e, &why), DYN_EINVAL);
   CHECK(e == NULL);
-  CHECK_MSG(why && strstr(why, "unknown engine \"llama.cpp\"") && strstr(why, "sim"), "%s",
-            why ? why : "(no message)");
+  CHECK_MSG(why && strstr(why, "model"), "%s", why ? why : "(no message)");
   CHECK_STATUS(dyn_engine_open(loop, "", NULL, &e, &why), DYN_EINVAL);
   CHECK_MSG(why && strstr(why, "unknown engine \"\""), "%s", why ? why : "(no message)");
   /* The engine's own checks come through. */
