@@ -181,22 +181,6 @@ static void generate(dyn_request_t *req, const void *body, size_t len, void *ud)
 
 /* ---- lifecycle ------------------------------------------------------------ */
 
-/* The .gguf file config names: model-path, else model as a path (it has a
- * '/' or ends in .gguf), else model as a name in the model cache. Written
- * into buf; NULL when neither key is set. */
-static const char *model_file(dyn_service_ctx_t *ctx, char *buf, size_t size) {
-  const char *path = dyn__llm_config_string(ctx, "model-path", NULL);
-  if (path) return path;
-  const char *name = dyn__llm_config_string(ctx, "model", NULL);
-  if (!name) return NULL;
-  size_t n = strlen(name);
-  if (strchr(name, '/') || (n > 5 && !strcmp(name + n - 5, ".gguf"))) return name;
-  const char *dir = getenv("DYN_MODEL_DIR"), *home = getenv("HOME");
-  if (dir && *dir) snprintf(buf, size, "%s/%s.gguf", dir, name);
-  else snprintf(buf, size, "%s/.cache/dynamo/models/%s.gguf", home ? home : "", name);
-  return buf;
-}
-
 /* The machine's cores shared by this service's workers on it. */
 static uint32_t default_threads(dyn_service_ctx_t *ctx) {
   long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -236,7 +220,7 @@ static int worker_start(dyn_service_ctx_t *ctx) {
   o.kv_hash_seed = (uint64_t)dyn__llm_config_int(ctx, "kv-seed", (long long)o.kv_hash_seed);
   const char *engine = dyn__llm_config_string(ctx, "engine", "sim");
   char model_buf[4096];
-  o.model = model_file(ctx, model_buf, sizeof model_buf);
+  o.model = dyn__llm_model_file(ctx, model_buf, sizeof model_buf);
   long long threads = dyn__llm_config_int(ctx, "threads", 0);
   o.threads = threads > 0 ? (uint32_t)threads : default_threads(ctx);
   o.max_model_len = (uint32_t)dyn__llm_config_int(ctx, "max-model-len", 0);
