@@ -246,6 +246,7 @@ static void test_greedy(uv_loop_t *loop) {
     if (k > 0 && strlen(text) + (size_t)k < sizeof text - 1) strncat(text, piece, (size_t)k);
   }
   CHECK_MSG(strstr(text, "Paris") != NULL, "answer: %s", text);
+  fprintf(stderr, "France's capital, greedily: %s\n", text);
   drain(loop, e);
   /* (b) all 8 at once: the cache now holds their prompts, so the step
    * mixes prefixes copied from it, prefill and decodes. */
