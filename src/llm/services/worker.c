@@ -228,7 +228,7 @@ static int worker_start(dyn_service_ctx_t *ctx) {
   const char *why = NULL;
   int rc = dyn_engine_open(dyn_runtime_loop(rt), engine, &o, &w->engine, &why);
   if (rc) {
-    dyn_log(DYN_LOG_ERROR, "Worker: engine %s: %s", engine, why ? why : dyn_strerror(rc));
+    dyn_log(DYN_LOG_ERROR, "Worker: engine config: %s", why ? why : dyn_strerror(rc));
     free(w);
     return rc;
   }
