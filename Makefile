@@ -8,7 +8,7 @@ JOBS ?= $(shell nproc)
 FUZZ_SECONDS ?= 20
 PYTHON ?= $(shell command -v python3)
 
-.PHONY: all deps build build-asan install run test test-c test-asan fuzz bench bench-llm clean
+.PHONY: all deps build build-asan install run run-llm test test-c test-asan fuzz bench bench-llm clean
 
 all: build
 
@@ -32,6 +32,12 @@ install: build
 
 run: install
 	@bash examples/hello_world/run.sh
+
+# A real model (SmolLM2-135M, fetched once by deps) on two llama.cpp workers
+# behind the KV router, on port 8000.
+run-llm: install
+	dynamo serve examples/llm/graphs/agg_router.py:Frontend \
+	  -f examples/llm/configs/agg_router_llama.yaml
 
 test-c: build
 	cd $(BUILD) && ctest --output-on-failure -j 2 --timeout 120

@@ -59,3 +59,10 @@ for mod in openai tokenizers regex fastapi uvloop; do
     }
   fi
 done
+
+# llama.cpp (the Worker's llama.cpp engine), built once into a cached
+# prefix, and the small model its tests and `make run-llm` serve, fetched
+# once into the model cache: later runs find both and do nothing.
+here=$(dirname "$0")
+bash "$here/llama_cpp.sh" >/dev/null
+bash "$here/fetch_model.sh" smollm2-135m >/dev/null

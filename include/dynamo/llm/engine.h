@@ -75,6 +75,14 @@ typedef struct dyn_engine_options {
   uint64_t seed;                   /* seeds requests that give none: 0 */
   uint64_t kv_hash_seed;           /* for block hashes: DYN_KV_DEFAULT_SEED;
                                     * must match the router's */
+  /* The llama.cpp engine only (the sim ignores them). Its KV cache holds
+   * num_blocks * block_size tokens; vocab_size, min_token_id, eos_*,
+   * speedup and the step times come from the model or do not apply. */
+  const char *model;               /* the .gguf file: NULL */
+  uint32_t threads;                /* decode threads; 0: the machine's cores */
+  uint32_t max_model_len;          /* tokens per sequence (prompt and
+                                    * output); 0: the model's trained
+                                    * context, at most the KV cache */
 } dyn_engine_options_t;
 
 DYN_EXTERN void dyn_engine_options_init(dyn_engine_options_t *o);
@@ -91,6 +99,10 @@ typedef struct dyn_engine_request {
   float temperature;
   int has_seed;
   uint64_t seed;
+  /* Nucleus and top-k filtering before sampling (temperature > 0 only):
+   * top_p 0 or 1 and top_k 0 are off. The simulated engine ignores them. */
+  float top_p;
+  int32_t top_k;
   /* Nonzero: each generated token's log-probability is kept for
    * dyn_engine_seq_logprobs, with the top_logprobs (at most
    * DYN_ENGINE_MAX_TOP_LOGPROBS) most likely tokens of its step. Asking
@@ -152,10 +164,13 @@ typedef struct dyn_engine_metrics {
 } dyn_engine_metrics_t;
 
 /* Creates an idle engine of the kind called name on loop: "sim" (the
- * simulated engine below; NULL means "sim"). opts NULL: defaults. An
- * unknown name is DYN_EINVAL with *why (if not NULL) naming it and the
- * known ones (valid until the next call on this thread); otherwise as the
- * engine's own create. */
+ * simulated engine below; NULL means "sim") or "llama.cpp" (a real model,
+ * opts->model, on llama.cpp's C API; see llm/engine/llama_engine.c). opts
+ * NULL: defaults. An unknown name is DYN_EINVAL with *why (if not NULL)
+ * naming it and the known ones (valid until the next call on this thread);
+ * otherwise as the engine's own create. The llama.cpp engine loads the
+ * model here: a missing or unreadable model file is DYN_EINVAL with *why
+ * naming the file, as is a build without llama.cpp. */
 DYN_EXTERN int dyn_engine_open(uv_loop_t *loop, const char *name, const dyn_engine_options_t *opts,
                     dyn_engine_t **out, const char **why);
 

@@ -12,12 +12,25 @@
 typedef int (*create_fn)(uv_loop_t *loop, const dyn_engine_options_t *opts, dyn_engine_t **out,
                          const char **why);
 
+#ifndef DYN_HAVE_LLAMA
+/* Built without llama.cpp (CMake did not find scripts/llama_cpp.sh's
+ * prefix): the name is known, so the message can say what to do. */
+int dyn__llama_engine_create(uv_loop_t *loop, const dyn_engine_options_t *opts,
+                             dyn_engine_t **out, const char **why) {
+  if (why)
+    *why = "engine: this build has no llama.cpp (run scripts/deps.sh, then configure and "
+           "build again)";
+  return DYN_EINVAL;
+}
+#endif
+
 /* The engines a Worker can run; the first is the default. */
 static const struct {
   const char *name;
   create_fn create;
 } engines[] = {
     {"sim", dyn_engine_create},
+    {"llama.cpp", dyn__llama_engine_create},
 };
 #define N_ENGINES (sizeof engines / sizeof engines[0])
 

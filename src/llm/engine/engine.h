@@ -2,7 +2,7 @@
  *
  * A Worker drives one engine through dynamo/llm/engine.h: submit, cancel,
  * per-step token callbacks, load metrics and KV events. Each engine (the
- * simulated one in sim_engine.c; llama.cpp next) implements that API as a
+ * simulated one in sim_engine.c, llama.cpp's in llama_engine.c) implements that API as a
  * table of operations, and its handles start with the structs below, so
  * engine.c can forward every public call to the right implementation and
  * dyn_engine_open can create one by the name a Worker's config gives
@@ -33,6 +33,11 @@ typedef struct dyn__engine_ops {
   void (*get_metrics)(const dyn_engine_t *e, dyn_engine_metrics_t *m);
   int (*reset_cache)(dyn_engine_t *e);
 } dyn__engine_ops_t;
+
+/* The llama.cpp engine's create (llama_engine.c), in builds that have it;
+ * as dyn_engine_create. */
+int dyn__llama_engine_create(uv_loop_t *loop, const dyn_engine_options_t *opts,
+                             dyn_engine_t **out, const char **why);
 
 /* The first member of every engine's handle. */
 struct dyn_engine {

@@ -347,6 +347,14 @@ char *dyn__proto_engine_request_encode(const dyn__proto_engine_request_t *m) {
     snprintf(num, sizeof num, ",\"temperature\":%.17g", m->temperature);
     rc = put(&b, num);
   }
+  if (!rc && m->top_p > 0) {
+    snprintf(num, sizeof num, ",\"top_p\":%.17g", m->top_p);
+    rc = put(&b, num);
+  }
+  if (!rc && m->top_k > 0) {
+    snprintf(num, sizeof num, ",\"top_k\":%lld", m->top_k);
+    rc = put(&b, num);
+  }
   if (!rc && m->logprobs) {
     snprintf(num, sizeof num, ",\"logprobs\":%u", (unsigned)m->top_logprobs);
     rc = put(&b, num);
@@ -384,6 +392,10 @@ int dyn__proto_engine_request_decode(const void *data, size_t len,
   const json_t *t = json_object_get(m->root_, "temperature");
   m->has_temperature = json_is_number(t);
   m->temperature = json_is_number(t) ? json_number_value(t) : 1.0;
+  const json_t *tp = json_object_get(m->root_, "top_p");
+  m->top_p = json_is_number(tp) && json_number_value(tp) > 0 ? json_number_value(tp) : 0;
+  long long k;
+  m->top_k = get_int(m->root_, "top_k", &k) && k > 0 ? k : 0;
   long long top;
   if (get_int(m->root_, "logprobs", &top)) {
     if (top < 0 || top > DYN_ENGINE_MAX_TOP_LOGPROBS) {

@@ -128,12 +128,14 @@ int dyn__proto_route_answer_decode(const void *data, size_t len, dyn__proto_rout
 
 /* ---- Processor -> Worker: Worker/generate -------------------------------
  * {"token_ids": [...], "max_tokens": N, "ignore_eos": bool, "seed": n?,
- *  "temperature": t?, "logprobs": k?, "request_id": "..."?}
+ *  "temperature": t?, "top_p": p?, "top_k": k?, "logprobs": k?,
+ *  "request_id": "..."?}
  * logprobs present asks for each token's log-probability with the k
  * (0..20) most likely tokens of its step.
  * Absent max_tokens is 16; one that is not an integer in [1, 2^32) decodes
  * as 0, which the engine refuses with its reason. Absent temperature is
- * 1.0; absent seed draws from the engine's own sequence. */
+ * 1.0; absent seed draws from the engine's own sequence; absent top_p and
+ * top_k (0) filter nothing. */
 typedef struct dyn__proto_engine_request {
   const uint32_t *token_ids;
   size_t n_tokens;
@@ -143,6 +145,8 @@ typedef struct dyn__proto_engine_request {
   uint64_t seed;
   int has_temperature;
   double temperature;
+  double top_p;           /* 0: absent */
+  long long top_k;        /* 0: absent */
   int logprobs;
   uint32_t top_logprobs;
   const char *request_id; /* NULL if absent */

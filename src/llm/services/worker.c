@@ -1,4 +1,5 @@
-/* worker.c - the Worker service: the simulated engine behind an endpoint.
+/* worker.c - the Worker service: an engine behind an endpoint, the
+ * simulated one or llama.cpp's (config `engine:`, dyn_engine_open).
  *
  * generate takes an engine request and streams the engine's output as it
  * produces tokens (protocol.h has both messages). A cancel from the caller
@@ -15,17 +16,24 @@
  *  - "load_metrics": its load (dyn__proto_load_t) whenever it changed, at
  *    most every metrics-interval-ms (20), and at least every second.
  *
- * Config: block-size (16), num-blocks (1024), max-num-seqs (64),
+ * Config: engine ("sim" or "llama.cpp"), block-size (16), num-blocks
+ * (1024), max-num-seqs (64),
  * max-num-batched-tokens (2048), vocab-size (32000; at most the
  * tokenizer's), min-token-id (3; 256 skips a byte-level BPE's raw bytes,
  * so the made-up text decodes to whole words), eos-token-id (2), speedup
  * (1.0), prefill-base-us, prefill-per-token-us, decode-base-us,
  * decode-per-seq-us, eos-probability, seed, kv-seed (must match the
- * Router's), metrics-interval-ms.
+ * Router's), metrics-interval-ms. llama.cpp also reads model (a .gguf
+ * path, or a name the model cache holds as NAME.gguf: $DYN_MODEL_DIR, else
+ * ~/.cache/dynamo/models, where scripts/fetch_model.sh puts it),
+ * model-path (a .gguf path, overriding model), threads (default: the
+ * machine's cores divided by this service's workers) and max-model-len
+ * (default: the model's trained context, at most the KV cache).
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "llm/engine/prometheus.h"
 #include "llm/kv/encode.h"
@@ -157,6 +165,8 @@ static void generate(dyn_request_t *req, const void *body, size_t len, void *ud)
       .temperature = (float)in.temperature,
       .has_seed = in.has_seed,
       .seed = in.seed,
+      .top_p = (float)in.top_p,
+      .top_k = in.top_k > INT32_MAX ? INT32_MAX : (int32_t)in.top_k,
       .logprobs = in.logprobs,
       .top_logprobs = in.top_logprobs,
   };
@@ -179,6 +189,19 @@ static void generate(dyn_request_t *req, const void *body, size_t len, void *ud)
 }
 
 /* ---- lifecycle ------------------------------------------------------------ */
+
+/* The machine's cores shared by this service's workers on it. */
+static uint32_t default_threads(dyn_service_ctx_t *ctx) {
+  long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+  long long workers = 1;
+  const char *args = dyn_service_config_json(ctx, "ServiceArgs");
+  json_t *j = args ? json_loads(args, 0, NULL) : NULL;
+  json_t *w = j ? json_object_get(j, "workers") : NULL;
+  if (json_is_integer(w) && json_integer_value(w) > 0) workers = json_integer_value(w);
+  json_decref(j);
+  long t = ncpu > 0 ? (long)(ncpu / workers) : 1;
+  return t > 0 ? (uint32_t)t : 1;
+}
 
 static int worker_start(dyn_service_ctx_t *ctx) {
   worker_t *w = calloc(1, sizeof *w);
@@ -204,9 +227,15 @@ static int worker_start(dyn_service_ctx_t *ctx) {
    * same answer wherever it is routed. */
   o.seed = (uint64_t)dyn__llm_config_int(ctx, "seed", 0);
   o.kv_hash_seed = (uint64_t)dyn__llm_config_int(ctx, "kv-seed", (long long)o.kv_hash_seed);
+  const char *engine = dyn__llm_config_string(ctx, "engine", "sim");
+  char model_buf[4096];
+  o.model = dyn__llm_model_file(ctx, model_buf, sizeof model_buf);
+  long long threads = dyn__llm_config_int(ctx, "threads", 0);
+  o.threads = threads > 0 ? (uint32_t)threads : default_threads(ctx);
+  o.max_model_len = (uint32_t)dyn__llm_config_int(ctx, "max-model-len", 0);
   dyn_runtime_t *rt = dyn_service_runtime(ctx);
   const char *why = NULL;
-  int rc = dyn_engine_create(dyn_runtime_loop(rt), &o, &w->engine, &why);
+  int rc = dyn_engine_open(dyn_runtime_loop(rt), engine, &o, &w->engine, &why);
   if (rc) {
     dyn_log(DYN_LOG_ERROR, "Worker: engine config: %s", why ? why : dyn_strerror(rc));
     free(w);
@@ -239,9 +268,10 @@ static int worker_start(dyn_service_ctx_t *ctx) {
   uv_unref((uv_handle_t *)&w->metrics_timer);
   w->metrics_dirty = 1;
   dyn_service_set_data(ctx, w);
-  dyn_log(DYN_LOG_INFO, "Worker %d: %u KV blocks x %u tokens, %u slots, speedup %.1f, instance %s",
-          dyn_service_worker_index(ctx), o.num_blocks, o.block_size, o.max_num_seqs, o.speedup,
-          w->id_hex);
+  dyn_log(DYN_LOG_INFO, "Worker %d: engine %s%s%s, %u KV blocks x %u tokens, %u slots, instance %s",
+          dyn_service_worker_index(ctx), dyn_engine_name(w->engine),
+          strcmp(engine, "sim") ? " " : "", strcmp(engine, "sim") ? o.model : "", o.num_blocks,
+          o.block_size, o.max_num_seqs, w->id_hex);
   return DYN_OK;
 }
 

@@ -1,0 +1,1099 @@
+/* llama_engine.c - the llama.cpp engine: a real model behind the engine
+ * interface (dynamo/llm/engine.h, llm/engine/engine.h), on llama.cpp's C
+ * API (llama.h).
+ *
+ * One llama_context per engine with a unified KV cache of num_blocks *
+ * block_size cells and LLAMA_MAX_SEQ (64) sequence ids ("slots"). A step is
+ * one llama_decode holding the next token of every decoding sequence plus
+ * prompt chunks (chunked prefill) up to max_num_batched_tokens, so a long
+ * prompt does not stall the streams already decoding.
+ *
+ * Prefix cache. The KV cells are accounted in blocks of block_size tokens
+ * (blk[]): a slot lists the blocks holding its tokens, and a block shared
+ * by several slots is the same cells in llama.cpp (llama_memory_seq_cp tags
+ * cells with one more sequence id: metadata only in a unified cache). A
+ * block whose tokens are all computed is named by its seq hash
+ * (dyn_kv_hash_blocks' chain) and announced in a STORED event; the last
+ * reference going away announces REMOVED. When a sequence ends, its slot
+ * keeps its full blocks and becomes a holder (LRU); a new prompt takes the
+ * longest run of leading blocks any slot (holder or running) has computed
+ * by seq_cp, and prefills only the rest. Holders are evicted, least
+ * recently used first, when a block or a slot is needed; a running
+ * sequence is preempted (its cells dropped, its tokens recomputed later,
+ * mostly from the cache) when decoding needs blocks nothing else can give.
+ *
+ * Threads. Everything but the decode runs on the loop thread: planning a
+ * step (admission, KV bookkeeping, llama_memory_* calls), applying its
+ * results (tokens, finishes, KV events) and the public calls. The decode
+ * and the sampling run on libuv's thread pool (uv_queue_work), one step at
+ * a time; while one is in flight nothing touches the context, so a cancel
+ * ends the request at once (on_done) but its cells are freed when the next
+ * step is planned.
+ */
+#include "dynamo/llm/engine.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <llama.h>
+
+#include "common/map.h"
+#include "dynamo/status.h"
+#include "llm/engine/engine.h"
+
+#define N_SLOTS 64 /* LLAMA_MAX_SEQ of llama.cpp: sequence ids per context */
+#define NIL (-1)
+
+typedef struct lengine lengine_t;
+typedef struct lseq lseq_t;
+
+enum { Q_WAITING, Q_RUNNING, Q_DONE };
+enum { SLOT_FREE, SLOT_RUN, SLOT_HOLD };
+
+/* One block of KV cells; ref counts the slots that list it. */
+typedef struct lblk {
+  uint32_t ref, run_ref; /* run_ref: of which running slots */
+  uint8_t registered;    /* in e->map under hash (announced STORED) */
+  dyn_kv_hash_t hash, local;
+  int32_t next_free;
+} lblk_t;
+
+/* One llama.cpp sequence id. Positions [0, n_blocks * bs) may be held;
+ * the first n_full blocks are computed and hashed. */
+typedef struct lslot {
+  int state;
+  lseq_t *seq;          /* SLOT_RUN */
+  int32_t *blocks;      /* block_cap entries */
+  dyn_kv_hash_t *hashes; /* seq hash of each full block */
+  size_t n_blocks, n_full;
+  int lru_prev, lru_next; /* SLOT_HOLD: least recently used first */
+  uint64_t last_use;
+} lslot_t;
+
+struct lseq {
+  dyn_engine_seq_t base; /* first: what the interface hands out */
+  lengine_t *e;
+  lseq_t *prev, *next; /* in e->waiting or e->running */
+  lseq_t *dead_next;
+  int state, in_batch, admitted;
+  int slot;                   /* running: its slot */
+  uint32_t *tokens;           /* prompt, then generated */
+  size_t n_tokens, n_prompt, n_generated, n_computed, cached_tokens;
+  size_t cap_tokens;
+  uint32_t max_tokens;
+  int ignore_eos;
+  int logprobs;             /* asked for: lp is filled with each sample */
+  uint32_t top_logprobs;
+  dyn_engine_logprob_t lp;  /* the last sampled token's */
+  struct llama_sampler *smpl;
+  /* this step */
+  size_t chunk;      /* tokens of this sequence in the batch */
+  int32_t logit_idx; /* its output row in the batch, or -1 */
+  llama_token sampled;
+  dyn_engine_callbacks_t cb;
+  void *ud;
+};
+
+typedef struct seq_list {
+  lseq_t *head, *tail;
+  uint32_t n;
+} seq_list_t;
+
+/* KV events of one step, handed to the sink at its end. */
+typedef struct kv_pending {
+  dyn_kv_event_t *ev;
+  size_t n_ev, cap_ev;
+  dyn_kv_block_t *stored;
+  size_t n_stored, cap_stored;
+  dyn_kv_hash_t *removed;
+  size_t n_removed, cap_removed;
+  int failed; /* out of memory while queueing: the batch is dropped */
+} kv_pending_t;
+
+struct lengine {
+  dyn_engine_t base; /* first: what the interface hands out */
+  uv_loop_t *loop;
+  uv_timer_t kick; /* plans the first step after an idle submit */
+  uv_work_t work;
+  dyn_engine_options_t o;
+  char *model_path;
+  struct llama_model *model;
+  struct llama_context *ctx;
+  const struct llama_vocab *vocab;
+  llama_memory_t mem;
+  struct llama_batch batch;
+  int32_t n_batch_cap, decode_rc;
+  uint32_t max_len; /* tokens per sequence */
+  /* KV bookkeeping */
+  lblk_t *blk;
+  int32_t free_head;
+  uint32_t n_free, n_run_used, n_registered;
+  lslot_t slots[N_SLOTS];
+  int lru_head, lru_tail;
+  uint64_t use_clock;
+  dyn__map_t map; /* seq hash -> lblk_t * (registered blocks) */
+  uint64_t next_event_id;
+  kv_pending_t pend;
+  /* sequences */
+  seq_list_t waiting, running;
+  lseq_t **in_step; /* the step in flight: at most N_SLOTS */
+  size_t n_in_step;
+  lseq_t *dead; /* ended while in a step, freed after it */
+  int busy, kicked, closing;
+  int refs; /* engine_free and the timer's close each drop one; 0 frees e */
+  uint64_t rng;
+  dyn_engine_kv_events_fn sink;
+  void *sink_ud;
+  dyn_engine_metrics_t m;
+};
+
+/* ---- small helpers -------------------------------------------------------- */
+
+static uint64_t splitmix64(uint64_t *x) {
+  uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+static int grow_array(void **p, size_t *cap, size_t want, size_t sz) {
+  if (want <= *cap) return DYN_OK;
+  size_t n = *cap ? *cap : 16;
+  while (n < want) n *= 2;
+  void *q = realloc(*p, n * sz);
+  if (!q) return DYN_ENOMEM;
+  *p = q;
+  *cap = n;
+  return DYN_OK;
+}
+
+static void list_push(seq_list_t *l, lseq_t *s, int front) {
+  s->prev = front ? NULL : l->tail;
+  s->next = front ? l->head : NULL;
+  if (front) {
+    if (l->head) l->head->prev = s;
+    else l->tail = s;
+    l->head = s;
+  } else {
+    if (l->tail) l->tail->next = s;
+    else l->head = s;
+    l->tail = s;
+  }
+  l->n++;
+}
+
+static void list_unlink(seq_list_t *l, lseq_t *s) {
+  if (s->prev) s->prev->next = s->next;
+  else l->head = s->next;
+  if (s->next) s->next->prev = s->prev;
+  else l->tail = s->prev;
+  s->prev = s->next = NULL;
+  l->n--;
+}
+
+static size_t blocks_for(const lengine_t *e, size_t n) {
+  return (n + e->o.block_size - 1) / e->o.block_size;
+}
+
+/* llama.cpp logs a lot at INFO while loading; keep its warnings and errors. */
+static void on_llama_log(enum ggml_log_level level, const char *text, void *ud) {
+  if (level == GGML_LOG_LEVEL_ERROR || level == GGML_LOG_LEVEL_WARN)
+    fprintf(stderr, "llama.cpp: %s", text);
+}
+
+/* ---- KV events ------------------------------------------------------------ */
+
+static dyn_kv_event_t *event_new(lengine_t *e, dyn_kv_event_kind_t kind) {
+  kv_pending_t *p = &e->pend;
+  if (grow_array((void **)&p->ev, &p->cap_ev, p->n_ev + 1, sizeof *p->ev)) {
+    p->failed = 1;
+    return NULL;
+  }
+  dyn_kv_event_t *ev = &p->ev[p->n_ev++];
+  memset(ev, 0, sizeof *ev);
+  ev->kind = kind;
+  ev->event_id = e->next_event_id++;
+  return ev;
+}
+
+/* The arrays may move while a step collects events, so the events hold
+ * offsets (in the pointer fields, cast) until flush resolves them. */
+static void queue_removed(lengine_t *e, dyn_kv_hash_t h) {
+  kv_pending_t *p = &e->pend;
+  if (grow_array((void **)&p->removed, &p->cap_removed, p->n_removed + 1, sizeof *p->removed)) {
+    p->failed = 1;
+    return;
+  }
+  dyn_kv_event_t *last = p->n_ev ? &p->ev[p->n_ev - 1] : NULL;
+  if (!last || last->kind != DYN_KV_REMOVED) {
+    if (!(last = event_new(e, DYN_KV_REMOVED))) return;
+    last->removed = (const dyn_kv_hash_t *)(uintptr_t)p->n_removed;
+  }
+  p->removed[p->n_removed++] = h;
+  last->n_removed++;
+}
+
+/* Opens a STORED event (parent: the block before i, if any) or extends the
+ * one *run points at. */
+static void queue_stored(lengine_t *e, dyn_kv_event_t **run, const lslot_t *sl, size_t i) {
+  kv_pending_t *p = &e->pend;
+  if (grow_array((void **)&p->stored, &p->cap_stored, p->n_stored + 1, sizeof *p->stored)) {
+    p->failed = 1;
+    return;
+  }
+  if (!*run) {
+    if (!(*run = event_new(e, DYN_KV_STORED))) return;
+    (*run)->has_parent = i > 0;
+    (*run)->parent_seq_hash = i > 0 ? sl->hashes[i - 1] : 0;
+    (*run)->blocks = (const dyn_kv_block_t *)(uintptr_t)p->n_stored;
+  }
+  const lblk_t *b = &e->blk[sl->blocks[i]];
+  p->stored[p->n_stored++] = (dyn_kv_block_t){b->hash, b->local};
+  (*run)->n_blocks++;
+}
+
+static void flush_events(lengine_t *e) {
+  kv_pending_t *p = &e->pend;
+  if (p->n_ev && e->sink && !p->failed) {
+    for (size_t i = 0; i < p->n_ev; i++) {
+      dyn_kv_event_t *ev = &p->ev[i];
+      if (ev->kind == DYN_KV_STORED) ev->blocks = p->stored + (uintptr_t)ev->blocks;
+      else if (ev->kind == DYN_KV_REMOVED) ev->removed = p->removed + (uintptr_t)ev->removed;
+    }
+    e->sink(p->ev, p->n_ev, e->sink_ud);
+  }
+  p->n_ev = p->n_stored = p->n_removed = 0;
+  p->failed = 0;
+}
+
+/* ---- blocks and slots ----------------------------------------------------- */
+
+static int32_t blk_pop(lengine_t *e) {
+  int32_t i = e->free_head;
+  if (i == NIL) return NIL;
+  e->free_head = e->blk[i].next_free;
+  e->n_free--;
+  return i;
+}
+
+static void blk_ref(lengine_t *e, int32_t i, int running) {
+  lblk_t *b = &e->blk[i];
+  b->ref++;
+  if (running && b->run_ref++ == 0) e->n_run_used++;
+}
+
+static void blk_unref(lengine_t *e, int32_t i, int running) {
+  lblk_t *b = &e->blk[i];
+  if (running && --b->run_ref == 0) e->n_run_used--;
+  if (--b->ref) return;
+  if (b->registered) {
+    if (dyn__map_get(&e->map, b->hash) == b) dyn__map_del(&e->map, b->hash);
+    b->registered = 0;
+    e->n_registered--;
+    e->m.evictions++;
+    queue_removed(e, b->hash);
+  }
+  b->next_free = e->free_head;
+  e->free_head = i;
+  e->n_free++;
+}
+
+static void lru_unlink(lengine_t *e, int id) {
+  lslot_t *s = &e->slots[id];
+  if (s->lru_prev != NIL) e->slots[s->lru_prev].lru_next = s->lru_next;
+  else e->lru_head = s->lru_next;
+  if (s->lru_next != NIL) e->slots[s->lru_next].lru_prev = s->lru_prev;
+  else e->lru_tail = s->lru_prev;
+  s->lru_prev = s->lru_next = NIL;
+}
+
+static void lru_append(lengine_t *e, int id) {
+  lslot_t *s = &e->slots[id];
+  s->lru_prev = e->lru_tail;
+  s->lru_next = NIL;
+  if (e->lru_tail != NIL) e->slots[e->lru_tail].lru_next = id;
+  else e->lru_head = id;
+  e->lru_tail = id;
+}
+
+/* Drops blocks [keep, n_blocks) of slot id, in llama.cpp and here. */
+static void slot_truncate(lengine_t *e, int id, size_t keep) {
+  lslot_t *s = &e->slots[id];
+  if (keep >= s->n_blocks) return;
+  llama_memory_seq_rm(e->mem, id, keep ? (llama_pos)(keep * e->o.block_size) : -1, -1);
+  for (size_t i = s->n_blocks; i-- > keep;) blk_unref(e, s->blocks[i], s->state == SLOT_RUN);
+  s->n_blocks = keep;
+  if (s->n_full > keep) s->n_full = keep;
+}
+
+static void slot_free(lengine_t *e, int id) {
+  lslot_t *s = &e->slots[id];
+  if (s->state == SLOT_HOLD) lru_unlink(e, id);
+  slot_truncate(e, id, 0);
+  llama_memory_seq_rm(e->mem, id, -1, -1);
+  s->state = SLOT_FREE;
+  s->seq = NULL;
+}
+
+/* Evicts the least recently used holder; 0 if there is none. */
+static int evict_holder(lengine_t *e) {
+  if (e->lru_head == NIL) return 0;
+  slot_free(e, e->lru_head);
+  return 1;
+}
+
+/* A free block, evicting holders while none is; NIL if the running
+ * sequences hold every block. */
+static int32_t blk_take(lengine_t *e) {
+  while (!e->n_free && evict_holder(e)) {
+  }
+  int32_t i = blk_pop(e);
+  if (i != NIL) {
+    e->blk[i].ref = 0;
+    e->blk[i].run_ref = 0;
+    e->blk[i].registered = 0;
+  }
+  return i;
+}
+
+/* Not an error: the blocks or slots are not there now (positive, so it
+ * never collides with a dynamo/status.h code). */
+#define NOSPACE 1
+
+/* Gives running slot id blocks for its first n tokens; NOSPACE if the
+ * blocks are not there (what it got so far it keeps). */
+static int slot_grow(lengine_t *e, int id, size_t n) {
+  lslot_t *s = &e->slots[id];
+  size_t need = blocks_for(e, n);
+  while (s->n_blocks < need) {
+    int32_t b = blk_take(e);
+    if (b == NIL) return NOSPACE;
+    blk_ref(e, b, 1);
+    s->blocks[s->n_blocks++] = b;
+  }
+  return DYN_OK;
+}
+
+/* The tokens [0, n_computed) of running slot id now have their KV: hashes
+ * each newly full block; the first block with a hash registers it and
+ * queues STORED (a chain of them shares one event). */
+static void slot_commit(lengine_t *e, int id, const uint32_t *tokens, size_t n_computed) {
+  lslot_t *s = &e->slots[id];
+  size_t full = n_computed / e->o.block_size, bs = e->o.block_size;
+  dyn_kv_event_t *run = NULL;
+  for (size_t i = s->n_full; i < full && i < s->n_blocks; i++) {
+    lblk_t *b = &e->blk[s->blocks[i]];
+    dyn_kv_hash_t local = dyn_kv_hash_local(tokens + i * bs, bs, e->o.kv_hash_seed);
+    dyn_kv_hash_t h = i ? dyn_kv_hash_chain(s->hashes[i - 1], local, e->o.kv_hash_seed) : local;
+    s->hashes[i] = h;
+    s->n_full = i + 1;
+    if (b->registered) continue; /* shared from another slot */
+    b->hash = h;
+    b->local = local;
+    if (dyn__map_get(&e->map, h)) { /* computed twice at once: one announced */
+      run = NULL;
+      continue;
+    }
+    if (dyn__map_put(&e->map, h, b)) {
+      e->pend.failed = 1;
+      continue;
+    }
+    b->registered = 1;
+    e->n_registered++;
+    /* run stays valid: only opening a run adds an event. */
+    queue_stored(e, &run, s, i);
+  }
+}
+
+/* Whether slot a's first n blocks are the same cells as slot b's. */
+static int same_blocks(const lslot_t *a, const lslot_t *b, size_t n) {
+  if (a->n_full < n || b->n_full < n) return 0;
+  return !memcmp(a->blocks, b->blocks, n * sizeof *a->blocks);
+}
+
+/* Running slot id's sequence ended: it keeps its computed full blocks as a
+ * holder, unless another slot already holds the same cells; a holder whose
+ * blocks are a prefix of its own is dropped (it adds nothing). */
+static void slot_retire(lengine_t *e, int id) {
+  lslot_t *s = &e->slots[id];
+  for (size_t i = 0; i < s->n_blocks; i++) {
+    lblk_t *b = &e->blk[s->blocks[i]];
+    if (--b->run_ref == 0) e->n_run_used--;
+  }
+  s->state = SLOT_HOLD; /* its blocks are no longer a running slot's */
+  s->seq = NULL;
+  slot_truncate(e, id, s->n_full);
+  lru_append(e, id);
+  if (!s->n_full) {
+    slot_free(e, id);
+    return;
+  }
+  s->last_use = ++e->use_clock;
+  for (int j = 0; j < N_SLOTS; j++) {
+    lslot_t *o = &e->slots[j];
+    if (j == id || o->state == SLOT_FREE) continue;
+    if (o->n_full >= s->n_full && same_blocks(o, s, s->n_full)) {
+      slot_free(e, id);
+      return;
+    }
+    if (o->state == SLOT_HOLD && same_blocks(o, s, o->n_full)) slot_free(e, j);
+  }
+}
+
+/* ---- sequences ------------------------------------------------------------ */
+
+static void seq_free(lseq_t *s) {
+  if (s->smpl) llama_sampler_free(s->smpl);
+  free(s->tokens);
+  free(s);
+}
+
+/* Ends s: on_done, out of its list; its slot is retired now unless a step
+ * is in flight (then by the next plan, which finds the slot's seq gone). */
+static void finish(lseq_t *s, dyn_engine_finish_t reason) {
+  lengine_t *e = s->e;
+  if (s->state == Q_DONE) return;
+  int was_running = s->state == Q_RUNNING;
+  list_unlink(was_running ? &e->running : &e->waiting, s);
+  s->state = Q_DONE;
+  if (was_running) {
+    e->slots[s->slot].seq = NULL;
+    if (!e->busy) slot_retire(e, s->slot);
+  }
+  if (s->cb.on_done) s->cb.on_done(&s->base, reason, s->ud);
+  if (s->in_batch) {
+    s->dead_next = e->dead;
+    e->dead = s;
+  } else {
+    seq_free(s);
+  }
+}
+
+/* Drops a running sequence's cells and queues it first in line again; its
+ * tokens so far are recomputed (often from the cache) when readmitted. */
+static void preempt(lengine_t *e, lseq_t *s) {
+  list_unlink(&e->running, s);
+  lslot_t *sl = &e->slots[s->slot];
+  sl->seq = NULL;
+  slot_retire(e, s->slot); /* its full blocks stay as a holder */
+  s->state = Q_WAITING;
+  s->n_computed = 0;
+  list_push(&e->waiting, s, 1);
+  e->m.preemptions++;
+}
+
+/* A free slot id, evicting the least recently used holder if none is. */
+static int slot_take(lengine_t *e) {
+  for (int pass = 0; pass < 2; pass++) {
+    for (int i = 0; i < N_SLOTS; i++)
+      if (e->slots[i].state == SLOT_FREE) return i;
+    if (!evict_holder(e)) break;
+  }
+  return NIL;
+}
+
+/* Admits s into a slot: the longest run of its leading full blocks that any
+ * slot has computed is copied (seq_cp), at most all but its last token,
+ * whose logits the step must compute. */
+static int admit(lengine_t *e, lseq_t *s) {
+  int id = slot_take(e);
+  if (id == NIL) return NOSPACE;
+  lslot_t *sl = &e->slots[id];
+  size_t bs = e->o.block_size;
+  size_t want = (s->n_tokens - 1) / bs; /* full blocks it may take */
+  int best = NIL;
+  size_t best_n = 0;
+  if (want) {
+    dyn_kv_hash_t *h = sl->hashes; /* scratch until the copy below */
+    dyn_kv_hash_t parent = 0;
+    for (size_t i = 0; i < want; i++) {
+      dyn_kv_hash_t local = dyn_kv_hash_local(s->tokens + i * bs, bs, e->o.kv_hash_seed);
+      h[i] = parent = i ? dyn_kv_hash_chain(parent, local, e->o.kv_hash_seed) : local;
+    }
+    for (int j = 0; j < N_SLOTS; j++) {
+      const lslot_t *o = &e->slots[j];
+      if (j == id || o->state == SLOT_FREE) continue;
+      size_t n = 0;
+      while (n < want && n < o->n_full && o->hashes[n] == h[n]) n++;
+      if (n > best_n) best_n = n, best = j;
+    }
+  }
+  sl->state = SLOT_RUN;
+  sl->seq = s;
+  sl->n_blocks = sl->n_full = 0;
+  if (best != NIL) {
+    lslot_t *src = &e->slots[best];
+    llama_memory_seq_cp(e->mem, best, id, 0, (llama_pos)(best_n * bs));
+    for (size_t i = 0; i < best_n; i++) {
+      sl->blocks[i] = src->blocks[i];
+      sl->hashes[i] = src->hashes[i];
+      blk_ref(e, sl->blocks[i], 1);
+    }
+    sl->n_blocks = sl->n_full = best_n;
+    if (src->state == SLOT_HOLD) {
+      src->last_use = ++e->use_clock;
+      lru_unlink(e, best);
+      lru_append(e, best);
+    }
+  }
+  s->slot = id;
+  s->n_computed = best_n * bs;
+  if (!s->admitted) {
+    s->admitted = 1;
+    s->cached_tokens = s->n_computed;
+    e->m.prompt_tokens += s->n_prompt;
+    e->m.cached_prompt_tokens += s->cached_tokens;
+  }
+  return DYN_OK;
+}
+
+/* ---- planning a step ------------------------------------------------------ */
+
+static void batch_add(lengine_t *e, lseq_t *s, size_t from, size_t n, int want_logits) {
+  struct llama_batch *b = &e->batch;
+  for (size_t i = 0; i < n; i++) {
+    int32_t k = b->n_tokens++;
+    b->token[k] = (llama_token)s->tokens[from + i];
+    b->pos[k] = (llama_pos)(from + i);
+    b->n_seq_id[k] = 1;
+    b->seq_id[k][0] = s->slot;
+    b->logits[k] = 0;
+  }
+  s->chunk = n;
+  s->logit_idx = -1;
+  if (want_logits && n) {
+    b->logits[b->n_tokens - 1] = 1;
+    s->logit_idx = b->n_tokens - 1;
+  }
+  s->in_batch = 1;
+  e->in_step[e->n_in_step++] = s;
+}
+
+/* The running slots of sequences that ended during the last step. */
+static void retire_ended(lengine_t *e) {
+  for (int i = 0; i < N_SLOTS; i++)
+    if (e->slots[i].state == SLOT_RUN && !e->slots[i].seq) slot_retire(e, i);
+}
+
+/* Builds the next step into e->batch; 1 if there is one. */
+static int plan_step(lengine_t *e) {
+  retire_ended(e);
+  e->batch.n_tokens = 0;
+  e->n_in_step = 0;
+  size_t budget = e->o.max_num_batched_tokens;
+  /* Decode: each sequence whose next token is all it has left to compute,
+   * oldest first; while one lacks a block the newest running sequence is
+   * preempted (never one already in the batch: those are older), and the
+   * scan starts again as the list changed. */
+  int preempted = 0;
+  for (;;) {
+    lseq_t *s = e->running.head;
+    while (s && (s->in_batch || s->n_computed + 1 != s->n_tokens)) s = s->next;
+    if (!s) break;
+    if (slot_grow(e, s->slot, s->n_tokens) == NOSPACE) {
+      preempt(e, e->running.tail);
+      preempted = 1;
+      continue;
+    }
+    batch_add(e, s, s->n_computed, 1, 1);
+    budget = budget ? budget - 1 : 0;
+  }
+  /* Prefill chunks: running sequences still in their prompt, then newly
+   * admitted ones, first come first served, while the budget lasts. */
+  for (lseq_t *s = e->running.head; s && budget; s = s->next) {
+    if (s->in_batch) continue;
+    size_t left = s->n_tokens - s->n_computed, n = left < budget ? left : budget;
+    while (n && slot_grow(e, s->slot, s->n_computed + n) == NOSPACE) n /= 2;
+    if (!n) continue;
+    batch_add(e, s, s->n_computed, n, n == left);
+    budget -= n;
+  }
+  /* As vLLM: no admission in a step that had to preempt. */
+  while (!preempted && budget && e->waiting.head && e->running.n < e->o.max_num_seqs) {
+    lseq_t *s = e->waiting.head;
+    if (admit(e, s) == NOSPACE) break;
+    list_unlink(&e->waiting, s);
+    list_push(&e->running, s, 0);
+    s->state = Q_RUNNING;
+    size_t left = s->n_tokens - s->n_computed, n = left < budget ? left : budget;
+    while (n && slot_grow(e, s->slot, s->n_computed + n) == NOSPACE) n /= 2;
+    if (!n) break; /* admitted; prefills when blocks free up */
+    batch_add(e, s, s->n_computed, n, n == left);
+    budget -= n;
+  }
+  return e->batch.n_tokens > 0;
+}
+
+/* ---- running a step ------------------------------------------------------- */
+
+/* The sampled token's log-probability under the model's distribution
+ * (a log-softmax of the row's logits, before the sampler's settings) and
+ * the top_logprobs most likely tokens, most likely first. One pass for the
+ * normalizer and one for the top list, kept sorted by insertion (at most
+ * 20 entries, and most logits never enter it). */
+static void compute_logprob(const lengine_t *e, lseq_t *s) {
+  const float *logits = llama_get_logits_ith(e->ctx, s->logit_idx);
+  int32_t n = llama_vocab_n_tokens(e->vocab);
+  dyn_engine_logprob_t *lp = &s->lp;
+  lp->n_top = 0;
+  if (!logits || n <= 0) {
+    lp->logprob = 0;
+    return;
+  }
+  float max = logits[0];
+  for (int32_t i = 1; i < n; i++)
+    if (logits[i] > max) max = logits[i];
+  double sum = 0;
+  for (int32_t i = 0; i < n; i++) sum += exp((double)(logits[i] - max));
+  double lse = (double)max + log(sum);
+  lp->logprob = (float)((double)logits[s->sampled] - lse);
+  uint32_t k = s->top_logprobs;
+  for (int32_t i = 0; i < n && k; i++) {
+    float v = logits[i];
+    if (lp->n_top == k && v <= lp->top_logprobs[k - 1]) continue;
+    uint32_t at = lp->n_top < k ? lp->n_top++ : k - 1;
+    while (at > 0 && lp->top_logprobs[at - 1] < v) {
+      lp->top_logprobs[at] = lp->top_logprobs[at - 1];
+      lp->top_ids[at] = lp->top_ids[at - 1];
+      at--;
+    }
+    lp->top_logprobs[at] = v;
+    lp->top_ids[at] = (uint32_t)i;
+  }
+  for (uint32_t j = 0; j < lp->n_top; j++)
+    lp->top_logprobs[j] = (float)((double)lp->top_logprobs[j] - lse);
+}
+
+/* On the thread pool: the decode, then each output row's sampling. */
+static void step_work(uv_work_t *w) {
+  lengine_t *e = w->data;
+  e->decode_rc = llama_decode(e->ctx, e->batch);
+  if (e->decode_rc) return;
+  for (size_t i = 0; i < e->n_in_step; i++) {
+    lseq_t *s = e->in_step[i];
+    if (s->logit_idx < 0) continue;
+    s->sampled = llama_sampler_sample(s->smpl, e->ctx, s->logit_idx);
+    if (s->logprobs) compute_logprob(e, s);
+  }
+}
+
+static void start_step(lengine_t *e);
+
+static void end_step_batch(lengine_t *e) {
+  for (size_t i = 0; i < e->n_in_step; i++) e->in_step[i]->in_batch = 0;
+  e->n_in_step = 0;
+  while (e->dead) {
+    lseq_t *s = e->dead;
+    e->dead = s->dead_next;
+    seq_free(s);
+  }
+}
+
+static void engine_free(lengine_t *e);
+
+static void deliver(lengine_t *e, lseq_t *s) {
+  llama_token t = s->sampled;
+  if (!s->ignore_eos && llama_vocab_is_eog(e->vocab, t)) {
+    finish(s, DYN_ENGINE_STOP);
+    return;
+  }
+  uint32_t tok = (uint32_t)t;
+  s->tokens[s->n_tokens++] = tok;
+  s->n_generated++;
+  e->m.generated_tokens++;
+  if (s->cb.on_tokens) s->cb.on_tokens(&s->base, &tok, 1, s->ud);
+  if (s->state == Q_RUNNING &&
+      (s->n_generated >= s->max_tokens || s->n_tokens >= e->max_len))
+    finish(s, DYN_ENGINE_LENGTH);
+}
+
+static void step_done(uv_work_t *w, int status) {
+  lengine_t *e = w->data;
+  e->busy = 0;
+  e->m.steps++;
+  if (e->closing) {
+    end_step_batch(e);
+    engine_free(e);
+    return;
+  }
+  if (e->decode_rc) {
+    /* 1 (no KV slot) cannot happen while the block accounting holds;
+     * anything else is llama.cpp failing. The step's sequences fail and
+     * their cells go, so the next step starts from a known state. */
+    fprintf(stderr, "llama.cpp engine: llama_decode failed (%d) on a step of %d tokens\n",
+            e->decode_rc, e->batch.n_tokens);
+    for (size_t i = 0; i < e->n_in_step; i++) {
+      lseq_t *s = e->in_step[i];
+      if (s->state != Q_RUNNING) continue;
+      int id = s->slot;
+      finish(s, DYN_ENGINE_ERROR); /* retires the slot (not busy) */
+      if (e->slots[id].state != SLOT_FREE) slot_free(e, id);
+    }
+  } else {
+    for (size_t i = 0; i < e->n_in_step; i++) {
+      lseq_t *s = e->in_step[i];
+      if (s->state != Q_RUNNING) continue;
+      s->n_computed += s->chunk;
+      slot_commit(e, s->slot, s->tokens, s->n_computed);
+    }
+  }
+  /* KV first, then tokens: a router hears of a prefix no later than the
+   * client sees output. */
+  flush_events(e);
+  for (size_t i = 0; i < e->n_in_step && !e->decode_rc; i++) {
+    lseq_t *s = e->in_step[i];
+    if (s->state == Q_RUNNING && s->logit_idx >= 0) deliver(e, s);
+  }
+  end_step_batch(e);
+  start_step(e);
+}
+
+/* Plans and queues the next step, if there is anything to run. */
+static void start_step(lengine_t *e) {
+  if (e->busy || e->closing) return;
+  int any = plan_step(e);
+  flush_events(e); /* evictions of the planning */
+  if (!any) return;
+  e->busy = 1;
+  e->work.data = e;
+  if (uv_queue_work(e->loop, &e->work, step_work, step_done)) {
+    e->busy = 0;
+    fprintf(stderr, "llama.cpp engine: cannot queue a step on the thread pool\n");
+  }
+}
+
+static void on_kick(uv_timer_t *t) {
+  lengine_t *e = t->data;
+  e->kicked = 0;
+  start_step(e);
+}
+
+/* ---- creating and destroying ---------------------------------------------- */
+
+static const dyn__engine_ops_t llama_ops;
+
+static void backend_init_once(void) {
+  llama_log_set(on_llama_log, NULL);
+  llama_backend_init();
+}
+
+/* Why a model could not be opened, naming the file (per thread, as
+ * engine.c's messages). */
+static const char *model_error(const char *path, const char *what) {
+  static _Thread_local char msg[512];
+  snprintf(msg, sizeof msg, "engine: model %s: %s", path, what);
+  return msg;
+}
+
+static const char *check_options(const dyn_engine_options_t *o) {
+  if (!o->model || !*o->model)
+    return "engine: the llama.cpp engine needs a model (a .gguf file)";
+  if (!o->block_size) return "engine options: block_size must be at least 1";
+  if (!o->num_blocks || o->num_blocks > INT32_MAX / o->block_size)
+    return "engine options: num_blocks * block_size must be between 1 and 2^31-1";
+  if (!o->max_num_seqs || o->max_num_seqs > N_SLOTS)
+    return "engine options: max_num_seqs must be between 1 and 64 for llama.cpp";
+  if (!o->max_num_batched_tokens)
+    return "engine options: max_num_batched_tokens must be at least 1";
+  return NULL;
+}
+
+static void engine_free(lengine_t *e) {
+  if (e->batch.token) llama_batch_free(e->batch);
+  if (e->ctx) llama_free(e->ctx);
+  if (e->model) llama_model_free(e->model);
+  for (int i = 0; i < N_SLOTS; i++) {
+    free(e->slots[i].blocks);
+    free(e->slots[i].hashes);
+  }
+  dyn__map_free(&e->map);
+  free(e->pend.ev);
+  free(e->pend.stored);
+  free(e->pend.removed);
+  free(e->blk);
+  free(e->in_step);
+  free(e->model_path);
+  if (--e->refs == 0) free(e);
+}
+
+static void on_timer_closed(uv_handle_t *h) {
+  lengine_t *e = h->data;
+  if (--e->refs == 0) free(e);
+}
+
+int dyn__llama_engine_create(uv_loop_t *loop, const dyn_engine_options_t *opts,
+                             dyn_engine_t **out, const char **why) {
+  dyn_engine_options_t defaults;
+  if (!opts) {
+    dyn_engine_options_init(&defaults);
+    opts = &defaults;
+  }
+  if (!loop || !out) {
+    if (why) *why = "engine: loop and out must not be NULL";
+    return DYN_EINVAL;
+  }
+  const char *bad = check_options(opts);
+  if (bad) {
+    if (why) *why = bad;
+    return DYN_EINVAL;
+  }
+  /* Say what is wrong with the file before llama.cpp tries it. */
+  struct stat st;
+  if (stat(opts->model, &st) != 0 || access(opts->model, R_OK) != 0) {
+    if (why) *why = model_error(opts->model, strerror(errno));
+    return DYN_EINVAL;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    if (why) *why = model_error(opts->model, "not a regular file");
+    return DYN_EINVAL;
+  }
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, backend_init_once);
+
+  lengine_t *e = calloc(1, sizeof *e);
+  if (!e) return DYN_ENOMEM;
+  e->base.ops = &llama_ops;
+  e->loop = loop;
+  e->o = *opts;
+  e->model_path = strdup(opts->model);
+  e->o.model = e->model_path;
+  e->refs = 1; /* no timer yet: engine_free frees e itself */
+  int rc = DYN_ENOMEM;
+  if (!e->model_path) goto fail;
+
+  struct llama_model_params mp = llama_model_default_params();
+  /* No repacked weight buffers (AMX and friends): at llama.cpp 4227c9b on
+   * an AMX CPU they give wrong rows once a batch holds 32 tokens or more
+   * of several sequences (tests/llm/test_llama_engine.c catches it). */
+  mp.use_extra_bufts = false;
+  e->model = llama_model_load_from_file(opts->model, mp);
+  if (!e->model) {
+    if (why) *why = model_error(opts->model, "llama.cpp cannot load it (not a valid GGUF model?)");
+    rc = DYN_EINVAL;
+    goto fail;
+  }
+  e->vocab = llama_model_get_vocab(e->model);
+  uint32_t cells = opts->num_blocks * opts->block_size;
+  e->n_batch_cap = (int32_t)(opts->max_num_batched_tokens + N_SLOTS);
+  struct llama_context_params cp = llama_context_default_params();
+  cp.n_ctx = cells;
+  cp.n_batch = (uint32_t)e->n_batch_cap;
+  cp.n_ubatch = cp.n_batch < 512 ? cp.n_batch : 512;
+  cp.n_seq_max = N_SLOTS;
+  cp.kv_unified = true;
+  cp.no_perf = true;
+  long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+  int32_t threads = opts->threads ? (int32_t)opts->threads : (int32_t)(ncpu > 0 ? ncpu : 1);
+  cp.n_threads = cp.n_threads_batch = threads;
+  e->ctx = llama_init_from_model(e->model, cp);
+  if (!e->ctx) {
+    if (why) *why = model_error(opts->model, "llama.cpp cannot create a context for it");
+    rc = DYN_EINVAL;
+    goto fail;
+  }
+  e->mem = llama_get_memory(e->ctx);
+  uint32_t train = (uint32_t)llama_model_n_ctx_train(e->model);
+  e->max_len = opts->max_model_len ? opts->max_model_len : train;
+  if (!e->max_len || e->max_len > cells) e->max_len = cells;
+  e->batch = llama_batch_init(e->n_batch_cap, 0, 1);
+  e->blk = calloc(opts->num_blocks, sizeof *e->blk);
+  e->in_step = calloc(N_SLOTS, sizeof *e->in_step);
+  if (!e->batch.token || !e->blk || !e->in_step) goto fail;
+  size_t per_slot = blocks_for(e, e->max_len) + 1;
+  for (int i = 0; i < N_SLOTS; i++) {
+    e->slots[i].blocks = malloc(per_slot * sizeof *e->slots[i].blocks);
+    e->slots[i].hashes = malloc(per_slot * sizeof *e->slots[i].hashes);
+    e->slots[i].lru_prev = e->slots[i].lru_next = NIL;
+    if (!e->slots[i].blocks || !e->slots[i].hashes) goto fail;
+  }
+  e->lru_head = e->lru_tail = NIL;
+  e->free_head = NIL;
+  for (int32_t i = (int32_t)opts->num_blocks - 1; i >= 0; i--) {
+    e->blk[i].next_free = e->free_head;
+    e->free_head = i;
+  }
+  e->n_free = opts->num_blocks;
+  dyn__map_init(&e->map);
+  e->next_event_id = 1;
+  e->rng = opts->seed ^ 0x11a3a5eed5eedull;
+  uv_timer_init(loop, &e->kick);
+  e->kick.data = e;
+  e->refs = 2;
+  *out = &e->base;
+  return DYN_OK;
+fail:
+  engine_free(e);
+  return rc;
+}
+
+static void llama_destroy(dyn_engine_t *engine) {
+  lengine_t *e = (lengine_t *)engine;
+  if (e->closing) return;
+  /* Cancel while not closing, so that finish retires slots normally. */
+  while (e->running.head) finish(e->running.head, DYN_ENGINE_CANCELLED);
+  while (e->waiting.head) finish(e->waiting.head, DYN_ENGINE_CANCELLED);
+  e->closing = 1;
+  e->pend.n_ev = 0; /* dropped, as the interface says */
+  uv_timer_stop(&e->kick);
+  uv_close((uv_handle_t *)&e->kick, on_timer_closed);
+  if (!e->busy) {
+    end_step_batch(e);
+    engine_free(e);
+  } /* else step_done frees it when the decode in flight returns */
+}
+
+static void llama_set_kv_events(dyn_engine_t *engine, dyn_engine_kv_events_fn fn, void *ud) {
+  lengine_t *e = (lengine_t *)engine;
+  e->sink = fn;
+  e->sink_ud = ud;
+}
+
+/* The sampler chain of one request: greedy at temperature 0, else top-k,
+ * top-p, temperature and a seeded draw. */
+static struct llama_sampler *make_sampler(lengine_t *e, const dyn_engine_request_t *r) {
+  struct llama_sampler_chain_params p = llama_sampler_chain_default_params();
+  p.no_perf = true;
+  struct llama_sampler *c = llama_sampler_chain_init(p);
+  if (!c) return NULL;
+  if (r->temperature <= 0) {
+    llama_sampler_chain_add(c, llama_sampler_init_greedy());
+    return c;
+  }
+  if (r->top_k > 0) llama_sampler_chain_add(c, llama_sampler_init_top_k(r->top_k));
+  if (r->top_p > 0 && r->top_p < 1) llama_sampler_chain_add(c, llama_sampler_init_top_p(r->top_p, 1));
+  llama_sampler_chain_add(c, llama_sampler_init_temp(r->temperature));
+  uint64_t seed = r->has_seed ? r->seed : splitmix64(&e->rng);
+  llama_sampler_chain_add(c, llama_sampler_init_dist((uint32_t)(seed ^ (seed >> 32))));
+  return c;
+}
+
+/* A request the context can never hold; the message names the limit. */
+static const char *too_long(const lengine_t *e, size_t n_prompt) {
+  static _Thread_local char msg[200];
+  snprintf(msg, sizeof msg,
+           "engine submit: the prompt has %zu tokens; this model's context holds at most %u "
+           "(prompt and output)",
+           n_prompt, e->max_len);
+  return msg;
+}
+
+static int llama_submit(dyn_engine_t *engine, const dyn_engine_request_t *req,
+                        const dyn_engine_callbacks_t *cb, void *ud, dyn_engine_seq_t **out,
+                        const char **why) {
+  lengine_t *e = (lengine_t *)engine;
+  const char *bad = NULL;
+  if (e->closing) {
+    if (why) *why = "engine submit: the engine is shutting down";
+    return DYN_ECLOSED;
+  }
+  if (!req || !cb) bad = "engine submit: request and callbacks must not be NULL";
+  else if (!req->prompt || !req->n_prompt) bad = "engine submit: the prompt is empty";
+  else if (!req->max_tokens) bad = "engine submit: max_tokens must be at least 1";
+  else if (!(req->temperature >= 0)) bad = "engine submit: temperature must not be negative";
+  else if (req->top_logprobs > DYN_ENGINE_MAX_TOP_LOGPROBS)
+    bad = "engine submit: top_logprobs must be at most 20";
+  else if (req->n_prompt >= e->max_len) bad = too_long(e, req->n_prompt);
+  if (!bad) {
+    uint32_t n_vocab = (uint32_t)llama_vocab_n_tokens(e->vocab);
+    for (size_t i = 0; i < req->n_prompt && !bad; i++)
+      if (req->prompt[i] >= n_vocab) bad = "engine submit: a prompt token id is not in the vocabulary";
+  }
+  if (bad) {
+    if (why) *why = bad;
+    return DYN_EINVAL;
+  }
+  lseq_t *s = calloc(1, sizeof *s);
+  size_t cap = req->n_prompt + req->max_tokens;
+  if (cap > e->max_len) cap = e->max_len;
+  if (s) s->tokens = malloc(cap * sizeof *s->tokens);
+  if (s && s->tokens) s->smpl = make_sampler(e, req);
+  if (!s || !s->tokens || !s->smpl) {
+    if (s) seq_free(s);
+    return DYN_ENOMEM;
+  }
+  memcpy(s->tokens, req->prompt, req->n_prompt * sizeof *s->tokens);
+  s->base.engine = engine;
+  s->e = e;
+  s->cap_tokens = cap;
+  s->n_tokens = s->n_prompt = req->n_prompt;
+  s->max_tokens = req->max_tokens;
+  s->ignore_eos = req->ignore_eos;
+  s->logprobs = req->logprobs;
+  s->top_logprobs = req->top_logprobs;
+  s->cb = *cb;
+  s->ud = ud;
+  s->state = Q_WAITING;
+  s->slot = NIL;
+  list_push(&e->waiting, s, 0);
+  e->m.requests++;
+  if (!e->busy && !e->kicked) {
+    e->kicked = 1;
+    uv_timer_start(&e->kick, on_kick, 0, 0);
+  }
+  if (out) *out = &s->base;
+  return DYN_OK;
+}
+
+static void llama_cancel(dyn_engine_seq_t *seq) { finish((lseq_t *)seq, DYN_ENGINE_CANCELLED); }
+
+static void llama_seq_tokens(const dyn_engine_seq_t *seq, size_t *prompt, size_t *cached,
+                             size_t *generated) {
+  const lseq_t *s = (const lseq_t *)seq;
+  *prompt = s->n_prompt;
+  *cached = s->cached_tokens;
+  *generated = s->n_generated;
+}
+
+/* Filled on the thread pool with the sample, read on the loop in on_tokens
+ * (deliver), after the step's work completed. */
+static const dyn_engine_logprob_t *llama_seq_logprobs(const dyn_engine_seq_t *seq) {
+  const lseq_t *s = (const lseq_t *)seq;
+  return s->logprobs ? &s->lp : NULL;
+}
+
+static void llama_get_metrics(const dyn_engine_t *engine, dyn_engine_metrics_t *m) {
+  const lengine_t *e = (const lengine_t *)engine;
+  *m = e->m;
+  m->active_slots = e->running.n;
+  m->total_slots = e->o.max_num_seqs;
+  m->waiting = e->waiting.n;
+  m->kv_blocks_used = e->n_run_used;
+  m->kv_blocks_cached = e->n_registered;
+  m->kv_blocks_total = e->o.num_blocks;
+}
+
+/* Drops every holder (their cells go) and announces CLEARED; running
+ * sequences keep their cells, no longer shared with new requests through
+ * the announced hashes. DYN_EINVAL while a step is in flight (the context
+ * is the decode's then): the interface meant it for an idle engine. */
+static int llama_reset_cache(dyn_engine_t *engine) {
+  lengine_t *e = (lengine_t *)engine;
+  if (e->busy) return DYN_EINVAL; /* the context is in use by a step */
+  while (evict_holder(e)) {
+  }
+  e->pend.n_ev = e->pend.n_stored = e->pend.n_removed = 0; /* CLEARED says it all */
+  dyn__map_clear(&e->map);
+  for (uint32_t i = 0; i < e->o.num_blocks; i++) e->blk[i].registered = 0;
+  e->n_registered = 0;
+  int rc = event_new(e, DYN_KV_CLEARED) ? DYN_OK : DYN_ENOMEM;
+  flush_events(e);
+  return rc;
+}
+
+static const dyn__engine_ops_t llama_ops = {
+    .name = "llama.cpp",
+    .destroy = llama_destroy,
+    .set_kv_events = llama_set_kv_events,
+    .submit = llama_submit,
+    .cancel = llama_cancel,
+    .seq_tokens = llama_seq_tokens,
+    .seq_logprobs = llama_seq_logprobs,
+    .get_metrics = llama_get_metrics,
+    .reset_cache = llama_reset_cache,
+};
