@@ -277,6 +277,11 @@ static void test_refusals(void) {
   u32(&w, DYN__GGUF_UINT64);
   u64(&w, UINT64_MAX / 2);
   refused(&w, "'x' claims 9223372036854775807 elements of uint64");
+  gw_begin(&w, 3); /* a length that wraps when 8 is added (found by fuzz_gguf) */
+  key(&w, "x", DYN__GGUF_STRING);
+  u64(&w, UINT64_MAX);
+  put(&w, "abcdef", 6);
+  refused(&w, "truncated at offset 37 in the string value of 'x'");
   gw_begin(&w, 3);
   key(&w, "x", 77);
   u32(&w, 0);

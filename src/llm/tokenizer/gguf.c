@@ -98,7 +98,8 @@ const char *dyn__gguf_type_name(uint32_t type) {
 static int skip_str(rd_t *r, const char *key, uint64_t index, bool in_array) {
   uint64_t n;
   size_t at = r->off;
-  if (!need(r, 8) || (n = u64_at(r->data + r->off), !need(r, 8 + n))) {
+  /* n is compared with what is left after its own 8 bytes: 8 + n could wrap. */
+  if (!need(r, 8) || (n = u64_at(r->data + r->off)) > r->len - r->off - 8) {
     if (in_array)
       return fail(r, "truncated at offset %zu in element %llu of '%s' (a string of %llu bytes)", at,
                   (unsigned long long)index, key,
