@@ -5,7 +5,7 @@ set -euo pipefail
 build=$1
 secs=${2:-20}
 here=$(cd "$(dirname "$0")" && pwd)
-for t in frame control http kv_events tokenizer; do
+for t in frame control http kv_events tokenizer gguf; do
   work=$(mktemp -d)
   cp -r "$here/corpus/$t/." "$work/" 2>/dev/null || true
   echo "fuzz: $t for ${secs}s"

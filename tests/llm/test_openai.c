@@ -104,6 +104,10 @@ static void test_completion_validation(void) {
       {"{\"model\":\"m\",\"prompt\":\"x\",\"logprobs\":null}", 1, NULL},
       {"{\"model\":\"m\",\"prompt\":\"x\",\"logprobs\":6}", 0, "logprobs"},
       {"{\"model\":\"m\",\"prompt\":\"x\",\"logprobs\":true}", 0, "logprobs"},
+      {"{\"model\":\"m\",\"prompt\":\"x\",\"top_k\":40,\"top_p\":0.5}", 1, NULL},
+      {"{\"model\":\"m\",\"prompt\":\"x\",\"top_k\":-1}", 1, NULL},
+      {"{\"model\":\"m\",\"prompt\":\"x\",\"top_k\":-2}", 0, "top_k"},
+      {"{\"model\":\"m\",\"prompt\":\"x\",\"top_k\":\"5\"}", 0, "top_k"},
   };
   run_cases(DYN__OAI_COMPLETION, cases, sizeof cases / sizeof *cases);
   /* The info a valid request yields. */

@@ -262,6 +262,12 @@ static void test_logprobs(void) {
                      "\"top_logprobs\":3}}";
   CHECK_STATUS(dyn__proto_gen_request_decode(chat, strlen(chat), &g, &why), DYN_OK);
   CHECK(g.logprobs && g.top_logprobs == 3);
+  CHECK(g.top_p == 0 && g.top_k == 0);
+  dyn__proto_gen_request_free(&g);
+  const char *sampling = "{\"kind\":\"chat\",\"request\":{\"messages\":[],\"top_p\":0.9,"
+                         "\"top_k\":40}}";
+  CHECK_STATUS(dyn__proto_gen_request_decode(sampling, strlen(sampling), &g, &why), DYN_OK);
+  CHECK(g.top_p == 0.9 && g.top_k == 40);
   dyn__proto_gen_request_free(&g);
   const char *cmpl = "{\"kind\":\"completion\",\"request\":{\"prompt\":\"p\",\"logprobs\":2}}";
   CHECK_STATUS(dyn__proto_gen_request_decode(cmpl, strlen(cmpl), &g, &why), DYN_OK);

@@ -9,6 +9,8 @@
  *   tokenize_cli decode TOKENIZER.json   [ids]   -> "text"  (special tokens kept)
  *   tokenize_cli detok TOKENIZER.json    [ids]   -> ["piece", ...] (one per push, then flush)
  *   tokenize_cli split gpt2|cl100k       "text"  -> ["piece", ...]
+ *   tokenize_cli chat|chat-nogen MODEL.gguf [messages] -> "prompt" (the
+ *       file's own chat template, with or without the generation prompt)
  *
  * An input the C side rejects prints {"error": "..."}.
  */
@@ -17,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dynamo/llm/chat.h"
 #include "dynamo/llm/tokenizer.h"
 #include "dynamo/status.h"
 #include "llm/tokenizer/tok_internal.h"
@@ -102,9 +105,24 @@ static json_t *do_detok(dyn_tokenizer_t *tk, json_t *in) {
   return out;
 }
 
+static json_t *do_chat(const dyn_tokenizer_t *tk, json_t *in, bool gen) {
+  dyn_chat_template_t t;
+  char err[256], *text;
+  size_t len;
+  const char *jinja = dyn_tokenizer_chat_template(tk);
+  if (!jinja) return error("the tokenizer has no chat template");
+  if (dyn_chat_template_parse(jinja, &t, err, sizeof err)) return error(err);
+  int rc = dyn_chat_template_render_json(&t, in, gen, &text, &len, err, sizeof err);
+  dyn_chat_template_free(&t);
+  if (rc) return error(err);
+  json_t *out = json_stringn(text, len);
+  free(text);
+  return out;
+}
+
 int main(int argc, char **argv) {
   if (argc != 3) {
-    fprintf(stderr, "usage: %s encode|decode|detok TOKENIZER.json | split gpt2|cl100k\n", argv[0]);
+    fprintf(stderr, "usage: %s encode|decode|detok|chat|chat-nogen TOKENIZER | split gpt2|cl100k\n", argv[0]);
     return 2;
   }
   const char *mode = argv[1];
@@ -130,6 +148,7 @@ int main(int argc, char **argv) {
     else if (tk && strcmp(mode, "encode") == 0) out = do_encode(tk, in);
     else if (tk && strcmp(mode, "decode") == 0) out = do_decode(tk, in);
     else if (tk && strcmp(mode, "detok") == 0) out = do_detok(tk, in);
+    else if (tk && strncmp(mode, "chat", 4) == 0) out = do_chat(tk, in, strcmp(mode, "chat") == 0);
     else out = do_split(&pre, in);
     emit(out);
     json_decref(in);

@@ -2,7 +2,8 @@
  *
  * The Processor turns a prompt into token ids for the engine and the
  * engine's ids back into text. This is the C side of both, reading the
- * Hugging Face `tokenizer.json` that ships with a model:
+ * Hugging Face `tokenizer.json` that ships with a model, or the tokenizer
+ * inside a GGUF model file (llama.cpp's format):
  *
  *   dyn_tokenizer_t *tk;
  *   char err[256];
@@ -27,6 +28,21 @@
  * style BPE files (Metaspace + byte_fallback: Llama 2, Mistral v0.1-v0.3,
  * Gemma, Phi-3), which are not byte-level. Added tokens' lstrip, rstrip and
  * single_word flags are not applied (the byte-level families leave them off).
+ *
+ * From a GGUF file (tokenizer.ggml.*): tokenizer.ggml.model "gpt2" only
+ * (byte-level BPE; "llama" SentencePiece, "bert", "t5" and others are
+ * refused, naming the type), the pre-tokenizer named by tokenizer.ggml.pre
+ * mapped to llama.cpp's split patterns for that name (default, llama3 /
+ * llama-bpe, gpt-2, smollm, qwen2 and their aliases; another name is
+ * refused, naming it), tokens typed CONTROL, USER_DEFINED or UNKNOWN
+ * matched literally as llama_tokenize(parse_special=true) does, the
+ * BOS/EOS/EOT/EOM/UNK ids, add_bos_token and tokenizer.chat_template.
+ * The ids equal llama.cpp's llama_tokenize(add_special=false,
+ * parse_special=true) (tests/llm/test_tokenizer_gguf.py), except that
+ * overlapping literal tokens are matched leftmost-longest (llama.cpp takes
+ * the longest everywhere first; no known vocabulary has such overlaps) and
+ * that PCRE2's Unicode tables may be older than llama.cpp's for
+ * characters assigned recently.
  *
  * Encoding is the equivalent of HF's `encode(text, add_special_tokens=False)`:
  * no post-processor (a chat template puts BOS in the text itself). An NFC
@@ -61,11 +77,13 @@ typedef struct dyn_tokens {
 DYN_EXTERN void dyn_tokens_free(dyn_tokens_t *t);
 
 /* Loads a tokenizer.json from a file or from memory (`name` labels errors,
- * e.g. the path it came from). On failure returns DYN_EINVAL (bad or
- * unsupported content), DYN_ENOTFOUND/DYN_ESYS (file) or DYN_ENOMEM, and
- * writes a sentence naming the file and what was wrong into err (may be
- * NULL), e.g. "tokenizer.json: model.type 'Unigram' is not supported
- * (byte-level BPE only)". */
+ * e.g. the path it came from); load_file also takes a GGUF model file (one
+ * that starts with the bytes "GGUF"). On failure returns DYN_EINVAL (bad
+ * or unsupported content), DYN_ENOTFOUND/DYN_ESYS (file) or DYN_ENOMEM,
+ * and writes a sentence naming the file and what was wrong into err (may
+ * be NULL), e.g. "tokenizer.json: model.type 'Unigram' is not supported
+ * (byte-level BPE only)" or "m.gguf: tokenizer.ggml.model 'llama'
+ * (SentencePiece BPE) is not supported (byte-level BPE, 'gpt2', only)". */
 DYN_EXTERN int dyn_tokenizer_load_file(const char *path, dyn_tokenizer_t **out, char *err, size_t errlen);
 DYN_EXTERN int dyn_tokenizer_load_buf(const char *json, size_t len, const char *name,
                            dyn_tokenizer_t **out, char *err, size_t errlen);
@@ -113,6 +131,21 @@ DYN_EXTERN int dyn_tokenizer_is_special(const dyn_tokenizer_t *tk, uint32_t id);
  * DYN_ENOTFOUND otherwise. */
 DYN_EXTERN int dyn_tokenizer_bos_id(const dyn_tokenizer_t *tk, uint32_t *id);
 DYN_EXTERN int dyn_tokenizer_eos_id(const dyn_tokenizer_t *tk, uint32_t *id);
+
+/* The ids that end generation as the file names them: EOS, and from a
+ * GGUF file also EOT and EOM (tokenizer.ggml.eot_token_id, ...), each
+ * once. Writes at most cap; returns how many there are. */
+DYN_EXTERN size_t dyn_tokenizer_end_ids(const dyn_tokenizer_t *tk, uint32_t *ids, size_t cap);
+
+/* 1 if the file asks for BOS before a prompt (a GGUF's
+ * tokenizer.ggml.add_bos_token, or llama.cpp's default for its
+ * pre-tokenizer); a tokenizer.json: 0 (its post-processor is not read). */
+DYN_EXTERN int dyn_tokenizer_add_bos(const dyn_tokenizer_t *tk);
+
+/* The model's own chat template (Jinja text, a GGUF's
+ * tokenizer.chat_template), NUL-terminated, or NULL when the file has
+ * none (always NULL for a tokenizer.json). See dynamo/llm/chat.h. */
+DYN_EXTERN const char *dyn_tokenizer_chat_template(const dyn_tokenizer_t *tk);
 
 /* ---- incremental detokenizer -------------------------------------------- */
 

@@ -187,6 +187,17 @@ static int check_logprobs(const json_t *req, dyn__oai_kind_t kind, dyn__oai_erro
   return DYN_OK;
 }
 
+/* top_k, as vLLM takes it: an integer, -1 or 0 for no limit. */
+static int check_top_k(const json_t *req, dyn__oai_error_t *err) {
+  const json_t *v = opt(req, "top_k");
+  if (!v) return DYN_OK;
+  if (!json_is_integer(v)) return fail(err, "top_k", "'top_k' must be an integer");
+  if (json_integer_value(v) < -1)
+    return fail(err, "top_k", "'top_k' must be -1 (no limit) or more, got %lld",
+                (long long)json_integer_value(v));
+  return DYN_OK;
+}
+
 static int check_n(const json_t *req, dyn__oai_error_t *err) {
   const json_t *n = opt(req, "n");
   if (!n) return DYN_OK;
@@ -215,6 +226,7 @@ int dyn__oai_validate(const json_t *req, dyn__oai_kind_t kind, dyn__oai_info_t *
   if (!rc) rc = check_n(req, err);
   if (!rc) rc = check_stop(req, err);
   if (!rc) rc = check_logprobs(req, kind, err);
+  if (!rc) rc = check_top_k(req, err);
   if (!rc) rc = check_stream(req, info, err);
   return rc;
 }

@@ -24,10 +24,15 @@
  * so no text is repeated or missing. At most migration-limit times per
  * request; a client's own cancel is never migrated.
  *
- * Config: tokenizer (path to tokenizer.json; a relative path is tried
- * from the working directory, the config file's and the graph file's),
+ * Config: tokenizer (path to a tokenizer.json or a .gguf model file; a
+ * relative path is tried from the working directory, the config file's
+ * and the graph file's), else the model file the Worker reads (model-path,
+ * or model: a .gguf path or a name in the model cache; see
+ * dyn__llm_model_file), whose own tokenizer and chat template are used;
  * chat-template (llama3, chatml, mistral, gemma, phi3, plain; default:
- * detected from the tokenizer), context-length (8192), max-tokens (256,
+ * the model file's own template when it is one of these families, with
+ * the default system prompt it adds, else detected from the tokenizer's
+ * special tokens), context-length (8192), max-tokens (256,
  * when the request gives none), route (round-robin | random, without a
  * Router), migration-limit (3; 0 turns migration off).
  */
@@ -54,7 +59,7 @@
 typedef struct processor {
   dyn_service_ctx_t *ctx;
   dyn_tokenizer_t *tk;
-  dyn_chat_family_t family;
+  dyn_chat_template_t tmpl;
   uint32_t stop_ids[MAX_STOP]; /* the template's end-of-turn tokens and EOS */
   size_t n_stop_ids;
   long long context_length, default_max_tokens;
@@ -459,8 +464,8 @@ static char *prompt_text(processor_t *p, const dyn__proto_gen_request_t *in, ref
   }
   char *out = NULL, err[256];
   size_t len;
-  if (dyn_chat_render_json(p->family, (const struct json_t *)in->messages, true, &out, &len, err,
-                           sizeof err)) {
+  if (dyn_chat_template_render_json(&p->tmpl, (const struct json_t *)in->messages, true, &out,
+                                    &len, err, sizeof err)) {
     refuse(why, 400, "%s", err);
     return NULL;
   }
@@ -517,6 +522,8 @@ static job_t *job_new(processor_t *p, dyn_request_t *req, const dyn__proto_gen_r
       .seed = (uint64_t)in->seed,
       .has_temperature = in->has_temperature,
       .temperature = in->temperature,
+      .top_p = in->top_p,
+      .top_k = in->top_k,
       .logprobs = in->logprobs,
       .top_logprobs = in->top_logprobs,
       .request_id = in->request_id,
@@ -598,7 +605,31 @@ static int load_tokenizer(processor_t *p, const char *path) {
   return rc;
 }
 
+/* The chat template: the config's family, else the model file's own
+ * template when it is a family we render, else the family the tokenizer's
+ * special tokens suggest. */
+static int choose_template(processor_t *p, dyn_service_ctx_t *ctx) {
+  const char *fam = dyn__llm_config_string(ctx, "chat-template", NULL);
+  const char *jinja = dyn_tokenizer_chat_template(p->tk);
+  char err[256];
+  if (fam) {
+    if (!dyn_chat_family_from_name(fam, &p->tmpl.family)) return DYN_OK;
+    dyn_log(DYN_LOG_ERROR, "Processor: chat-template '%s' is not one of the built-in families", fam);
+    return DYN_EINVAL;
+  }
+  int rc = jinja ? dyn_chat_template_parse(jinja, &p->tmpl, err, sizeof err) : DYN_EINVAL;
+  if (rc == DYN_ENOMEM) return rc;
+  if (rc) {
+    p->tmpl.family = dyn_chat_detect(p->tk);
+    if (jinja)
+      dyn_log(DYN_LOG_WARN, "Processor: %s; using the %s template (set chat-template to choose)",
+              err, dyn_chat_family_name(p->tmpl.family));
+  }
+  return DYN_OK;
+}
+
 static void processor_free(processor_t *p) {
+  dyn_chat_template_free(&p->tmpl);
   dyn_tokenizer_free(p->tk);
   free(p);
 }
@@ -638,9 +669,12 @@ static void metrics_init(processor_t *p) {
 }
 
 static int processor_start(dyn_service_ctx_t *ctx) {
+  char model[4096];
   const char *path = dyn__llm_config_string(ctx, "tokenizer", NULL);
+  if (!path) path = dyn__llm_model_file(ctx, model, sizeof model);
   if (!path) {
-    dyn_log(DYN_LOG_ERROR, "Processor: config key 'tokenizer' (path to a tokenizer.json) is required");
+    dyn_log(DYN_LOG_ERROR, "Processor: config key 'tokenizer' (a tokenizer.json or .gguf file) or "
+                           "'model' (a .gguf file or a model name) is required");
     return DYN_EINVAL;
   }
   processor_t *p = calloc(1, sizeof *p);
@@ -651,14 +685,11 @@ static int processor_start(dyn_service_ctx_t *ctx) {
     processor_free(p);
     return rc == DYN_ENOMEM ? rc : DYN_EINVAL;
   }
-  const char *fam = dyn__llm_config_string(ctx, "chat-template", NULL);
-  p->family = dyn_chat_detect(p->tk);
-  if (fam && dyn_chat_family_from_name(fam, &p->family)) {
-    dyn_log(DYN_LOG_ERROR, "Processor: chat-template '%s' is not one of the built-in families", fam);
+  if ((rc = choose_template(p, ctx))) {
     processor_free(p);
-    return DYN_EINVAL;
+    return rc;
   }
-  p->n_stop_ids = dyn_chat_stop_ids(p->family, p->tk, p->stop_ids, MAX_STOP);
+  p->n_stop_ids = dyn_chat_stop_ids(p->tmpl.family, p->tk, p->stop_ids, MAX_STOP);
   if (p->n_stop_ids > MAX_STOP) p->n_stop_ids = MAX_STOP;
   for (uint32_t id = 0, n = dyn_tokenizer_vocab_size(p->tk); id < n; id++) {
     size_t len = 0;
@@ -682,8 +713,9 @@ static int processor_start(dyn_service_ctx_t *ctx) {
   }
   metrics_init(p);
   dyn_service_set_data(ctx, p);
-  dyn_log(DYN_LOG_INFO, "Processor: tokenizer %s (%u ids), template %s, routing %s", path,
-          dyn_tokenizer_vocab_size(p->tk), dyn_chat_family_name(p->family),
+  dyn_log(DYN_LOG_INFO, "Processor: tokenizer %s (%u ids), template %s%s, routing %s", path,
+          dyn_tokenizer_vocab_size(p->tk), dyn_chat_family_name(p->tmpl.family),
+          p->tmpl.default_system ? " with a default system prompt" : "",
           p->router ? "by the Router" : route);
   return DYN_OK;
 }

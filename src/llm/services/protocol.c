@@ -129,6 +129,10 @@ int dyn__proto_gen_request_decode(const void *data, size_t len, dyn__proto_gen_r
   const json_t *t = json_object_get(r, "temperature");
   m->has_temperature = json_is_number(t);
   m->temperature = json_is_number(t) ? json_number_value(t) : 0;
+  const json_t *tp = json_object_get(r, "top_p");
+  m->top_p = json_is_number(tp) && json_number_value(tp) > 0 ? json_number_value(tp) : 0;
+  long long k;
+  m->top_k = get_int(r, "top_k", &k) && k > 0 ? k : 0;
   /* The Frontend checked the ranges (openai.c); clamp anyway. */
   long long top = 0;
   const json_t *lp = json_object_get(r, "logprobs");

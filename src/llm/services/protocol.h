@@ -58,6 +58,8 @@ typedef struct dyn__proto_gen_request {
   long long seed;
   int has_temperature;      /* "temperature", a number */
   double temperature;
+  double top_p;             /* "top_p", in (0, 1]; 0 when absent */
+  long long top_k;          /* "top_k" (as vLLM accepts), > 0; 0 when absent */
   int logprobs;             /* chat "logprobs": true, or completions' "logprobs": n */
   uint32_t top_logprobs;    /* chat "top_logprobs", or completions' n */
   const char *stop[DYN__PROTO_MAX_STOP]; /* "stop": a string or strings; "" skipped */

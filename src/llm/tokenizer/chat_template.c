@@ -6,7 +6,11 @@
  * common families, exactly, at no cost per request, and a Jinja engine in C
  * is a project of its own. The renderings match the families' reference
  * templates for system/user/assistant conversations
- * (tests/llm/test_chat_template.c has them verbatim).
+ * (tests/llm/test_chat_template.c has them verbatim). A model's own
+ * template (from a GGUF file) is read only to tell its family and the
+ * default system prompt it writes out literally (template_parse below);
+ * tests/llm/test_tokenizer_gguf.py renders SmolLM2's with Jinja and
+ * compares.
  */
 #include <jansson.h>
 #include <stdarg.h>
@@ -68,20 +72,101 @@ const char *const *dyn_chat_stop_strings(dyn_chat_family_t f) {
 }
 
 size_t dyn_chat_stop_ids(dyn_chat_family_t f, const dyn_tokenizer_t *tk, uint32_t *ids, size_t cap) {
-  size_t n = 0;
-  uint32_t id, eos;
-  bool have_eos = tk && dyn_tokenizer_eos_id(tk, &eos) == DYN_OK;
-  for (const char *const *s = dyn_chat_stop_strings(f); tk && *s; s++) {
-    if (dyn_tokenizer_token_id(tk, *s, strlen(*s), &id)) continue;
-    if (have_eos && id == eos) have_eos = false; /* listed already */
-    if (n < cap) ids[n] = id;
-    n++;
+  if (!tk) return 0;
+  uint32_t found[16], end[4], id;
+  size_t n = 0, n_end = dyn_tokenizer_end_ids(tk, end, 4);
+  for (const char *const *s = dyn_chat_stop_strings(f); *s && n < 16; s++)
+    if (dyn_tokenizer_token_id(tk, *s, strlen(*s), &id) == DYN_OK) found[n++] = id;
+  for (size_t i = 0; i < n_end && i < 4 && n < 16; i++) {
+    bool listed = false;
+    for (size_t k = 0; k < n && !listed; k++) listed = found[k] == end[i];
+    if (!listed) found[n++] = end[i];
   }
-  if (have_eos) {
-    if (n < cap) ids[n] = eos;
-    n++;
-  }
+  for (size_t i = 0; i < n && i < cap; i++) ids[i] = found[i];
   return n;
+}
+
+/* ---- a model's own template ---------------------------------------------- */
+
+/* The Jinja string literal that starts at q (a quote) unescaped into b, up
+ * to `end` inside it; false if the literal closes (or the text ends)
+ * before `end`, i.e. the text is not all literal. */
+static bool literal_until(const char *q, const char *end, dyn__buf_t *b, const char **after) {
+  char quote = *q;
+  size_t n_end = strlen(end);
+  for (const char *p = q + 1; *p; p++) {
+    if (strncmp(p, end, n_end) == 0) {
+      *after = p;
+      return true;
+    }
+    if (*p == quote) return false;
+    char c = *p;
+    if (c == '\\' && p[1]) {
+      p++;
+      c = *p == 'n' ? '\n' : *p == 't' ? '\t' : *p == 'r' ? '\r' : *p;
+    }
+    if (dyn__buf_append(b, &c, 1)) return false;
+  }
+  return false;
+}
+
+/* The first literal '<|im_start|>system\n...<|im_end|>' in the template. */
+static int chatml_default_system(const char *t, char **out) {
+  static const char open[] = "<|im_start|>system";
+  *out = NULL;
+  for (const char *p = strstr(t, open); p; p = strstr(p + 1, open)) {
+    if (p == t || (p[-1] != '\'' && p[-1] != '"')) continue; /* not a literal's start */
+    dyn__buf_t b;
+    dyn__buf_init(&b);
+    const char *after;
+    bool whole = literal_until(p - 1, "<|im_end|>", &b, &after);
+    /* The literal is "<|im_start|>system" NEWLINE CONTENT. */
+    size_t skip = sizeof open - 1;
+    if (whole && b.len > skip && b.data[skip] == '\n') {
+      size_t n = b.len - skip - 1;
+      char *s = malloc(n + 1);
+      if (!s) {
+        dyn__buf_free(&b);
+        return DYN_ENOMEM;
+      }
+      memcpy(s, b.data + skip + 1, n);
+      s[n] = '\0';
+      dyn__buf_free(&b);
+      *out = s;
+      return DYN_OK;
+    }
+    dyn__buf_free(&b);
+  }
+  return DYN_OK;
+}
+
+int dyn_chat_template_parse(const char *jinja, dyn_chat_template_t *out, char *err, size_t errlen) {
+  static const struct {
+    const char *mark, *also;
+    dyn_chat_family_t f;
+  } MARKS[] = {{"<|start_header_id|>", NULL, DYN_CHAT_LLAMA3},
+               {"<|im_start|>", NULL, DYN_CHAT_CHATML},
+               {"<start_of_turn>", NULL, DYN_CHAT_GEMMA},
+               {"<|user|>", "<|end|>", DYN_CHAT_PHI3},
+               {"[INST]", NULL, DYN_CHAT_MISTRAL}};
+  if (!out || !jinja) return DYN_EINVAL;
+  memset(out, 0, sizeof *out);
+  for (size_t i = 0; i < sizeof MARKS / sizeof *MARKS; i++) {
+    if (!strstr(jinja, MARKS[i].mark) || (MARKS[i].also && !strstr(jinja, MARKS[i].also))) continue;
+    out->family = MARKS[i].f;
+    return out->family == DYN_CHAT_CHATML ? chatml_default_system(jinja, &out->default_system)
+                                          : DYN_OK;
+  }
+  if (err && errlen)
+    snprintf(err, errlen, "the chat template is none of the built-in families (llama3, chatml, "
+             "mistral, gemma, phi3)");
+  return DYN_EINVAL;
+}
+
+void dyn_chat_template_free(dyn_chat_template_t *t) {
+  if (!t) return;
+  free(t->default_system);
+  t->default_system = NULL;
 }
 
 /* ---- rendering ------------------------------------------------------------ */
@@ -229,14 +314,40 @@ static int check_roles(dyn_chat_family_t f, const dyn_chat_msg_t *m, size_t n, c
   return DYN_OK;
 }
 
+/* The conversation with the template's default system prompt in front,
+ * when it has one and the conversation does not start with a system
+ * message: a new array in *with (the caller frees it; NULL if none was
+ * needed) that *msgs then points to. */
+static int with_default_system(const dyn_chat_template_t *t, const dyn_chat_msg_t **msgs,
+                               size_t *n, dyn_chat_msg_t **with) {
+  *with = NULL;
+  if (!t->default_system || *n == 0 || is(&(*msgs)[0], "system")) return DYN_OK;
+  if (!(*with = malloc((*n + 1) * sizeof **with))) return DYN_ENOMEM;
+  (*with)[0] = (dyn_chat_msg_t){"system", t->default_system, strlen(t->default_system)};
+  memcpy(*with + 1, *msgs, *n * sizeof **msgs);
+  (*n)++;
+  *msgs = *with;
+  return DYN_OK;
+}
+
 int dyn_chat_render(dyn_chat_family_t f, const dyn_chat_msg_t *msgs, size_t n,
                     bool add_generation_prompt, char **out, size_t *out_len, char *err,
                     size_t errlen) {
-  if (!out || (!msgs && n)) return errf(err, errlen, "no output or no messages");
+  const dyn_chat_template_t t = {f, NULL};
+  return dyn_chat_template_render(&t, msgs, n, add_generation_prompt, out, out_len, err, errlen);
+}
+
+int dyn_chat_template_render(const dyn_chat_template_t *t, const dyn_chat_msg_t *msgs, size_t n,
+                             bool add_generation_prompt, char **out, size_t *out_len, char *err,
+                             size_t errlen) {
+  if (!t || !out || (!msgs && n)) return errf(err, errlen, "no template, no output or no messages");
+  dyn_chat_family_t f = t->family;
   if ((size_t)f >= N_FAMILIES) return errf(err, errlen, "unknown chat family %d", (int)f);
   *out = NULL;
   int rc = check_roles(f, msgs, n, err, errlen);
   if (rc) return rc;
+  dyn_chat_msg_t *with;
+  if ((rc = with_default_system(t, &msgs, &n, &with))) return rc;
   sbuf_t b = {0};
   put(&b, "", 0); /* an empty conversation is still a string */
   switch (f) {
@@ -247,6 +358,7 @@ int dyn_chat_render(dyn_chat_family_t f, const dyn_chat_msg_t *msgs, size_t n,
   case DYN_CHAT_PHI3: render_phi3(&b, msgs, n, add_generation_prompt); break;
   default: render_plain(&b, msgs, n, add_generation_prompt); break;
   }
+  free(with);
   if (b.oom) {
     dyn__buf_free(&b.buf);
     return DYN_ENOMEM;
@@ -294,6 +406,14 @@ static int content_of(json_t *msg, size_t i, const char **s, size_t *n, sbuf_t *
 int dyn_chat_render_json(dyn_chat_family_t f, const struct json_t *messages,
                          bool add_generation_prompt, char **out, size_t *out_len, char *err,
                          size_t errlen) {
+  const dyn_chat_template_t t = {f, NULL};
+  return dyn_chat_template_render_json(&t, messages, add_generation_prompt, out, out_len, err,
+                                       errlen);
+}
+
+int dyn_chat_template_render_json(const dyn_chat_template_t *t, const struct json_t *messages,
+                                  bool add_generation_prompt, char **out, size_t *out_len,
+                                  char *err, size_t errlen) {
   json_t *arr = (json_t *)messages;
   if (!json_is_array(arr)) return errf(err, errlen, "'messages' must be an array");
   size_t n = json_array_size(arr), i;
@@ -314,7 +434,7 @@ int dyn_chat_render_json(dyn_chat_family_t f, const struct json_t *messages,
     }
     rc = content_of(msg, i, &m[i].content, &m[i].content_len, &joined[i], err, errlen);
   }
-  if (!rc) rc = dyn_chat_render(f, m, n, add_generation_prompt, out, out_len, err, errlen);
+  if (!rc) rc = dyn_chat_template_render(t, m, n, add_generation_prompt, out, out_len, err, errlen);
   for (size_t k = 0; joined && k < n; k++) dyn__buf_free(&joined[k].buf);
   free(joined);
   free(m);

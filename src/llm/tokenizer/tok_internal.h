@@ -88,14 +88,19 @@ void dyn__bpe_scratch_free(dyn__bpe_scratch_t *s);
 int dyn__bpe(const dyn__merges_t *m, dyn__bpe_scratch_t *s, uint32_t *ids, size_t n,
              size_t *out_n);
 
-/* ---- the tokenizer (tok_load.c builds it, tokenizer.c uses it) ---------- */
+/* ---- the tokenizer (tok_build.c builds it for tok_load.c and tok_gguf.c,
+ * tokenizer.c uses it) ---------------------------------------------------- */
 
 #define DYN__TOK_PRESENT 1u
 #define DYN__TOK_SPECIAL 2u
 #define DYN__TOK_ADDED 4u
 
-/* Per id: its tokenizer.json string and the bytes it decodes to, both as
- * offsets into the tokenizer's arena (which moves while loading). */
+/* Ids above this are refused: real vocabularies stay under 300,000, and a
+ * hostile file must not make us allocate gigabytes for one big id. */
+#define DYN__TOK_MAX_ID (1u << 24)
+
+/* Per id: its string as the file spells it and the bytes it decodes to,
+ * both as offsets into the tokenizer's arena (which moves while loading). */
 typedef struct dyn__tokinfo {
   uint32_t str_off, str_len, byte_off, byte_len;
   uint8_t flags;
@@ -120,8 +125,10 @@ struct dyn_tokenizer {
   size_t map_mask, map_n;
   dyn__merges_t merges;
   int64_t byte_id[256]; /* id of each byte's byte-level character, -1: none */
-  int64_t unk_id, bos_id, eos_id;
+  int64_t unk_id, bos_id, eos_id, eot_id, eom_id; /* -1: none */
   bool ignore_merges;
+  bool add_bos;        /* the file asks for BOS before a prompt */
+  char *chat_template; /* the file's own (Jinja) chat template, or NULL */
   dyn__pretok_t pre;
   /* Added tokens by first byte, longest first: those starting with byte c
    * are added[added_at[c] .. added_at[c + 1]). */
@@ -130,7 +137,40 @@ struct dyn_tokenizer {
   uint32_t added_at[257];
 };
 
+/* A tokenizer being built, and where its errors go: every failure writes
+ * "NAME: what was wrong" into err. */
+typedef struct dyn__tokload {
+  dyn_tokenizer_t *tk;
+  const char *name;
+  char *err;
+  size_t errlen;
+} dyn__tokload_t;
+
+int dyn__tok_fail(dyn__tokload_t *l, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Allocates l->tk (all special ids unset). */
+int dyn__tok_begin(dyn__tokload_t *l);
+/* Sizes the per-id table for ids [0, n_ids) and the string map for about
+ * `expected` strings. */
+int dyn__tok_alloc_ids(dyn__tokload_t *l, uint32_t n_ids, size_t expected);
+/* Gives id its string (flags: DYN__TOK_*). Its decoded bytes are the
+ * string mapped back through the byte-level map or, with raw, the string
+ * itself. */
+int dyn__tok_set(dyn__tokload_t *l, uint32_t id, const char *s, size_t n, uint8_t flags, bool raw);
+/* Indexes the ids flagged DYN__TOK_ADDED for matching in text. */
+int dyn__tok_index_added(dyn__tokload_t *l);
+/* Fills the byte -> id table, and BOS/EOS by well-known names where the
+ * file named none. */
+void dyn__tok_finish(dyn_tokenizer_t *tk);
+
 /* string -> id lookup in tk->map. */
 int dyn__tok_find(const dyn_tokenizer_t *tk, const char *s, size_t n, uint32_t *id);
+
+/* Builds a tokenizer from a GGUF file's bytes, or from the file (which
+ * dyn_tokenizer_load_file calls for a file that starts with "GGUF"); see
+ * tok_gguf.c. */
+int dyn__tokenizer_load_gguf_buf(const uint8_t *data, size_t len, const char *name,
+                                 dyn_tokenizer_t **out, char *err, size_t errlen);
+int dyn__tokenizer_load_gguf_file(const char *path, dyn_tokenizer_t **out, char *err, size_t errlen);
 
 #endif

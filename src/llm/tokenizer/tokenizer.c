@@ -308,3 +308,23 @@ int dyn_tokenizer_bos_id(const dyn_tokenizer_t *tk, uint32_t *id) {
 int dyn_tokenizer_eos_id(const dyn_tokenizer_t *tk, uint32_t *id) {
   return tk && id ? id_or_none(tk->eos_id, id) : DYN_EINVAL;
 }
+
+size_t dyn_tokenizer_end_ids(const dyn_tokenizer_t *tk, uint32_t *ids, size_t cap) {
+  if (!tk) return 0;
+  const int64_t all[] = {tk->eos_id, tk->eot_id, tk->eom_id};
+  size_t n = 0;
+  for (size_t i = 0; i < sizeof all / sizeof *all; i++) {
+    bool seen = all[i] < 0;
+    for (size_t k = 0; k < i && !seen; k++) seen = all[k] == all[i];
+    if (seen) continue;
+    if (n < cap) ids[n] = (uint32_t)all[i];
+    n++;
+  }
+  return n;
+}
+
+int dyn_tokenizer_add_bos(const dyn_tokenizer_t *tk) { return tk && tk->add_bos && tk->bos_id >= 0; }
+
+const char *dyn_tokenizer_chat_template(const dyn_tokenizer_t *tk) {
+  return tk ? tk->chat_template : NULL;
+}
