@@ -10,6 +10,7 @@
 #include "dynamo/client.h"
 #include "dynamo/discovery.h"
 #include "dynamo/events.h"
+#include "dynamo/metrics.h"
 #include "dynamo/runtime.h"
 #include "dynamo/server.h"
 #include "runtime/backend.h"
@@ -30,6 +31,9 @@ struct dyn_endpoint {
   void *handler_ud;
   char key[DYN__PATH_MAX + 32]; /* discovery key while served */
   int served;
+  /* Its requests on /metrics (endpoint_metrics.c); NULL until first served,
+   * or when the registry could not make them. */
+  dyn_series_t *m_requests, *m_errors, *m_inflight, *m_bytes_in, *m_bytes_out;
 };
 
 struct dyn_component {
@@ -114,6 +118,10 @@ void dyn__server_goaway(dyn_runtime_t *rt);
 void dyn__server_close_conns(dyn_runtime_t *rt);
 size_t dyn__server_cancel_all(dyn_runtime_t *rt);
 void dyn__server_deregister_all(dyn_runtime_t *rt);
+/* endpoint_metrics.c: makes ep's request-plane series in the process's
+ * registry (once; a failure leaves them NULL and logs why). */
+void dyn__endpoint_metrics_init(dyn_endpoint_t *ep);
+
 /* Puts every served instance again under the current session id. */
 void dyn__server_reregister_all(dyn_runtime_t *rt);
 

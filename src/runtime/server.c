@@ -50,6 +50,10 @@ static void cancel_request(dyn_request_t *r) {
 
 static int finish(dyn_request_t *r, uint8_t type, const char *msg) {
   int rc = DYN_OK;
+  if (r->ep->m_inflight) {
+    dyn_series_add(r->ep->m_inflight, -1);
+    if (type == DYN__F_ERROR) dyn_series_add(r->ep->m_errors, 1);
+  }
   if (r->drain_ref) *r->drain_ref = NULL; /* the cancelling loop skips it */
   if (r->sc) {
     dyn__map_del(&r->sc->streams, r->stream);
@@ -65,6 +69,7 @@ static int finish(dyn_request_t *r, uint8_t type, const char *msg) {
 
 int dyn_request_send(dyn_request_t *r, const void *data, size_t len) {
   if (!r->sc) return r->cancelled ? DYN_ECANCELED : DYN_ECLOSED;
+  if (r->ep->m_bytes_out) dyn_series_add(r->ep->m_bytes_out, (double)len);
   return dyn__conn_send(r->sc->conn, DYN__F_DATA, 0, r->stream, data, len, NULL, 0);
 }
 
@@ -147,6 +152,11 @@ static void on_request(sconn_t *sc, const dyn__frame_t *f) {
     return;
   }
   rt->inflight++;
+  if (ep->m_requests) {
+    dyn_series_add(ep->m_requests, 1);
+    dyn_series_add(ep->m_inflight, 1);
+    dyn_series_add(ep->m_bytes_in, (double)h.body_len);
+  }
   ep->handler(r, h.body, h.body_len, ep->handler_ud);
 }
 
@@ -418,6 +428,7 @@ int dyn_endpoint_serve(dyn_endpoint_t *ep, dyn_handler_fn fn, void *ud) {
   ep->handler = fn;
   ep->handler_ud = ud;
   ep->served = 1;
+  dyn__endpoint_metrics_init(ep);
   ep->served_next = rt->served;
   rt->served = ep;
   int rc = register_instance(rt, ep);

@@ -52,6 +52,10 @@ def test_health_is_503_until_started_then_200(serve, kind):
     assert r.status == 200 and r.getheader("Content-Type").startswith("text/plain; version=0.0.4")
     if kind == "python":
         assert "# TYPE slow_warmups_total counter" in text and "slow_warmups_total 1" in text
+        # The request plane's metrics, recorded by the C runtime in the
+        # same registry, for the endpoint this worker serves.
+        assert ('dynamo_endpoint_requests_total{namespace="slow",component="Slow",'
+                'endpoint="ping",instance="') in text
     if kind == "python":
         assert f"health on port {base}" in out
     assert s.stop() == 0

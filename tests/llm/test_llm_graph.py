@@ -244,6 +244,14 @@ def test_every_worker_serves_prometheus_metrics(graph):
     assert sample(text, "dynamo_processor_detokenize_seconds_count") >= 3
     assert "# TYPE dynamo_engine_generated_tokens_total counter" in text
     assert 'instance="' in text
+    # The request plane, per endpoint of every worker.
+    for comp in ("Processor", "Router", "Worker"):
+        assert sample(text, "dynamo_endpoint_requests_total", component=comp,
+                      endpoint="generate") == 3
+        assert sample(text, "dynamo_endpoint_errors_total", component=comp) == 0
+        assert sample(text, "dynamo_endpoint_inflight_requests", component=comp) == 0
+        assert sample(text, "dynamo_endpoint_received_bytes_total", component=comp) > 0
+        assert sample(text, "dynamo_endpoint_sent_bytes_total", component=comp) > 0
 
 
 # ---- KV-aware routing ----------------------------------------------------------
