@@ -22,6 +22,7 @@
 
 #include <jansson.h>
 
+#include "common/rand.h"
 #include "runtime/internal.h"
 
 #define MAX_TRIES 4
@@ -323,12 +324,7 @@ static int tried(const dyn_stream_t *s, uint64_t id) {
   return 0;
 }
 
-static uint64_t next_rand(dyn_client_t *c) {
-  c->rng ^= c->rng << 13;
-  c->rng ^= c->rng >> 7;
-  c->rng ^= c->rng << 17;
-  return c->rng;
-}
+static uint64_t next_rand(dyn_client_t *c) { return dyn__splitmix64(&c->rng); }
 
 static const inst_t *pick(dyn_client_t *c, dyn_stream_t *s) {
   if (!c->n) return NULL;

@@ -11,6 +11,7 @@
 
 #include "dynamo/llm/kv.h"
 #include "dynamo/status.h"
+#include "common/rand.h"
 
 void dyn_kv_select_options_init(dyn_kv_select_options_t *o) {
   o->mode = DYN_KV_ROUTE_KV;
@@ -25,12 +26,7 @@ void dyn_kv_select_state_init(dyn_kv_select_state_t *st, uint64_t seed) {
   st->rng = seed;
 }
 
-static uint64_t next_u64(dyn_kv_select_state_t *st) {
-  uint64_t z = (st->rng += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
+static uint64_t next_u64(dyn_kv_select_state_t *st) { return dyn__splitmix64(&st->rng); }
 
 /* Uniform in [0, n) without modulo bias worth caring about (n is tiny). */
 static size_t next_below(dyn_kv_select_state_t *st, size_t n) {

@@ -29,6 +29,8 @@
 #include "dynamo/http.h"
 #include "dynamo/service.h"
 #include "dynamo/metrics.h"
+#include "common/array.h"
+#include "common/rand.h"
 #include "llm/services/openai.h"
 #include "llm/services/protocol.h"
 #include "llm/services/services.h"
@@ -46,7 +48,7 @@ typedef struct frontend {
   dyn_client_t *processor;
   size_t live_workers;
   long long started;       /* /v1/models "created" */
-  uint64_t rng[2];         /* request ids */
+  uint64_t rng;            /* request ids (dyn__splitmix64) */
   dyn_metrics_t *metrics;
   dyn_series_t *requests[N_EP][N_RT][N_ST];
   dyn_series_t *inflight, *ttft, *itl, *duration, *out_tokens;
@@ -96,13 +98,7 @@ static void respond_error(dyn_http_req_t *req, int status, const char *msg, cons
   free(s);
 }
 
-static uint64_t next_random(frontend_t *fe) { /* xorshift128+ */
-  uint64_t x = fe->rng[0], y = fe->rng[1];
-  fe->rng[0] = y;
-  x ^= x << 23;
-  fe->rng[1] = x ^ y ^ (x >> 17) ^ (y >> 26);
-  return fe->rng[1] + y;
-}
+static uint64_t next_random(frontend_t *fe) { return dyn__splitmix64(&fe->rng); }
 
 static void count_request(frontend_t *fe, int ep, int streaming, int status) {
   dyn_series_add(fe->requests[ep][streaming ? RT_STREAM : RT_UNARY][status], 1);
@@ -154,14 +150,7 @@ static int keep_bytes(call_t *c, dyn__oai_token_lp_t *t) {
 
 /* Unary: keeps a delta's log-probabilities for the answer (see call_t). */
 static int keep_logprobs(call_t *c, const dyn__oai_logprob_t *lp, size_t n) {
-  if (c->n_lps + n > c->cap_lps) {
-    size_t cap = c->cap_lps ? c->cap_lps * 2 : 64;
-    while (cap < c->n_lps + n) cap *= 2;
-    dyn__oai_logprob_t *v = realloc(c->lps, cap * sizeof *v);
-    if (!v) return DYN_ENOMEM;
-    c->lps = v;
-    c->cap_lps = cap;
-  }
+  if (dyn__grow((void **)&c->lps, &c->cap_lps, c->n_lps + n, sizeof *c->lps)) return DYN_ENOMEM;
   for (size_t i = 0; i < n; i++) {
     dyn__oai_logprob_t *e = &c->lps[c->n_lps++];
     *e = lp[i];
@@ -592,12 +581,12 @@ static void frontend_free(frontend_t *fe) {
   free(fe);
 }
 
+/* Request ids differ across Frontends and restarts: the state starts from
+ * the kernel's randomness (time, pid and instance when it has none). */
 static void seed(frontend_t *fe) {
-  if (getrandom(fe->rng, sizeof fe->rng, 0) != (ssize_t)sizeof fe->rng) {
-    fe->rng[0] = uv_hrtime() ^ ((uint64_t)getpid() << 32);
-    fe->rng[1] = dyn_runtime_instance_id(dyn_service_runtime(fe->ctx)) | 1;
-  }
-  if (!fe->rng[0] && !fe->rng[1]) fe->rng[1] = 1;
+  if (getrandom(&fe->rng, sizeof fe->rng, 0) != (ssize_t)sizeof fe->rng)
+    fe->rng = uv_hrtime() ^ ((uint64_t)getpid() << 32) ^
+              dyn_runtime_instance_id(dyn_service_runtime(fe->ctx));
 }
 
 static int frontend_start(dyn_service_ctx_t *ctx) {

@@ -43,6 +43,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/array.h"
 #include "common/env_names.h"
 
 #include "dynamo/llm/chat.h"
@@ -228,14 +229,8 @@ static int is_stop_id(const processor_t *p, uint32_t id) {
 
 /* Appends what the engine generated to seq, for a migration to resend. */
 static int keep_generated(job_t *j, const uint32_t *ids, size_t n) {
-  if (j->seq.len + n > j->seq.cap) {
-    size_t cap = j->seq.cap ? j->seq.cap * 2 : 64;
-    while (cap < j->seq.len + n) cap *= 2;
-    uint32_t *v = realloc(j->seq.ids, cap * sizeof *v);
-    if (!v) return DYN_ENOMEM;
-    j->seq.ids = v;
-    j->seq.cap = cap;
-  }
+  if (dyn__grow((void **)&j->seq.ids, &j->seq.cap, j->seq.len + n, sizeof *j->seq.ids))
+    return DYN_ENOMEM;
   memcpy(j->seq.ids + j->seq.len, ids, n * sizeof *ids);
   j->seq.len += n;
   return DYN_OK;

@@ -13,6 +13,7 @@
 
 #include "llm/tokenizer/tok_internal.h"
 #include "dynamo/status.h"
+#include "common/array.h"
 
 /* ---- the incremental detokenizer ----------------------------------------- */
 
@@ -42,16 +43,7 @@ void dyn_detok_free(dyn_detok_t *d) {
   free(d);
 }
 
-static int grow(void **p, size_t *cap, size_t need) {
-  if (need <= *cap) return DYN_OK;
-  size_t c = *cap ? *cap : 64;
-  while (c < need) c *= 2;
-  void *q = realloc(*p, c);
-  if (!q) return DYN_ENOMEM;
-  *p = q;
-  *cap = c;
-  return DYN_OK;
-}
+static int grow(void **p, size_t *cap, size_t need) { return dyn__grow(p, cap, need, 1); }
 
 /* Repairs held bytes into d->out; keeps an incomplete tail unless final. */
 static int drain(dyn_detok_t *d, bool final, const char **text, size_t *len) {
