@@ -8,7 +8,8 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 pkgs=(build-essential cmake pkg-config libuv1-dev libjansson-dev libyaml-dev
       libcurl4-openssl-dev libnats-dev libarchive-dev libxxhash-dev libhttp-parser-dev libpcre2-dev clang
-      libclang-rt-14-dev nats-server etcd-server iproute2 python3 python3-dev python3-venv curl procps)
+      libclang-rt-14-dev nats-server etcd-server iproute2 python3 python3-dev python3-venv curl procps
+      prometheus)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

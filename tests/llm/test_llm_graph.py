@@ -13,6 +13,7 @@ import socket
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -616,3 +617,69 @@ def test_services_that_cannot_start_free_what_they_allocated(tmp_path):
             s.stop()
         out = s.output()
         assert "Sanitizer" not in out, out
+
+
+# ---- Prometheus --------------------------------------------------------------
+
+def test_a_real_prometheus_scrapes_every_worker(graph, tmp_path):
+    """Debian's prometheus (scripts/deps.sh installs it), started here on
+    loopback, scrapes a served agg_router graph: every worker's health port
+    and the Frontend. After some load its HTTP API gives a non-zero rate over
+    the engines' token counter and the Frontend's TTFT histogram, and every
+    metric the Grafana dashboard (deploy/grafana/dynamo.json) queries is in
+    the scrape."""
+    import shutil
+    import subprocess
+    prom = shutil.which("prometheus")
+    assert prom, "prometheus is not installed (scripts/deps.sh installs Debian's package)"
+    base = free_port_run(5)
+    s = graph("agg_router", "--health-port", str(base))
+    targets = [f"127.0.0.1:{base + i}" for i in range(5)] + [f"127.0.0.1:{s.port}"]
+    (tmp_path / "prometheus.yml").write_text(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+        "scrape_configs:\n  - job_name: dynamo\n    static_configs:\n"
+        f"      - targets: {json.dumps(targets)}\n")
+    port = free_port()
+    proc = subprocess.Popen(
+        [prom, f"--config.file={tmp_path / 'prometheus.yml'}",
+         f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def query(q):
+            url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": q})
+            with urllib.request.urlopen(url, timeout=5) as r:
+                res = json.loads(r.read())["data"]["result"]
+            return float(res[0]["value"][1]) if res else 0.0
+
+        def up():
+            try:
+                return query("count(up == 1)")
+            except (OSError, KeyError, ValueError):
+                return 0.0
+
+        deadline = time.time() + 30
+        while up() < len(targets):
+            assert time.time() < deadline, "prometheus did not scrape every target"
+            time.sleep(0.25)
+        for i in range(12):
+            list(s.client.chat.completions.create(
+                model="dynamo-sim", max_tokens=8, stream=True,
+                messages=[{"role": "user", "content": f"Question {i % 3}"}]))
+            time.sleep(0.2)
+        tokens = ttft = 0.0
+        deadline = time.time() + 20
+        while (tokens <= 0 or ttft <= 0) and time.time() < deadline:
+            time.sleep(0.5)
+            tokens = query("sum(rate(dynamo_engine_generated_tokens_total[10s]))")
+            ttft = query("sum(rate(dynamo_frontend_time_to_first_token_seconds_count[10s]))")
+        assert tokens > 0 and ttft > 0, (tokens, ttft)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/label/__name__/values",
+                                    timeout=5) as r:
+            scraped = set(json.loads(r.read())["data"])
+        dash = json.loads((ROOT / "deploy" / "grafana" / "dynamo.json").read_text())
+        used = {m for p in dash["panels"] for t in p["targets"]
+                for m in re.findall(r"\bdynamo_[a-z_]+", t["expr"])}
+        assert used and not used - scraped, f"not scraped: {sorted(used - scraped)}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -487,7 +487,9 @@ static int setup_metrics(frontend_t *fe) {
   static const double itl[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                0.05,   0.1,   0.25,   0.5,   1};
   static const double dur[] = {0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300};
-  if (!(fe->metrics = dyn_metrics_new())) return DYN_ENOMEM;
+  /* The process's registry: /metrics here and on the health port serve the
+   * same text (the runtime's own metrics included). */
+  if (!(fe->metrics = dyn_metrics_default())) return DYN_ENOMEM;
   int rc = setup_request_counter(fe);
   if (!rc) rc = add_scalar(fe, DYN_METRIC_GAUGE, "dynamo_frontend_inflight_requests",
                            "Requests in flight to the Processor.", &fe->inflight);
@@ -577,8 +579,7 @@ static int start_http(frontend_t *fe) {
 static void frontend_free(frontend_t *fe) {
   if (fe->http) dyn_http_server_stop(fe->http); /* cancels what is in flight */
   if (fe->workers) dyn_client_free(fe->workers);
-  dyn_metrics_free(fe->metrics);
-  free(fe);
+  free(fe); /* the metrics are the process's and stay with it */
 }
 
 /* Request ids differ across Frontends and restarts: the state starts from
