@@ -33,9 +33,10 @@ install: build
 run: install
 	@bash examples/hello_world/run.sh
 
-# A real model (SmolLM2-135M, fetched once by deps) on two llama.cpp workers
-# behind the KV router, on port 8000.
+# A real model (SmolLM2-135M, fetched once into ~/.cache/dynamo/models) on
+# two llama.cpp workers behind the KV router, on port 8000.
 run-llm: install
+	@bash scripts/fetch_model.sh smollm2-135m >/dev/null
 	dynamo serve examples/llm/graphs/agg_router.py:Frontend \
 	  -f examples/llm/configs/agg_router_llama.yaml
 

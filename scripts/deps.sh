@@ -7,7 +7,7 @@ set -euo pipefail
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 pkgs=(build-essential cmake pkg-config libuv1-dev libjansson-dev libyaml-dev
-      libcurl4-openssl-dev libnats-dev libarchive-dev libxxhash-dev libhttp-parser-dev libpcre2-dev clang
+      libcurl4-openssl-dev libnats-dev libarchive-dev libssl-dev libxxhash-dev libhttp-parser-dev libpcre2-dev clang
       libclang-rt-14-dev nats-server etcd-server iproute2 python3 python3-dev python3-venv curl procps
       prometheus)
 missing=()

@@ -13,6 +13,12 @@
  *    output directory itself when it lies inside.
  *  - a C graph: its shared object only. Sources beside a .so are usually a
  *    build tree, and the .so is what `dynamo worker` loads.
+ *
+ * Models are never packed (a .gguf among the sources is left out too): they
+ * are large, shared by every build of a graph, and live where the workers
+ * run (the model cache, a volume on a cluster). The manifest names each
+ * model file a service's config points to, with its size and sha256,
+ * computed here from the file (models:, below).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* asprintf */
@@ -35,9 +41,12 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+
 #include "dynamo/status.h"
 #include "config/yaml_read.h"
 #include "common/fail.h"
+#include "common/model_file.h"
 #include "package/tarball.h"
 #include "package/yamlout.h"
 
@@ -153,7 +162,8 @@ static int excluded(const char *name, int is_dir) {
     return 0;
   }
   size_t n = strlen(name);
-  return (n > 4 && (!strcmp(name + n - 4, ".pyc") || !strcmp(name + n - 4, ".pyo")));
+  return (n > 4 && (!strcmp(name + n - 4, ".pyc") || !strcmp(name + n - 4, ".pyo"))) ||
+         (n > 5 && !strcmp(name + n - 5, ".gguf")); /* a model: named, not packed */
 }
 
 static int exists(const char *dir, const char *name, const char *suffix) {
@@ -355,6 +365,96 @@ static json_t *manifest(const dyn__build_in_t *in, const char *name, const char 
   return m;
 }
 
+/* ---- models ----------------------------------------------------------- */
+
+/* The sha256 of a file, as 64 hex digits. */
+static int sha256_file(const char *path, char hex[65], long long *bytes, char *err, size_t errlen) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return dyn__fail(err, errlen, DYN_ESYS, "cannot read %s: %s", path, strerror(errno));
+  EVP_MD_CTX *md = EVP_MD_CTX_new();
+  int ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+  static unsigned char chunk[1 << 20];
+  size_t n;
+  *bytes = 0;
+  while (ok && (n = fread(chunk, 1, sizeof chunk, f)) > 0) {
+    ok = EVP_DigestUpdate(md, chunk, n);
+    *bytes += (long long)n;
+  }
+  unsigned char d[EVP_MAX_MD_SIZE];
+  unsigned int dlen = 0;
+  ok = ok && !ferror(f) && EVP_DigestFinal_ex(md, d, &dlen) && dlen == 32;
+  EVP_MD_CTX_free(md);
+  fclose(f);
+  if (!ok) return dyn__fail(err, errlen, DYN_ESYS, "cannot compute the sha256 of %s", path);
+  for (unsigned i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", d[i]);
+  return DYN_OK;
+}
+
+static const char *config_str(json_t *cfg, const char *dash, const char *under) {
+  json_t *v = json_object_get(cfg, dash);
+  if (!v) v = json_object_get(cfg, under);
+  return json_string_value(v);
+}
+
+/* The manifest's models: every model file a service's config names
+ * (model-path, or model as a path or a name in the model cache, as the
+ * LLM services find it), once, with the services that use it, its size and
+ * its sha256. A model that is not there is an error when the config
+ * surely means a file (model-path, a path, or a llama.cpp Worker); a
+ * model name no file answers to is a served name (e.g. the simulated
+ * engine's) and is left out. */
+static int add_models(json_t *m, char *err, size_t errlen) {
+  json_t *models = json_array(), *svc;
+  size_t i;
+  json_array_foreach(json_object_get(m, "services"), i, svc) {
+    json_t *cfg = json_object_get(svc, "config");
+    const char *name = json_string_value(json_object_get(svc, "name"));
+    const char *model_path = config_str(cfg, "model-path", "model_path");
+    const char *model = json_string_value(json_object_get(cfg, "model"));
+    const char *engine = json_string_value(json_object_get(cfg, "engine"));
+    char buf[PATH_MAX];
+    const char *file = dyn__model_file(model_path, model, buf, sizeof buf);
+    if (!file) continue;
+    struct stat st;
+    if (stat(file, &st) || !S_ISREG(st.st_mode)) {
+      if (!model_path && file == buf && !(engine && !strcmp(engine, "llama.cpp"))) continue;
+      json_decref(models);
+      return dyn__fail(err, errlen, DYN_ENOTFOUND,
+                       "service %s: model file %s not found%s%s (the artifact names its model "
+                       "and sha256, so the model must be here at build time)", name, file,
+                       file == buf ? "; fetch it with scripts/fetch_model.sh " : "",
+                       file == buf ? model : "");
+    }
+    json_t *entry = NULL, *e;
+    size_t k;
+    json_array_foreach(models, k, e)
+      if (!strcmp(json_string_value(json_object_get(e, "path")), file)) entry = e;
+    if (!entry) {
+      char hex[65];
+      long long bytes = 0;
+      int rc = sha256_file(file, hex, &bytes, err, errlen);
+      if (rc) {
+        json_decref(models);
+        return rc;
+      }
+      const char *slash = strrchr(file, '/');
+      entry = json_object();
+      json_object_set_new(entry, "name", json_string(model_path ? model_path : model));
+      json_object_set_new(entry, "file", json_string(slash ? slash + 1 : file));
+      json_object_set_new(entry, "path", json_string(file));
+      json_object_set_new(entry, "bytes", json_integer(bytes));
+      json_object_set_new(entry, "sha256", json_string(hex));
+      json_object_set_new(entry, "services", json_array());
+      json_array_append_new(models, entry);
+    }
+    json_array_append_new(json_object_get(entry, "services"), json_string(name));
+  }
+  /* Where the file lay on the build machine is no part of the artifact. */
+  json_array_foreach(models, i, svc) json_object_del(svc, "path");
+  json_object_set_new(m, "models", models);
+  return DYN_OK;
+}
+
 /* ---- generated files -------------------------------------------------- */
 
 /* The Dockerfile's default base image: the one the graph's code names
@@ -416,13 +516,26 @@ static char *readme(json_t *m) {
              json_string_value(json_object_get(s, "name")),
              (long long)json_integer_value(json_object_get(s, "workers")), http);
   }
+  char models[2048] = "";
+  json_array_foreach(json_object_get(m, "models"), i, s) {
+    size_t n = strlen(models);
+    snprintf(models + n, sizeof models - n, "%s- %s: %s, %lld bytes, sha256 %s\n",
+             n ? "" : "Models (not packed: each worker finds its model by name in $DYN_MODEL_DIR,\n"
+                      "default ~/.cache/dynamo/models, as NAME.gguf, or at the path given;\n"
+                      "scripts/fetch_model.sh NAME fetches a known one; see docs/deploy.md):\n\n",
+             json_string_value(json_object_get(s, "name")),
+             json_string_value(json_object_get(s, "file")),
+             (long long)json_integer_value(json_object_get(s, "bytes")),
+             json_string_value(json_object_get(s, "sha256")));
+  }
+  if (*models) snprintf(models + strlen(models), sizeof models - strlen(models), "\n");
   char *out = NULL;
   if (asprintf(&out,
                "# %s %s\n\n"
                "A dynamo graph (entry service %s) built by `dynamo build`. `dynamo.yaml` describes\n"
                "it, `config.yaml` is the configuration it was built with, `src/` holds its\n"
                "sources.\n\n"
-               "Services:\n\n%s\n"
+               "Services:\n\n%s\n%s"
                "## Run it here\n\n"
                "    dynamo serve %s-%s            # this directory\n"
                "    dynamo serve %s-%s.tar.gz     # or the archive\n\n"
@@ -435,7 +548,7 @@ static char *readme(json_t *m) {
                "    dynamo deploy %s-%s --image %s:%s --apply\n\n"
                "One Deployment per service (replicas = workers), a Service per HTTP port, and\n"
                "etcd and NATS unless `--etcd` / `--nats` name existing ones.\n",
-               name, version, entry, services, name, version, name, version, entry, name, version,
+               name, version, entry, services, models, name, version, name, version, entry, name, version,
                name, version, name, version, name, version, name, version) < 0)
     return NULL;
   return out;
@@ -604,6 +717,7 @@ int dyn__artifact_build(const dyn__build_in_t *in, dyn__build_out_t *out, char *
   c.stage_ino = sst.st_ino;
   rc = stage_sources(&src, stage, &c);
   json_t *m = manifest(in, out->name, src.rel_target);
+  if (!rc) rc = add_models(m, err, errlen);
   if (!rc) {
     /* Everything else that goes in: the manifest (minus its version), the
      * config and the base image named in the Dockerfile. */

@@ -364,3 +364,51 @@ def test_llm_graph_artifact_serves_chat_completions(serve, tmp_path):
     reply = json.loads(body)
     assert reply["object"] == "chat.completion" and reply["usage"]["completion_tokens"] == 4
     assert s.stop() == 0
+
+
+def test_llama_graph_names_its_model_and_does_not_pack_it(tmp_path):
+    """dynamo build of agg_router_llama: the manifest names the model the
+    configs point to (smollm2-135m, found in $DYN_MODEL_DIR as the workers
+    find it) with its size and sha256, computed from the file; no .gguf is
+    packed, not even one lying beside the graph; a model that is not there
+    fails the build naming the file and how to fetch it."""
+    import hashlib
+    llm = ROOT / "examples" / "llm"
+    src = tmp_path / "graphs"
+    shutil.copytree(llm / "graphs", src)
+    (src / "stray.gguf").write_bytes(b"GGUF a model beside the graph")
+    models = tmp_path / "models"
+    models.mkdir()
+    weights = b"GGUF" + bytes(range(256)) * 1000
+    (models / "smollm2-135m.gguf").write_bytes(weights)
+    env = env_for_tests(DYN_MODEL_DIR=models)
+    d, tgz = build(f"{src}/agg_router.py:Frontend", "-f", llm / "configs" / "agg_router_llama.yaml",
+                   "-o", tmp_path / "out", env=env)
+    m = manifest(d)
+    assert m["models"] == [{"name": "smollm2-135m", "file": "smollm2-135m.gguf",
+                            "bytes": len(weights),
+                            "sha256": hashlib.sha256(weights).hexdigest(),
+                            "services": ["Worker", "Processor", "Frontend"]}], m["models"]
+    with tarfile.open(tgz) as t:
+        names = t.getnames()
+    assert not [n for n in names if n.endswith(".gguf")], names
+    assert not [f for f in os.listdir(os.path.join(d, "src")) if f.endswith(".gguf")]
+    assert hashlib.sha256(weights).hexdigest() in open(os.path.join(d, "README.md")).read()
+
+    # Another model file is another artifact version.
+    (models / "smollm2-135m.gguf").write_bytes(weights + b"!")
+    d2, _ = build(f"{src}/agg_router.py:Frontend", "-f", llm / "configs" / "agg_router_llama.yaml",
+                  "-o", tmp_path / "out", env=env)
+    assert d2 != d
+
+    # The simulated graph names no model (its "model" is a served name).
+    d3, _ = build(f"{src}/agg.py:Frontend", "-f", llm / "configs" / "agg.yaml",
+                  "-o", tmp_path / "out", env=env)
+    assert manifest(d3)["models"] == []
+
+    (models / "smollm2-135m.gguf").unlink()
+    r = dynamo("build", f"{src}/agg_router.py:Frontend", "-f",
+               llm / "configs" / "agg_router_llama.yaml", "-o", tmp_path / "out", env=env)
+    assert r.returncode != 0
+    assert f"{models}/smollm2-135m.gguf not found" in r.stderr, r.stderr
+    assert "scripts/fetch_model.sh smollm2-135m" in r.stderr, r.stderr

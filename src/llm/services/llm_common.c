@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/model_file.h"
 #include "dynamo/status.h"
 
 /* Tries key as written, then with '-' and '_' swapped. */
@@ -44,16 +45,8 @@ const char *dyn__llm_config_string(dyn_service_ctx_t *ctx, const char *key, cons
 }
 
 const char *dyn__llm_model_file(dyn_service_ctx_t *ctx, char *buf, size_t size) {
-  const char *path = dyn__llm_config_string(ctx, "model-path", NULL);
-  if (path) return path;
-  const char *name = dyn__llm_config_string(ctx, "model", NULL);
-  if (!name) return NULL;
-  size_t n = strlen(name);
-  if (strchr(name, '/') || (n > 5 && !strcmp(name + n - 5, ".gguf"))) return name;
-  const char *dir = getenv("DYN_MODEL_DIR"), *home = getenv("HOME");
-  if (dir && *dir) snprintf(buf, size, "%s/%s.gguf", dir, name);
-  else snprintf(buf, size, "%s/.cache/dynamo/models/%s.gguf", home ? home : "", name);
-  return buf;
+  return dyn__model_file(dyn__llm_config_string(ctx, "model-path", NULL),
+                         dyn__llm_config_string(ctx, "model", NULL), buf, size);
 }
 
 int dyn__llm_tokens_from_json(const json_t *arr, uint32_t **out, size_t *n, const char **why) {

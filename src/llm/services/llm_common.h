@@ -19,11 +19,9 @@ long long dyn__llm_config_int(dyn_service_ctx_t *ctx, const char *key, long long
 /* A string value; the result lives as long as the worker. */
 const char *dyn__llm_config_string(dyn_service_ctx_t *ctx, const char *key, const char *dflt);
 
-/* The .gguf file a config names: model-path, else model as a path (it has
- * a '/' or ends in .gguf), else model as a name the model cache holds as
- * NAME.gguf ($DYN_MODEL_DIR, else ~/.cache/dynamo/models, where
- * scripts/fetch_model.sh puts it). Written into buf when it is built;
- * NULL when neither key is set. */
+/* The .gguf file a config names (model-path, else model), by the rule of
+ * dyn__model_file (common/model_file.h), which `dynamo build` shares.
+ * Written into buf when it is built; NULL when neither key is set. */
 const char *dyn__llm_model_file(dyn_service_ctx_t *ctx, char *buf, size_t size);
 
 /* A JSON array of non-negative integers < 2^32 into a malloc'd array.

@@ -2,9 +2,10 @@
  *
  * The Frontend sends a gen request (the OpenAI request; every message of
  * the stack is described in protocol.h). The Processor renders chat
- * messages with the model's chat template, tokenizes, checks the context
- * length, picks a worker (asking the Router when the graph has one, else
- * round-robin or random over the live workers), calls that worker's
+ * messages with the model's chat template, tokenizes (with BOS first when
+ * the model file asks for it), checks the context length, picks a worker
+ * (asking the Router when the graph has one, else round-robin or random
+ * over the live workers), calls that worker's
  * generate directly, and streams the answer back as deltas, detokenized
  * incrementally so no UTF-8 character is ever split. The last delta
  * carries finish_reason and usage. Stop strings and the template's
@@ -65,6 +66,7 @@ typedef struct processor {
   size_t n_stop_ids;
   long long context_length, default_max_tokens;
   size_t max_token_bytes; /* the longest token's text, in bytes */
+  int64_t bos;            /* BOS to put before every prompt, or -1 (the model asks for none) */
   dyn_route_t route;
   dyn_client_t *router, *worker;
   long long migration_limit;
@@ -467,6 +469,26 @@ static char *prompt_text(processor_t *p, const dyn__proto_gen_request_t *in, ref
   return out;
 }
 
+/* Puts BOS before the prompt when the model asks for it (a GGUF's
+ * tokenizer.ggml.add_bos_token), as llama-server does for completions and
+ * chat alike; a prompt that already starts with BOS (a template that
+ * renders it, or a completion prompt that spells it) keeps the one it has,
+ * as llama.cpp's chat code strips the template's before it adds its own. */
+static int add_bos(const processor_t *p, dyn_tokens_t *ids) {
+  if (p->bos < 0 || (ids->len && ids->ids[0] == (uint32_t)p->bos)) return DYN_OK;
+  if (ids->len == ids->cap) {
+    size_t cap = ids->cap ? 2 * ids->cap : 16;
+    uint32_t *grown = realloc(ids->ids, cap * sizeof *grown);
+    if (!grown) return DYN_ENOMEM;
+    ids->ids = grown;
+    ids->cap = cap;
+  }
+  memmove(ids->ids + 1, ids->ids, ids->len * sizeof *ids->ids);
+  ids->ids[0] = (uint32_t)p->bos;
+  ids->len++;
+  return DYN_OK;
+}
+
 /* The prompt's token ids, or a refusal (the prompt does not fit). */
 static int tokenize(processor_t *p, const dyn__proto_gen_request_t *in, long long max_tokens,
                     dyn_tokens_t *ids, refusal_t *why) {
@@ -486,7 +508,7 @@ static int tokenize(processor_t *p, const dyn__proto_gen_request_t *in, long lon
     rc = refuse(why, 400,
                 "This model's maximum context length is %lld tokens; the prompt is %zu bytes, "
                 "more than that many tokens can hold.", p->context_length, text_len);
-  else if ((rc = dyn_tokenizer_encode(p->tk, text, text_len, ids)))
+  else if ((rc = dyn_tokenizer_encode(p->tk, text, text_len, ids)) || (rc = add_bos(p, ids)))
     rc = rc == DYN_ENOMEM ? refuse(why, 500, "out of memory")
                           : refuse(why, 400, "the prompt is not valid UTF-8");
   free(text);
@@ -693,6 +715,8 @@ static int processor_start(dyn_service_ctx_t *ctx) {
       p->max_token_bytes = len;
   }
   if (p->max_token_bytes == 0) p->max_token_bytes = 1;
+  uint32_t bos;
+  p->bos = dyn_tokenizer_add_bos(p->tk) && !dyn_tokenizer_bos_id(p->tk, &bos) ? (int64_t)bos : -1;
   p->context_length = dyn__llm_config_int(ctx, "context-length", 8192);
   p->default_max_tokens = dyn__llm_config_int(ctx, "max-tokens", 256);
   p->migration_limit = dyn__llm_config_int(ctx, "migration-limit", 3);
@@ -708,8 +732,9 @@ static int processor_start(dyn_service_ctx_t *ctx) {
   }
   metrics_init(p);
   dyn_service_set_data(ctx, p);
-  dyn_log(DYN_LOG_INFO, "Processor: tokenizer %s (%u ids), template %s%s, routing %s", path,
-          dyn_tokenizer_vocab_size(p->tk), dyn_chat_family_name(p->tmpl.family),
+  dyn_log(DYN_LOG_INFO, "Processor: tokenizer %s (%u ids%s), template %s%s, routing %s", path,
+          dyn_tokenizer_vocab_size(p->tk), p->bos >= 0 ? ", BOS before each prompt" : "",
+          dyn_chat_family_name(p->tmpl.family),
           p->tmpl.default_system ? " with a default system prompt" : "",
           p->router ? "by the Router" : route);
   return DYN_OK;
