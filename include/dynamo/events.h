@@ -41,6 +41,18 @@ DYN_EXTERN int dyn_component_subscribe(dyn_component_t *c, const char *name,
                             dyn_event_fn fn, void *ud,
                             dyn_subscription_t **out);
 
+/* `dynamo status` asks how every process is doing by publishing an empty
+ * event on DYN_STATUS_POLL_SUBJECT (about once a second while it runs).
+ * Each runtime that serves an endpoint, or runs a service that `dynamo
+ * serve` started, answers on DYN_STATUS_REPORT_SUBJECT by itself with
+ *   {"instance_id": "<decimal>", "pid", "address": "host:port" ("" when it
+ *    serves no endpoint), "inflight" (dyn_runtime_inflight), "draining",
+ *    "endpoints": ["ns/component/endpoint", ...],
+ *    "service": "ns/Name" (only when started by `dynamo serve`)}
+ * Nobody asking costs nothing but one subscription per process. */
+#define DYN_STATUS_POLL_SUBJECT "dynamo.status.poll"
+#define DYN_STATUS_REPORT_SUBJECT "dynamo.status.report"
+
 /* Subject syntax check, and whether a pattern matches a subject. */
 DYN_EXTERN int dyn_subject_valid(const char *subject, int allow_wildcards);
 DYN_EXTERN int dyn_subject_match(const char *pattern, const char *subject);

@@ -5,6 +5,7 @@ int dyn__cmd_build(int argc, char **argv);
 int dyn__cmd_control(int argc, char **argv);
 int dyn__cmd_deploy(int argc, char **argv);
 int dyn__cmd_serve(int argc, char **argv);
+int dyn__cmd_status(int argc, char **argv);
 int dyn__cmd_worker(int argc, char **argv);
 
 /* "NAME VALUE" or "NAME=VALUE" at argv[*i] (argv[0] is the subcommand):

@@ -84,9 +84,12 @@
  * Set by serve/worker_env.c; read by llm/services/processor.c. */
 #define DYN_ENV_GRAPH_DIR "DYN_GRAPH_DIR"
 
-/* The service a worker runs. Set by serve/worker_env.c, for the service's
- * own code and its logs; no code of this tree reads it (tests do). */
+/* The service a worker runs, and its namespace. Set by serve/worker_env.c,
+ * for the service's own code and its logs; read by the runtime's answer to
+ * `dynamo status` (runtime/status_report.c), which names the service with
+ * them even when it serves no endpoint (a Frontend), and by tests. */
 #define DYN_ENV_SERVICE_NAME "DYN_SERVICE_NAME"
+#define DYN_ENV_SERVICE_NAMESPACE "DYN_SERVICE_NAMESPACE"
 
 /* The dependencies that survived the graph's link() calls, comma-separated.
  * Set by serve/worker_env.c; read by service/cservice.c

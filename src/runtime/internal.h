@@ -130,6 +130,9 @@ void dyn__peers_close(dyn_runtime_t *rt);
 dyn_runtime_t *dyn__client_runtime(const dyn_client_t *c);
 void dyn__suspects_free(dyn_runtime_t *rt);
 
+/* status_report.c: answers `dynamo status` polls (events.h). */
+int dyn__status_report_start(dyn_runtime_t *rt);
+
 /* runtime.c: run the loop once, blocking; used by the blocking API. */
 void dyn__run_once(dyn_runtime_t *rt);
 /* server.c tells runtime.c when the last in-flight request of a drain ended. */

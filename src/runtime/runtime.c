@@ -164,6 +164,11 @@ int dyn_runtime_create(const dyn_runtime_options_t *opts, dyn_runtime_t **out) {
     return rc;
   }
   rt->session = rt->disc->session_id(rt->disc_state);
+  rc = dyn__status_report_start(rt);
+  if (rc) {
+    dyn_runtime_destroy(rt);
+    return rc;
+  }
   *out = rt;
   return DYN_OK;
 }

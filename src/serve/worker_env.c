@@ -72,6 +72,7 @@ static int set_own(dyn__env_t *e, const dyn__graph_env_t *g, const dyn__worker_t
   if (!rc && g->nats) rc = dyn__env_set(e, DYN_ENV_NATS_SERVER, g->nats);
   if (!rc && g->host) rc = dyn__env_set(e, DYN_ENV_ADVERTISE_HOST, g->host);
   if (!rc) rc = dyn__env_set(e, DYN_ENV_SERVICE_NAME, w->svc->name);
+  if (!rc && *w->svc->ns) rc = dyn__env_set(e, DYN_ENV_SERVICE_NAMESPACE, w->svc->ns);
   /* So that services resolve paths in their config (a tokenizer, say)
    * against the config file's directory, wherever serve was started. */
   char cfg[PATH_MAX];
