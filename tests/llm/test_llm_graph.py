@@ -238,6 +238,7 @@ def test_every_worker_serves_prometheus_metrics(graph):
     # The same prompt went to the worker holding it: the cache served it.
     assert sample(text, "dynamo_engine_cached_prompt_tokens_total", component="Worker") > 0
     assert sample(text, "dynamo_engine_kv_blocks_total") > 0
+    assert sample(text, "dynamo_engine_step_seconds_count", component="Worker") > 0
     assert sample(text, "dynamo_router_decisions_total", component="Router") == 3
     assert sample(text, "dynamo_router_overlap_blocks_count") == 3
     assert sample(text, "dynamo_router_index_blocks") > 0

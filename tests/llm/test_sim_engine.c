@@ -115,12 +115,20 @@ static void lp_on_tokens(dyn_engine_seq_t *s, const uint32_t *t, size_t n, void 
 static void lp_on_done(dyn_engine_seq_t *s, dyn_engine_finish_t reason, void *ud) {}
 static const dyn_engine_callbacks_t lp_cbs = {lp_on_tokens, lp_on_done};
 
+static int g_steps;
+static double g_step_seconds;
+static void on_step(double seconds, void *ud) {
+  g_steps++;
+  g_step_seconds += seconds;
+}
+
 static void test_logprobs(uv_loop_t *loop) {
   dyn_engine_options_t o;
   dyn_engine_options_init(&o);
   o.speedup = 1000;
   dyn_engine_t *e = NULL;
   REQUIRE(dyn_engine_open(loop, "sim", &o, &e, NULL) == DYN_OK);
+  dyn_engine_set_step_observer(e, on_step, NULL);
   uint32_t p[24];
   for (size_t i = 0; i < 24; i++) p[i] = 100 + (uint32_t)i;
   static lp_rq_t with, without;
@@ -135,6 +143,14 @@ static void test_logprobs(uv_loop_t *loop) {
   CHECK_EQ_INT(with.missing, 0);
   CHECK_EQ_INT(without.missing, 30);
   CHECK(!memcmp(with.toks, without.toks, sizeof(uint32_t) * 30));
+  /* The step observer saw every step, each its modelled duration: one
+   * prefill step, then decode steps of 8 ms + 0.1 ms per sequence, all
+   * divided by the speedup. */
+  dyn_engine_metrics_t mt;
+  dyn_engine_get_metrics(e, &mt);
+  CHECK_EQ_INT(g_steps, (int)mt.steps);
+  CHECK_MSG(g_step_seconds > 29 * 8.1e-3 / 1000 && g_step_seconds < 31 * 10e-3 / 1000,
+            "steps took %.6f s", g_step_seconds);
   int ok = 1;
   for (size_t i = 0; i < with.n; i++) {
     const dyn_engine_logprob_t *l = &with.lp[i];

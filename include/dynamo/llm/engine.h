@@ -191,6 +191,12 @@ DYN_EXTERN int dyn_engine_create(uv_loop_t *loop, const dyn_engine_options_t *op
  * (as any libuv handle needs). Not from inside an engine callback. */
 DYN_EXTERN void dyn_engine_destroy(dyn_engine_t *e);
 
+/* Called on the loop after each engine step with how long it took, in
+ * seconds (the simulated engine: its modelled duration), for the step time
+ * histogram; NULL: none. */
+typedef void (*dyn_engine_step_fn)(double seconds, void *ud);
+DYN_EXTERN void dyn_engine_set_step_observer(dyn_engine_t *e, dyn_engine_step_fn fn, void *ud);
+
 /* The sink for KV events (NULL: none; events are then dropped). */
 DYN_EXTERN void dyn_engine_set_kv_events(dyn_engine_t *e, dyn_engine_kv_events_fn fn, void *ud);
 

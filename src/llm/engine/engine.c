@@ -101,3 +101,8 @@ int dyn_engine_reset_cache(dyn_engine_t *e) { return e->ops->reset_cache(e); }
 const dyn_engine_logprob_t *dyn_engine_seq_logprobs(const dyn_engine_seq_t *seq) {
   return seq->engine->ops->seq_logprobs(seq);
 }
+
+void dyn_engine_set_step_observer(dyn_engine_t *e, dyn_engine_step_fn fn, void *ud) {
+  e->step_fn = fn;
+  e->step_ud = ud;
+}

@@ -42,7 +42,14 @@ int dyn__llama_engine_create(uv_loop_t *loop, const dyn_engine_options_t *opts,
 /* The first member of every engine's handle. */
 struct dyn_engine {
   const dyn__engine_ops_t *ops;
+  dyn_engine_step_fn step_fn; /* dyn_engine_set_step_observer */
+  void *step_ud;
 };
+
+/* What an engine calls when a step completed. */
+static inline void dyn__engine_step_done(dyn_engine_t *e, double seconds) {
+  if (e->step_fn) e->step_fn(seconds, e->step_ud);
+}
 
 /* The first member of every sequence's handle. */
 struct dyn_engine_seq {

@@ -148,6 +148,7 @@ struct lengine {
   int busy, kicked, closing;
   int refs; /* engine_free and the timer's close each drop one; 0 frees e */
   uint64_t rng;
+  uint64_t step_start; /* uv_hrtime() of the step in flight */
   dyn_engine_kv_events_fn sink;
   void *sink_ud;
   dyn_engine_metrics_t m;
@@ -717,6 +718,7 @@ static void step_done(uv_work_t *w, int status) {
   lengine_t *e = w->data;
   e->busy = 0;
   e->m.steps++;
+  if (!e->closing) dyn__engine_step_done(&e->base, (double)(uv_hrtime() - e->step_start) / 1e9);
   if (e->closing) {
     end_step_batch(e);
     engine_free(e);
@@ -761,6 +763,7 @@ static void start_step(lengine_t *e) {
   flush_events(e); /* evictions of the planning */
   if (!any) return;
   e->busy = 1;
+  e->step_start = uv_hrtime();
   e->work.data = e;
   if (uv_queue_work(e->loop, &e->work, step_work, step_done)) {
     e->busy = 0;

@@ -64,7 +64,22 @@ int dyn__engine_prom_init(dyn__engine_prom_t *p, const char *ns, const char *com
     }
     *(dyn_series_t **)((char *)p + f->offset) = s;
   }
+  static const double secs[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                0.1,    0.25,  0.5,    1,     2.5};
+  dyn_metric_t *h;
+  int rc = dyn_metrics_add(reg, DYN_METRIC_HISTOGRAM, "dynamo_engine_step_seconds",
+                           "Time of one engine step (the simulated engine: as modelled).",
+                           k_labels, secs, sizeof secs / sizeof *secs, &h);
+  if (rc || !(p->step_seconds = dyn_metric_series(h, values))) {
+    memset(p, 0, sizeof *p);
+    return rc ? rc : DYN_ENOMEM;
+  }
   return DYN_OK;
+}
+
+void dyn__engine_prom_step(double seconds, void *ud) {
+  dyn__engine_prom_t *p = ud;
+  if (p->step_seconds) dyn_series_observe(p->step_seconds, seconds);
 }
 
 static void add_delta(dyn_series_t *s, uint64_t now, uint64_t before) {

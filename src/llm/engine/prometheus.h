@@ -10,6 +10,7 @@ typedef struct dyn__engine_prom {
   dyn_series_t *running, *waiting, *blocks_used, *blocks_cached, *blocks_total;
   dyn_series_t *requests, *prompt_tokens, *cached_tokens, *generated_tokens, *preemptions,
       *evictions, *steps;
+  dyn_series_t *step_seconds; /* histogram */
   dyn_engine_metrics_t last; /* the counters already added */
 } dyn__engine_prom_t;
 
@@ -18,6 +19,9 @@ typedef struct dyn__engine_prom {
  * DYN_EEXIST if another part of the process took one of the names. */
 int dyn__engine_prom_init(dyn__engine_prom_t *p, const char *ns, const char *component,
                           const char *instance);
+/* A dyn_engine_step_fn: one step's duration into the histogram (ud: the
+ * dyn__engine_prom_t). */
+void dyn__engine_prom_step(double seconds, void *ud);
 /* Sets the gauges and adds to the counters what m gained since the last
  * update. */
 void dyn__engine_prom_update(dyn__engine_prom_t *p, const dyn_engine_metrics_t *m);

@@ -72,7 +72,7 @@ struct sim {
   int busy;               /* a step is in flight, ending at step_end */
   int kicked;             /* idle, timer armed to plan a step */
   int closing;
-  uint64_t step_end;      /* uv_hrtime() ns */
+  uint64_t step_start, step_end; /* uv_hrtime() ns */
   uint64_t rng;
   dyn_engine_kv_events_fn sink;
   void *sink_ud;
@@ -287,6 +287,7 @@ static void plan_step(sim_t *e, uint64_t start) {
   if (n_prefill) us += o->prefill_base_us + o->prefill_per_token_us * (double)uncached;
   if (n_decode) us += o->decode_base_us + o->decode_per_seq_us * (double)n_decode;
   e->step_end = start + (uint64_t)(us * 1000.0 / o->speedup);
+  e->step_start = start;
 }
 
 /* ---- delivering a step ---------------------------------------------------- */
@@ -355,6 +356,7 @@ static void end_batch(sim_t *e) {
 
 static void complete_step(sim_t *e) {
   e->m.steps++;
+  dyn__engine_step_done(&e->base, (double)(e->step_end - e->step_start) / 1e9);
   /* KV first: the blocks this step filled are stored, and the step's
    * events (evictions from planning too) go out before its tokens, so a
    * router hears of a prefix no later than the client sees output. */

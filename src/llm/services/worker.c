@@ -257,6 +257,7 @@ static int worker_start(dyn_service_ctx_t *ctx) {
   rc = dyn__engine_prom_init(&w->prom, nsname ? nsname : "dynamo", dyn_service_def(ctx)->name,
                              w->id_hex);
   if (rc) dyn_log(DYN_LOG_WARN, "Worker: no engine metrics on /metrics: %s", dyn_strerror(rc));
+  else dyn_engine_set_step_observer(w->engine, dyn__engine_prom_step, &w->prom);
   rc = DYN_OK;
   dyn_engine_set_kv_events(w->engine, on_kv_events, w);
   w->metrics_interval_ms = (unsigned)dyn__llm_config_int(ctx, "metrics-interval-ms", 20);
