@@ -46,16 +46,19 @@ def fresh(word):
     return " ".join(f"{word}{i}" for i in range(700))
 
 
-def start(graph, *overrides, n_services=4):
+def start(graph, *overrides, n_services=4, config=None):
     port = free_port()
     base = free_port_run(n_services + 1)
-    s = Serve([f"{GRAPHS}/{graph}.py:Frontend", "-f", f"{CONFIGS}/{graph}.yaml",
+    s = Serve([f"{GRAPHS}/{graph}.py:Frontend", "-f", f"{CONFIGS}/{config or graph}.yaml",
                f"--Frontend.port={port}", "--health-port", str(base), *overrides],
               env_for_tests(DYN_LOG="info"))
     s.port, s.health = port, list(range(base, base + n_services + 1))
-    s.wait_for("Frontend ready", timeout=30)
-    s.wait_for("PrefillWorker ready", timeout=30)
-    s.wait_for("Worker ready", count=2, timeout=30)  # "Worker ready" and "PrefillWorker ready"
+    s.wait_for("Frontend ready", timeout=60)
+    if graph.startswith("disagg"):
+        s.wait_for("PrefillWorker ready", timeout=60)
+        s.wait_for("Worker ready", count=2, timeout=60)  # "Worker ready" and "PrefillWorker ready"
+    else:
+        s.wait_for("Worker ready", timeout=60)
     s.client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none")
     deadline = time.time() + 20
     while True:
@@ -222,3 +225,52 @@ def test_mismatched_layout_is_refused_naming_it(served):
     assert "KV layout mismatch: kv_bytes_per_block is 1024 here and 32768 at the other worker" in out, out
     assert metric(s, "dynamo_disagg_remote_prefills_total", component="Worker") == 0
     assert metric(s, "dynamo_disagg_prefill_fallbacks_total") == 1
+
+
+# ---- llama.cpp: the KV moved between two real engines ---------------------------
+
+LLAMA_PROMPTS = [
+    "The capital of France is",
+    " ".join(["Once upon a time there was a little robot who wanted to learn to paint."] * 30),
+    "List three colors: " + ", ".join(f"item {i}" for i in range(150)),
+]
+
+
+def greedy_answers(config, *overrides):
+    graph = "disagg" if config.startswith("disagg") else "agg"
+    s = start(graph, "--Worker.threads=1", "--Worker.num-blocks=256",
+              f"--Processor.tokenizer={GRAPHS}/tokenizer.json", *overrides,
+              n_services=4 if graph.startswith("disagg") else 3, config=config)
+    try:
+        out = []
+        for p in LLAMA_PROMPTS:
+            r = s.client.completions.create(model="smollm2-135m", prompt=p, max_tokens=16,
+                                            temperature=0.0, logprobs=2,
+                                            extra_body={"ignore_eos": True})
+            lp = r.choices[0].logprobs
+            out.append((lp.tokens, lp.top_logprobs, r.usage.prompt_tokens))
+        remote = metric(s, "dynamo_disagg_remote_prefills_total", component="Worker")
+        moved = metric(s, "dynamo_disagg_kv_transfer_bytes_total", component="Worker")
+        return s, out, remote, moved
+    finally:
+        s.stop()
+
+
+def test_llama_disagg_agrees_with_agg():
+    """Greedy answers through disagg_llama (long prompts prefilled by the
+    PrefillWorker, their KV installed with llama_state_seq_set_data) equal
+    agg_llama's, or first differ where agg's top two are within 0.1."""
+    _, ref, _, _ = greedy_answers("agg_llama")
+    s, got, remote, moved = greedy_answers("disagg_llama", "--PrefillWorker.threads=1",
+                            "--PrefillWorker.num-blocks=256", "--Worker.max-local-prefill-length=64",
+                            "--Worker.kv-transfer-timeout-ms=30000")
+    out = s.output()
+    assert "prefilling locally" not in out, out
+    for (rt, rtop, n), (gt, _, _) in zip(ref, got):
+        if rt != gt:
+            i = next(k for k in range(len(rt)) if rt[k] != gt[k])
+            top = sorted(rtop[i].values(), reverse=True)
+            assert len(top) == 2 and top[0] - top[1] < 0.1, (i, rt, gt, rtop[i])
+    # The two long prompts went to the prefill worker, their KV in more
+    # than one 1 MiB chunk each (SmolLM2 keeps ~23 KB per token).
+    assert remote == 2 and moved > 4 * (1 << 20), (remote, moved)
