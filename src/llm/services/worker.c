@@ -29,6 +29,14 @@
  * model-path (a .gguf path, overriding model), threads (default: the
  * machine's cores divided by this service's workers) and max-model-len
  * (default: the model's trained context, at most the KV cache).
+ *
+ * Disaggregated serving (disagg.c): role (aggregated, or decode: long
+ * prompts go to a PrefillWorker, the same code serving "prefill" instead of
+ * "generate", whose role is prefill), max-local-prefill-length (512),
+ * max-prefill-queue-size (8), kv-transfer-timeout-ms (10000),
+ * kv-chunk-bytes (1 MiB), kv-bandwidth-mbps (0: unlimited), and for the
+ * simulated engine kv-bytes-per-block (32768) and kv-import-us-per-block
+ * (20).
  */
 #include <stdio.h>
 #include <stdlib.h>
