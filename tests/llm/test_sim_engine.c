@@ -70,7 +70,7 @@ static int submit(dyn_engine_t *e, rq_t *r, const uint32_t *prompt, size_t n,
                   uint32_t max_tokens, int ignore_eos, uint64_t seed) {
   memset(r, 0, sizeof *r);
   r->e = e;
-  dyn_engine_request_t q = {prompt, n, max_tokens, ignore_eos, 1.0f, 1, seed, 0.0f, 0, 0, 0};
+  dyn_engine_request_t q = {prompt, n, max_tokens, ignore_eos, 1.0f, 1, seed, 0.0f, 0, 0, 0, NULL, 0};
   r->t_submit = uv_hrtime();
   const char *why = NULL;
   int rc = dyn_engine_submit(e, &q, &cbs, r, &r->h, &why);
@@ -134,9 +134,9 @@ static void test_logprobs(uv_loop_t *loop) {
   static lp_rq_t with, without;
   memset(&with, 0, sizeof with);
   memset(&without, 0, sizeof without);
-  dyn_engine_request_t q = {p, 24, 30, 1, 0.0f, 1, 7, 0.0f, 0, 1, 5};
+  dyn_engine_request_t q = {p, 24, 30, 1, 0.0f, 1, 7, 0.0f, 0, 1, 5, NULL, 0};
   REQUIRE(dyn_engine_submit(e, &q, &lp_cbs, &with, NULL, NULL) == DYN_OK);
-  dyn_engine_request_t q2 = {p, 24, 30, 1, 0.0f, 1, 7, 0.0f, 0, 0, 0};
+  dyn_engine_request_t q2 = {p, 24, 30, 1, 0.0f, 1, 7, 0.0f, 0, 0, 0, NULL, 0};
   REQUIRE(dyn_engine_submit(e, &q2, &lp_cbs, &without, NULL, NULL) == DYN_OK);
   uv_run(loop, UV_RUN_DEFAULT);
   CHECK_EQ_INT(with.n, 30);
@@ -168,7 +168,7 @@ static void test_logprobs(uv_loop_t *loop) {
     if (sum > 1.0) ok = 0;
   }
   CHECK_MSG(ok, "logprobs of the simulated engine break a rule");
-  dyn_engine_request_t bad = {p, 24, 30, 1, 0.0f, 1, 7, 0.0f, 0, 1, 21};
+  dyn_engine_request_t bad = {p, 24, 30, 1, 0.0f, 1, 7, 0.0f, 0, 1, 21, NULL, 0};
   const char *why = NULL;
   CHECK_STATUS(dyn_engine_submit(e, &bad, &lp_cbs, &with, NULL, &why), DYN_EINVAL);
   CHECK(why && strstr(why, "top_logprobs"));
@@ -207,7 +207,7 @@ static void test_stream_and_seed(uv_loop_t *loop) {
   CHECK_EQ_INT(b.cached_at_done, 32); /* 2 full blocks of 16 */
 
   /* Greedy (temperature 0): the prompt alone decides the output. */
-  dyn_engine_request_t g = {p, 40, 20, 1, 0.0f, 0, 0, 0.0f, 0, 0, 0};
+  dyn_engine_request_t g = {p, 40, 20, 1, 0.0f, 0, 0, 0.0f, 0, 0, 0, NULL, 0};
   REQUIRE(dyn_engine_submit(e, &g, &cbs, &a, NULL, NULL) == DYN_OK);
   memset(&a, 0, sizeof a);
   a.e = e;
@@ -451,7 +451,7 @@ static void test_blocks_run_out(uv_loop_t *loop) {
   fill(pb, 20, 200);
 
   /* Could never fit: refused at submit, with a reason. */
-  dyn_engine_request_t big = {pa, 20, 14, 1, 1.0f, 0, 0, 0.0f, 0, 0, 0}; /* 33 tokens of KV */
+  dyn_engine_request_t big = {pa, 20, 14, 1, 1.0f, 0, 0, 0.0f, 0, 0, 0, NULL, 0}; /* 33 tokens of KV */
   const char *why = NULL;
   static rq_t x;
   CHECK_STATUS(dyn_engine_submit(e, &big, &cbs, &x, NULL, &why), DYN_EINVAL);
@@ -519,7 +519,7 @@ static void test_destroy_and_options(uv_loop_t *loop) {
   static rq_t a, b;
   REQUIRE(submit(e, &a, p, 16, 1000, 1, 1) == DYN_OK);
   REQUIRE(submit(e, &b, p, 16, 1000, 1, 2) == DYN_OK);
-  dyn_engine_request_t empty = {p, 0, 10, 1, 1.0f, 0, 0, 0.0f, 0, 0, 0};
+  dyn_engine_request_t empty = {p, 0, 10, 1, 1.0f, 0, 0, 0.0f, 0, 0, 0, NULL, 0};
   CHECK_STATUS(dyn_engine_submit(e, &empty, &cbs, &a, NULL, &why), DYN_EINVAL);
   /* Run until both stream, then destroy mid-stream. */
   for (int i = 0; i < 1000 && (a.n < 3 || b.n < 3); i++) uv_run(loop, UV_RUN_ONCE);

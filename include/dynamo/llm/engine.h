@@ -83,6 +83,12 @@ typedef struct dyn_engine_options {
   uint32_t max_model_len;          /* tokens per sequence (prompt and
                                     * output); 0: the model's trained
                                     * context, at most the KV cache */
+  /* The simulated engine's KV transfer (dyn_engine_kv_export): each block
+   * exported is its seq hash and kv_bytes_per_block bytes, and a sequence
+   * submitted with imported KV is admitted kv_import_us_per_block * blocks
+   * (divided by speedup) after its submit, as if copying it in. */
+  uint32_t kv_bytes_per_block;     /* 32768 */
+  double kv_import_us_per_block;   /* 20 */
 } dyn_engine_options_t;
 
 DYN_EXTERN void dyn_engine_options_init(dyn_engine_options_t *o);
@@ -109,6 +115,15 @@ typedef struct dyn_engine_request {
    * for them never changes which tokens come out. */
   int logprobs;
   uint32_t top_logprobs;
+  /* KV computed elsewhere (disaggregated serving): what dyn_engine_kv_export
+   * of an engine with the same dyn_engine_kv_layout gave for this prompt's
+   * leading blocks. On DYN_OK submit owns it (freed with free()). It is
+   * installed when the sequence is admitted, if this engine's cache then
+   * holds every block before the first one it carries; otherwise (or if
+   * it does not belong to this prompt) it is dropped and those tokens are
+   * computed here, so the output is the same either way. NULL: none. */
+  void *kv;
+  size_t kv_len;
 } dyn_engine_request_t;
 
 /* A generated token's log-probability under the distribution it was drawn
@@ -161,6 +176,9 @@ typedef struct dyn_engine_metrics {
   uint64_t preemptions;      /* sequences preempted for lack of blocks */
   uint64_t evictions;        /* cached blocks evicted */
   uint64_t steps;            /* steps run */
+  uint64_t kv_imported_blocks; /* blocks installed from dyn_engine_request_t.kv */
+  uint64_t kv_import_dropped;  /* imports dropped (cache no longer held
+                                * their start, bad data): recomputed */
 } dyn_engine_metrics_t;
 
 /* Creates an idle engine of the kind called name on loop: "sim" (the
@@ -231,6 +249,34 @@ DYN_EXTERN void dyn_engine_get_metrics(const dyn_engine_t *e, dyn_engine_metrics
  * Meant for an idle engine: running sequences keep their blocks, which are
  * then no longer shared. DYN_ENOMEM if the event could not be made. */
 DYN_EXTERN int dyn_engine_reset_cache(dyn_engine_t *e);
+
+/* ---- moving a prompt's KV between engines (disaggregated serving) ----
+ *
+ * A prefill worker's engine computes a prompt and exports its KV; a decode
+ * worker's engine of the same layout imports it with the request
+ * (dyn_engine_request_t.kv) and goes on decoding. Only whole blocks move:
+ * a prompt's partial last block (and the first token, which is part of
+ * the decode worker's prompt) is computed by the importer. */
+
+/* What must agree between two engines for KV to move between them, as
+ * "key=value" pairs joined by ';' (engine, block_size, and the model and
+ * cache types for llama.cpp). Valid as long as the engine. */
+DYN_EXTERN const char *dyn_engine_kv_layout(const dyn_engine_t *e);
+
+/* The prompt's leading full blocks this engine's cache holds now. */
+DYN_EXTERN size_t dyn_engine_kv_cached_blocks(dyn_engine_t *e, const uint32_t *tokens, size_t n);
+
+/* Serializes the KV of the prompt's full blocks [from_block, ...) that
+ * this engine holds computed (a running sequence's or the prefix cache's,
+ * in one leading run) into a malloc'd *data of *len bytes (free() it);
+ * *n_blocks says how many it holds (0 when it holds none past
+ * from_block: a header alone). Meant for the moment the prompt's first
+ * token came out (on_tokens): between steps. DYN_EINVAL with *why while a
+ * step is in flight (llama.cpp) or with no sequence id to spare;
+ * DYN_ENOMEM. */
+DYN_EXTERN int dyn_engine_kv_export(dyn_engine_t *e, const uint32_t *tokens, size_t n,
+                                    size_t from_block, void **data, size_t *len,
+                                    size_t *n_blocks, const char **why);
 
 #ifdef __cplusplus
 }

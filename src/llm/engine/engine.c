@@ -106,3 +106,62 @@ void dyn_engine_set_step_observer(dyn_engine_t *e, dyn_engine_step_fn fn, void *
   e->step_fn = fn;
   e->step_ud = ud;
 }
+
+const char *dyn_engine_kv_layout(const dyn_engine_t *e) { return e->ops->kv_layout(e); }
+
+size_t dyn_engine_kv_cached_blocks(dyn_engine_t *e, const uint32_t *tokens, size_t n) {
+  return e->ops->kv_cached_blocks(e, tokens, n);
+}
+
+int dyn_engine_kv_export(dyn_engine_t *e, const uint32_t *tokens, size_t n, size_t from_block,
+                         void **data, size_t *len, size_t *n_blocks, const char **why) {
+  if (!e || !tokens || !n || !data || !len || !n_blocks) {
+    if (why) *why = "engine kv export: NULL argument or empty prompt";
+    return DYN_EINVAL;
+  }
+  return e->ops->kv_export(e, tokens, n, from_block, data, len, n_blocks, why);
+}
+
+/* ---- the exported KV's header ------------------------------------------- */
+
+static void put32(uint8_t *p, uint32_t v) {
+  for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static uint32_t get32(const uint8_t *p) {
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+void dyn__kv_blob_put(uint8_t *out, const dyn__kv_blob_hdr_t *h) {
+  put32(out, h->magic);
+  put32(out + 4, h->block_size);
+  put32(out + 8, h->from_block);
+  put32(out + 12, h->n_blocks);
+  put32(out + 16, (uint32_t)h->last_hash);
+  put32(out + 20, (uint32_t)(h->last_hash >> 32));
+}
+
+int dyn__kv_blob_get(const void *blob, size_t len, dyn__kv_blob_hdr_t *h, const char **why) {
+  const uint8_t *p = blob;
+  if (!blob || len < DYN__KV_BLOB_HDR_SIZE || get32(p) != DYN__KV_BLOB_MAGIC) {
+    *why = "imported KV: not an exported KV blob (bad magic or too short)";
+    return DYN_EINVAL;
+  }
+  h->magic = get32(p);
+  h->block_size = get32(p + 4);
+  h->from_block = get32(p + 8);
+  h->n_blocks = get32(p + 12);
+  h->last_hash = (uint64_t)get32(p + 16) | (uint64_t)get32(p + 20) << 32;
+  return DYN_OK;
+}
+
+const char *dyn__kv_blob_fits(const dyn__kv_blob_hdr_t *h, uint32_t block_size,
+                              const dyn_kv_hash_t *hashes, size_t n_hashes, size_t held) {
+  if (h->block_size != block_size) return "imported KV: another block size";
+  if (!h->n_blocks) return "imported KV: no blocks";
+  if ((size_t)h->from_block + h->n_blocks > n_hashes)
+    return "imported KV: more blocks than the prompt may take";
+  if (hashes[h->from_block + h->n_blocks - 1] != h->last_hash)
+    return "imported KV: computed for another prompt";
+  if (h->from_block > held) return "imported KV: the cache no longer holds the blocks before it";
+  return NULL;
+}

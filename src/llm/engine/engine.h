@@ -32,7 +32,33 @@ typedef struct dyn__engine_ops {
   const dyn_engine_logprob_t *(*seq_logprobs)(const dyn_engine_seq_t *seq);
   void (*get_metrics)(const dyn_engine_t *e, dyn_engine_metrics_t *m);
   int (*reset_cache)(dyn_engine_t *e);
+  const char *(*kv_layout)(const dyn_engine_t *e);
+  size_t (*kv_cached_blocks)(dyn_engine_t *e, const uint32_t *tokens, size_t n);
+  int (*kv_export)(dyn_engine_t *e, const uint32_t *tokens, size_t n, size_t from_block,
+                   void **data, size_t *len, size_t *n_blocks, const char **why);
 } dyn__engine_ops_t;
+
+/* The wire form of exported KV (dyn_engine_kv_export): this header, then
+ * the engine's own bytes. last_hash is the seq hash of the last block it
+ * carries, so an importer can tell that it belongs to its prompt. All
+ * fields little-endian. */
+#define DYN__KV_BLOB_MAGIC 0x31564b44u /* "DKV1" */
+typedef struct dyn__kv_blob_hdr {
+  uint32_t magic, block_size, from_block, n_blocks;
+  uint64_t last_hash;
+} dyn__kv_blob_hdr_t;
+#define DYN__KV_BLOB_HDR_SIZE 24
+
+/* Writes h into out (DYN__KV_BLOB_HDR_SIZE bytes). */
+void dyn__kv_blob_put(uint8_t *out, const dyn__kv_blob_hdr_t *h);
+/* Reads the header of blob: DYN_EINVAL with *why when it is short or
+ * not one. */
+int dyn__kv_blob_get(const void *blob, size_t len, dyn__kv_blob_hdr_t *h, const char **why);
+/* Whether blob h can be installed for a prompt whose block seq hashes are
+ * hashes[0, n_hashes) (the blocks the importer may take), with `held`
+ * leading blocks in its cache: NULL if so, else why not. */
+const char *dyn__kv_blob_fits(const dyn__kv_blob_hdr_t *h, uint32_t block_size,
+                              const dyn_kv_hash_t *hashes, size_t n_hashes, size_t held);
 
 /* The llama.cpp engine's create (llama_engine.c), in builds that have it;
  * as dyn_engine_create. */

@@ -29,6 +29,16 @@
  * a time; while one is in flight nothing touches the context, so a cancel
  * ends the request at once (on_done) but its cells are freed when the next
  * step is planned.
+ *
+ * KV transfer (disaggregated serving). An export copies the prompt's
+ * blocks [from, from + n) of the slot that computed them into a spare
+ * sequence id (seq_cp, metadata only) and serializes that sequence with
+ * llama_state_seq_get_data: positions and K/V rows of exactly those cells.
+ * An import happens at admission: llama_state_seq_set_data puts the cells
+ * into the new slot (it needs them contiguous in the cache; if llama.cpp
+ * cannot find such a run, the import is dropped and the tokens computed),
+ * then the blocks before them are seq_cp'd from the slot that holds them,
+ * and the imported blocks are hashed and announced like computed ones.
  */
 #include "dynamo/llm/engine.h"
 
@@ -92,6 +102,8 @@ struct lseq {
   uint32_t top_logprobs;
   dyn_engine_logprob_t lp;  /* the last sampled token's */
   struct llama_sampler *smpl;
+  void *import; /* dyn_engine_request_t.kv until admission */
+  size_t import_len;
   /* this step */
   size_t chunk;      /* tokens of this sequence in the batch */
   int32_t logit_idx; /* its output row in the batch, or -1 */
@@ -152,6 +164,7 @@ struct lengine {
   dyn_engine_kv_events_fn sink;
   void *sink_ud;
   dyn_engine_metrics_t m;
+  char layout[384]; /* dyn_engine_kv_layout */
 };
 
 /* ---- small helpers -------------------------------------------------------- */
@@ -451,6 +464,7 @@ static void slot_retire(lengine_t *e, int id) {
 
 static void seq_free(lseq_t *s) {
   if (s->smpl) llama_sampler_free(s->smpl);
+  free(s->import);
   free(s->tokens);
   free(s);
 }
@@ -499,6 +513,67 @@ static int slot_take(lengine_t *e) {
   return NIL;
 }
 
+/* Installs s's imported KV into its new slot id (SLOT_RUN, no blocks yet),
+ * with the first `from` blocks copied from slot best, which holds best_n
+ * of the prompt's leading blocks (their hashes are in the slot's hashes
+ * already). Returns the blocks the slot now holds, *from set; 0 when the
+ * import was dropped (it is freed either way). */
+static size_t install_import(lengine_t *e, lseq_t *s, int id, int best, size_t best_n,
+                             size_t *from) {
+  lslot_t *sl = &e->slots[id];
+  size_t bs = e->o.block_size, want = (s->n_tokens - 1) / bs;
+  uint8_t *blob = s->import;
+  size_t blob_len = s->import_len;
+  s->import = NULL;
+  dyn__kv_blob_hdr_t h;
+  const char *why = NULL;
+  if (dyn__kv_blob_get(blob, blob_len, &h, &why) ||
+      dyn__kv_blob_fits(&h, (uint32_t)bs, sl->hashes, want, best_n)) {
+    e->m.kv_import_dropped++;
+    free(blob);
+    return 0;
+  }
+  *from = h.from_block;
+  size_t nb = h.n_blocks;
+  /* The holder we copy from must survive the evictions blk_take may do. */
+  int pinned = *from && e->slots[best].state == SLOT_HOLD;
+  if (pinned) lru_unlink(e, best);
+  size_t k = 0, rd = 0;
+  for (; k < nb; k++) {
+    int32_t b = blk_take(e);
+    if (b == NIL) break;
+    blk_ref(e, b, 1);
+    sl->blocks[*from + k] = b;
+  }
+  if (k == nb)
+    rd = llama_state_seq_set_data(e->ctx, blob + DYN__KV_BLOB_HDR_SIZE,
+                                  blob_len - DYN__KV_BLOB_HDR_SIZE, id);
+  free(blob);
+  if (!rd) { /* no room, or llama.cpp refused the data */
+    for (size_t i = 0; i < k; i++) blk_unref(e, sl->blocks[*from + i], 1);
+    llama_memory_seq_rm(e->mem, id, -1, -1);
+    if (pinned) lru_append(e, best);
+    e->m.kv_import_dropped++;
+    return 0;
+  }
+  if (*from) {
+    lslot_t *src = &e->slots[best];
+    llama_memory_seq_cp(e->mem, best, id, 0, (llama_pos)(*from * bs));
+    for (size_t i = 0; i < *from; i++) {
+      sl->blocks[i] = src->blocks[i];
+      blk_ref(e, sl->blocks[i], 1);
+    }
+    if (pinned) {
+      src->last_use = ++e->use_clock;
+      lru_append(e, best);
+    }
+  }
+  sl->n_blocks = *from + nb;
+  sl->n_full = *from;
+  e->m.kv_imported_blocks += nb;
+  return *from + nb;
+}
+
 /* Admits s into a slot: the longest run of its leading full blocks that any
  * slot has computed is copied (seq_cp), at most all but its last token,
  * whose logits the step must compute. */
@@ -528,7 +603,13 @@ static int admit(lengine_t *e, lseq_t *s) {
   sl->state = SLOT_RUN;
   sl->seq = s;
   sl->n_blocks = sl->n_full = 0;
-  if (best != NIL) {
+  size_t from = 0, installed = s->import ? install_import(e, s, id, best, best_n, &from) : 0;
+  if (installed) {
+    s->slot = id;
+    s->n_computed = installed * bs;
+    slot_commit(e, id, s->tokens, s->n_computed); /* hashed and announced */
+    best_n = from;
+  } else if (best != NIL) {
     lslot_t *src = &e->slots[best];
     llama_memory_seq_cp(e->mem, best, id, 0, (llama_pos)(best_n * bs));
     for (size_t i = 0; i < best_n; i++) {
@@ -544,10 +625,10 @@ static int admit(lengine_t *e, lseq_t *s) {
     }
   }
   s->slot = id;
-  s->n_computed = best_n * bs;
+  if (!installed) s->n_computed = best_n * bs;
   if (!s->admitted) {
     s->admitted = 1;
-    s->cached_tokens = s->n_computed;
+    s->cached_tokens = best_n * bs; /* the local cache's part */
     e->m.prompt_tokens += s->n_prompt;
     e->m.cached_prompt_tokens += s->cached_tokens;
   }
@@ -925,6 +1006,15 @@ int dyn__llama_engine_create(uv_loop_t *loop, const dyn_engine_options_t *opts,
   dyn__map_init(&e->map);
   e->next_event_id = 1;
   e->rng = opts->seed ^ 0x11a3a5eed5eedull;
+  char desc[128];
+  llama_model_desc(e->model, desc, sizeof desc);
+  snprintf(e->layout, sizeof e->layout,
+           "engine=llama.cpp;model=%s;model_bytes=%llu;n_params=%llu;n_layer=%d;n_embd=%d;"
+           "n_vocab=%d;type_k=%s;type_v=%s;block_size=%u",
+           desc, (unsigned long long)llama_model_size(e->model),
+           (unsigned long long)llama_model_n_params(e->model), llama_model_n_layer(e->model),
+           llama_model_n_embd(e->model), llama_vocab_n_tokens(e->vocab), ggml_type_name(cp.type_k),
+           ggml_type_name(cp.type_v), opts->block_size);
   uv_timer_init(loop, &e->kick);
   e->kick.data = e;
   e->refs = 2;
@@ -1031,6 +1121,8 @@ static int llama_submit(dyn_engine_t *engine, const dyn_engine_request_t *req,
   s->top_logprobs = req->top_logprobs;
   s->cb = *cb;
   s->ud = ud;
+  s->import = req->kv;
+  s->import_len = req->kv_len;
   s->state = Q_WAITING;
   s->slot = NIL;
   list_push(&e->waiting, s, 0);
@@ -1089,6 +1181,100 @@ static int llama_reset_cache(dyn_engine_t *engine) {
   return rc;
 }
 
+static const char *llama_kv_layout(const dyn_engine_t *engine) {
+  return ((const lengine_t *)engine)->layout;
+}
+
+/* The slot holding the longest computed run of the prompt's first `full`
+ * blocks (their seq hashes in h); its length in *n. NIL if none. */
+static int longest_run(const lengine_t *e, const dyn_kv_hash_t *h, size_t full, size_t *n) {
+  int best = NIL;
+  *n = 0;
+  for (int j = 0; j < N_SLOTS; j++) {
+    const lslot_t *o = &e->slots[j];
+    if (o->state == SLOT_FREE) continue;
+    size_t k = 0;
+    while (k < full && k < o->n_full && o->hashes[k] == h[k]) k++;
+    if (k > *n) *n = k, best = j;
+  }
+  return best;
+}
+
+/* The seq hashes of the prompt's full blocks, malloc'd; NULL on ENOMEM. */
+static dyn_kv_hash_t *prompt_hashes(const lengine_t *e, const uint32_t *tokens, size_t n,
+                                    size_t *full) {
+  size_t bs = e->o.block_size;
+  *full = n / bs;
+  dyn_kv_hash_t *seq = malloc((*full ? *full : 1) * sizeof *seq);
+  dyn_kv_hash_t *local = malloc((*full ? *full : 1) * sizeof *local);
+  if (seq && local && *full)
+    dyn_kv_hash_blocks(tokens, *full * bs, bs, e->o.kv_hash_seed, local, seq, *full);
+  free(local);
+  return local ? seq : (free(seq), NULL);
+}
+
+static size_t llama_kv_cached_blocks(dyn_engine_t *engine, const uint32_t *tokens, size_t n) {
+  lengine_t *e = (lengine_t *)engine;
+  size_t full, held = 0;
+  dyn_kv_hash_t *h = tokens && n ? prompt_hashes(e, tokens, n, &full) : NULL;
+  if (h) longest_run(e, h, full, &held);
+  free(h);
+  return held;
+}
+
+static int llama_kv_export(dyn_engine_t *engine, const uint32_t *tokens, size_t n,
+                           size_t from_block, void **data, size_t *len, size_t *n_blocks,
+                           const char **why) {
+  lengine_t *e = (lengine_t *)engine;
+  if (e->busy || e->closing) {
+    if (why) *why = "engine kv export: a step is in flight (export between steps)";
+    return DYN_EINVAL;
+  }
+  size_t full, held = 0, bs = e->o.block_size;
+  dyn_kv_hash_t *h = prompt_hashes(e, tokens, n, &full);
+  if (!h) {
+    if (why) *why = "engine kv export: out of memory";
+    return DYN_ENOMEM;
+  }
+  int src = longest_run(e, h, full, &held);
+  size_t nb = held > from_block ? held - from_block : 0;
+  dyn__kv_blob_hdr_t hdr = {DYN__KV_BLOB_MAGIC, (uint32_t)bs, (uint32_t)from_block,
+                            (uint32_t)nb, nb ? h[held - 1] : 0};
+  free(h);
+  int scratch = NIL;
+  if (nb) {
+    /* A spare sequence id to hold just those cells; evicting a holder for
+     * it must not evict the source. */
+    int pinned = e->slots[src].state == SLOT_HOLD;
+    if (pinned) lru_unlink(e, src);
+    scratch = slot_take(e);
+    if (pinned) lru_append(e, src);
+    if (scratch == NIL) {
+      if (why) *why = "engine kv export: no sequence id to spare (64 running)";
+      return DYN_EINVAL;
+    }
+    llama_memory_seq_cp(e->mem, src, scratch, (llama_pos)(from_block * bs),
+                        (llama_pos)((from_block + nb) * bs));
+  }
+  size_t size = nb ? llama_state_seq_get_size(e->ctx, scratch) : 0;
+  uint8_t *out = malloc(DYN__KV_BLOB_HDR_SIZE + size);
+  size_t wrote = out && nb ? llama_state_seq_get_data(e->ctx, out + DYN__KV_BLOB_HDR_SIZE, size,
+                                                      scratch)
+                           : 0;
+  if (nb) llama_memory_seq_rm(e->mem, scratch, -1, -1); /* the slot stays free */
+  if (!out || (nb && wrote != size)) {
+    free(out);
+    if (why) *why = out ? "engine kv export: llama_state_seq_get_data failed"
+                        : "engine kv export: out of memory";
+    return out ? DYN_EINVAL : DYN_ENOMEM;
+  }
+  dyn__kv_blob_put(out, &hdr);
+  *data = out;
+  *len = DYN__KV_BLOB_HDR_SIZE + size;
+  *n_blocks = nb;
+  return DYN_OK;
+}
+
 static const dyn__engine_ops_t llama_ops = {
     .name = "llama.cpp",
     .destroy = llama_destroy,
@@ -1099,4 +1285,7 @@ static const dyn__engine_ops_t llama_ops = {
     .seq_logprobs = llama_seq_logprobs,
     .get_metrics = llama_get_metrics,
     .reset_cache = llama_reset_cache,
+    .kv_layout = llama_kv_layout,
+    .kv_cached_blocks = llama_kv_cached_blocks,
+    .kv_export = llama_kv_export,
 };

@@ -19,10 +19,17 @@
  * step (so holds blocks for n tokens); a prefill computes all n and emits
  * the first new token, as vLLM does. Handles of sequences in the step being
  * delivered are freed only after it, so callbacks may cancel anything.
+ *
+ * KV transfer (disaggregated serving) is modelled: an export is the blocks'
+ * seq hashes, each with kv_bytes_per_block bytes standing for its tensors
+ * (so the request plane carries a real model's volume), and a sequence
+ * submitted with imported KV waits kv_import_us_per_block per block before
+ * it may be admitted; then the blocks it brought cost no prefill.
  */
 #include "dynamo/llm/engine.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -51,6 +58,9 @@ struct sim_seq {
   dyn_engine_logprob_t lp; /* the last token's, during on_tokens */
   uint64_t rng;
   dyn__kv_seq_t kv;
+  void *import; /* dyn_engine_request_t.kv until admission */
+  size_t import_len;
+  uint64_t ready_ns; /* with import: not admitted before (uv_hrtime) */
   dyn_engine_callbacks_t cb;
   void *ud;
 };
@@ -77,6 +87,7 @@ struct sim {
   dyn_engine_kv_events_fn sink;
   void *sink_ud;
   dyn_engine_metrics_t m; /* the cumulative counters */
+  char layout[160];       /* dyn_engine_kv_layout */
 };
 
 /* ---- small helpers -------------------------------------------------------- */
@@ -114,6 +125,7 @@ static void list_unlink(seq_list_t *l, sim_seq_t *s) {
 
 static void seq_free(sim_seq_t *s) {
   dyn__kv_seq_free(&s->kv);
+  free(s->import);
   free(s->tokens);
   free(s);
 }
@@ -142,6 +154,8 @@ void dyn_engine_options_init(dyn_engine_options_t *o) {
   o->decode_per_seq_us = 100;
   o->seed = 0;
   o->kv_hash_seed = DYN_KV_DEFAULT_SEED;
+  o->kv_bytes_per_block = 32768;
+  o->kv_import_us_per_block = 20;
 }
 
 static int bad_time(double t) { return !isfinite(t) || t < 0; }
@@ -166,7 +180,8 @@ static const char *check_options(const dyn_engine_options_t *o) {
   if (!isfinite(o->speedup) || o->speedup <= 0)
     return "engine options: speedup must be a positive finite number";
   if (bad_time(o->prefill_base_us) || bad_time(o->prefill_per_token_us) ||
-      bad_time(o->decode_base_us) || bad_time(o->decode_per_seq_us))
+      bad_time(o->decode_base_us) || bad_time(o->decode_per_seq_us) ||
+      bad_time(o->kv_import_us_per_block))
     return "engine options: step times must be finite and not negative";
   if (!(o->eos_probability >= 0 && o->eos_probability <= 1))
     return "engine options: eos_probability must be between 0 and 1";
@@ -239,10 +254,43 @@ static int plan_decode(sim_t *e, size_t *n_decode) {
 
 /* Admits waiting requests in order while a slot, the blocks and the prefill
  * token budget allow; returns the uncached tokens to prefill. */
-static size_t plan_prefill(sim_t *e, size_t *n_prefill) {
+/* The blocks of s's prompt that its imported KV (if any) makes computed,
+ * given the cached ones; the import is used or dropped here, once. */
+static size_t take_import(sim_t *e, sim_seq_t *s, size_t cached_blocks) {
+  if (!s->import) return cached_blocks;
+  size_t got = cached_blocks;
+  dyn__kv_blob_hdr_t h;
+  const char *why = NULL;
+  size_t want = (s->n_tokens - 1) / e->o.block_size; /* the last token is computed */
+  dyn_kv_hash_t *seq = want ? malloc(want * sizeof *seq) : NULL;
+  dyn_kv_hash_t *local = want ? malloc(want * sizeof *local) : NULL;
+  if (want && seq && local &&
+      dyn__kv_blob_get(s->import, s->import_len, &h, &why) == DYN_OK) {
+    dyn_kv_hash_blocks(s->tokens, want * e->o.block_size, e->o.block_size, e->o.kv_hash_seed,
+                       local, seq, want);
+    if (!dyn__kv_blob_fits(&h, e->o.block_size, seq, want, cached_blocks) &&
+        s->import_len == DYN__KV_BLOB_HDR_SIZE + (size_t)h.n_blocks * (8 + e->o.kv_bytes_per_block)) {
+      if (h.from_block + h.n_blocks > got) got = h.from_block + h.n_blocks;
+      e->m.kv_imported_blocks += h.n_blocks;
+    } else {
+      e->m.kv_import_dropped++;
+    }
+  } else {
+    e->m.kv_import_dropped++;
+  }
+  free(seq);
+  free(local);
+  free(s->import);
+  s->import = NULL;
+  return got;
+}
+
+static size_t plan_prefill(sim_t *e, size_t *n_prefill, uint64_t start) {
   size_t uncached_total = 0;
-  while (e->waiting.head && e->running.n < e->o.max_num_seqs) {
-    sim_seq_t *s = e->waiting.head;
+  sim_seq_t *next;
+  for (sim_seq_t *s = e->waiting.head; s && e->running.n < e->o.max_num_seqs; s = next) {
+    next = s->next;
+    if (s->ready_ns > start) continue; /* its KV is still being copied in */
     size_t bs = e->o.block_size;
     if (*n_prefill) { /* the first admission always runs, however long */
       size_t hit = dyn__kv_cache_match(&e->kv, s->tokens, s->n_tokens) * bs;
@@ -255,6 +303,7 @@ static size_t plan_prefill(sim_t *e, size_t *n_prefill) {
       finish(s, DYN_ENGINE_ERROR);
       continue;
     }
+    size_t computed = take_import(e, s, cached_blocks) * bs;
     size_t cached = cached_blocks * bs;
     if (!s->admitted) {
       s->admitted = 1;
@@ -269,19 +318,34 @@ static size_t plan_prefill(sim_t *e, size_t *n_prefill) {
     e->batch[e->n_batch++] = s;
     (*n_prefill)++;
     /* A fully cached prompt still computes its last token. */
-    uncached_total += cached < s->n_tokens ? s->n_tokens - cached : 1;
+    uncached_total += computed < s->n_tokens ? s->n_tokens - computed : 1;
   }
   return uncached_total;
 }
+
+static void on_timer(uv_timer_t *t);
 
 /* Plans the step starting at start (ns); busy says whether there is one. */
 static void plan_step(sim_t *e, uint64_t start) {
   size_t n_decode = 0, n_prefill = 0, uncached = 0;
   e->n_batch = 0;
   /* As vLLM: no admission in a step that had to preempt. */
-  if (!plan_decode(e, &n_decode)) uncached = plan_prefill(e, &n_prefill);
+  if (!plan_decode(e, &n_decode)) uncached = plan_prefill(e, &n_prefill, start);
   e->busy = e->n_batch > 0;
-  if (!e->busy) return;
+  if (!e->busy) {
+    /* Idle with sequences whose KV is still coming in: plan again when the
+     * first is ready. */
+    uint64_t first = 0;
+    for (sim_seq_t *s = e->waiting.head; s; s = s->next)
+      if (s->ready_ns > start && (!first || s->ready_ns < first)) first = s->ready_ns;
+    if (first && !e->closing) {
+      e->kicked = 1;
+      uint64_t now = uv_hrtime();
+      uv_update_time(e->timer.loop);
+      uv_timer_start(&e->timer, on_timer, first > now ? (first - now + 999999) / 1000000 : 0, 0);
+    }
+    return;
+  }
   const dyn_engine_options_t *o = &e->o;
   double us = 0;
   if (n_prefill) us += o->prefill_base_us + o->prefill_per_token_us * (double)uncached;
@@ -372,8 +436,6 @@ static void complete_step(sim_t *e) {
   end_batch(e);
 }
 
-static void on_timer(uv_timer_t *t);
-
 /* Arms the timer for the step's end (ms granularity, rounded up). */
 static void arm(sim_t *e) {
   if (!e->busy) return;
@@ -434,6 +496,9 @@ int dyn_engine_create(uv_loop_t *loop, const dyn_engine_options_t *opts,
   }
   dyn__kv_cache_set_sink(&e->kv, forward_events, e);
   e->rng = opts->seed ^ 0x5eed5eed5eed5eedull;
+  snprintf(e->layout, sizeof e->layout,
+           "engine=sim;block_size=%u;kv_bytes_per_block=%u;kv_seed=%llu", opts->block_size,
+           opts->kv_bytes_per_block, (unsigned long long)opts->kv_hash_seed);
   uv_timer_init(loop, &e->timer);
   e->timer.data = e;
   *out = &e->base;
@@ -517,6 +582,15 @@ static int sim_submit(dyn_engine_t *engine, const dyn_engine_request_t *req,
   s->logprobs = req->logprobs;
   s->top_logprobs = req->top_logprobs;
   s->rng = request_seed(e, req);
+  if (req->kv) {
+    dyn__kv_blob_hdr_t h;
+    const char *ignored;
+    double us = dyn__kv_blob_get(req->kv, req->kv_len, &h, &ignored) == DYN_OK
+                    ? e->o.kv_import_us_per_block * h.n_blocks / e->o.speedup : 0;
+    s->import = req->kv;
+    s->import_len = req->kv_len;
+    s->ready_ns = uv_hrtime() + (uint64_t)(us * 1000.0);
+  }
   s->cb = *cb;
   s->ud = ud;
   s->state = S_WAITING;
@@ -555,6 +629,50 @@ static void sim_get_metrics(const dyn_engine_t *engine, dyn_engine_metrics_t *m)
   m->evictions = e->kv.evictions;
 }
 
+static const char *sim_kv_layout(const dyn_engine_t *engine) {
+  return ((const sim_t *)engine)->layout;
+}
+
+static size_t sim_kv_cached_blocks(dyn_engine_t *engine, const uint32_t *tokens, size_t n) {
+  sim_t *e = (sim_t *)engine;
+  return tokens && n ? dyn__kv_cache_match(&e->kv, tokens, n) : 0;
+}
+
+/* The blocks' seq hashes, each followed by kv_bytes_per_block bytes that
+ * stand for its tensors. */
+static int sim_kv_export(dyn_engine_t *engine, const uint32_t *tokens, size_t n,
+                         size_t from_block, void **data, size_t *len, size_t *n_blocks,
+                         const char **why) {
+  sim_t *e = (sim_t *)engine;
+  size_t bs = e->o.block_size, held = dyn__kv_cache_match(&e->kv, tokens, n);
+  size_t nb = held > from_block ? held - from_block : 0;
+  size_t per = 8 + (size_t)e->o.kv_bytes_per_block;
+  dyn_kv_hash_t *seq = malloc((held ? held : 1) * sizeof *seq);
+  dyn_kv_hash_t *local = malloc((held ? held : 1) * sizeof *local);
+  uint8_t *out = seq && local ? malloc(DYN__KV_BLOB_HDR_SIZE + nb * per) : NULL;
+  if (!out) {
+    free(seq);
+    free(local);
+    if (why) *why = "engine kv export: out of memory";
+    return DYN_ENOMEM;
+  }
+  if (held) dyn_kv_hash_blocks(tokens, held * bs, bs, e->o.kv_hash_seed, local, seq, held);
+  dyn__kv_blob_hdr_t h = {DYN__KV_BLOB_MAGIC, (uint32_t)bs, (uint32_t)from_block, (uint32_t)nb,
+                          nb ? seq[held - 1] : 0};
+  dyn__kv_blob_put(out, &h);
+  uint8_t *p = out + DYN__KV_BLOB_HDR_SIZE;
+  for (size_t i = 0; i < nb; i++, p += per) {
+    memcpy(p, &seq[from_block + i], 8);
+    memset(p + 8, (int)(seq[from_block + i] & 0xff), per - 8);
+  }
+  free(seq);
+  free(local);
+  *data = out;
+  *len = DYN__KV_BLOB_HDR_SIZE + nb * per;
+  *n_blocks = nb;
+  return DYN_OK;
+}
+
 static int sim_reset_cache(dyn_engine_t *engine) {
   sim_t *e = (sim_t *)engine;
   int rc = dyn__kv_cache_reset(&e->kv);
@@ -572,4 +690,7 @@ static const dyn__engine_ops_t sim_ops = {
     .seq_logprobs = sim_seq_logprobs,
     .get_metrics = sim_get_metrics,
     .reset_cache = sim_reset_cache,
+    .kv_layout = sim_kv_layout,
+    .kv_cached_blocks = sim_kv_cached_blocks,
+    .kv_export = sim_kv_export,
 };

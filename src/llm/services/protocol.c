@@ -586,3 +586,86 @@ int dyn__proto_send(dyn_request_t *req, char *text) {
   free(text);
   return rc;
 }
+
+/* ---- decode Worker -> PrefillWorker -------------------------------------- */
+
+char *dyn__proto_prefill_request_encode(const dyn__proto_prefill_request_t *m) {
+  char *inner = dyn__proto_engine_request_encode(&m->req);
+  if (!inner) return NULL;
+  dyn__buf_t b;
+  dyn__buf_init(&b);
+  /* The engine request's object, less its closing brace, plus ours. */
+  int rc = dyn__buf_append(&b, inner, strlen(inner) - 1);
+  free(inner);
+  if (!rc) rc = put(&b, ",\"kv_layout\":");
+  if (!rc) rc = dyn__json_escape(&b, m->kv_layout ? m->kv_layout : "", m->kv_layout ? strlen(m->kv_layout) : 0);
+  if (!rc) rc = put(&b, ",\"kv_from_block\":");
+  if (!rc) rc = put_u64(&b, m->kv_from_block);
+  if (!rc) rc = put(&b, "}");
+  return finish_text(&b, rc);
+}
+
+int dyn__proto_prefill_request_decode(const void *data, size_t len,
+                                      dyn__proto_prefill_request_t *m, const char **why) {
+  memset(m, 0, sizeof *m);
+  int rc = dyn__proto_engine_request_decode(data, len, &m->req, why);
+  if (rc) return rc;
+  m->kv_layout = json_string_value(json_object_get(m->req.root_, "kv_layout"));
+  long long from = 0;
+  if (!m->kv_layout) {
+    *why = "prefill request: kv_layout (a string) is missing";
+    rc = DYN_EINVAL;
+  } else if (json_object_get(m->req.root_, "kv_from_block") &&
+             (!get_int(m->req.root_, "kv_from_block", &from) || from < 0 || from > UINT32_MAX)) {
+    *why = "prefill request: kv_from_block must be an integer in [0, 2^32)";
+    rc = DYN_EINVAL;
+  }
+  if (rc) {
+    dyn__proto_prefill_request_free(m);
+    return rc;
+  }
+  m->kv_from_block = (uint32_t)from;
+  return DYN_OK;
+}
+
+void dyn__proto_prefill_request_free(dyn__proto_prefill_request_t *m) {
+  dyn__proto_engine_request_free(&m->req);
+}
+
+char *dyn__proto_kv_header_encode(const dyn__proto_kv_header_t *m) {
+  dyn__buf_t b;
+  dyn__buf_init(&b);
+  int rc = put(&b, "{\"kv_layout\":");
+  if (!rc) rc = dyn__json_escape(&b, m->kv_layout ? m->kv_layout : "", m->kv_layout ? strlen(m->kv_layout) : 0);
+  if (!rc) rc = put(&b, ",\"kv_bytes\":");
+  if (!rc) rc = put_u64(&b, m->kv_bytes);
+  if (!rc) rc = put(&b, ",\"kv_blocks\":");
+  if (!rc) rc = put_u64(&b, m->kv_blocks);
+  if (!rc) rc = put(&b, ",\"kv_from_block\":");
+  if (!rc) rc = put_u64(&b, m->kv_from_block);
+  if (!rc) rc = put(&b, "}");
+  return finish_text(&b, rc);
+}
+
+int dyn__proto_kv_header_decode(const void *data, size_t len, dyn__proto_kv_header_t *m) {
+  memset(m, 0, sizeof *m);
+  m->root_ = parse_object(data, len);
+  long long bytes, blocks, from;
+  if (!m->root_ || !(m->kv_layout = json_string_value(json_object_get(m->root_, "kv_layout"))) ||
+      !get_int(m->root_, "kv_bytes", &bytes) || bytes < 0 ||
+      !get_int(m->root_, "kv_blocks", &blocks) || blocks < 0 ||
+      !get_int(m->root_, "kv_from_block", &from) || from < 0) {
+    dyn__proto_kv_header_free(m);
+    return DYN_EINVAL;
+  }
+  m->kv_bytes = (uint64_t)bytes;
+  m->kv_blocks = (uint64_t)blocks;
+  m->kv_from_block = (uint64_t)from;
+  return DYN_OK;
+}
+
+void dyn__proto_kv_header_free(dyn__proto_kv_header_t *m) {
+  json_decref(m->root_);
+  m->root_ = NULL;
+  m->kv_layout = NULL;
+}

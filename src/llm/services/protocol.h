@@ -234,4 +234,38 @@ int dyn__proto_fail(dyn_request_t *req, int status, const char *fmt, ...)
  * if text is NULL (the encoder ran out of memory). */
 int dyn__proto_send(dyn_request_t *req, char *text);
 
+/* ---- decode Worker -> PrefillWorker: PrefillWorker/prefill ----------------
+ * Disaggregated serving (disagg.c). The request is a Worker/generate
+ * request plus "kv_layout" (the decode engine's dyn_engine_kv_layout,
+ * which the prefill worker must share) and "kv_from_block" (the prompt's
+ * leading blocks the decode worker holds: they are not sent).
+ * The answer, in order:
+ *   1. a dyn__proto_kv_header_t;
+ *   2. the first token, as a dyn__proto_engine_output_t (finish_reason
+ *      "stop" when it was EOS: then nothing follows);
+ *   3. the KV (dyn_engine_kv_export's bytes) in binary messages, each the
+ *      4 bytes "DKVC" then the next part, kv_bytes in all;
+ * then the stream's end. */
+typedef struct dyn__proto_prefill_request {
+  dyn__proto_engine_request_t req;
+  const char *kv_layout;  /* decoded: NULL when absent (refused) */
+  uint32_t kv_from_block;
+} dyn__proto_prefill_request_t;
+char *dyn__proto_prefill_request_encode(const dyn__proto_prefill_request_t *m);
+int dyn__proto_prefill_request_decode(const void *data, size_t len,
+                                      dyn__proto_prefill_request_t *m, const char **why);
+void dyn__proto_prefill_request_free(dyn__proto_prefill_request_t *m);
+
+/* {"kv_layout": "...", "kv_bytes": N, "kv_blocks": n, "kv_from_block": k} */
+typedef struct dyn__proto_kv_header {
+  const char *kv_layout;
+  uint64_t kv_bytes, kv_blocks, kv_from_block;
+  json_t *root_;
+} dyn__proto_kv_header_t;
+char *dyn__proto_kv_header_encode(const dyn__proto_kv_header_t *m);
+/* DYN_EINVAL unless an object with kv_layout and the three counts. */
+int dyn__proto_kv_header_decode(const void *data, size_t len, dyn__proto_kv_header_t *m);
+void dyn__proto_kv_header_free(dyn__proto_kv_header_t *m);
+#define DYN__PROTO_KV_CHUNK_MAGIC "DKVC"
+
 #endif

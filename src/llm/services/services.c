@@ -12,5 +12,6 @@ const dyn_service_def_t *const dyn_services[] = {
     &dyn__llm_processor,
     &dyn__llm_router,
     &dyn__llm_worker,
+    &dyn__llm_prefill_worker,
     NULL,
 };

@@ -17,5 +17,7 @@ extern const dyn_service_def_t dyn__llm_processor;
 extern const dyn_service_def_t dyn__llm_router;
 /* The simulated engine behind an endpoint (worker.c). */
 extern const dyn_service_def_t dyn__llm_worker;
+/* The prefill role of disaggregated serving (worker.c, disagg.c). */
+extern const dyn_service_def_t dyn__llm_prefill_worker;
 
 #endif

@@ -29,6 +29,14 @@
  * model-path (a .gguf path, overriding model), threads (default: the
  * machine's cores divided by this service's workers) and max-model-len
  * (default: the model's trained context, at most the KV cache).
+ *
+ * Disaggregated serving (disagg.c): role (aggregated, or decode: long
+ * prompts go to a PrefillWorker, the same code serving "prefill" instead of
+ * "generate", whose role is prefill), max-local-prefill-length (512),
+ * max-prefill-queue-size (8), kv-transfer-timeout-ms (10000),
+ * kv-chunk-bytes (1 MiB), kv-bandwidth-mbps (0: unlimited), and for the
+ * simulated engine kv-bytes-per-block (32768) and kv-import-us-per-block
+ * (20).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,19 +55,7 @@
 #include "llm/services/llm_common.h"
 #include "llm/services/protocol.h"
 #include "llm/services/services.h"
-
-typedef struct worker {
-  dyn_service_ctx_t *ctx;
-  dyn_engine_t *engine;
-  dyn_component_t *component;
-  char id_hex[17];
-  dyn__buf_t events;
-  uv_timer_t metrics_timer;
-  unsigned metrics_interval_ms;
-  int metrics_dirty;
-  uint64_t last_metrics_ms;
-  dyn__engine_prom_t prom; /* the same numbers on the health port's /metrics */
-} worker_t;
+#include "llm/services/worker.h"
 
 typedef struct wjob {
   worker_t *w;
@@ -147,6 +143,23 @@ static void on_cancel(dyn_request_t *req, void *ud) {
   dyn_engine_cancel(j->seq); /* on_done(CANCELLED) runs and frees j */
 }
 
+int dyn__worker_submit(worker_t *w, dyn_request_t *req, const dyn_engine_request_t *r,
+                       int sent_first, const char **why) {
+  wjob_t *j = calloc(1, sizeof *j);
+  static const dyn_engine_callbacks_t cb = {on_tokens, on_done};
+  int rc = j ? dyn_engine_submit(w->engine, r, &cb, j, &j->seq, why) : DYN_ENOMEM;
+  if (rc) {
+    free(j);
+    return rc;
+  }
+  j->w = w;
+  j->req = req;
+  j->sent_first = sent_first;
+  dyn_request_on_cancel(req, on_cancel, j);
+  w->metrics_dirty = 1;
+  return DYN_OK;
+}
+
 static void generate(dyn_request_t *req, const void *body, size_t len, void *ud) {
   worker_t *w = dyn_service_data(ud);
   dyn__proto_engine_request_t in;
@@ -155,6 +168,10 @@ static void generate(dyn_request_t *req, const void *body, size_t len, void *ud)
   if (rc) {
     if (rc == DYN_ENOMEM) dyn__proto_fail(req, 500, "out of memory");
     else dyn__proto_fail(req, 400, "%s", why);
+    return;
+  }
+  if (w->role == DYN__ROLE_DECODE) {
+    dyn__disagg_generate(w, req, &in); /* frees in */
     return;
   }
   dyn_engine_request_t r = {
@@ -170,22 +187,15 @@ static void generate(dyn_request_t *req, const void *body, size_t len, void *ud)
       .logprobs = in.logprobs,
       .top_logprobs = in.top_logprobs,
   };
-  wjob_t *j = calloc(1, sizeof *j);
-  static const dyn_engine_callbacks_t cb = {on_tokens, on_done};
-  rc = j ? dyn_engine_submit(w->engine, &r, &cb, j, &j->seq, &why) : DYN_ENOMEM;
+  rc = dyn__worker_submit(w, req, &r, 0, &why);
   dyn__proto_engine_request_free(&in); /* submit copied the prompt */
   if (rc) {
-    free(j);
     /* A request the engine refuses is the client's (a prompt the KV pool
      * can never hold); running out of memory is ours. */
     if (rc == DYN_ENOMEM) dyn__proto_fail(req, 500, "out of memory");
     else dyn__proto_fail(req, 400, "%s", why ? why : dyn_strerror(rc));
     return;
   }
-  j->w = w;
-  j->req = req;
-  dyn_request_on_cancel(req, on_cancel, j);
-  w->metrics_dirty = 1;
 }
 
 /* ---- lifecycle ------------------------------------------------------------ */
@@ -204,9 +214,26 @@ static uint32_t default_threads(dyn_service_ctx_t *ctx) {
 }
 
 static int worker_start(dyn_service_ctx_t *ctx) {
+  int prefill_service = !strcmp(dyn_service_def(ctx)->name, "PrefillWorker");
+  const char *role = dyn__llm_config_string(ctx, "role", prefill_service ? "prefill" : "aggregated");
+  dyn__worker_role_t r;
+  if (!strcmp(role, "aggregated")) r = DYN__ROLE_AGGREGATED;
+  else if (!strcmp(role, "decode")) r = DYN__ROLE_DECODE;
+  else if (!strcmp(role, "prefill")) r = DYN__ROLE_PREFILL;
+  else {
+    dyn_log(DYN_LOG_ERROR, "Worker: engine config: role \"%s\" is not aggregated, prefill or decode",
+            role);
+    return DYN_EINVAL;
+  }
+  if ((r == DYN__ROLE_PREFILL) != prefill_service) {
+    dyn_log(DYN_LOG_ERROR, "Worker: engine config: role %s belongs to the %s service", role,
+            prefill_service ? "Worker" : "PrefillWorker");
+    return DYN_EINVAL;
+  }
   worker_t *w = calloc(1, sizeof *w);
   if (!w) return DYN_ENOMEM;
   w->ctx = ctx;
+  w->role = r;
   dyn_engine_options_t o;
   dyn_engine_options_init(&o);
   o.block_size = (uint32_t)dyn__llm_config_int(ctx, "block-size", o.block_size);
@@ -233,6 +260,11 @@ static int worker_start(dyn_service_ctx_t *ctx) {
   long long threads = dyn__llm_config_int(ctx, "threads", 0);
   o.threads = threads > 0 ? (uint32_t)threads : default_threads(ctx);
   o.max_model_len = (uint32_t)dyn__llm_config_int(ctx, "max-model-len", 0);
+  o.kv_bytes_per_block =
+      (uint32_t)dyn__llm_config_int(ctx, "kv-bytes-per-block", o.kv_bytes_per_block);
+  o.kv_import_us_per_block =
+      dyn__llm_config_double(ctx, "kv-import-us-per-block", o.kv_import_us_per_block);
+  w->block_size = o.block_size;
   dyn_runtime_t *rt = dyn_service_runtime(ctx);
   const char *why = NULL;
   int rc = dyn_engine_open(dyn_runtime_loop(rt), engine, &o, &w->engine, &why);
@@ -258,7 +290,12 @@ static int worker_start(dyn_service_ctx_t *ctx) {
                              w->id_hex);
   if (rc) dyn_log(DYN_LOG_WARN, "Worker: no engine metrics on /metrics: %s", dyn_strerror(rc));
   else dyn_engine_set_step_observer(w->engine, dyn__engine_prom_step, &w->prom);
-  rc = DYN_OK;
+  rc = w->role == DYN__ROLE_AGGREGATED ? DYN_OK : dyn__disagg_start(w);
+  if (rc) {
+    dyn_engine_destroy(w->engine);
+    free(w);
+    return rc;
+  }
   dyn_engine_set_kv_events(w->engine, on_kv_events, w);
   w->metrics_interval_ms = (unsigned)dyn__llm_config_int(ctx, "metrics-interval-ms", 20);
   uv_timer_init(dyn_runtime_loop(rt), &w->metrics_timer);
@@ -269,10 +306,11 @@ static int worker_start(dyn_service_ctx_t *ctx) {
   uv_unref((uv_handle_t *)&w->metrics_timer);
   w->metrics_dirty = 1;
   dyn_service_set_data(ctx, w);
-  dyn_log(DYN_LOG_INFO, "Worker %d: engine %s%s%s, %u KV blocks x %u tokens, %u slots, instance %s",
-          dyn_service_worker_index(ctx), dyn_engine_name(w->engine),
+  dyn_log(DYN_LOG_INFO,
+          "%s %d: engine %s%s%s, %u KV blocks x %u tokens, %u slots, role %s, instance %s",
+          dyn_service_def(ctx)->name, dyn_service_worker_index(ctx), dyn_engine_name(w->engine),
           strcmp(engine, "sim") ? " " : "", strcmp(engine, "sim") ? o.model : "", o.num_blocks,
-          o.block_size, o.max_num_seqs, w->id_hex);
+          o.block_size, o.max_num_seqs, role, w->id_hex);
   return DYN_OK;
 }
 
@@ -285,6 +323,7 @@ static void free_worker(uv_handle_t *h) {
 static void worker_shutdown(dyn_service_ctx_t *ctx) {
   worker_t *w = dyn_service_data(ctx);
   if (!w) return;
+  dyn__disagg_shutdown(w);
   dyn_engine_destroy(w->engine);
   uv_close((uv_handle_t *)&w->metrics_timer, free_worker);
   dyn_service_set_data(ctx, NULL);
@@ -297,6 +336,20 @@ const dyn_service_def_t dyn__llm_worker = {
     .namespace_ = "dynamo",
     .workers = 1,
     .endpoints = worker_endpoints,
+    .depends = NULL,
+    .on_start = worker_start,
+    .on_shutdown = worker_shutdown,
+};
+
+/* The prefill role: the same worker with the prefill endpoint (disagg.c)
+ * instead of generate, so the Processor never routes to it. */
+static const dyn_endpoint_def_t prefill_endpoints[] = {{"prefill", dyn__disagg_prefill}, {0}};
+
+const dyn_service_def_t dyn__llm_prefill_worker = {
+    .name = "PrefillWorker",
+    .namespace_ = "dynamo",
+    .workers = 1,
+    .endpoints = prefill_endpoints,
     .depends = NULL,
     .on_start = worker_start,
     .on_shutdown = worker_shutdown,

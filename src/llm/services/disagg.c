@@ -1,0 +1,621 @@
+/* disagg.c - disaggregated prefill and decode: a decode Worker asks a
+ * PrefillWorker for a long prompt's KV, which comes back over the request
+ * plane, and decodes from it.
+ *
+ * Decode role (Worker, `role: decode`). For each request the worker looks
+ * at how much of the prompt its own cache lacks
+ * (dyn_engine_kv_cached_blocks). If that is more than
+ * max-local-prefill-length tokens, a PrefillWorker is live, and fewer than
+ * max-prefill-queue-size of its prefill requests are waiting for their
+ * first token, it calls PrefillWorker/prefill (round robin over the live
+ * prefill workers) with the prompt and the blocks it already holds; else
+ * it prefills locally. The answer (protocol.h) is a header naming the
+ * prefill engine's KV layout (a mismatch is refused, naming the field),
+ * the first token (sent on to the client at once), then the KV in chunks.
+ * When all of it came, the worker submits prompt + first token with the KV
+ * attached (dyn_engine_request_t.kv), and the engine decodes from there.
+ * If the prefill stream fails (the prefill worker died, refused, or sent
+ * nothing for kv-transfer-timeout-ms), the worker prefills locally: the
+ * prompt, plus the first token if the client already has it, so the
+ * answer goes on unbroken.
+ *
+ * Prefill role (PrefillWorker). prefill runs the prompt for one token,
+ * exports the KV of the blocks the caller lacks as soon as that token is
+ * out, and streams it, at most kv-chunk-bytes per message, keeping at most
+ * four chunks queued on the connection (and, with kv-bandwidth-mbps, no
+ * faster than that: a slower link modelled). A caller that goes away
+ * cancels the sequence and frees what was left to send.
+ *
+ * The two thresholds come from the config and can be changed while
+ * serving with a key on the control plane, which decode workers watch:
+ * config/{namespace}/disagg/max-local-prefill-length and .../max-prefill-
+ * queue-size, a decimal value; deleting it restores the config's.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dynamo/client.h"
+#include "dynamo/discovery.h"
+#include "dynamo/metrics.h"
+#include "dynamo/status.h"
+#include "llm/services/llm_common.h"
+#include "llm/services/protocol.h"
+#include "llm/services/worker.h"
+
+struct dyn__disagg {
+  worker_t *w;
+  dyn_client_t *prefill; /* decode role */
+  dyn_watch_t *watch;
+  long long cfg_max_local, cfg_max_queue; /* from the config */
+  long long max_local, max_queue;         /* in force */
+  unsigned timeout_ms;
+  size_t chunk_bytes;
+  double bandwidth_mbps; /* prefill role: 0 is unlimited */
+  uint32_t queued;       /* decode: prefill requests without a first token */
+  char key_local[256], key_queue[256];
+  /* /metrics */
+  dyn_series_t *bytes, *seconds, *remote, *local, *fallbacks, *queue;
+};
+
+/* ---- metrics ------------------------------------------------------------- */
+
+static dyn_series_t *series(dyn_metric_type_t type, const char *name, const char *help,
+                            const worker_t *w) {
+  static const char *const labels[] = {"namespace", "component", "instance", NULL};
+  static const double bounds[] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+  dyn_metrics_t *reg = dyn_metrics_default();
+  dyn_metric_t *m;
+  const char *ns = dyn_service_def(w->ctx)->namespace_;
+  const char *values[] = {ns ? ns : "dynamo", dyn_service_def(w->ctx)->name, w->id_hex};
+  if (!reg || dyn_metrics_add(reg, type, name, help, labels,
+                              type == DYN_METRIC_HISTOGRAM ? bounds : NULL,
+                              type == DYN_METRIC_HISTOGRAM ? sizeof bounds / sizeof *bounds : 0,
+                              &m))
+    return NULL;
+  return dyn_metric_series(m, values);
+}
+
+/* Metrics are for operators: a NULL series (no memory) is skipped. */
+static void add(dyn_series_t *s, double v) {
+  if (s) dyn_series_add(s, v);
+}
+
+static void set_queue(dyn__disagg_t *d) {
+  if (d->queue) dyn_series_set(d->queue, d->queued);
+}
+
+/* ---- layouts ------------------------------------------------------------- */
+
+/* The first "key=value" of a that b has otherwise (or lacks), as a
+ * sentence naming it; NULL when they agree. */
+static const char *layout_mismatch(const char *mine, const char *theirs, char *buf, size_t cap) {
+  if (!strcmp(mine, theirs)) return NULL;
+  for (const char *p = mine; *p;) {
+    const char *end = strchr(p, ';');
+    size_t n = end ? (size_t)(end - p) : strlen(p);
+    const char *eq = memchr(p, '=', n);
+    size_t klen = eq ? (size_t)(eq - p) : n;
+    const char *q = theirs;
+    const char *val = NULL;
+    size_t vlen = 0;
+    while (*q) {
+      const char *qe = strchr(q, ';');
+      size_t qn = qe ? (size_t)(qe - q) : strlen(q);
+      if (qn > klen && q[klen] == '=' && !strncmp(q, p, klen)) {
+        val = q + klen + 1;
+        vlen = qn - klen - 1;
+        break;
+      }
+      q += qn + (qe ? 1 : 0);
+    }
+    size_t mylen = eq ? n - klen - 1 : 0;
+    if (!val || vlen != mylen || (eq && strncmp(val, eq + 1, vlen))) {
+      snprintf(buf, cap, "KV layout mismatch: %.*s is %.*s here and %.*s at the other worker",
+               (int)klen, p, (int)mylen, eq ? eq + 1 : "", (int)vlen, val ? val : "(absent)");
+      return buf;
+    }
+    p += n + (end ? 1 : 0);
+  }
+  snprintf(buf, cap, "KV layout mismatch: \"%s\" here, \"%s\" at the other worker", mine, theirs);
+  return buf;
+}
+
+/* ---- decode role ---------------------------------------------------------- */
+
+typedef struct djob {
+  dyn__disagg_t *d;
+  dyn_request_t *req;
+  dyn_stream_t *stream;
+  uv_timer_t timer; /* stall: no message for timeout_ms */
+  dyn_engine_request_t r; /* the engine request; r.prompt is prompt */
+  uint32_t *prompt;       /* n_prompt + 1 entries: room for the first token */
+  size_t n_prompt, from_block;
+  int have_header, have_first, queued, client_gone, answered, refused;
+  uint64_t kv_expected, kv_blocks, t0;
+  dyn__buf_t kv;
+} djob_t;
+
+static void djob_closed(uv_handle_t *h) {
+  djob_t *j = h->data;
+  dyn__buf_free(&j->kv);
+  free(j->prompt);
+  free(j);
+}
+
+static void djob_free(djob_t *j) {
+  uv_timer_stop(&j->timer);
+  uv_close((uv_handle_t *)&j->timer, djob_closed);
+}
+
+static void unqueue(djob_t *j) {
+  if (!j->queued) return;
+  j->queued = 0;
+  j->d->queued--;
+  set_queue(j->d);
+}
+
+/* Runs the request on this worker's engine (with the KV that came, if
+ * any), or answers with the failure. */
+static void run_here(djob_t *j, void *kv, size_t kv_len) {
+  j->r.prompt = j->prompt;
+  j->r.n_prompt = j->n_prompt + (j->have_first ? 1 : 0);
+  j->r.kv = kv;
+  j->r.kv_len = kv_len;
+  const char *why = NULL;
+  int rc = dyn__worker_submit(j->d->w, j->req, &j->r, j->have_first, &why);
+  if (rc) {
+    free(kv);
+    if (rc == DYN_ENOMEM) dyn__proto_fail(j->req, 500, "out of memory");
+    else dyn__proto_fail(j->req, 400, "%s", why ? why : dyn_strerror(rc));
+  }
+}
+
+static void on_client_cancel(dyn_request_t *req, void *ud) {
+  djob_t *j = ud;
+  j->client_gone = 1;
+  if (j->stream) dyn_stream_cancel(j->stream); /* on_prefill_done frees j */
+}
+
+static void on_stall(uv_timer_t *t) {
+  djob_t *j = t->data;
+  dyn_log(DYN_LOG_WARN, "Worker: prefill worker sent nothing for %u ms: prefilling locally",
+          j->d->timeout_ms);
+  if (j->stream) dyn_stream_cancel(j->stream);
+}
+
+/* The first token, on to the client; 1 if that ended the answer. */
+static int forward_first(djob_t *j, const void *data, size_t len) {
+  dyn__proto_engine_output_t out;
+  const char *why;
+  if (dyn__proto_engine_output_decode(data, len, &out, &why)) return -1;
+  int done = out.finish != DYN__PROTO_GOING || !out.n_tokens;
+  if (out.n_tokens) {
+    j->prompt[j->n_prompt] = out.token_ids[0];
+    j->have_first = 1;
+    unqueue(j);
+    int last = j->r.max_tokens <= 1;
+    dyn__proto_engine_output_t fwd = {
+        .token_ids = out.token_ids, .n_tokens = 1,
+        .cached_tokens = (long long)(j->from_block * j->d->w->block_size),
+        .finish = last ? DYN__PROTO_LENGTH : DYN__PROTO_GOING, .logprobs = out.logprobs};
+    dyn__proto_send(j->req, dyn__proto_engine_output_encode(&fwd));
+    if (j->r.max_tokens > 1) j->r.max_tokens--;
+    done = done || last;
+  }
+  if (done && out.finish == DYN__PROTO_STOP) {
+    dyn__proto_engine_output_t fin = {.cached_tokens = j->have_first ? -1 : 0,
+                                      .finish = DYN__PROTO_STOP};
+    dyn__proto_send(j->req, dyn__proto_engine_output_encode(&fin));
+  }
+  dyn__proto_engine_output_free(&out);
+  return done;
+}
+
+static void on_prefill_data(dyn_stream_t *s, const void *data, size_t len, void *ud) {
+  djob_t *j = ud;
+  dyn__disagg_t *d = j->d;
+  if (j->client_gone || j->refused) return;
+  uv_timer_again(&j->timer);
+  const char *bad = NULL;
+  char msg[512];
+  if (len >= 4 && !memcmp(data, DYN__PROTO_KV_CHUNK_MAGIC, 4)) {
+    if (!j->have_first || j->kv.len + len - 4 > j->kv_expected)
+      bad = "prefill worker: KV beyond what its header announced";
+    else if (dyn__buf_append(&j->kv, (const uint8_t *)data + 4, len - 4))
+      bad = "out of memory for the KV";
+  } else if (!j->have_header) {
+    dyn__proto_kv_header_t h;
+    if (dyn__proto_kv_header_decode(data, len, &h)) {
+      bad = "prefill worker: its first message is not a KV header";
+    } else {
+      bad = layout_mismatch(dyn_engine_kv_layout(d->w->engine), h.kv_layout, msg, sizeof msg);
+      j->kv_expected = h.kv_bytes;
+      j->kv_blocks = h.kv_blocks;
+      j->have_header = 1;
+      if (!bad && dyn__buf_reserve(&j->kv, h.kv_bytes)) bad = "out of memory for the KV";
+      dyn__proto_kv_header_free(&h);
+    }
+  } else if (!j->have_first) {
+    int done = forward_first(j, data, len);
+    if (done < 0) bad = "prefill worker: its first token does not decode";
+    else if (done) { /* the answer ended there: nothing to decode */
+      dyn_request_end(j->req);
+      j->answered = j->client_gone = 1; /* nobody waits for the rest */
+      dyn_stream_cancel(s);
+      return;
+    }
+  } else {
+    bad = "prefill worker: a message out of order";
+  }
+  if (bad) {
+    dyn_log(DYN_LOG_ERROR, "Worker: %s; prefilling locally", bad);
+    j->refused = 1;
+    dyn_stream_cancel(s);
+  }
+}
+
+static void on_prefill_done(dyn_stream_t *s, int status, const char *message, void *ud) {
+  djob_t *j = ud;
+  dyn__disagg_t *d = j->d;
+  j->stream = NULL;
+  unqueue(j);
+  uv_timer_stop(&j->timer);
+  if (j->client_gone) {
+    if (!j->answered) dyn_request_fail(j->req, "cancelled"); /* nobody reads it */
+    djob_free(j);
+    return;
+  }
+  if (status == DYN_OK && j->have_first && j->kv.len == j->kv_expected) {
+    double secs = (double)(uv_hrtime() - j->t0) / 1e9;
+    if (d->seconds) dyn_series_observe(d->seconds, secs);
+    add(d->bytes, (double)j->kv.len);
+    add(d->remote, 1);
+    /* A header alone (nothing the decode worker lacked) is not worth
+     * importing. */
+    void *kv = j->kv_blocks ? j->kv.data : NULL;
+    size_t kv_len = kv ? j->kv.len : 0;
+    if (kv) dyn__buf_init(&j->kv); /* the engine owns it now */
+    run_here(j, kv, kv_len);
+  } else {
+    if (!j->refused)
+      dyn_log(DYN_LOG_WARN, "Worker: prefill worker failed (%s): prefilling locally",
+              status == DYN_OK ? "the KV came incomplete"
+                               : message && *message ? message : dyn_strerror(status));
+    add(d->fallbacks, 1);
+    add(d->local, 1);
+    run_here(j, NULL, 0);
+  }
+  djob_free(j);
+}
+
+void dyn__disagg_generate(worker_t *w, dyn_request_t *req, void *in_) {
+  dyn__proto_engine_request_t *in = in_;
+  dyn__disagg_t *d = w->dg;
+  djob_t *j = calloc(1, sizeof *j);
+  if (j) j->prompt = malloc((in->n_tokens + 1) * sizeof *j->prompt);
+  if (!j || !j->prompt) {
+    if (j) free(j);
+    dyn__proto_engine_request_free(in);
+    dyn__proto_fail(req, 500, "out of memory");
+    return;
+  }
+  memcpy(j->prompt, in->token_ids, in->n_tokens * sizeof *j->prompt);
+  j->d = d;
+  j->req = req;
+  j->n_prompt = in->n_tokens;
+  j->r = (dyn_engine_request_t){
+      .prompt = j->prompt,
+      .n_prompt = in->n_tokens,
+      .max_tokens = in->max_tokens,
+      .ignore_eos = in->ignore_eos,
+      .temperature = (float)in->temperature,
+      .has_seed = in->has_seed,
+      .seed = in->seed,
+      .top_p = (float)in->top_p,
+      .top_k = in->top_k > INT32_MAX ? INT32_MAX : (int32_t)in->top_k,
+      .logprobs = in->logprobs,
+      .top_logprobs = in->top_logprobs,
+  };
+  dyn__buf_init(&j->kv);
+  uv_timer_init(dyn_runtime_loop(dyn_service_runtime(w->ctx)), &j->timer);
+  j->timer.data = j;
+  j->from_block = dyn_engine_kv_cached_blocks(w->engine, j->prompt, j->n_prompt);
+  size_t cached = j->from_block * w->block_size;
+  long long uncached = (long long)(j->n_prompt > cached ? j->n_prompt - cached : 0);
+  int remote = in->max_tokens >= 1 && uncached > d->max_local &&
+               (long long)d->queued < d->max_queue && dyn_client_instances(d->prefill, NULL, 0);
+  int rc = DYN_EINVAL;
+  if (remote) {
+    dyn__proto_prefill_request_t p = {.req = *in,
+                                      .kv_layout = dyn_engine_kv_layout(w->engine),
+                                      .kv_from_block = (uint32_t)j->from_block};
+    char *body = dyn__proto_prefill_request_encode(&p);
+    static const dyn_stream_callbacks_t cb = {on_prefill_data, on_prefill_done};
+    dyn_call_options_t opt = {.route = DYN_ROUTE_ROUND_ROBIN};
+    rc = body ? dyn_client_generate(d->prefill, &opt, body, strlen(body), &cb, j, &j->stream)
+              : DYN_ENOMEM;
+    free(body);
+  }
+  dyn__proto_engine_request_free(in);
+  if (rc == DYN_OK) {
+    j->queued = 1;
+    d->queued++;
+    set_queue(d);
+    j->t0 = uv_hrtime();
+    uv_timer_start(&j->timer, on_stall, d->timeout_ms, d->timeout_ms);
+    dyn_request_on_cancel(req, on_client_cancel, j);
+    return;
+  }
+  if (remote) add(d->fallbacks, 1);
+  add(d->local, 1);
+  run_here(j, NULL, 0);
+  djob_free(j);
+}
+
+/* The control plane's thresholds (see the top of the file). */
+static void on_threshold(dyn_watch_event_t ev, const char *key, const char *value, size_t len,
+                         void *ud) {
+  dyn__disagg_t *d = ud;
+  if ((ev != DYN_WATCH_PUT && ev != DYN_WATCH_DELETE) || !key) return; /* SYNCED, RESET */
+  long long *live = !strcmp(key, d->key_local)   ? &d->max_local
+                    : !strcmp(key, d->key_queue) ? &d->max_queue
+                                                 : NULL;
+  if (!live) return;
+  long long cfg = live == &d->max_local ? d->cfg_max_local : d->cfg_max_queue;
+  if (ev == DYN_WATCH_DELETE) {
+    *live = cfg;
+  } else if (ev == DYN_WATCH_PUT) {
+    char *end;
+    long long v = strtoll(value, &end, 10);
+    if (end == value || *end || v < 0) {
+      dyn_log(DYN_LOG_ERROR, "Worker: %s: \"%.*s\" is not a count; keeping %lld", key, (int)len,
+              value, *live);
+      return;
+    }
+    *live = v;
+  } else {
+    return;
+  }
+  dyn_log(DYN_LOG_INFO, "Worker: %s is now %lld", key, *live);
+}
+
+/* ---- prefill role ---------------------------------------------------------- */
+
+typedef struct pjob {
+  dyn__disagg_t *d;
+  dyn_request_t *req;
+  dyn_engine_seq_t *seq;
+  uv_timer_t pace;
+  uint32_t *prompt;
+  size_t n_prompt, from_block;
+  uint8_t *blob;
+  size_t blob_len, sent;
+  uint64_t t0;
+  int ended;
+} pjob_t;
+
+static void pjob_closed(uv_handle_t *h) {
+  pjob_t *j = h->data;
+  free(j->blob);
+  free(j->prompt);
+  free(j);
+}
+
+static void pjob_free(pjob_t *j) {
+  uv_timer_stop(&j->pace);
+  uv_close((uv_handle_t *)&j->pace, pjob_closed);
+}
+
+/* Sends what the connection and the modelled bandwidth allow, then waits
+ * a millisecond for more room. */
+static void pump(uv_timer_t *t) {
+  pjob_t *j = t->data;
+  dyn__disagg_t *d = j->d;
+  size_t budget = SIZE_MAX;
+  if (d->bandwidth_mbps > 0) {
+    double allowed = (double)(uv_hrtime() - j->t0) / 1e3 * d->bandwidth_mbps;
+    budget = allowed > (double)j->sent ? (size_t)(allowed - (double)j->sent) : 0;
+  }
+  uint8_t *frame = NULL;
+  while (j->sent < j->blob_len && dyn_request_pending(j->req) < 4 * d->chunk_bytes && budget) {
+    size_t n = j->blob_len - j->sent;
+    if (n > d->chunk_bytes) n = d->chunk_bytes;
+    if (n > budget) n = budget;
+    if (!frame && !(frame = malloc(4 + d->chunk_bytes))) break;
+    memcpy(frame, DYN__PROTO_KV_CHUNK_MAGIC, 4);
+    memcpy(frame + 4, j->blob + j->sent, n);
+    if (dyn_request_send(j->req, frame, 4 + n)) break;
+    j->sent += n;
+    budget -= n;
+    add(d->bytes, (double)n);
+  }
+  free(frame);
+  if (j->sent == j->blob_len) {
+    if (d->seconds) dyn_series_observe(d->seconds, (double)(uv_hrtime() - j->t0) / 1e9);
+    j->ended = 1;
+    dyn_request_end(j->req);
+    pjob_free(j);
+    return;
+  }
+  uv_timer_start(&j->pace, pump, 1, 0);
+}
+
+static void on_prefill_cancel(dyn_request_t *req, void *ud) {
+  pjob_t *j = ud;
+  j->ended = 1;
+  if (j->blob)
+    dyn_log(DYN_LOG_INFO, "PrefillWorker: the decode worker left mid-transfer (%zu of %zu KV "
+            "bytes sent): freed", j->sent, j->blob_len);
+  if (j->seq) dyn_engine_cancel(j->seq); /* on_p_done sees ended */
+  else pjob_free(j);                     /* sending: stop, free the KV */
+}
+
+static void on_p_tokens(dyn_engine_seq_t *seq, const uint32_t *toks, size_t n, void *ud) {
+  pjob_t *j = ud;
+  dyn__disagg_t *d = j->d;
+  size_t blocks = 0;
+  const char *why = NULL;
+  void *blob = NULL;
+  int rc = dyn_engine_kv_export(d->w->engine, j->prompt, j->n_prompt, j->from_block, &blob,
+                                &j->blob_len, &blocks, &why);
+  if (rc) {
+    j->ended = 1;
+    dyn__proto_fail(j->req, 500, "%s", why ? why : dyn_strerror(rc));
+    return; /* on_p_done (LENGTH) follows and frees j */
+  }
+  j->blob = blob;
+  dyn__proto_kv_header_t h = {.kv_layout = dyn_engine_kv_layout(d->w->engine),
+                              .kv_bytes = j->blob_len, .kv_blocks = blocks,
+                              .kv_from_block = j->from_block};
+  dyn__proto_send(j->req, dyn__proto_kv_header_encode(&h));
+  dyn__proto_engine_output_t out = {.token_ids = toks, .n_tokens = n, .cached_tokens = -1,
+                                    .logprobs = dyn_engine_seq_logprobs(seq)};
+  dyn__proto_send(j->req, dyn__proto_engine_output_encode(&out));
+  j->t0 = uv_hrtime();
+  d->w->metrics_dirty = 1;
+}
+
+static void on_p_done(dyn_engine_seq_t *seq, dyn_engine_finish_t reason, void *ud) {
+  pjob_t *j = ud;
+  j->seq = NULL;
+  j->d->w->metrics_dirty = 1;
+  if (j->ended) { /* cancelled, or failed in on_p_tokens */
+    pjob_free(j);
+    return;
+  }
+  if (reason == DYN_ENGINE_LENGTH && j->blob) {
+    pump(&j->pace); /* the sequence is done: its KV goes */
+  } else if (reason == DYN_ENGINE_STOP) { /* EOS first: no KV, nothing to decode */
+    dyn__proto_kv_header_t h = {.kv_layout = dyn_engine_kv_layout(j->d->w->engine)};
+    dyn__proto_send(j->req, dyn__proto_kv_header_encode(&h));
+    dyn__proto_engine_output_t out = {.cached_tokens = -1, .finish = DYN__PROTO_STOP};
+    dyn__proto_send(j->req, dyn__proto_engine_output_encode(&out));
+    dyn_request_end(j->req);
+    pjob_free(j);
+  } else {
+    dyn__proto_fail(j->req, 500, "the engine failed");
+    pjob_free(j);
+  }
+}
+
+void dyn__disagg_prefill(dyn_request_t *req, const void *body, size_t len, void *ud) {
+  worker_t *w = dyn_service_data(ud);
+  dyn__disagg_t *d = w->dg;
+  dyn__proto_prefill_request_t in;
+  const char *why = NULL;
+  char msg[512];
+  int rc = dyn__proto_prefill_request_decode(body, len, &in, &why);
+  if (rc) {
+    if (rc == DYN_ENOMEM) dyn__proto_fail(req, 500, "out of memory");
+    else dyn__proto_fail(req, 400, "%s", why);
+    return;
+  }
+  const char *bad = layout_mismatch(dyn_engine_kv_layout(w->engine), in.kv_layout, msg, sizeof msg);
+  if (bad) {
+    dyn_log(DYN_LOG_ERROR, "PrefillWorker: refused a prefill: %s", bad);
+    dyn__proto_fail(req, 400, "%s", bad);
+    dyn__proto_prefill_request_free(&in);
+    return;
+  }
+  pjob_t *j = calloc(1, sizeof *j);
+  if (j) j->prompt = malloc(in.req.n_tokens * sizeof *j->prompt);
+  if (!j || !j->prompt) {
+    free(j);
+    dyn__proto_prefill_request_free(&in);
+    dyn__proto_fail(req, 500, "out of memory");
+    return;
+  }
+  memcpy(j->prompt, in.req.token_ids, in.req.n_tokens * sizeof *j->prompt);
+  j->n_prompt = in.req.n_tokens;
+  j->from_block = in.kv_from_block;
+  j->d = d;
+  j->req = req;
+  uv_timer_init(dyn_runtime_loop(dyn_service_runtime(w->ctx)), &j->pace);
+  j->pace.data = j;
+  dyn_engine_request_t r = {
+      .prompt = j->prompt,
+      .n_prompt = j->n_prompt,
+      .max_tokens = 1,
+      .ignore_eos = in.req.ignore_eos,
+      .temperature = (float)in.req.temperature,
+      .has_seed = in.req.has_seed,
+      .seed = in.req.seed,
+      .top_p = (float)in.req.top_p,
+      .top_k = in.req.top_k > INT32_MAX ? INT32_MAX : (int32_t)in.req.top_k,
+      .logprobs = in.req.logprobs,
+      .top_logprobs = in.req.top_logprobs,
+  };
+  dyn__proto_prefill_request_free(&in);
+  static const dyn_engine_callbacks_t cb = {on_p_tokens, on_p_done};
+  rc = dyn_engine_submit(w->engine, &r, &cb, j, &j->seq, &why);
+  if (rc) {
+    pjob_free(j);
+    if (rc == DYN_ENOMEM) dyn__proto_fail(req, 500, "out of memory");
+    else dyn__proto_fail(req, 400, "%s", why ? why : dyn_strerror(rc));
+    return;
+  }
+  add(d->remote, 1);
+  dyn_request_on_cancel(req, on_prefill_cancel, j);
+  w->metrics_dirty = 1;
+}
+
+/* ---- lifecycle -------------------------------------------------------------- */
+
+int dyn__disagg_start(worker_t *w) {
+  dyn__disagg_t *d = calloc(1, sizeof *d);
+  if (!d) return DYN_ENOMEM;
+  dyn_service_ctx_t *ctx = w->ctx;
+  d->w = w;
+  d->cfg_max_local = d->max_local = dyn__llm_config_int(ctx, "max-local-prefill-length", 512);
+  d->cfg_max_queue = d->max_queue = dyn__llm_config_int(ctx, "max-prefill-queue-size", 8);
+  d->timeout_ms = (unsigned)dyn__llm_config_int(ctx, "kv-transfer-timeout-ms", 10000);
+  long long chunk = dyn__llm_config_int(ctx, "kv-chunk-bytes", 1 << 20);
+  d->chunk_bytes = chunk >= 4096 && chunk <= (8 << 20) ? (size_t)chunk : 1 << 20;
+  d->bandwidth_mbps = dyn__llm_config_double(ctx, "kv-bandwidth-mbps", 0);
+  if (!d->timeout_ms) d->timeout_ms = 10000;
+  w->dg = d;
+  dyn_runtime_t *rt = dyn_service_runtime(ctx);
+  const char *ns = dyn_service_def(ctx)->namespace_;
+  if (!ns) ns = "dynamo";
+  d->bytes = series(DYN_METRIC_COUNTER, "dynamo_disagg_kv_transfer_bytes_total",
+                    "KV bytes sent (prefill) or received (decode).", w);
+  d->seconds = series(DYN_METRIC_HISTOGRAM, "dynamo_disagg_kv_transfer_seconds",
+                      "KV transfers: from the first token to the last byte (prefill), from "
+                      "the prefill request to the last byte (decode).", w);
+  d->remote = series(DYN_METRIC_COUNTER, "dynamo_disagg_remote_prefills_total",
+                     "Prompts prefilled by a prefill worker (decode: used; prefill: served).", w);
+  if (w->role == DYN__ROLE_PREFILL) return DYN_OK;
+  d->local = series(DYN_METRIC_COUNTER, "dynamo_disagg_local_prefills_total",
+                    "Prompts a decode worker prefilled itself (fallbacks included).", w);
+  d->fallbacks = series(DYN_METRIC_COUNTER, "dynamo_disagg_prefill_fallbacks_total",
+                        "Remote prefills that failed and were done locally.", w);
+  d->queue = series(DYN_METRIC_GAUGE, "dynamo_disagg_prefill_queue_length",
+                    "This decode worker's prefill requests waiting for their first token.", w);
+  dyn_endpoint_t *ep;
+  char path[256];
+  snprintf(path, sizeof path, "%s/PrefillWorker/prefill", ns);
+  int rc = dyn_runtime_endpoint(rt, path, &ep);
+  if (!rc) rc = dyn_endpoint_client(ep, &d->prefill);
+  snprintf(d->key_local, sizeof d->key_local, "config/%s/disagg/max-local-prefill-length", ns);
+  snprintf(d->key_queue, sizeof d->key_queue, "config/%s/disagg/max-prefill-queue-size", ns);
+  char prefix[256];
+  snprintf(prefix, sizeof prefix, "config/%s/disagg/", ns);
+  if (!rc) rc = dyn_discovery_watch(rt, prefix, on_threshold, d, &d->watch);
+  if (rc) {
+    dyn_log(DYN_LOG_ERROR, "Worker: cannot reach the prefill workers: %s", dyn_strerror(rc));
+    dyn__disagg_shutdown(w);
+    return rc;
+  }
+  return DYN_OK;
+}
+
+void dyn__disagg_shutdown(worker_t *w) {
+  dyn__disagg_t *d = w->dg;
+  if (!d) return;
+  if (d->watch) dyn_discovery_unwatch(d->watch);
+  if (d->prefill) dyn_client_free(d->prefill); /* open streams end: run_here */
+  free(d);
+  w->dg = NULL;
+}

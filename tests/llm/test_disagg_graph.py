@@ -1,0 +1,276 @@
+"""Disaggregated prefill and decode (src/llm/services/disagg.c) served by
+`dynamo serve` with the simulated engine (examples/llm/configs/disagg.yaml):
+
+(a) a long prompt is prefilled by the PrefillWorker, a short one locally,
+    and the counters on /metrics say so; the KV bytes moved are counted;
+(b) max-local-prefill-length changed on the control plane while serving
+    sends the long prompt back to local prefill;
+(c) a prefill worker killed mid-transfer, or stalled past the timeout:
+    the decode worker prefills locally and the answer is whole;
+(d) a decode worker killed mid-transfer: the prefill worker frees the
+    sequence (its running blocks go back to 0);
+(e) engines of another KV layout are refused, naming the field, and the
+    request is served by a local prefill.
+"""
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+from test_llm_graph import (GRAPHS, CONFIGS, free_port, free_port_run,  # noqa: E402
+                            sample, scrape, service_pids)
+from conftest import Serve, env_for_tests  # noqa: E402
+
+import openai  # noqa: E402
+
+from dynamo.runtime import DistributedRuntime  # noqa: E402
+
+MODEL = "dynamo-sim"
+LONG = " ".join(f"w{i}" for i in range(700))   # about 1,400 tokens: over 256
+HALF = " ".join(f"w{i}" for i in range(350)) + " " + " ".join(f"x{i}" for i in range(350))
+SHORT = "a short prompt"
+
+
+def fresh(word):
+    """A long prompt no cache holds yet."""
+    return " ".join(f"{word}{i}" for i in range(700))
+
+
+def start(graph, *overrides, n_services=4, config=None):
+    port = free_port()
+    base = free_port_run(n_services + 1)
+    s = Serve([f"{GRAPHS}/{graph}.py:Frontend", "-f", f"{CONFIGS}/{config or graph}.yaml",
+               f"--Frontend.port={port}", "--health-port", str(base), *overrides],
+              env_for_tests(DYN_LOG="info"))
+    s.port, s.health = port, list(range(base, base + n_services + 1))
+    s.wait_for("Frontend ready", timeout=60)
+    if graph.startswith("disagg"):
+        s.wait_for("PrefillWorker ready", timeout=60)
+        s.wait_for("Worker ready", count=2, timeout=60)  # "Worker ready" and "PrefillWorker ready"
+    else:
+        s.wait_for("Worker ready", timeout=60)
+    s.client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none")
+    deadline = time.time() + 20
+    while True:
+        try:
+            if urllib.request.urlopen(f"http://127.0.0.1:{port}/health").status == 200:
+                break
+        except Exception:
+            pass
+        assert time.time() < deadline, s.output()
+        time.sleep(0.05)
+    return s
+
+
+def metric(s, name, **labels):
+    """The sum of name over every service's /metrics."""
+    total = 0.0
+    for p in s.health:
+        try:
+            total += sample(scrape(p), name, **labels)
+        except Exception:
+            pass
+    return total
+
+
+@pytest.fixture
+def served():
+    started = []
+
+    def go(*args, **kw):
+        s = start(*args, **kw)
+        started.append(s)
+        return s
+
+    yield go
+    for s in started:
+        if s.proc.poll() is None:
+            s.stop()
+        assert "Sanitizer" not in s.output(), s.output()
+
+
+def ask(s, prompt, n=12, stream=False):
+    return s.client.completions.create(model=MODEL, prompt=prompt, max_tokens=n,
+                                       temperature=0.0, stream=stream,
+                                       extra_body={"ignore_eos": True})
+
+
+def used_blocks(s, component):
+    """kv_blocks_used of component's workers, from their load_metrics."""
+    async def go():
+        rt = await DistributedRuntime.connect(control_socket=s.sock)
+        seen = {}
+        rt.subscribe(f"namespace.dynamo.component.{component}.load_metrics",
+                     lambda subj, data: seen.update({json.loads(data)["worker_id"]:
+                                                     json.loads(data)["kv_blocks_used"]}))
+        await asyncio.sleep(1.3)  # load goes out at least every second
+        rt.close()
+        return seen
+    return asyncio.run(go())
+
+
+def test_long_prompts_are_prefilled_remotely_short_ones_locally(served):
+    s = served("disagg")
+    r = ask(s, SHORT)
+    assert r.usage.completion_tokens == 12
+    assert metric(s, "dynamo_disagg_local_prefills_total") == 1
+    assert metric(s, "dynamo_disagg_remote_prefills_total", component="Worker") == 0
+    chunks = list(ask(s, LONG, stream=True))
+    text = "".join(c.choices[0].text for c in chunks if c.choices)
+    assert text and chunks[-1].choices[0].finish_reason == "length"
+    first = metric(s, "dynamo_disagg_kv_transfer_bytes_total", component="Worker")
+    assert first > 80 * 32768  # ~1,400 tokens: 87 full blocks
+    # The same prompt again is in the decode worker's cache: local.
+    r = ask(s, LONG)
+    assert metric(s, "dynamo_disagg_remote_prefills_total", component="Worker") == 1
+    # Half of it shared: remote, and only the blocks the decode worker lacks move.
+    r = ask(s, HALF)
+    assert r.usage.completion_tokens == 12 and r.usage.prompt_tokens > 1000
+    assert metric(s, "dynamo_disagg_remote_prefills_total", component="Worker") == 2
+    assert metric(s, "dynamo_disagg_remote_prefills_total", component="PrefillWorker") == 2
+    assert metric(s, "dynamo_disagg_prefill_fallbacks_total") == 0
+    got = metric(s, "dynamo_disagg_kv_transfer_bytes_total", component="Worker")
+    sent = metric(s, "dynamo_disagg_kv_transfer_bytes_total", component="PrefillWorker")
+    assert sent == got
+    assert 0.3 * first < got - first < 0.7 * first, (first, got)
+    assert metric(s, "dynamo_disagg_kv_transfer_seconds_count", component="Worker") == 2
+    assert metric(s, "dynamo_disagg_prefill_queue_length") == 0
+    # (b) the threshold raised on the control plane: the next long prompt stays local.
+    put = subprocess.Popen([os.environ["CONTROL_PUT"], s.sock,
+                            "config/dynamo/disagg/max-local-prefill-length", "100000", "30"],
+                           stdout=subprocess.PIPE)
+    try:
+        assert put.stdout.readline() == b"put\n"
+        s.wait_for("max-local-prefill-length is now 100000", timeout=10)
+        ask(s, fresh("y"))
+        assert metric(s, "dynamo_disagg_remote_prefills_total", component="Worker") == 2
+        assert metric(s, "dynamo_disagg_local_prefills_total") == 3
+    finally:
+        put.kill()
+        put.wait()
+    # Its session gone, the key is deleted: the config's value again.
+    s.wait_for("max-local-prefill-length is now 256", timeout=10)
+    ask(s, fresh("z"))
+    assert metric(s, "dynamo_disagg_remote_prefills_total", component="Worker") == 3
+    assert all(v == 0 for v in used_blocks(s, "Worker").values())
+    assert all(v == 0 for v in used_blocks(s, "PrefillWorker").values())
+
+
+# A slow link (8 MB/s) so that a transfer of ~3 MB takes ~0.4 s and the
+# faults land in the middle of it.
+SLOW = ["--PrefillWorker.kv-bandwidth-mbps=8", "--Worker.kv-transfer-timeout-ms=1500"]
+
+
+def first_token_then(s, action):
+    """Streams LONG; once the first token is in, runs action; returns the
+    answer's text pieces and finish reason."""
+    stream = ask(s, LONG, n=20, stream=True)
+    pieces, finish = [], None
+    for i, c in enumerate(stream):
+        if not c.choices:
+            continue
+        if i == 0:
+            action()
+        pieces.append(c.choices[0].text)
+        finish = c.choices[0].finish_reason or finish
+    return pieces, finish
+
+
+@pytest.mark.parametrize("fault", ["kill -9", "SIGSTOP"])
+def test_prefill_worker_lost_mid_transfer_falls_back_to_local_prefill(served, fault):
+    s = served("disagg", *SLOW)
+    victim = service_pids(s, "PrefillWorker")[0]
+    sig = signal.SIGKILL if fault == "kill -9" else signal.SIGSTOP
+    t0 = time.time()
+    try:
+        pieces, finish = first_token_then(s, lambda: (time.sleep(0.1), os.kill(victim, sig)))
+    finally:
+        if sig == signal.SIGSTOP:
+            os.kill(victim, signal.SIGCONT)
+    assert finish == "length" and len(pieces) >= 1
+    assert metric(s, "dynamo_disagg_prefill_fallbacks_total") == 1, s.output()
+    assert "prefilling locally" in s.output()
+    if fault == "SIGSTOP":
+        assert time.time() - t0 >= 1.4  # it waited for the timeout
+    assert all(v == 0 for v in used_blocks(s, "Worker").values())
+
+
+def test_decode_worker_killed_mid_transfer_frees_the_prefill_sequence(served):
+    s = served("disagg", *SLOW)
+    victim = service_pids(s, "Worker")[0]
+    try:  # the Processor may migrate the stream to the restarted worker
+        first_token_then(s, lambda: os.kill(victim, signal.SIGKILL))
+    except Exception:
+        pass
+    s.wait_for("the decode worker left mid-transfer", timeout=10)
+    assert all(v == 0 for v in used_blocks(s, "PrefillWorker").values())
+    assert "KV layout" not in s.output()
+
+
+def test_mismatched_layout_is_refused_naming_it(served):
+    s = served("disagg", "--PrefillWorker.kv-bytes-per-block=1024")
+    r = ask(s, LONG)
+    assert r.usage.completion_tokens == 12
+    out = s.output()
+    assert "KV layout mismatch: kv_bytes_per_block is 1024 here and 32768 at the other worker" in out, out
+    assert metric(s, "dynamo_disagg_remote_prefills_total", component="Worker") == 0
+    assert metric(s, "dynamo_disagg_prefill_fallbacks_total") == 1
+
+
+# ---- llama.cpp: the KV moved between two real engines ---------------------------
+
+LLAMA_PROMPTS = [
+    "The capital of France is",
+    " ".join(["Once upon a time there was a little robot who wanted to learn to paint."] * 30),
+    "List three colors: " + ", ".join(f"item {i}" for i in range(150)),
+]
+
+
+def greedy_answers(config, *overrides):
+    graph = "disagg" if config.startswith("disagg") else "agg"
+    s = start(graph, "--Worker.threads=1", "--Worker.num-blocks=256",
+              f"--Processor.tokenizer={GRAPHS}/tokenizer.json", *overrides,
+              n_services=4 if graph.startswith("disagg") else 3, config=config)
+    try:
+        out = []
+        for p in LLAMA_PROMPTS:
+            r = s.client.completions.create(model="smollm2-135m", prompt=p, max_tokens=16,
+                                            temperature=0.0, logprobs=2,
+                                            extra_body={"ignore_eos": True})
+            lp = r.choices[0].logprobs
+            out.append((lp.tokens, lp.top_logprobs, r.usage.prompt_tokens))
+        remote = metric(s, "dynamo_disagg_remote_prefills_total", component="Worker")
+        moved = metric(s, "dynamo_disagg_kv_transfer_bytes_total", component="Worker")
+        return s, out, remote, moved
+    finally:
+        s.stop()
+
+
+def test_llama_disagg_agrees_with_agg():
+    """Greedy answers through disagg_llama (long prompts prefilled by the
+    PrefillWorker, their KV installed with llama_state_seq_set_data) equal
+    agg_llama's, or first differ where agg's top two are within 0.1."""
+    _, ref, _, _ = greedy_answers("agg_llama")
+    s, got, remote, moved = greedy_answers("disagg_llama", "--PrefillWorker.threads=1",
+                            "--PrefillWorker.num-blocks=256", "--Worker.max-local-prefill-length=64",
+                            "--Worker.kv-transfer-timeout-ms=30000")
+    out = s.output()
+    assert "prefilling locally" not in out, out
+    for (rt, rtop, n), (gt, _, _) in zip(ref, got):
+        if rt != gt:
+            i = next(k for k in range(len(rt)) if rt[k] != gt[k])
+            top = sorted(rtop[i].values(), reverse=True)
+            assert len(top) == 2 and top[0] - top[1] < 0.1, (i, rt, gt, rtop[i])
+    # The two long prompts went to the prefill worker, their KV in more
+    # than one 1 MiB chunk each (SmolLM2 keeps ~23 KB per token).
+    assert remote == 2 and moved > 4 * (1 << 20), (remote, moved)
