@@ -46,13 +46,14 @@ test-c: build
 test-asan: build-asan build
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  ctest --output-on-failure -j 2 --timeout 300 -LE python-ext
-	@# The LLM graphs with the ASan CLI and services; the test process itself
-	@# needs the normal build's Python extension (an uninstrumented python3
-	@# cannot load the ASan one), which talks to them over sockets only.
+	@# The LLM graphs (aggregated and disaggregated) with the ASan CLI and
+	@# services; the test process itself needs the normal build's Python
+	@# extension (an uninstrumented python3 cannot load the ASan one), which
+	@# talks to them over sockets only.
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  DYN_BUILD=$(abspath $(BUILD)) DYN_BIN=$(abspath $(ASAN_BUILD))/dynamo \
 	  DYN_LLM_LIB=$(abspath $(ASAN_BUILD))/lib/libdynamo_llm.so \
-	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/llm/test_llm_graph.py
+	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/llm/test_llm_graph.py tests/llm/test_disagg_graph.py
 
 fuzz: deps
 	cmake -S fuzz -B $(FUZZ_BUILD) -DCMAKE_C_COMPILER=clang >/dev/null

@@ -7,8 +7,10 @@
  * (dyn_engine_kv_cached_blocks). If that is more than
  * max-local-prefill-length tokens, a PrefillWorker is live, and fewer than
  * max-prefill-queue-size of its prefill requests are waiting for their
- * first token, it calls PrefillWorker/prefill (round robin over the live
- * prefill workers) with the prompt and the blocks it already holds; else
+ * first token, it calls PrefillWorker/prefill on the live prefill worker
+ * with the least load (running plus waiting sequences, from the
+ * load_metrics every worker publishes; ties and unknown loads go round
+ * robin) with the prompt and the blocks it already holds; else
  * it prefills locally. The answer (protocol.h) is a header naming the
  * prefill engine's KV layout (a mismatch is refused, naming the field),
  * the first token (sent on to the client at once), then the KV in chunks.
@@ -38,6 +40,7 @@
 
 #include "dynamo/client.h"
 #include "dynamo/discovery.h"
+#include "dynamo/events.h"
 #include "dynamo/metrics.h"
 #include "dynamo/status.h"
 #include "llm/services/llm_common.h"
@@ -55,6 +58,13 @@ struct dyn__disagg {
   double bandwidth_mbps; /* prefill role: 0 is unlimited */
   uint32_t queued;       /* decode: prefill requests without a first token */
   char key_local[256], key_queue[256];
+  /* decode: the prefill workers' load, from their load_metrics events */
+  dyn_subscription_t *load_sub;
+  struct {
+    uint64_t id, load;
+  } loads[64];
+  size_t n_loads;
+  uint64_t rr;
   /* /metrics */
   dyn_series_t *bytes, *seconds, *remote, *local, *fallbacks, *queue;
 };
@@ -290,6 +300,37 @@ static void on_prefill_done(dyn_stream_t *s, int status, const char *message, vo
   djob_free(j);
 }
 
+/* A prefill worker's load event: running plus waiting sequences. */
+static void on_prefill_load(const char *subject, const void *data, size_t len, void *ud) {
+  dyn__disagg_t *d = ud;
+  dyn__proto_load_t m;
+  if (dyn__proto_load_decode(data, len, &m)) return;
+  size_t i = 0;
+  while (i < d->n_loads && d->loads[i].id != m.worker_id) i++;
+  if (i == d->n_loads) {
+    if (d->n_loads == sizeof d->loads / sizeof *d->loads) return; /* more than we track */
+    d->n_loads++;
+  }
+  d->loads[i].id = m.worker_id;
+  d->loads[i].load = m.active_slots + m.waiting;
+}
+
+/* The live prefill worker with the least load (unknown counts as idle);
+ * ties go round robin. 0 when none is live. */
+static uint64_t least_loaded(dyn__disagg_t *d) {
+  uint64_t ids[64], best = 0, best_load = UINT64_MAX;
+  size_t n = dyn_client_instances(d->prefill, ids, 64);
+  if (n > 64) n = 64;
+  d->rr++;
+  for (size_t k = 0; k < n; k++) {
+    uint64_t id = ids[(d->rr + k) % n], load = 0;
+    for (size_t i = 0; i < d->n_loads; i++)
+      if (d->loads[i].id == id) load = d->loads[i].load;
+    if (load < best_load) best = id, best_load = load;
+  }
+  return best;
+}
+
 void dyn__disagg_generate(worker_t *w, dyn_request_t *req, void *in_) {
   dyn__proto_engine_request_t *in = in_;
   dyn__disagg_t *d = w->dg;
@@ -334,6 +375,11 @@ void dyn__disagg_generate(worker_t *w, dyn_request_t *req, void *in_) {
     char *body = dyn__proto_prefill_request_encode(&p);
     static const dyn_stream_callbacks_t cb = {on_prefill_data, on_prefill_done};
     dyn_call_options_t opt = {.route = DYN_ROUTE_ROUND_ROBIN};
+    uint64_t target = least_loaded(d);
+    if (target) {
+      opt.route = DYN_ROUTE_DIRECT;
+      opt.instance_id = target;
+    }
     rc = body ? dyn_client_generate(d->prefill, &opt, body, strlen(body), &cb, j, &j->stream)
               : DYN_ENOMEM;
     free(body);
@@ -603,6 +649,11 @@ int dyn__disagg_start(worker_t *w) {
   char prefix[256];
   snprintf(prefix, sizeof prefix, "config/%s/disagg/", ns);
   if (!rc) rc = dyn_discovery_watch(rt, prefix, on_threshold, d, &d->watch);
+  dyn_namespace_t *nsp;
+  dyn_component_t *pc;
+  if (!rc) rc = dyn_runtime_namespace(rt, ns, &nsp);
+  if (!rc) rc = dyn_namespace_component(nsp, "PrefillWorker", &pc);
+  if (!rc) rc = dyn_component_subscribe(pc, "load_metrics", on_prefill_load, d, &d->load_sub);
   if (rc) {
     dyn_log(DYN_LOG_ERROR, "Worker: cannot reach the prefill workers: %s", dyn_strerror(rc));
     dyn__disagg_shutdown(w);
@@ -615,6 +666,7 @@ void dyn__disagg_shutdown(worker_t *w) {
   dyn__disagg_t *d = w->dg;
   if (!d) return;
   if (d->watch) dyn_discovery_unwatch(d->watch);
+  if (d->load_sub) dyn_unsubscribe(d->load_sub);
   if (d->prefill) dyn_client_free(d->prefill); /* open streams end: run_here */
   free(d);
   w->dg = NULL;
