@@ -68,7 +68,7 @@ bench-llm: build
 	bash bench/llm/run.sh $(BUILD)
 
 # dynamo's llama.cpp engine against llama-server and llama-batched-bench,
-# same model and llama.cpp source (docs/benchmarks.md; about 10 minutes).
+# same model and llama.cpp source (docs/benchmarks.md; about 15 minutes on 2 cores).
 bench-llama: build
 	bash bench/llm/llama.sh $(BUILD)
 
