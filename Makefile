@@ -8,7 +8,7 @@ JOBS ?= $(shell nproc)
 FUZZ_SECONDS ?= 20
 PYTHON ?= $(shell command -v python3)
 
-.PHONY: all deps build build-asan install run run-llm test test-c test-asan fuzz bench bench-llm clean
+.PHONY: all deps build build-asan install run run-llm test test-c test-asan fuzz bench bench-llm bench-llama clean
 
 all: build
 
@@ -68,6 +68,11 @@ bench: build
 
 bench-llm: build
 	bash bench/llm/run.sh $(BUILD)
+
+# dynamo's llama.cpp engine against llama-server and llama-batched-bench,
+# same model and llama.cpp source (docs/benchmarks.md; about 15 minutes on 2 cores).
+bench-llama: build
+	bash bench/llm/llama.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
