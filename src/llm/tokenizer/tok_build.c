@@ -39,7 +39,9 @@ int dyn__tok_begin(dyn__tokload_t *l) {
 
 static int arena_put(dyn_tokenizer_t *tk, const void *p, size_t n, uint32_t *off) {
   if (tk->arena_len + n > UINT32_MAX) return DYN_ENOMEM;
-  if (tk->arena_len + n > tk->arena_cap) {
+  /* Allocated even for an empty string: offsets into the arena must point
+   * into memory (tk->arena + 0 on NULL is undefined; fuzz_tokenizer). */
+  if (tk->arena_len + n > tk->arena_cap || !tk->arena) {
     size_t cap = tk->arena_cap ? tk->arena_cap : 4096;
     while (cap < tk->arena_len + n) cap *= 2;
     char *a = realloc(tk->arena, cap);
