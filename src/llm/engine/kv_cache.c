@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/array.h"
 #include "dynamo/status.h"
 
 #define NIL (-1)
@@ -24,17 +25,6 @@ static int32_t idx_of(dyn__kv_cache_t *c, const dyn__kv_blk_t *b) {
 }
 
 /* Grows *p (elements of size sz) to hold at least want; 0 or DYN_ENOMEM. */
-static int grow_array(void **p, size_t *cap, size_t want, size_t sz) {
-  if (want <= *cap) return DYN_OK;
-  size_t n = *cap ? *cap : 16;
-  while (n < want) n *= 2;
-  void *q = realloc(*p, n * sz);
-  if (!q) return DYN_ENOMEM;
-  *p = q;
-  *cap = n;
-  return DYN_OK;
-}
-
 /* ---- lists ---------------------------------------------------------------- */
 
 static void free_push(dyn__kv_cache_t *c, int32_t i) {
@@ -76,7 +66,7 @@ static void lru_unlink(dyn__kv_cache_t *c, int32_t i) {
 /* ---- events --------------------------------------------------------------- */
 
 static dyn__kv_pend_t *pend_new(dyn__kv_cache_t *c, dyn_kv_event_kind_t kind) {
-  if (grow_array((void **)&c->pend, &c->cap_pend, c->n_pend + 1, sizeof *c->pend))
+  if (dyn__grow((void **)&c->pend, &c->cap_pend, c->n_pend + 1, sizeof *c->pend))
     return NULL;
   dyn__kv_pend_t *p = &c->pend[c->n_pend++];
   memset(p, 0, sizeof *p);
@@ -88,7 +78,7 @@ static dyn__kv_pend_t *pend_new(dyn__kv_cache_t *c, dyn_kv_event_kind_t kind) {
 /* Consecutive evictions share one REMOVED event: the removed arena is only
  * appended to by REMOVED events, so the last one's hashes end the arena. */
 static int queue_removed(dyn__kv_cache_t *c, dyn_kv_hash_t h) {
-  if (grow_array((void **)&c->removed, &c->cap_removed, c->n_removed + 1, sizeof *c->removed))
+  if (dyn__grow((void **)&c->removed, &c->cap_removed, c->n_removed + 1, sizeof *c->removed))
     return DYN_ENOMEM;
   dyn__kv_pend_t *p = c->n_pend ? &c->pend[c->n_pend - 1] : NULL;
   if (!p || p->kind != DYN_KV_REMOVED) {
@@ -103,7 +93,7 @@ static int queue_removed(dyn__kv_cache_t *c, dyn_kv_hash_t h) {
 size_t dyn__kv_cache_flush(dyn__kv_cache_t *c) {
   size_t n = c->n_pend;
   if (n && c->sink &&
-      grow_array((void **)&c->out, &c->cap_out, n, sizeof *c->out) == DYN_OK) {
+      dyn__grow((void **)&c->out, &c->cap_out, n, sizeof *c->out) == DYN_OK) {
     for (size_t i = 0; i < n; i++) {
       const dyn__kv_pend_t *p = &c->pend[i];
       dyn_kv_event_t *e = &c->out[i];
@@ -204,7 +194,7 @@ void dyn__kv_seq_free(dyn__kv_seq_t *s) {
 }
 
 static int seq_reserve(dyn__kv_seq_t *s, size_t n) {
-  return grow_array((void **)&s->blocks, &s->cap, n, sizeof *s->blocks);
+  return dyn__grow((void **)&s->blocks, &s->cap, n, sizeof *s->blocks);
 }
 
 /* The seq hash of block i given its parent's (ignored for i == 0). */
@@ -266,7 +256,7 @@ int dyn__kv_cache_grow(dyn__kv_cache_t *c, dyn__kv_seq_t *s, size_t n) {
 static int store_block(dyn__kv_cache_t *c, dyn__kv_seq_t *s, size_t i, dyn_kv_hash_t h,
                        dyn_kv_hash_t local, dyn__kv_pend_t **run) {
   dyn__kv_blk_t *b = blk_of(c, (int32_t)s->blocks[i]);
-  if (grow_array((void **)&c->stored, &c->cap_stored, c->n_stored + 1, sizeof *c->stored))
+  if (dyn__grow((void **)&c->stored, &c->cap_stored, c->n_stored + 1, sizeof *c->stored))
     return DYN_ENOMEM;
   if (!*run) {
     if (!(*run = pend_new(c, DYN_KV_STORED))) return DYN_ENOMEM;

@@ -44,6 +44,8 @@
  * then the blocks before them are seq_cp'd from the slot that holds them,
  * and the imported blocks are hashed and announced like computed ones.
  */
+#include "common/rand.h"
+#include "common/array.h"
 #include "dynamo/llm/engine.h"
 
 #include <errno.h>
@@ -178,24 +180,6 @@ struct lengine {
 
 /* ---- small helpers -------------------------------------------------------- */
 
-static uint64_t splitmix64(uint64_t *x) {
-  uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-static int grow_array(void **p, size_t *cap, size_t want, size_t sz) {
-  if (want <= *cap) return DYN_OK;
-  size_t n = *cap ? *cap : 16;
-  while (n < want) n *= 2;
-  void *q = realloc(*p, n * sz);
-  if (!q) return DYN_ENOMEM;
-  *p = q;
-  *cap = n;
-  return DYN_OK;
-}
-
 static void list_push(seq_list_t *l, lseq_t *s, int front) {
   s->prev = front ? NULL : l->tail;
   s->next = front ? l->head : NULL;
@@ -234,7 +218,7 @@ static void on_llama_log(enum ggml_log_level level, const char *text, void *ud) 
 
 static dyn_kv_event_t *event_new(lengine_t *e, dyn_kv_event_kind_t kind) {
   kv_pending_t *p = &e->pend;
-  if (grow_array((void **)&p->ev, &p->cap_ev, p->n_ev + 1, sizeof *p->ev)) {
+  if (dyn__grow((void **)&p->ev, &p->cap_ev, p->n_ev + 1, sizeof *p->ev)) {
     p->failed = 1;
     return NULL;
   }
@@ -249,7 +233,7 @@ static dyn_kv_event_t *event_new(lengine_t *e, dyn_kv_event_kind_t kind) {
  * offsets (in the pointer fields, cast) until flush resolves them. */
 static void queue_removed(lengine_t *e, dyn_kv_hash_t h) {
   kv_pending_t *p = &e->pend;
-  if (grow_array((void **)&p->removed, &p->cap_removed, p->n_removed + 1, sizeof *p->removed)) {
+  if (dyn__grow((void **)&p->removed, &p->cap_removed, p->n_removed + 1, sizeof *p->removed)) {
     p->failed = 1;
     return;
   }
@@ -266,7 +250,7 @@ static void queue_removed(lengine_t *e, dyn_kv_hash_t h) {
  * one *run points at. */
 static void queue_stored(lengine_t *e, dyn_kv_event_t **run, const lslot_t *sl, size_t i) {
   kv_pending_t *p = &e->pend;
-  if (grow_array((void **)&p->stored, &p->cap_stored, p->n_stored + 1, sizeof *p->stored)) {
+  if (dyn__grow((void **)&p->stored, &p->cap_stored, p->n_stored + 1, sizeof *p->stored)) {
     p->failed = 1;
     return;
   }
@@ -1120,7 +1104,7 @@ static struct llama_sampler *make_sampler(lengine_t *e, const dyn_engine_request
   if (r->top_k > 0) llama_sampler_chain_add(c, llama_sampler_init_top_k(r->top_k));
   if (r->top_p > 0 && r->top_p < 1) llama_sampler_chain_add(c, llama_sampler_init_top_p(r->top_p, 1));
   llama_sampler_chain_add(c, llama_sampler_init_temp(r->temperature));
-  uint64_t seed = r->has_seed ? r->seed : splitmix64(&e->rng);
+  uint64_t seed = r->has_seed ? r->seed : dyn__splitmix64(&e->rng);
   llama_sampler_chain_add(c, llama_sampler_init_dist((uint32_t)(seed ^ (seed >> 32))));
   return c;
 }

@@ -26,6 +26,7 @@
  * submitted with imported KV waits kv_import_us_per_block per block before
  * it may be admitted; then the blocks it brought cost no prefill.
  */
+#include "common/rand.h"
 #include "dynamo/llm/engine.h"
 
 #include <math.h>
@@ -91,13 +92,6 @@ struct sim {
 };
 
 /* ---- small helpers -------------------------------------------------------- */
-
-static uint64_t splitmix64(uint64_t *x) {
-  uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
 
 static void list_push(seq_list_t *l, sim_seq_t *s, int front) {
   s->prev = front ? NULL : l->tail;
@@ -359,8 +353,8 @@ static void plan_step(sim_t *e, uint64_t start) {
 static uint32_t next_token(sim_t *e, sim_seq_t *s, int *eos) {
   const dyn_engine_options_t *o = &e->o;
   /* Both draws always happen, so ignore_eos does not change the tokens. */
-  double u = (double)(splitmix64(&s->rng) >> 11) * 0x1.0p-53;
-  uint32_t t = o->min_token_id + (uint32_t)(splitmix64(&s->rng) % token_range(o));
+  double u = (double)(dyn__splitmix64(&s->rng) >> 11) * 0x1.0p-53;
+  uint32_t t = o->min_token_id + (uint32_t)(dyn__splitmix64(&s->rng) % token_range(o));
   if (o->eos_token_id >= o->min_token_id && t >= o->eos_token_id) t++;
   *eos = !s->ignore_eos && u < o->eos_probability;
   return t;
@@ -374,14 +368,14 @@ static uint32_t next_token(sim_t *e, sim_seq_t *s, int *eos) {
  * does not change the tokens. */
 static void sim_logprob(const sim_t *e, const sim_seq_t *s, uint32_t t, dyn_engine_logprob_t *lp) {
   uint64_t x = s->rng ^ ((uint64_t)t * 0x9e3779b97f4a7c15ull);
-  double p = 0.3 + 0.4 * (double)(splitmix64(&x) >> 11) * 0x1.0p-53;
+  double p = 0.3 + 0.4 * (double)(dyn__splitmix64(&x) >> 11) * 0x1.0p-53;
   lp->logprob = (float)log(p);
   lp->n_top = s->top_logprobs;
   for (uint32_t k = 0; k < lp->n_top; k++) {
     uint32_t id = t;
     if (k) {
       do {
-        id = e->o.min_token_id + (uint32_t)(splitmix64(&x) % token_range(&e->o));
+        id = e->o.min_token_id + (uint32_t)(dyn__splitmix64(&x) % token_range(&e->o));
         for (uint32_t j = 0; j < k; j++)
           if (lp->top_ids[j] == id) id = t; /* taken: draw again */
       } while (id == t);
@@ -534,7 +528,7 @@ static uint64_t request_seed(sim_t *e, const dyn_engine_request_t *r) {
   if (r->temperature <= 0)
     return dyn_kv_hash_local(r->prompt, r->n_prompt, e->o.seed) ^ 0x67726565647925ull;
   if (r->has_seed) return r->seed;
-  return splitmix64(&e->rng);
+  return dyn__splitmix64(&e->rng);
 }
 
 static const char *check_request(const sim_t *e, const dyn_engine_request_t *r,
