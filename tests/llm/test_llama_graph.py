@@ -145,6 +145,13 @@ def test_greedy_chat_answers_paris(router_graph):
     assert "Paris" in answer, answer
     assert r.choices[0].finish_reason == "stop"  # <|im_end|> ended it
     assert r.usage.completion_tokens < 20
+    # ignore_eos (as vLLM takes it): neither the model's end-of-generation
+    # nor the template's end-of-turn ends the answer, max_tokens does.
+    r = router_graph.client.chat.completions.create(model=MODEL, messages=FRANCE,
+                                                    temperature=0, max_tokens=40,
+                                                    extra_body={"ignore_eos": True})
+    assert r.choices[0].finish_reason == "length"
+    assert r.usage.completion_tokens == 40
 
 
 def per_instance(text, name):

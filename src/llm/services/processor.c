@@ -263,7 +263,9 @@ static void engine_data(dyn_stream_t *s, const void *data, size_t len, void *ud)
   for (size_t i = 0; i < m.n_tokens; i++) {
     uint32_t id = m.token_ids[i];
     j->completion_tokens++;
-    if (is_stop_id(j->p, id)) {
+    /* ignore_eos (as vLLM takes it): the template's end-of-turn ids do not
+     * end the answer either; only max_tokens and stop strings do. */
+    if (!j->ereq.ignore_eos && is_stop_id(j->p, id)) {
       stop_token = 1;
       break;
     }
