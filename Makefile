@@ -8,7 +8,7 @@ JOBS ?= $(shell nproc)
 FUZZ_SECONDS ?= 20
 PYTHON ?= $(shell command -v python3)
 
-.PHONY: all deps build build-asan install run run-llm test test-c test-asan fuzz bench bench-llm clean
+.PHONY: all deps build build-asan install run run-llm test test-c test-asan fuzz bench bench-llm bench-disagg clean
 
 all: build
 
@@ -67,6 +67,9 @@ bench: build
 
 bench-llm: build
 	bash bench/llm/run.sh $(BUILD)
+
+bench-disagg: build
+	bash bench/llm/disagg.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
