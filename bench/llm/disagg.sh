@@ -19,15 +19,15 @@
 # the servers' logs to bench/results/llm-logs/ (git-ignored).
 #
 # Knobs (environment): DURATION=30 STREAMS=8 INTERVAL=0.5 SEED=42
-#   PORT=18600 KV_BLOCK_BYTES=262144 TRANSFERS=8 LLAMA= LLAMA_DURATION=40
+#   PORT=18760 (health ports PORT+10..) KV_BLOCK_BYTES=262144 TRANSFERS=8 LLAMA= LLAMA_DURATION=30
 set -uo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 build="$(cd "${1:-$repo/build}" && pwd)"
 DURATION="${DURATION:-30}" STREAMS="${STREAMS:-8}" INTERVAL="${INTERVAL:-0.5}"
-SEED="${SEED:-42}" PORT="${PORT:-18600}" KV_BLOCK_BYTES="${KV_BLOCK_BYTES:-262144}"
-TRANSFERS="${TRANSFERS:-8}" LLAMA="${LLAMA:-}" LLAMA_DURATION="${LLAMA_DURATION:-40}"
+SEED="${SEED:-42}" PORT="${PORT:-18760}" KV_BLOCK_BYTES="${KV_BLOCK_BYTES:-262144}"
+TRANSFERS="${TRANSFERS:-8}" LLAMA="${LLAMA:-}" LLAMA_DURATION="${LLAMA_DURATION:-30}"
 HEALTH=$((PORT + 10))
 results="$repo/bench/results"
 logs="$results/llm-logs"
@@ -64,9 +64,20 @@ serve() {
   return 1
 }
 
+# prefill_counts NAME: whether the decode worker sent every long prompt
+# away or kept some (a short uncached part, or the prefill queue full).
+prefill_counts() {
+  for p in $(seq "$HEALTH" $((HEALTH + 4))); do curl -s "http://127.0.0.1:$p/metrics"; done |
+    awk -v name="$1" '/^dynamo_disagg_(remote|local)_prefills_total\{.*component="Worker"/ {
+           sub(/^dynamo_disagg_/, "", $1); sub(/_total.*/, "", $1); n[$1] += $2 }
+         END { printf "- %s: the decode worker prefilled %d prompts remotely, %d locally\n",
+                      name, n["remote_prefills"], n["local_prefills"] }' >>"$results/llm-disagg-prefills.txt"
+}
+
 status=0
 out="$results/llm-disagg.md"
 : >"$out"
+rm -f "$results/llm-disagg-prefills.txt"
 
 echo "== 1. KV transfer, PrefillWorker -> decode Worker, vs loopback TCP"
 fast=(--Worker.kv-bytes-per-block="$KV_BLOCK_BYTES" --PrefillWorker.kv-bytes-per-block="$KV_BLOCK_BYTES"
@@ -94,34 +105,32 @@ for mode in agg disagg; do
            2>>"$logs/disagg-load-$mode.log" | grep '^RESULT')
   echo "$line"
   raw+=("$line")
-  if [[ $mode == disagg ]]; then
-    # Whether the decode worker sent every long prompt away, or kept some
-    # (the prefill queue at max-prefill-queue-size).
-    for p in $(seq "$HEALTH" $((HEALTH + 4))); do curl -s "http://127.0.0.1:$p/metrics"; done |
-      awk '/^dynamo_disagg_(remote|local)_prefills_total\{.*component="Worker"/ {
-             sub(/^dynamo_disagg_/, "", $1); sub(/_total.*/, "", $1); n[$1] += $2 }
-           END { printf "- sim-disagg: the decode worker prefilled %d prompts remotely, %d locally\n",
-                        n["remote_prefills"], n["local_prefills"] }' | tee "$results/llm-disagg-prefills.txt"
-  fi
+  [[ $mode == disagg ]] && prefill_counts sim-disagg
   stop_graph
 done
 
 if [[ -n "$LLAMA" ]]; then
   echo "== 3. The same on llama.cpp (smollm2-135m): 2 aggregated workers vs 1 decode + 1 prefill"
-  # Scaled to a 135M model on shared CPUs: 500-1000-word long prompts
-  # (about 1-2k tokens) every 2 s, 4 streams of 64 tokens.
-  lload=(--duration "$LLAMA_DURATION" --streams 4 --interval 2 --seed "$SEED" --model smollm2-135m
-         --max-tokens 64 --long-min 500 --long-max 1000 --long-tokens 8)
+  # Scaled to a 135M model on two shared cores: 300-500-word long prompts
+  # (300-500 tokens, over max-local-prefill-length) every 3 s into 2
+  # streams of 48 tokens. One thread per engine in both graphs: by default
+  # a worker takes the cores / its own service's workers, so disagg_llama's
+  # Worker and PrefillWorker would run two threads each on two cores.
+  lload=(--duration "$LLAMA_DURATION" --streams 2 --interval 3 --seed "$SEED" --model smollm2-135m
+         --max-tokens 48 --long-min 300 --long-max 500 --long-tokens 8)
   for mode in agg disagg; do
     if [[ $mode == agg ]]; then
-      serve llama-agg agg agg_llama 2 --Worker.ServiceArgs.workers=2 || { status=1; continue; }
+      serve llama-agg agg agg_llama 2 --Worker.ServiceArgs.workers=2 --Worker.threads=1 ||
+        { status=1; continue; }
     else
-      serve llama-disagg disagg disagg_llama 2 || { status=1; continue; }
+      serve llama-disagg disagg disagg_llama 2 --Worker.threads=1 --PrefillWorker.threads=1 ||
+        { status=1; continue; }
     fi
     line=$(python3 "$here/disagg_load.py" --port "$PORT" --name "llama-$mode" "${lload[@]}" \
              2>>"$logs/disagg-load-llama-$mode.log" | grep '^RESULT')
     echo "$line"
     raw+=("$line")
+    [[ $mode == disagg ]] && prefill_counts llama-disagg
     stop_graph
   done
 fi

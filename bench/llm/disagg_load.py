@@ -118,7 +118,7 @@ async def run(args: argparse.Namespace) -> int:
 
     async def stream(s):
         q = 0
-        while time.perf_counter() < t_end:
+        while time.perf_counter() < t_end and q < len(shorts[s]):
             await one("short", body(shorts[s][q], args.max_tokens, args.seed + 1000 * s + q))
             q += 1
 
