@@ -8,7 +8,7 @@ JOBS ?= $(shell nproc)
 FUZZ_SECONDS ?= 20
 PYTHON ?= $(shell command -v python3)
 
-.PHONY: all deps build build-asan install run run-llm test test-c test-asan fuzz bench bench-llm bench-llama clean
+.PHONY: all deps build build-asan install run run-llm test test-c test-asan fuzz bench bench-llm bench-llama bench-disagg clean
 
 all: build
 
@@ -73,6 +73,9 @@ bench-llm: build
 # same model and llama.cpp source (docs/benchmarks.md; about 15 minutes on 2 cores).
 bench-llama: build
 	bash bench/llm/llama.sh $(BUILD)
+
+bench-disagg: build
+	bash bench/llm/disagg.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

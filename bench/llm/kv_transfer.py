@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""KV transfer throughput, PrefillWorker -> decode Worker, against loopback TCP.
+
+Standard library only; run by bench/llm/disagg.sh against a served
+disagg graph whose simulated engines make each KV block BLOCK_BYTES long and
+prefill in next to no time. It sends TRANSFERS long prompts one at a time
+(each led by its own number, so the decode worker holds none of it and
+every block moves), two tokens each (so the decode worker needs the KV), then reads from the workers' /metrics (health
+ports HEALTH..HEALTH+7) the PrefillWorker's
+dynamo_disagg_kv_transfer_bytes_total and the sum of its
+dynamo_disagg_kv_transfer_seconds histogram (from the first token to the
+last byte sent), and divides.
+
+The baseline, in the same run: a receiver process and a sender moving the
+same bytes per transfer over one 127.0.0.1 TCP connection each, in 1 MiB
+send() calls (the request plane's chunk size), timed from the first byte
+sent to the receiver's one-byte acknowledgement of the last, TRANSFERS
+times. Prints both, in MB/s (10^6 bytes), and their ratio.
+
+    python3 kv_transfer.py --port 18600 --health 18610 --transfers 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import random
+import re
+import socket
+import statistics
+import sys
+import time
+import urllib.request
+
+CHUNK = 1 << 20
+# The bytes and seconds the PrefillWorker counts, and the decode Worker's
+# seconds (from its prefill request to the last byte).
+SERIES = (("dynamo_disagg_kv_transfer_bytes_total", "PrefillWorker"),
+          ("dynamo_disagg_kv_transfer_seconds_sum", "PrefillWorker"),
+          ("dynamo_disagg_kv_transfer_seconds_sum", "Worker"))
+WORDS = ("alpha beta gamma delta river stone cloud paper light green "
+         "north table music water field quick order story").split()  # ~3.5 tokens each
+
+
+def scrape(port: int) -> str:
+    try:
+        return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    except OSError:
+        return ""
+
+
+def metric(health: int, name: str, component: str) -> float:
+    """name summed over component's series on every health port."""
+    total = 0.0
+    pat = re.compile(rf'^{re.escape(name)}\{{[^}}]*component="{component}"[^}}]*\}} (\S+)$', re.M)
+    for port in range(health, health + 8):
+        total += sum(float(v) for v in pat.findall(scrape(port)))
+    return total
+
+
+def receiver(listener: socket.socket, n_bytes: int, transfers: int) -> None:
+    buf = bytearray(CHUNK)
+    for _ in range(transfers):
+        conn, _ = listener.accept()
+        with conn:
+            got = 0
+            while got < n_bytes:
+                n = conn.recv_into(buf)
+                if not n:
+                    raise SystemExit("receiver: connection closed early")
+                got += n
+            conn.sendall(b"k")
+
+
+def loopback(n_bytes: int, transfers: int) -> float:
+    """Seconds to move n_bytes over 127.0.0.1 TCP, summed over transfers."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    proc = multiprocessing.Process(target=receiver, args=(listener, n_bytes, transfers))
+    proc.start()
+    data = memoryview(bytes(CHUNK))
+    total = 0.0
+    for _ in range(transfers):
+        with socket.create_connection(listener.getsockname()) as s:
+            t0 = time.perf_counter()
+            sent = 0
+            while sent < n_bytes:
+                s.sendall(data[:min(CHUNK, n_bytes - sent)])
+                sent += min(CHUNK, n_bytes - sent)
+            if s.recv(1) != b"k":
+                raise SystemExit("loopback: no acknowledgement")
+            total += time.perf_counter() - t0
+    proc.join()
+    listener.close()
+    return total
+
+
+def complete(port: int, prompt: str) -> dict:
+    body = json.dumps({"model": "dynamo-sim", "prompt": prompt, "max_tokens": 2,
+                       "ignore_eos": True}).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/completions", body,
+                                 {"Content-Type": "application/json"})
+    return json.loads(urllib.request.urlopen(req, timeout=120).read())
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--port", type=int, required=True, help="the Frontend's")
+    ap.add_argument("--health", type=int, required=True, help="the first health port")
+    ap.add_argument("--transfers", type=int, default=8, help="per round")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--words", type=int, default=1700, help="words per prompt (about 6,000 tokens)")
+    ap.add_argument("--block-bytes", type=int, required=True, help="kv-bytes-per-block (for the table)")
+    ap.add_argument("--seed", type=int, default=42)
+    args = ap.parse_args()
+
+    rng = random.Random(args.seed)
+    rows, tokens = [], 0
+    for rnd in range(args.rounds):
+        before = [metric(args.health, n, c) for n, c in SERIES]
+        for j in range(args.transfers):
+            prompt = f"transfer {rnd}.{j}: " + " ".join(rng.choice(WORDS) for _ in range(args.words))
+            tokens += complete(args.port, prompt)["usage"]["prompt_tokens"]
+        time.sleep(1.5)  # the counters are final once the last byte is out
+        n_bytes, secs, decode_secs = (metric(args.health, n, c) - b
+                                      for (n, c), b in zip(SERIES, before))
+        if n_bytes <= 0 or secs <= 0:
+            print("kv_transfer: no KV transfer counted on the PrefillWorker's /metrics",
+                  file=sys.stderr)
+            return 1
+        per = int(n_bytes // args.transfers)
+        tcp = loopback(per, args.transfers)
+        rows.append((n_bytes / secs / 1e6, n_bytes / decode_secs / 1e6, n_bytes / tcp / 1e6,
+                     n_bytes, per))
+    per = rows[0][4]
+    print(f"\n{args.rounds} rounds of {args.transfers} transfers of {per / 2**20:.1f} MiB "
+          f"({tokens // (args.rounds * args.transfers)} prompt tokens, "
+          f"{args.block_bytes // 1024} KiB per 16-token block), one at a time, each round "
+          f"followed by the same bytes over loopback TCP\n")
+    print("| round | KV transfer MB/s (prefill side) | (decode side, incl. prefill request) "
+          "| loopback TCP MB/s | KV / TCP |")
+    print("|---:|---:|---:|---:|---:|")
+    for i, (kv, dec, tcp, _, _) in enumerate(rows, 1):
+        print(f"| {i} | {kv:.0f} | {dec:.0f} | {tcp:.0f} | {kv / tcp:.2f}x |")
+    med = statistics.median(kv / tcp for kv, _, tcp, _, _ in rows)
+    print(f"\nKV transfer / loopback TCP, median of rounds: {med:.2f}x (target >= 0.8x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
