@@ -53,6 +53,7 @@ test-asan: build-asan build
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  DYN_BUILD=$(abspath $(BUILD)) DYN_BIN=$(abspath $(ASAN_BUILD))/dynamo \
 	  DYN_LLM_LIB=$(abspath $(ASAN_BUILD))/lib/libdynamo_llm.so \
+	  CONTROL_PUT=$(abspath $(BUILD))/tests/llm/control_put \
 	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/llm/test_llm_graph.py tests/llm/test_disagg_graph.py
 
 fuzz: deps

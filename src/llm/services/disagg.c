@@ -494,6 +494,10 @@ static void on_prefill_cancel(dyn_request_t *req, void *ud) {
   if (j->blob)
     dyn_log(DYN_LOG_INFO, "PrefillWorker: the decode worker left mid-transfer (%zu of %zu KV "
             "bytes sent): freed", j->sent, j->blob_len);
+  /* A cancelled request is still ended by its handler: that frees it
+   * (nobody reads the answer). LeakSanitizer caught it left behind. */
+  dyn_request_fail(req, "cancelled");
+  j->req = NULL;
   if (j->seq) dyn_engine_cancel(j->seq); /* on_p_done sees ended */
   else pjob_free(j);                     /* sending: stop, free the KV */
 }
