@@ -62,6 +62,7 @@
 #include "common/map.h"
 #include "dynamo/status.h"
 #include "llm/engine/engine.h"
+#include "llm/engine/seq_list.h"
 
 #define N_SLOTS 64 /* LLAMA_MAX_SEQ of llama.cpp: sequence ids per context */
 #define NIL (-1)
@@ -118,10 +119,7 @@ struct lseq {
   void *ud;
 };
 
-typedef struct seq_list {
-  lseq_t *head, *tail;
-  uint32_t n;
-} seq_list_t;
+DYN__SEQ_LIST_TYPE(seq_list_t, lseq_t);
 
 /* KV events of one step, handed to the sink at its end. */
 typedef struct kv_pending {
@@ -180,29 +178,7 @@ struct lengine {
 
 /* ---- small helpers -------------------------------------------------------- */
 
-static void list_push(seq_list_t *l, lseq_t *s, int front) {
-  s->prev = front ? NULL : l->tail;
-  s->next = front ? l->head : NULL;
-  if (front) {
-    if (l->head) l->head->prev = s;
-    else l->tail = s;
-    l->head = s;
-  } else {
-    if (l->tail) l->tail->next = s;
-    else l->head = s;
-    l->tail = s;
-  }
-  l->n++;
-}
-
-static void list_unlink(seq_list_t *l, lseq_t *s) {
-  if (s->prev) s->prev->next = s->next;
-  else l->head = s->next;
-  if (s->next) s->next->prev = s->prev;
-  else l->tail = s->prev;
-  s->prev = s->next = NULL;
-  l->n--;
-}
+DYN__SEQ_LIST_FUNCS(seq_list_t, lseq_t)
 
 static size_t blocks_for(const lengine_t *e, size_t n) {
   return (n + e->o.block_size - 1) / e->o.block_size;

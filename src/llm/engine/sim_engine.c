@@ -36,6 +36,7 @@
 
 #include "dynamo/status.h"
 #include "llm/engine/engine.h"
+#include "llm/engine/seq_list.h"
 #include "llm/engine/kv_cache.h"
 
 typedef struct sim sim_t;
@@ -66,10 +67,7 @@ struct sim_seq {
   void *ud;
 };
 
-typedef struct seq_list {
-  sim_seq_t *head, *tail;
-  uint32_t n;
-} seq_list_t;
+DYN__SEQ_LIST_TYPE(seq_list_t, sim_seq_t);
 
 struct sim {
   dyn_engine_t base; /* first: what the interface hands out */
@@ -93,29 +91,7 @@ struct sim {
 
 /* ---- small helpers -------------------------------------------------------- */
 
-static void list_push(seq_list_t *l, sim_seq_t *s, int front) {
-  s->prev = front ? NULL : l->tail;
-  s->next = front ? l->head : NULL;
-  if (front) {
-    if (l->head) l->head->prev = s;
-    else l->tail = s;
-    l->head = s;
-  } else {
-    if (l->tail) l->tail->next = s;
-    else l->head = s;
-    l->tail = s;
-  }
-  l->n++;
-}
-
-static void list_unlink(seq_list_t *l, sim_seq_t *s) {
-  if (s->prev) s->prev->next = s->next;
-  else l->head = s->next;
-  if (s->next) s->next->prev = s->prev;
-  else l->tail = s->prev;
-  s->prev = s->next = NULL;
-  l->n--;
-}
+DYN__SEQ_LIST_FUNCS(seq_list_t, sim_seq_t)
 
 static void seq_free(sim_seq_t *s) {
   dyn__kv_seq_free(&s->kv);
