@@ -36,7 +36,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 from test_llm_graph import (GRAPHS, CONFIGS, collect, free_port, free_port_run,  # noqa: E402
-                            scrape, worker_instances)
+                            scrape, start_stream, worker_instances)
 from conftest import Serve, env_for_tests  # noqa: E402
 
 from dynamo.runtime import DistributedRuntime  # noqa: E402
@@ -357,16 +357,8 @@ def test_client_disconnect_frees_the_cells(served):
         rt = await DistributedRuntime.connect(control_socket=s.sock)
         rt.subscribe("namespace.dynamo.component.Worker.load_metrics",
                      lambda subject, data: seen.append((time.monotonic(), json.loads(data))))
-        body = json.dumps({"model": "smollm2-135m", "stream": True, "max_tokens": 2000,
-                           "ignore_eos": True,
-                           "messages": [{"role": "user", "content": "write a long story"}]})
-        sock = socket.create_connection(("127.0.0.1", s.port))
-        sock.sendall((f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
-                      f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-                      + body).encode())
-        got = b""
-        while got.count(b"data: ") < 5:
-            got += await asyncio.get_running_loop().sock_recv(sock, 65536)
+        sock, _ = start_stream(s.port, 2000, model="smollm2-135m", content="write a long story",
+                               events=5)
         await asyncio.sleep(0.3)
         assert any(m["active_slots"] == 1 and m["kv_blocks_used"] > 0 for _, m in seen), seen[-3:]
         sock.close()

@@ -435,16 +435,7 @@ def test_client_disconnect_cancels_the_engine_request(graph):
         rt.subscribe("namespace.dynamo.component.Worker.load_metrics",
                      lambda subject, data: seen.append((time.monotonic(), json.loads(data))))
         # A long answer: 4,000 tokens at >= 8 ms a step is over 30 s.
-        body = json.dumps({"model": "dynamo-sim", "stream": True, "max_tokens": 4000,
-                           "ignore_eos": True,
-                           "messages": [{"role": "user", "content": "write a long story"}]})
-        sock = socket.create_connection(("127.0.0.1", s.port))
-        sock.sendall((f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
-                      f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-                      + body).encode())
-        got = b""
-        while got.count(b"data: ") < 5:
-            got += await asyncio.get_running_loop().sock_recv(sock, 65536)
+        sock, _ = start_stream(s.port, 4000, content="write a long story", events=5)
         await asyncio.sleep(0.2)
         assert any(m["active_slots"] == 1 for _, m in seen), seen[-3:]
         sock.close()
@@ -497,16 +488,17 @@ def test_stop_strings_cut_at_the_earliest_and_never_lose_text(graph):
         assert cut.finish_reason == "stop" and cut.text == text[:i], (stops, cut.text, text)
 
 
-def start_stream(port, max_tokens):
-    """A raw streamed chat request; returns the socket and its first chunks."""
-    body = json.dumps({"model": "dynamo-sim", "stream": True, "max_tokens": max_tokens,
-                       "ignore_eos": True, "messages": [{"role": "user", "content": "go on"}]})
+def start_stream(port, max_tokens, model="dynamo-sim", content="go on", events=3):
+    """A raw streamed chat request (ignore_eos), on a socket the test can
+    close or read on; returns the socket and its first `events` chunks."""
+    body = json.dumps({"model": model, "stream": True, "max_tokens": max_tokens,
+                       "ignore_eos": True, "messages": [{"role": "user", "content": content}]})
     sock = socket.create_connection(("127.0.0.1", port), timeout=20)
     sock.sendall((f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
                   f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
                   + body).encode())
     got = b""
-    while got.count(b"data: ") < 3:
+    while got.count(b"data: ") < events:
         got += sock.recv(65536)
     return sock, got
 
