@@ -344,3 +344,26 @@ def test_grafana_dashboard_charts_metrics_dynamo_exports():
     assert len(names) >= 12
     missing = sorted(n for n in names if f'"{n}"' not in sources)
     assert not missing, f"the dashboard charts metrics nothing registers: {missing}"
+
+
+def test_disaggregated_graph_deploys_prefill_and_decode_apart(tmp_path):
+    """disagg.py: the decode Worker and the PrefillWorker are Deployments of
+    their own, each pod serving its one service with the graph's config."""
+    root = GRAPHS.parents[2]
+    art = build(f"{root}/examples/llm/graphs/disagg.py:Frontend", tmp_path, "-f",
+                root / "examples/llm/configs/disagg.yaml")
+    _, docs = deploy(art)
+    check_well_formed(docs)
+    check_workloads(docs)
+    check_services_select_pods(docs)
+    cm = next(d for d in docs if d["kind"] == "ConfigMap")
+    cfg = yaml.safe_load(cm["data"]["config.yaml"])
+    assert cfg["Worker"]["role"] == "decode"
+    assert "role" not in cfg["PrefillWorker"]  # the service is its role
+    for name in ("Worker", "PrefillWorker"):
+        d, c = deployment_for(docs, name)
+        assert d["spec"]["replicas"] == cfg[name]["ServiceArgs"]["workers"]
+        cmd = c["command"]
+        assert cmd[cmd.index("--service-name") + 1] == name
+    workers = {deployment_for(docs, n)[0]["metadata"]["name"] for n in ("Worker", "PrefillWorker")}
+    assert len(workers) == 2
