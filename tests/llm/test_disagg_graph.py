@@ -10,12 +10,15 @@
 (d) a decode worker killed mid-transfer: the prefill worker frees the
     sequence (its running blocks go back to 0);
 (e) engines of another KV layout are refused, naming the field, and the
-    request is served by a local prefill.
+    request is served by a local prefill;
+(f) disagg_router: KV a decode worker imported is in the KV router's index,
+    so the prompt's continuation is routed to that worker.
 """
 
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -225,6 +228,52 @@ def test_mismatched_layout_is_refused_naming_it(served):
     assert "KV layout mismatch: kv_bytes_per_block is 1024 here and 32768 at the other worker" in out, out
     assert metric(s, "dynamo_disagg_remote_prefills_total", component="Worker") == 0
     assert metric(s, "dynamo_disagg_prefill_fallbacks_total") == 1
+
+
+def test_the_router_sees_the_kv_a_decode_worker_imported(served):
+    """disagg_router: a long prompt one decode worker got from the
+    PrefillWorker is announced in that worker's KV events like computed
+    blocks, so the KV router sends its continuation there, with the overlap
+    counted; load metrics on both sides go back to 0 blocks in use."""
+    s = served("disagg_router", n_services=5)
+    s.wait_for("role decode, instance", count=2, timeout=30)
+    out = s.output()
+    inst = {int(i): int(h, 16) for i, h in
+            re.findall(r"(?<![A-Za-z])Worker (\d+): .* role decode, instance ([0-9a-f]+)", out)}
+    assert len(inst) == 2, out
+    prompt = [1000 + k for k in range(600)]  # 37 full blocks of 16: over 256, so remote
+
+    async def scenario():
+        rt = await DistributedRuntime.connect(control_socket=s.sock)
+        engine = await rt.namespace("dynamo").component("Worker").endpoint("generate").client()
+        router = await rt.namespace("dynamo").component("Router").endpoint("generate").client()
+        await engine.wait_for_instances(2, timeout=10)
+        await router.wait_for_instances(1, timeout=10)
+        for iid in inst.values():  # each decode worker, its own long prompt
+            body = json.dumps({"token_ids": prompt[:1] + [iid % 997] + prompt[2:],
+                               "max_tokens": 2}).encode()
+            got = [json.loads(m) async for m in engine.direct(body, iid)]
+            assert got, iid
+        answers = {}
+        deadline = time.time() + 5
+        while True:  # KV events travel over the bus
+            for iid in inst.values():
+                tokens = prompt[:1] + [iid % 997] + prompt[2:] + [7, 8, 9]
+                msgs = [json.loads(m) async for m in
+                        router.generate(json.dumps({"token_ids": tokens}).encode())]
+                answers[iid] = (int(msgs[0]["worker_id"], 16), msgs[0]["overlap_blocks"])
+            if all(answers[i] == (i, 37) for i in inst.values()) or time.time() > deadline:
+                break
+            await asyncio.sleep(0.05)
+        rt.close()
+        return answers
+
+    answers = asyncio.run(scenario())
+    assert all(answers[i] == (i, 37) for i in inst.values()), (answers, inst)
+    assert metric(s, "dynamo_disagg_remote_prefills_total", component="Worker") == 2
+    assert metric(s, "dynamo_disagg_local_prefills_total") == 0
+    assert all(v == 0 for v in used_blocks(s, "Worker").values())
+    assert all(v == 0 for v in used_blocks(s, "PrefillWorker").values())
 
 
 # ---- llama.cpp: the KV moved between two real engines ---------------------------
