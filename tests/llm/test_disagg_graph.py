@@ -206,6 +206,15 @@ def test_prefill_worker_lost_mid_transfer_falls_back_to_local_prefill(served, fa
     if fault == "SIGSTOP":
         assert time.time() - t0 >= 1.4  # it waited for the timeout
     assert all(v == 0 for v in used_blocks(s, "Worker").values())
+    if fault == "SIGSTOP":
+        # Resumed, the stalled prefill worker learns the transfer was given
+        # up and frees the sequence.
+        deadline = time.time() + 10
+        while True:
+            seen = used_blocks(s, "PrefillWorker")
+            if seen and not any(seen.values()):
+                break
+            assert time.time() < deadline, (seen, s.output())
 
 
 def test_decode_worker_killed_mid_transfer_frees_the_prefill_sequence(served):
