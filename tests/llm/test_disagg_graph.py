@@ -332,3 +332,25 @@ def test_llama_disagg_agrees_with_agg():
     # The two long prompts went to the prefill worker, their KV in more
     # than one 1 MiB chunk each (SmolLM2 keeps ~23 KB per token).
     assert remote == 2 and moved > 4 * (1 << 20), (remote, moved)
+
+
+def test_llama_mismatched_cache_type_is_refused_naming_it():
+    """A PrefillWorker whose KV cache holds q8_0 keys cannot hand them to a
+    decode worker holding f16: refused, naming type_k and both values, and
+    the request is answered by a local prefill."""
+    s = start("disagg", "--Worker.threads=1", "--PrefillWorker.threads=1",
+              "--Worker.num-blocks=128", "--PrefillWorker.num-blocks=128",
+              "--PrefillWorker.cache-type-k=q8_0", "--Worker.max-local-prefill-length=64",
+              f"--Processor.tokenizer={GRAPHS}/tokenizer.json", config="disagg_llama")
+    try:
+        r = s.client.completions.create(model="smollm2-135m", prompt=LLAMA_PROMPTS[1],
+                                        max_tokens=4, temperature=0.0,
+                                        extra_body={"ignore_eos": True})
+        assert r.usage.completion_tokens == 4
+        out = s.output()
+        assert re.search(r"KV layout mismatch: type_k is (f16 here and q8_0|q8_0 here and f16) "
+                         r"at the other worker", out), out
+        assert metric(s, "dynamo_disagg_remote_prefills_total", component="Worker") == 0
+        assert metric(s, "dynamo_disagg_prefill_fallbacks_total") == 1
+    finally:
+        s.stop()

@@ -423,6 +423,56 @@ static void test_refusals(uv_loop_t *loop) {
   unlink(path);
   o.model = NULL;
   CHECK_STATUS(dyn_engine_open(loop, "llama.cpp", &o, &e, &why), DYN_EINVAL);
+  /* KV cache types: a name llama-server would refuse, and a quantized V
+   * cache without flash attention, each named. */
+  o.model = g_model;
+  o.cache_type_k = "q9_9";
+  CHECK_STATUS(dyn_engine_open(loop, "llama.cpp", &o, &e, &why), DYN_EINVAL);
+  CHECK_MSG(why && strstr(why, "cache_type_k") && strstr(why, "q8_0"), "why: %s", why ? why : "(null)");
+  o.cache_type_k = NULL;
+  o.cache_type_v = "q8_0";
+  CHECK_STATUS(dyn_engine_open(loop, "llama.cpp", &o, &e, &why), DYN_EINVAL);
+  CHECK_MSG(why && strstr(why, "flash_attn"), "why: %s", why ? why : "(null)");
+}
+
+/* A q8_0 KV cache with flash attention (llama-server -ctk q8_0 -ctv q8_0
+ * -fa): the engine serves, its KV layout names both (so disaggregated
+ * workers that differ refuse each other's KV), and greedy output still
+ * answers the question. */
+static void test_cache_types(uv_loop_t *loop) {
+  dyn_engine_options_t o;
+  dyn_engine_options_init(&o);
+  o.model = g_model;
+  o.num_blocks = 64;
+  o.max_num_seqs = 4;
+  o.max_num_batched_tokens = 256;
+  o.threads = 2;
+  o.cache_type_k = "q8_0";
+  o.cache_type_v = "q8_0";
+  o.flash_attn = 1;
+  dyn_engine_t *e = NULL;
+  const char *why = NULL;
+  int rc = dyn_engine_open(loop, "llama.cpp", &o, &e, &why);
+  CHECK_MSG(rc == DYN_OK, "open: %s", why ? why : dyn_strerror(rc));
+  if (rc) return;
+  const char *layout = dyn_engine_kv_layout(e);
+  CHECK_MSG(strstr(layout, "type_k=q8_0;type_v=q8_0;flash_attn=1"), "layout: %s", layout);
+  static uint32_t p[MAXTOK];
+  size_t n = tokenize(prompts[0], p, MAXTOK);
+  static rq_t r;
+  submit(e, &r, p, n, GEN, 0.0f, 0);
+  run_until_done(loop, &r, 1);
+  CHECK(r.reason == DYN_ENGINE_STOP || r.reason == DYN_ENGINE_LENGTH);
+  char piece[64], text[512] = "";
+  const struct llama_vocab *vocab = llama_model_get_vocab(g_ref_model);
+  for (size_t t = 0; t < r.n; t++) {
+    int32_t k = llama_token_to_piece(vocab, (llama_token)r.toks[t], piece, 63, 0, false);
+    if (k > 0 && strlen(text) + (size_t)k < sizeof text - 1) strncat(text, piece, (size_t)k);
+  }
+  CHECK_MSG(strstr(text, "Paris") != NULL, "answer with a q8_0 cache: %s", text);
+  drain(loop, e);
+  dyn_engine_destroy(e);
+  uv_run(loop, UV_RUN_DEFAULT);
 }
 
 /* Logprobs from the real model: asking for them changes no token; greedy
@@ -529,6 +579,7 @@ int main(void) {
   test_cancel_and_pressure(&loop);
   fprintf(stderr, "cancel and pressure: %.1f s\n", (double)(uv_hrtime() - t0) / 1e9);
   test_refusals(&loop);
+  test_cache_types(&loop);
   test_logprobs(&loop);
   fprintf(stderr, "took %.1f s\n", (double)(uv_hrtime() - t0) / 1e9);
   llama_free(g_ref_ctx);

@@ -83,6 +83,13 @@ typedef struct dyn_engine_options {
   uint32_t max_model_len;          /* tokens per sequence (prompt and
                                     * output); 0: the model's trained
                                     * context, at most the KV cache */
+  /* The KV cache's element types, named as llama-server's
+   * --cache-type-k/-v: f32, f16, bf16, q8_0, q4_0, q4_1, iq4_nl, q5_0,
+   * q5_1; NULL: f16. */
+  const char *cache_type_k;
+  const char *cache_type_v;
+  int flash_attn;                  /* nonzero: flash attention (a quantized
+                                    * V cache needs it): 0 */
   /* The simulated engine's KV transfer (dyn_engine_kv_export): each block
    * exported is its seq hash and kv_bytes_per_block bytes, and a sequence
    * submitted with imported KV is admitted kv_import_us_per_block * blocks

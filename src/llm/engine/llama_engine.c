@@ -871,6 +871,24 @@ static const char *model_error(const char *path, const char *what) {
   return msg;
 }
 
+/* The KV cache types llama-server accepts (its kv_cache_types); NULL is
+ * f16, llama.cpp's default. */
+static int cache_type(const char *name, enum ggml_type *out) {
+  static const enum ggml_type ok[] = {GGML_TYPE_F32,  GGML_TYPE_F16,  GGML_TYPE_BF16,
+                                      GGML_TYPE_Q8_0, GGML_TYPE_Q4_0, GGML_TYPE_Q4_1,
+                                      GGML_TYPE_IQ4_NL, GGML_TYPE_Q5_0, GGML_TYPE_Q5_1};
+  if (!name) {
+    *out = GGML_TYPE_F16;
+    return 1;
+  }
+  for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
+    if (!strcmp(name, ggml_type_name(ok[i]))) {
+      *out = ok[i];
+      return 1;
+    }
+  return 0;
+}
+
 static const char *check_options(const dyn_engine_options_t *o) {
   if (!o->model || !*o->model)
     return "engine: the llama.cpp engine needs a model (a .gguf file)";
@@ -881,6 +899,17 @@ static const char *check_options(const dyn_engine_options_t *o) {
     return "engine options: max_num_seqs must be between 1 and 64 for llama.cpp";
   if (!o->max_num_batched_tokens)
     return "engine options: max_num_batched_tokens must be at least 1";
+  enum ggml_type k, v;
+  if (!cache_type(o->cache_type_k, &k))
+    return "engine options: cache_type_k must be one of f32, f16, bf16, q8_0, q4_0, q4_1, "
+           "iq4_nl, q5_0, q5_1";
+  if (!cache_type(o->cache_type_v, &v))
+    return "engine options: cache_type_v must be one of f32, f16, bf16, q8_0, q4_0, q4_1, "
+           "iq4_nl, q5_0, q5_1";
+  /* llama.cpp refuses a quantized V cache without flash attention; say so
+   * here rather than as "cannot create a context". */
+  if (ggml_is_quantized(v) && !o->flash_attn)
+    return "engine options: a quantized cache_type_v needs flash_attn";
   return NULL;
 }
 
@@ -975,6 +1004,9 @@ int dyn__llama_engine_create(uv_loop_t *loop, const dyn_engine_options_t *opts,
   cp.n_seq_max = N_SLOTS;
   cp.kv_unified = true;
   cp.no_perf = true;
+  cache_type(opts->cache_type_k, &cp.type_k); /* check_options accepted both */
+  cache_type(opts->cache_type_v, &cp.type_v);
+  cp.flash_attn = opts->flash_attn != 0;
   long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
   int32_t threads = opts->threads ? (int32_t)opts->threads : (int32_t)(ncpu > 0 ? ncpu : 1);
   cp.n_threads = cp.n_threads_batch = threads;
@@ -1013,11 +1045,11 @@ int dyn__llama_engine_create(uv_loop_t *loop, const dyn_engine_options_t *opts,
   llama_model_desc(e->model, desc, sizeof desc);
   snprintf(e->layout, sizeof e->layout,
            "engine=llama.cpp;model=%s;model_bytes=%llu;n_params=%llu;n_layer=%d;n_embd=%d;"
-           "n_vocab=%d;type_k=%s;type_v=%s;block_size=%u",
+           "n_vocab=%d;type_k=%s;type_v=%s;flash_attn=%d;block_size=%u",
            desc, (unsigned long long)llama_model_size(e->model),
            (unsigned long long)llama_model_n_params(e->model), llama_model_n_layer(e->model),
            llama_model_n_embd(e->model), llama_vocab_n_tokens(e->vocab), ggml_type_name(cp.type_k),
-           ggml_type_name(cp.type_v), opts->block_size);
+           ggml_type_name(cp.type_v), cp.flash_attn, opts->block_size);
   /* Last: nothing after this can fail, and from here the engine owns the
    * step thread and two handles (refs: engine_free and each close). */
   pthread_mutex_init(&e->mu, NULL);

@@ -35,6 +35,14 @@ long long dyn__llm_config_int(dyn_service_ctx_t *ctx, const char *key, long long
   return end != v && *end == '\0' ? n : dflt;
 }
 
+int dyn__llm_config_bool(dyn_service_ctx_t *ctx, const char *key, int dflt) {
+  const char *v = lookup(ctx, key);
+  if (!v) return dflt;
+  if (!strcmp(v, "true") || !strcmp(v, "1")) return 1;
+  if (!strcmp(v, "false") || !strcmp(v, "0")) return 0;
+  return -1;
+}
+
 const char *dyn__llm_config_string(dyn_service_ctx_t *ctx, const char *key, const char *dflt) {
   const char *v = dyn_service_config_string(ctx, key, NULL);
   if (v) return v;

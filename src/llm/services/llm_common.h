@@ -16,6 +16,9 @@
  * absent or not a number. */
 double dyn__llm_config_double(dyn_service_ctx_t *ctx, const char *key, double dflt);
 long long dyn__llm_config_int(dyn_service_ctx_t *ctx, const char *key, long long dflt);
+/* true/false (or 1/0) in the config as 1/0; dflt when absent; -1 when it
+ * is something else. */
+int dyn__llm_config_bool(dyn_service_ctx_t *ctx, const char *key, int dflt);
 /* A string value; the result lives as long as the worker. */
 const char *dyn__llm_config_string(dyn_service_ctx_t *ctx, const char *key, const char *dflt);
 

@@ -260,6 +260,14 @@ static int worker_start(dyn_service_ctx_t *ctx) {
   long long threads = dyn__llm_config_int(ctx, "threads", 0);
   o.threads = threads > 0 ? (uint32_t)threads : default_threads(ctx);
   o.max_model_len = (uint32_t)dyn__llm_config_int(ctx, "max-model-len", 0);
+  o.cache_type_k = dyn__llm_config_string(ctx, "cache-type-k", NULL);
+  o.cache_type_v = dyn__llm_config_string(ctx, "cache-type-v", NULL);
+  o.flash_attn = dyn__llm_config_bool(ctx, "flash-attn", 0);
+  if (o.flash_attn < 0) {
+    dyn_log(DYN_LOG_ERROR, "Worker: engine config: flash-attn must be true or false");
+    free(w);
+    return DYN_EINVAL;
+  }
   o.kv_bytes_per_block =
       (uint32_t)dyn__llm_config_int(ctx, "kv-bytes-per-block", o.kv_bytes_per_block);
   o.kv_import_us_per_block =
