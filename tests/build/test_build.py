@@ -356,7 +356,7 @@ def test_llm_graph_artifact_serves_chat_completions(serve, tmp_path):
     s.wait_for("Processor ready")
     s.wait_for("Router ready")
     s.wait_for("Worker ready")
-    deadline = time.time() + 20
+    deadline = time.time() + 60
     while True:
         status, body = _post(port, "/v1/chat/completions", json.dumps(
             {"model": "dynamo-sim", "max_tokens": 4,

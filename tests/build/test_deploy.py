@@ -341,7 +341,7 @@ def test_pod_names_its_service_for_dynamo_status(hello, serve, tmp_path):
             for a in c["command"][2:]]
     sock = tmp_path / "cp.sock"
     s = serve(*args, f"--Frontend.port={free_port()}", "--control-socket", sock)
-    s.wait_for("Frontend ready", timeout=60)
+    s.wait_for("Frontend ready")
     deadline, out = time.time() + 30, ""
     while time.time() < deadline:
         r = dynamo("status", "--control-socket", sock, timeout=30)
