@@ -86,7 +86,7 @@
 
 /* The service a worker runs, and its namespace. Set by serve/worker_env.c,
  * for the service's own code and its logs; read by the runtime's answer to
- * `dynamo status` (runtime/status_report.c), which names the service with
+ * `dynamo status` (runtime/metrics/status_report.c), which names the service with
  * them even when it serves no endpoint (a Frontend), and by tests. */
 #define DYN_ENV_SERVICE_NAME "DYN_SERVICE_NAME"
 #define DYN_ENV_SERVICE_NAMESPACE "DYN_SERVICE_NAMESPACE"

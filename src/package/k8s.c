@@ -239,7 +239,9 @@ static int resources(const json_t *svc, const char *name, json_t **out, char *er
 }
 
 /* The variables every pod gets from us; a service's own envs may not set
- * them (a pod with a name twice is ambiguous, and ours must win). */
+ * them (a pod with a name twice is ambiguous, and ours must win). The
+ * service's name and namespace are not among them: `dynamo serve` in the
+ * pod sets those for its worker (serve/worker_env.c), as everywhere. */
 static const char *const pod_env_names[] = {
     DYN_ENV_ETCD_ENDPOINTS, DYN_ENV_NATS_SERVER, DYN_ENV_ADVERTISE_HOST, DYN_ENV_LISTEN_HOST,
     DYN_ENV_LISTEN_PORT,    DYN_ENV_HEALTH_PORT, NULL};

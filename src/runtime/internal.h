@@ -31,7 +31,7 @@ struct dyn_endpoint {
   void *handler_ud;
   char key[DYN__PATH_MAX + 32]; /* discovery key while served */
   int served;
-  /* Its requests on /metrics (endpoint_metrics.c); NULL until first served,
+  /* Its requests on /metrics (metrics/endpoint_metrics.c); NULL until first served,
    * or when the registry could not make them. */
   dyn_series_t *m_requests, *m_errors, *m_inflight, *m_bytes_in, *m_bytes_out;
 };
@@ -118,7 +118,7 @@ void dyn__server_goaway(dyn_runtime_t *rt);
 void dyn__server_close_conns(dyn_runtime_t *rt);
 size_t dyn__server_cancel_all(dyn_runtime_t *rt);
 void dyn__server_deregister_all(dyn_runtime_t *rt);
-/* endpoint_metrics.c: makes ep's request-plane series in the process's
+/* metrics/endpoint_metrics.c: makes ep's request-plane series in the process's
  * registry (once; a failure leaves them NULL and logs why). */
 void dyn__endpoint_metrics_init(dyn_endpoint_t *ep);
 
@@ -130,7 +130,7 @@ void dyn__peers_close(dyn_runtime_t *rt);
 dyn_runtime_t *dyn__client_runtime(const dyn_client_t *c);
 void dyn__suspects_free(dyn_runtime_t *rt);
 
-/* status_report.c: answers `dynamo status` polls (events.h). */
+/* metrics/status_report.c: answers `dynamo status` polls (events.h). */
 int dyn__status_report_start(dyn_runtime_t *rt);
 
 /* runtime.c: run the loop once, blocking; used by the blocking API. */

@@ -58,7 +58,7 @@ class Serve:
         with open(self.log.name) as f:
             return f.read()
 
-    def wait_for(self, text, timeout=20.0):
+    def wait_for(self, text, timeout=60.0):
         deadline = time.time() + timeout
         while time.time() < deadline:
             out = self.output()

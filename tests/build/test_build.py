@@ -252,23 +252,27 @@ def test_a_signal_during_startup_leaves_no_unpacked_directory(hello_src, tmp_pat
     # Between unpacking the .tar.gz and the supervisor's own handlers,
     # serve resolves the graph (a Python process, slowed down here): a
     # signal then must still remove $TMPDIR/dynamo-artifact-XXXXXX, and end
-    # serve as the signal would have.
+    # serve as the signal would have. The slowed resolver says when it has
+    # started and then sleeps far longer than any test waits, so the signal
+    # lands during the resolution however loaded the machine is (a fixed
+    # pause here, against a resolver asleep for 3 s, could miss it).
     _, tgz = build(f"{hello_src}/hello_world.py:Frontend", "-f", hello_src / "config.yaml",
                    "-o", tmp_path / "out")
     unpack = tmp_path / "tmp"
     unpack.mkdir()
+    started = tmp_path / "resolver-started"
     slow = tmp_path / "slow-python"
-    slow.write_text(f'#!/bin/sh\nsleep 3\nexec "{sys.executable}" "$@"\n')
+    slow.write_text(f'#!/bin/sh\n: > "{started}"\nsleep 50\nexec "{sys.executable}" "$@"\n')
     slow.chmod(0o755)
     p = subprocess.Popen([DYN_BIN, "serve", tgz, "--dry-run"], stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, start_new_session=True,
                          env=env_for_tests(TMPDIR=unpack, DYN_PYTHON=slow))
     try:
-        deadline = time.time() + 10
-        while time.time() < deadline and not list(unpack.glob("dynamo-artifact-*/*/dynamo.yaml")):
+        deadline = time.time() + 60
+        while time.time() < deadline and not started.exists() and p.poll() is None:
             time.sleep(0.01)
+        assert started.exists(), "the resolver never started"
         assert list(unpack.glob("dynamo-artifact-*/*/dynamo.yaml")), "never unpacked"
-        time.sleep(0.3)  # into the graph's resolution
         assert p.poll() is None
         p.send_signal(sig)
         assert p.wait(10) == -sig
@@ -352,7 +356,7 @@ def test_llm_graph_artifact_serves_chat_completions(serve, tmp_path):
     s.wait_for("Processor ready")
     s.wait_for("Router ready")
     s.wait_for("Worker ready")
-    deadline = time.time() + 20
+    deadline = time.time() + 60
     while True:
         status, body = _post(port, "/v1/chat/completions", json.dumps(
             {"model": "dynamo-sim", "max_tokens": 4,

@@ -8,11 +8,12 @@ import os
 import re
 import shutil
 import subprocess
+import time
 
 import pytest
 import yaml
 
-from conftest import GRAPHS, HELLO, dynamo, env_for_tests
+from conftest import GRAPHS, HELLO, dynamo, env_for_tests, free_port
 from fake_apiserver import FakeAPIServer
 
 DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -322,6 +323,36 @@ def test_http_listens_on_every_address_in_the_pod(tmp_path):
         assert r.returncode == 0, r.stderr
         if http:
             assert "HTTP 0.0.0.0:8000" in r.stdout, r.stdout
+
+
+def test_pod_names_its_service_for_dynamo_status(hello, serve, tmp_path):
+    # The pod sets no DYN_SERVICE_NAME or DYN_SERVICE_NAMESPACE itself:
+    # `dynamo serve` in the pod gives them to its worker, as on a laptop,
+    # so `dynamo status` names every service, one that serves no endpoint
+    # (hello's Frontend) too. Running the Frontend pod's command (paths
+    # mapped to here, an embedded control plane instead of etcd and NATS)
+    # shows what a cluster's `dynamo status` would list.
+    _, docs = deploy(hello)
+    _, c = deployment_for(docs, "Frontend")
+    assert not {"DYN_SERVICE_NAME", "DYN_SERVICE_NAMESPACE"} & {e["name"] for e in c["env"]}
+    cm = next(x for x in docs if x["kind"] == "ConfigMap")["data"]["config.yaml"]
+    (tmp_path / "cm.yaml").write_text(cm)
+    args = [hello if a == "/app" else tmp_path / "cm.yaml" if a == "/etc/dynamo/config.yaml" else a
+            for a in c["command"][2:]]
+    sock = tmp_path / "cp.sock"
+    s = serve(*args, f"--Frontend.port={free_port()}", "--control-socket", sock)
+    s.wait_for("Frontend ready")
+    deadline, out = time.time() + 30, ""
+    while time.time() < deadline:
+        r = dynamo("status", "--control-socket", sock, timeout=30)
+        out = r.stdout
+        if r.returncode == 0 and "hello/Frontend" in out:
+            break
+        time.sleep(0.2)
+    row = [line.split() for line in out.splitlines() if line.startswith("hello/Frontend ")]
+    assert len(row) == 1, out
+    assert row[0][3] == "-", out  # no endpoint: named only by its environment
+    assert s.stop() == 0, s.output()
 
 
 def test_grafana_dashboard_charts_metrics_dynamo_exports():

@@ -28,18 +28,30 @@ def get(port, path):
         conn.close()
 
 
+READY = (200, {"status": "ready"})
+UNREGISTERED = (503, {"status": "unregistered"})
+
+
 @pytest.mark.parametrize("kind", ["python", "c"])
-def test_health_is_503_until_started_then_200(serve, kind):
+def test_health_is_503_until_started_then_200(serve, kind, tmp_path):
     name = "Slow" if kind == "python" else "SlowC"
     target = f"{GRAPHS}/slow.py:Slow" if kind == "python" else f"{SLOW_C}:SlowC"
     base = free_port()
-    s = serve(target, "--health-port", base)
+    # The start hook runs until the gate file exists, not for a fixed
+    # second: a test starved for a second on a loaded machine would
+    # otherwise find the hook already done.
+    gate = tmp_path / "gate"
+    s = serve(target, "--health-port", base, env=env_for_tests(SLOW_GATE=gate))
     s.wait_for(f"{name}.0 health: http://127.0.0.1:{base}/health")
-    s.wait_for(f"{name}: warming up")  # the start hook runs for about 1 s from here
+    s.wait_for(f"{name}: warming up")
     assert get(base, "/live") == (200, {"status": "live"})
     assert get(base, "/health") == (503, {"status": "starting"})
+    gate.touch()
     out = s.wait_for(f"{name} ready")
-    assert get(base, "/health") == (200, {"status": "ready"})
+    # "ready" is printed once the endpoint's registration is sent; until the
+    # control plane acknowledges it /health may say "unregistered", never
+    # "starting" again.
+    wait_health(base, READY, meanwhile=UNREGISTERED)
     assert get(base, "/live")[0] == 200
     assert get(base, "/nope")[0] == 404
     # /metrics: the process's Prometheus registry (the Python graph adds
@@ -86,15 +98,16 @@ def test_each_worker_gets_its_own_port(serve):
     out = s.output()
     assert f"Slow.0 health: http://127.0.0.1:{base}/health" in out
     assert f"Slow.1 health: http://127.0.0.1:{base + 1}/health" in out
-    deadline = time.time() + 10
-    while time.time() < deadline and s.output().count("Slow ready") < 2:
-        time.sleep(0.05)
-    assert get(base, "/health")[0] == 200 and get(base + 1, "/health")[0] == 200
+    for i in (0, 1):
+        s.wait_for(f"[Slow.{i}] Slow ready")
+        wait_health(base + i, READY, meanwhile=UNREGISTERED)
     assert s.stop() == 0
 
 
-def wait_health(port, want, timeout=15.0):
-    """Polls /health until it answers want; returns what it last answered."""
+def wait_health(port, want, timeout=30.0, meanwhile=None):
+    """Polls /health until it answers want; returns what it last answered.
+    meanwhile: the one other answer allowed before want; None allows any, a
+    refused connection too."""
     deadline = time.time() + timeout
     got = None
     while time.time() < deadline:
@@ -104,8 +117,9 @@ def wait_health(port, want, timeout=15.0):
             got = repr(e)
         if got == want:
             return got
+        assert meanwhile is None or got == meanwhile, f"/health answered {got} before {want}"
         time.sleep(0.05)
-    raise AssertionError(f"/health never answered {want}; last {got}")
+    raise AssertionError(f"/health never answered {want} within {timeout} s; last {got}")
 
 
 @pytest.mark.parametrize("kind", ["python", "c"])

@@ -1,4 +1,4 @@
-/* test_metrics.c - the Prometheus registry (src/runtime/metrics.c): exact
+/* test_metrics.c - the Prometheus registry (src/runtime/metrics/metrics.c): exact
  * exposition text for counters, gauges and histograms (HELP/TYPE, label
  * escaping, cumulative buckets, +Inf == _count, _sum), series reuse, and
  * rejection of bad names and bounds. */
