@@ -66,7 +66,7 @@ struct sim_seq {
   sim_seq_t *prev, *next; /* in e->waiting or e->running */
   sim_seq_t *dead_next;
   int state, in_batch, admitted;
-  int decoding; /* all but its last token computed since admission */
+  int decoding; /* past its prompt: one token a step (until preempted) */
   uint32_t *tokens; /* prompt, then generated; room for all of them */
   size_t n_tokens, n_prompt, n_generated, cached_tokens;
   size_t n_computed; /* tokens with their KV (committed) */
@@ -226,6 +226,7 @@ static size_t decode_need(sim_t *e) {
   return need;
 }
 
+/* s computes n tokens in the step being planned. */
 static void batch_add(sim_t *e, sim_seq_t *s, int kind, size_t n) {
   s->in_batch = kind;
   s->chunk = n;
