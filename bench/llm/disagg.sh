@@ -11,7 +11,10 @@
 #     127.0.0.1 TCP in the same run (kv_transfer.py);
 #  2. long prompts mixed into steady decoding (disagg_load.py, same seed):
 #     agg.py with 2 simulated workers vs disagg.py with 1 decode Worker +
-#     1 PrefillWorker, the engines' default timings;
+#     1 PrefillWorker, the engines' default timings, for each
+#     max-num-batched-tokens in BATCHED (the engines' chunked-prefill step
+#     budget, the same on every worker; "unchunked" is 65536, more than any
+#     prompt, so a prompt is prefilled whole in one step);
 #  3. with LLAMA=1, the same on llama.cpp (agg_llama.yaml with 2 workers
 #     vs disagg_llama.yaml), the workload scaled to the model.
 #
@@ -19,7 +22,8 @@
 # the servers' logs to bench/results/llm-logs/ (git-ignored).
 #
 # Knobs (environment): DURATION=30 STREAMS=8 INTERVAL=0.5 SEED=42
-#   PORT=18760 (health ports PORT+10..) KV_BLOCK_BYTES=262144 TRANSFERS=8 LLAMA= LLAMA_DURATION=30
+#   BATCHED="512 2048 unchunked" PORT=18760 (health ports PORT+10..)
+#   KV_BLOCK_BYTES=262144 TRANSFERS=8 LLAMA= LLAMA_DURATION=30
 set -uo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -28,6 +32,7 @@ build="$(cd "${1:-$repo/build}" && pwd)"
 DURATION="${DURATION:-30}" STREAMS="${STREAMS:-8}" INTERVAL="${INTERVAL:-0.5}"
 SEED="${SEED:-42}" PORT="${PORT:-18760}" KV_BLOCK_BYTES="${KV_BLOCK_BYTES:-262144}"
 TRANSFERS="${TRANSFERS:-8}" LLAMA="${LLAMA:-}" LLAMA_DURATION="${LLAMA_DURATION:-30}"
+BATCHED="${BATCHED:-512 2048 unchunked}"
 HEALTH=$((PORT + 10))
 results="$repo/bench/results"
 logs="$results/llm-logs"
@@ -93,20 +98,27 @@ stop_graph
 
 echo "== 2. Long prompts into steady decoding: 2 aggregated workers vs 1 decode + 1 prefill"
 load=(--duration "$DURATION" --streams "$STREAMS" --interval "$INTERVAL" --seed "$SEED")
-blocks=(--Worker.num-blocks=4096 --PrefillWorker.num-blocks=4096)
 raw=()
-for mode in agg disagg; do
-  if [[ $mode == agg ]]; then
-    serve sim-agg agg agg 2 --Worker.ServiceArgs.workers=2 --Worker.num-blocks=4096 || { status=1; continue; }
-  else
-    serve sim-disagg disagg disagg 2 "${blocks[@]}" || { status=1; continue; }
-  fi
-  line=$(python3 "$here/disagg_load.py" --port "$PORT" --name "sim-$mode" "${load[@]}" \
-           2>>"$logs/disagg-load-$mode.log" | grep '^RESULT')
-  echo "$line"
-  raw+=("$line")
-  [[ $mode == disagg ]] && prefill_counts sim-disagg
-  stop_graph
+for batched in $BATCHED; do
+  tokens=$batched
+  [[ $batched == unchunked ]] && tokens=65536
+  for mode in agg disagg; do
+    name="sim-$mode-$batched"
+    if [[ $mode == agg ]]; then
+      serve "$name" agg agg 2 --Worker.ServiceArgs.workers=2 --Worker.num-blocks=4096 \
+        --Worker.max-num-batched-tokens="$tokens" || { status=1; continue; }
+    else
+      serve "$name" disagg disagg 2 --Worker.num-blocks=4096 --PrefillWorker.num-blocks=4096 \
+        --Worker.max-num-batched-tokens="$tokens" \
+        --PrefillWorker.max-num-batched-tokens="$tokens" || { status=1; continue; }
+    fi
+    line=$(python3 "$here/disagg_load.py" --port "$PORT" --name "$name" "${load[@]}" \
+             2>>"$logs/disagg-load-$name.log" | grep '^RESULT')
+    echo "$line"
+    raw+=("$line")
+    [[ $mode == disagg ]] && prefill_counts "$name"
+    stop_graph
+  done
 done
 
 if [[ -n "$LLAMA" ]]; then
@@ -158,15 +170,21 @@ for r in rows.values():
           f"{f(r, 'itl_p50_ms'):.1f} / {f(r, 'itl_p90_ms'):.1f} / {f(r, 'itl_p99_ms'):.1f} ms | "
           f"{f(r, 'tpot_p50_ms'):.1f} / {f(r, 'tpot_p90_ms'):.1f} ms | {f(r, 'tokens_per_s'):.0f} |")
 print()
-for eng in ("sim", "llama"):
-    a, d = rows.get(f"{eng}-agg"), rows.get(f"{eng}-disagg")
-    if not (a and d):
+# Each aggregated run against the disaggregated one of the same engine and
+# max-num-batched-tokens ("sim-agg-512" with "sim-disagg-512").
+for name, a in rows.items():
+    d = rows.get(name.replace("-agg", "-disagg", 1))
+    if "-agg" not in name or not d:
         continue
-    print(f"- {eng}: ITL p90 agg / disagg {f(a, 'itl_p90_ms') / f(d, 'itl_p90_ms'):.2f}x, "
+    itl90, tps = f(a, 'itl_p90_ms') / f(d, 'itl_p90_ms'), f(d, 'tokens_per_s') / f(a, 'tokens_per_s')
+    met = "met" if itl90 >= 2 and tps >= 1 else "NOT met"
+    print(f"- {name.replace('-agg', '', 1)}: ITL p90 agg / disagg {itl90:.2f}x, "
           f"ITL p99 {f(a, 'itl_p99_ms') / f(d, 'itl_p99_ms'):.2f}x, "
           f"TPOT p90 {f(a, 'tpot_p90_ms') / f(d, 'tpot_p90_ms'):.2f}x, "
           f"TTFT p90 {f(a, 'ttft_p90_ms') / f(d, 'ttft_p90_ms'):.2f}x, "
-          f"output tokens/s disagg / agg {f(d, 'tokens_per_s') / f(a, 'tokens_per_s'):.2f}x")
+          f"long TTFT p50 {f(a, 'long_ttft_p50_ms') / f(d, 'long_ttft_p50_ms'):.2f}x, "
+          f"output tokens/s disagg / agg {tps:.2f}x; "
+          f"target (ITL p90 >= 2x lower at no less throughput) {met}")
 EOF
 cat "$results/llm-disagg-prefills.txt" 2>/dev/null | tee -a "$out"
 exit $status

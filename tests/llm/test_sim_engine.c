@@ -2,8 +2,11 @@
  * token counts and reproducible tokens, EOS, a cached prefix cutting time
  * to first token (and its KV events), continuous batching with a slot
  * limit, cancellation, decode steps slowing with the batch, requests that
- * wait for (or are preempted for) KV blocks, and destroy; all through the
- * engine interface, opened by name, which refuses names it does not know.
+ * wait for (or are preempted for) KV blocks, chunked prefill (a long
+ * prompt over several steps while others decode, its blocks announced as
+ * computed, a half-computed prompt matched, preempted, or imported), and
+ * destroy; all through the engine interface, opened by name, which
+ * refuses names it does not know.
  * Times are real
  * (uv_hrtime) with sped-up timing so the whole test takes well under 2 s. */
 #include <math.h>
@@ -567,6 +570,318 @@ static void test_open_by_name(uv_loop_t *loop) {
   CHECK(e == NULL);
 }
 
+/* ---- chunked prefill ------------------------------------------------------ */
+
+/* Per step (1-based): its modelled seconds, and how many blocks of the
+ * watched prompt had been announced STORED by its end. */
+typedef struct steplog {
+  int n;
+  double sec[128];
+  size_t stored[128];
+  const dyn_kv_hash_t *want; /* the watched prompt's seq hashes */
+  size_t n_want, n_stored, stored_twice, foreign;
+  int step_of_token[MAXTOK]; /* the step each token of rq `watch` came in */
+  rq_t *watch;
+} steplog_t;
+
+static void log_step(double seconds, void *ud) {
+  steplog_t *l = ud;
+  l->n++;
+  if (l->n < 128) {
+    l->sec[l->n] = seconds;
+    l->stored[l->n] = l->n_stored;
+  }
+}
+
+static void log_kv(const dyn_kv_event_t *ev, size_t n, void *ud) {
+  steplog_t *l = ud;
+  for (size_t i = 0; i < n; i++) {
+    for (size_t j = 0; ev[i].kind == DYN_KV_STORED && j < ev[i].n_blocks; j++) {
+      size_t k = 0;
+      while (k < l->n_want && l->want[k] != ev[i].blocks[j].seq_hash) k++;
+      if (k == l->n_want) l->foreign++;
+      else if (k < l->n_stored) l->stored_twice++;
+      else if (k == l->n_stored) l->n_stored++;
+      else l->foreign++; /* out of order: counted as wrong */
+    }
+  }
+  if (l->n < 128) l->stored[l->n] = l->n_stored;
+}
+
+static steplog_t g_log;
+static rq_t g_d, g_long;
+static uint32_t g_long_prompt[5000];
+
+static void long_on_tokens(dyn_engine_seq_t *s, const uint32_t *t, size_t n, void *ud) {
+  on_tokens(s, t, n, ud);
+  rq_t *r = ud;
+  if (r->n == 1) r->first_order = (uint64_t)g_log.n; /* the step of its first token */
+}
+static const dyn_engine_callbacks_t long_cbs = {long_on_tokens, on_done};
+
+/* The decoding stream d: logs the step of each token and, at its second,
+ * submits the long prompt (so it joins a batch where d is decoding). */
+static void d_on_tokens(dyn_engine_seq_t *s, const uint32_t *t, size_t n, void *ud) {
+  on_tokens(s, t, n, ud);
+  rq_t *r = ud;
+  if (r->n <= MAXTOK) g_log.step_of_token[r->n - 1] = g_log.n;
+  if (r->n == 2) {
+    dyn_engine_request_t q = {g_long_prompt, 5000, 2, 1, 1.0f, 1, 77, 0.0f, 0, 0, 0, NULL, 0};
+    memset(&g_long, 0, sizeof g_long);
+    g_long.e = r->e;
+    REQUIRE(dyn_engine_submit(r->e, &q, &long_cbs, &g_long, NULL, NULL) == DYN_OK);
+  }
+}
+static const dyn_engine_callbacks_t d_cbs = {d_on_tokens, on_done};
+
+/* A 5,000-token prompt joins a batch where a short request decodes: with
+ * B tokens a step (the decode taking one), it is prefilled in
+ * ceil(5000 / (B - 1)) steps, the decoding stream gets a token in every
+ * one of them, each step lasts what the model says of the tokens it
+ * computed, and the prompt's blocks are announced as their tokens are
+ * computed, each once. An unchunked budget is the old behaviour: one
+ * step. */
+static void test_chunked_prefill(uv_loop_t *loop, uint32_t budget) {
+  dyn_engine_options_t o;
+  dyn_engine_options_init(&o);
+  o.speedup = 1000;
+  o.max_num_batched_tokens = budget;
+  dyn_engine_t *e = engine(loop, &o);
+  REQUIRE(e);
+  static dyn_kv_hash_t want[312];
+  fill(g_long_prompt, 5000, 40000);
+  REQUIRE(dyn_kv_hash_blocks(g_long_prompt, 5000, 16, DYN_KV_DEFAULT_SEED, NULL, want, 312) ==
+          312);
+  memset(&g_log, 0, sizeof g_log);
+  g_log.want = want;
+  g_log.n_want = 312;
+  dyn_engine_set_step_observer(e, log_step, &g_log);
+  dyn_engine_set_kv_events(e, log_kv, &g_log);
+  uint32_t p[16];
+  fill(p, 16, 9000);
+  memset(&g_d, 0, sizeof g_d);
+  g_d.e = e;
+  dyn_engine_request_t q = {p, 16, 40, 1, 1.0f, 1, 5, 0.0f, 0, 0, 0, NULL, 0};
+  REQUIRE(dyn_engine_submit(e, &q, &d_cbs, &g_d, &g_d.h, NULL) == DYN_OK);
+  uv_run(loop, UV_RUN_DEFAULT); /* d submits the long prompt at its 2nd token */
+  CHECK_EQ_INT(g_d.n, 40);
+  CHECK_EQ_INT(g_long.n, 2);
+  CHECK_EQ_INT(g_long.reason, DYN_ENGINE_LENGTH);
+
+  /* Step 1 prefills d, step 2 decodes it, the long prompt's chunks start
+   * in step 3; each step has d's token, so the prompt takes `chunks`. */
+  size_t per = budget - 1, chunks = (5000 + per - 1) / per;
+  printf("5000-token prompt, %u tokens a step: first token after %d steps (%zu expected)\n",
+         budget, (int)g_long.first_order - 2, chunks);
+  CHECK_EQ_INT(g_long.first_order, 2 + chunks);
+  int every_step = 1;
+  for (int i = 0; i < 40; i++)
+    if (g_log.step_of_token[i] != i + 1) every_step = 0;
+  CHECK_MSG(every_step, "the decoding stream missed a step during the chunked prefill");
+  CHECK_EQ_INT(g_log.n, 40);
+
+  /* Step times (us / speedup 1000 = ns): prefill 2000 + 100 per prompt
+   * token in the step, decode 8000 + 100 per sequence. */
+  int times_ok = 1;
+  for (int k = 1; k <= g_log.n; k++) {
+    double us;
+    if (k == 1) {
+      us = 2000 + 100 * 16;
+    } else if (k >= 3 && (size_t)k < 3 + chunks) {
+      size_t done = per * (size_t)(k - 3), n = 5000 - done < per ? 5000 - done : per;
+      us = 2000 + 100.0 * (double)n + 8000 + 100;
+    } else {
+      us = 8000 + 100 * ((size_t)k == 3 + chunks ? 2 : 1);
+    }
+    if (fabs(g_log.sec[k] - us * 1e-9) > 1e-12) {
+      times_ok = 0;
+      fprintf(stderr, "step %d took %.9f s, the model says %.9f\n", k, g_log.sec[k], us * 1e-9);
+    }
+  }
+  CHECK(times_ok);
+
+  /* STORED only for blocks whose tokens are all computed, each once, in
+   * chain order, in the step that completed them. */
+  int stored_ok = 1;
+  for (size_t k = 3; k < 3 + chunks; k++) {
+    size_t computed = per * (k - 2) < 5000 ? per * (k - 2) : 5000;
+    if (g_log.stored[k] != computed / 16) {
+      stored_ok = 0;
+      fprintf(stderr, "after step %zu: %zu blocks stored, %zu computed\n", k, g_log.stored[k],
+              computed / 16);
+    }
+  }
+  CHECK(stored_ok);
+  CHECK_EQ_INT(g_log.n_stored, 312);
+  CHECK_EQ_INT(g_log.stored_twice, 0);
+
+  dyn_engine_metrics_t m;
+  dyn_engine_get_metrics(e, &m);
+  CHECK_EQ_INT(m.steps, 40);
+  CHECK_EQ_INT(m.prompt_tokens, 5016);
+  CHECK_EQ_INT(m.generated_tokens, 42);
+  CHECK_EQ_INT(m.kv_blocks_used, 0);
+  finish_engine(loop, e);
+}
+
+/* Two requests for the same new 5,000-token prompt at once, 512 tokens a
+ * step: the first takes the whole budget until its last chunk, where the
+ * second is admitted in the leftover and matches only the blocks the
+ * first has computed (4,608 tokens), computes the rest (a block computed
+ * twice is announced once) and comes out one step later. */
+static void test_chunked_prefix(uv_loop_t *loop) {
+  dyn_engine_options_t o;
+  dyn_engine_options_init(&o);
+  o.speedup = 1000;
+  o.max_num_batched_tokens = 512;
+  dyn_engine_t *e = engine(loop, &o);
+  REQUIRE(e);
+  static dyn_kv_hash_t want[312];
+  fill(g_long_prompt, 5000, 41000);
+  REQUIRE(dyn_kv_hash_blocks(g_long_prompt, 5000, 16, DYN_KV_DEFAULT_SEED, NULL, want, 312) ==
+          312);
+  memset(&g_log, 0, sizeof g_log);
+  g_log.want = want;
+  g_log.n_want = 312;
+  dyn_engine_set_step_observer(e, log_step, &g_log);
+  dyn_engine_set_kv_events(e, log_kv, &g_log);
+  static rq_t a, b;
+  dyn_engine_request_t q = {g_long_prompt, 5000, 1, 1, 1.0f, 1, 1, 0.0f, 0, 0, 0, NULL, 0};
+  memset(&a, 0, sizeof a);
+  memset(&b, 0, sizeof b);
+  a.e = b.e = e;
+  REQUIRE(dyn_engine_submit(e, &q, &long_cbs, &a, NULL, NULL) == DYN_OK);
+  REQUIRE(dyn_engine_submit(e, &q, &long_cbs, &b, NULL, NULL) == DYN_OK);
+  uv_run(loop, UV_RUN_DEFAULT);
+  CHECK_EQ_INT(a.first_order, 10); /* 9 x 512 + 392 */
+  CHECK_EQ_INT(b.first_order, 11); /* 120 in step 10, 272 in step 11 */
+  CHECK_EQ_INT(a.cached_at_done, 0);
+  CHECK_EQ_INT(b.cached_at_done, 4608);
+  CHECK_MSG(fabs(g_log.sec[10] - 53200e-9) < 1e-12, "step 10 (two chunks) took %.9f s",
+            g_log.sec[10]);
+  CHECK_MSG(fabs(g_log.sec[11] - 29200e-9) < 1e-12, "step 11 took %.9f s", g_log.sec[11]);
+  CHECK_EQ_INT(g_log.n_stored, 312);
+  CHECK_EQ_INT(g_log.stored_twice, 0);
+  CHECK_EQ_INT(g_log.foreign, 0);
+  dyn_engine_metrics_t m;
+  dyn_engine_get_metrics(e, &m);
+  CHECK_EQ_INT(m.cached_prompt_tokens, 4608);
+  CHECK_EQ_INT(m.kv_blocks_used, 0);
+  CHECK_EQ_INT(m.kv_blocks_cached, 312);
+  finish_engine(loop, e);
+}
+
+/* A prompt cut off half way by preemption: a running sequence needs the
+ * blocks that a newer one, 2 tokens a step into its 40-token prompt,
+ * holds; the newer one is preempted, keeps the blocks it had computed in
+ * the prefix cache, and is recomputed from there once the first ends. Its
+ * blocks are announced once each, its prompt counted once, and it comes
+ * out with the tokens it would have had alone. */
+static void test_chunked_preempt(uv_loop_t *loop) {
+  dyn_engine_options_t o;
+  dyn_engine_options_init(&o);
+  o.speedup = 1000;
+  o.block_size = 4;
+  o.num_blocks = 16;
+  o.max_num_batched_tokens = 2;
+  dyn_engine_t *e = engine(loop, &o);
+  REQUIRE(e);
+  uint32_t pa[8], pb[40];
+  fill(pa, 8, 500);
+  fill(pb, 40, 600);
+  static dyn_kv_hash_t want[10];
+  REQUIRE(dyn_kv_hash_blocks(pb, 40, 4, DYN_KV_DEFAULT_SEED, NULL, want, 10) == 10);
+  memset(&g_log, 0, sizeof g_log);
+  g_log.want = want;
+  g_log.n_want = 10;
+  dyn_engine_set_kv_events(e, log_kv, &g_log);
+  static rq_t solo, a, b;
+  REQUIRE(submit(e, &solo, pb, 40, 2, 1, 3) == DYN_OK);
+  uv_run(loop, UV_RUN_DEFAULT);
+  CHECK_EQ_INT(dyn_engine_reset_cache(e), DYN_OK);
+  memset(&g_log, 0, sizeof g_log);
+  g_log.want = want;
+  g_log.n_want = 10;
+  dyn_engine_metrics_t m0, m;
+  dyn_engine_get_metrics(e, &m0);
+  REQUIRE(submit(e, &a, pa, 8, 30, 1, 2) == DYN_OK);
+  REQUIRE(submit(e, &b, pb, 40, 2, 1, 3) == DYN_OK);
+  uv_run(loop, UV_RUN_DEFAULT);
+  dyn_engine_get_metrics(e, &m);
+  CHECK_EQ_INT(a.n, 30);
+  CHECK_EQ_INT(b.n, 2);
+  CHECK_EQ_INT(m.preemptions - m0.preemptions, 1);
+  CHECK(b.first_order > a.done_order); /* waited for a's blocks */
+  CHECK(!memcmp(solo.toks, b.toks, sizeof(uint32_t) * 2));
+  CHECK_EQ_INT(b.cached_at_done, 0); /* its first admission's cache */
+  CHECK_EQ_INT(m.prompt_tokens - m0.prompt_tokens, 48);
+  CHECK_EQ_INT(m.cached_prompt_tokens - m0.cached_prompt_tokens, 0);
+  CHECK_EQ_INT(g_log.n_stored, 10);
+  CHECK_EQ_INT(g_log.stored_twice, 0);
+  CHECK_EQ_INT(m.kv_blocks_used, 0);
+  finish_engine(loop, e);
+}
+
+/* Imported KV counts as computed: a prompt whose 62 full blocks come from
+ * another engine prefills only its last 8 tokens, here in two chunks of 4
+ * (2,000 + 400 us each), and its imported blocks are announced as its own. */
+static dyn_engine_t *g_exporter;
+static void *g_blob;
+static size_t g_blob_len, g_blob_blocks;
+static void export_on_tokens(dyn_engine_seq_t *s, const uint32_t *t, size_t n, void *ud) {
+  on_tokens(s, t, n, ud);
+  REQUIRE(dyn_engine_kv_export(g_exporter, g_long_prompt, 1000, 0, &g_blob, &g_blob_len,
+                               &g_blob_blocks, NULL) == DYN_OK);
+}
+
+static void test_chunked_import(uv_loop_t *loop) {
+  dyn_engine_options_t o;
+  dyn_engine_options_init(&o);
+  o.speedup = 1000;
+  g_exporter = engine(loop, &o);
+  o.max_num_batched_tokens = 4;
+  dyn_engine_t *e = engine(loop, &o);
+  REQUIRE(g_exporter && e);
+  fill(g_long_prompt, 1000, 42000);
+  static rq_t pre, dec;
+  static const dyn_engine_callbacks_t export_cbs = {export_on_tokens, on_done};
+  dyn_engine_request_t q = {g_long_prompt, 1000, 1, 1, 1.0f, 1, 1, 0.0f, 0, 0, 0, NULL, 0};
+  memset(&pre, 0, sizeof pre);
+  pre.e = g_exporter;
+  REQUIRE(dyn_engine_submit(g_exporter, &q, &export_cbs, &pre, NULL, NULL) == DYN_OK);
+  uv_run(loop, UV_RUN_DEFAULT);
+  REQUIRE(g_blob);
+  CHECK_EQ_INT(g_blob_blocks, 62);
+
+  static dyn_kv_hash_t want[62];
+  REQUIRE(dyn_kv_hash_blocks(g_long_prompt, 992, 16, DYN_KV_DEFAULT_SEED, NULL, want, 62) == 62);
+  memset(&g_log, 0, sizeof g_log);
+  g_log.want = want;
+  g_log.n_want = 62;
+  dyn_engine_set_step_observer(e, log_step, &g_log);
+  dyn_engine_set_kv_events(e, log_kv, &g_log);
+  q.max_tokens = 3;
+  q.kv = g_blob;
+  q.kv_len = g_blob_len;
+  memset(&dec, 0, sizeof dec);
+  dec.e = e;
+  REQUIRE(dyn_engine_submit(e, &q, &long_cbs, &dec, NULL, NULL) == DYN_OK);
+  uv_run(loop, UV_RUN_DEFAULT);
+  CHECK_EQ_INT(dec.n, 3);
+  CHECK_EQ_INT(dec.first_order, 2);
+  CHECK_MSG(fabs(g_log.sec[1] - 2400e-9) < 1e-12 && fabs(g_log.sec[2] - 2400e-9) < 1e-12,
+            "prefill steps took %.9f, %.9f s", g_log.sec[1], g_log.sec[2]);
+  CHECK_EQ_INT(g_log.stored[1], 62); /* the imported blocks, at once */
+  CHECK_EQ_INT(g_log.stored_twice, 0);
+  dyn_engine_metrics_t m;
+  dyn_engine_get_metrics(e, &m);
+  CHECK_EQ_INT(m.kv_imported_blocks, 62);
+  CHECK_EQ_INT(m.kv_import_dropped, 0);
+  CHECK_EQ_INT(m.cached_prompt_tokens, 0);
+  finish_engine(loop, e);
+  finish_engine(loop, g_exporter);
+}
+
 int main(void) {
   h_init("sim_engine");
   uint64_t t0 = uv_hrtime();
@@ -582,6 +897,12 @@ int main(void) {
   test_destroy_and_options(&loop);
   test_open_by_name(&loop);
   test_logprobs(&loop);
+  test_chunked_prefill(&loop, 512);
+  test_chunked_prefill(&loop, 2048);
+  test_chunked_prefill(&loop, 1u << 20);
+  test_chunked_prefix(&loop);
+  test_chunked_preempt(&loop);
+  test_chunked_import(&loop);
   CHECK_EQ_INT(uv_loop_close(&loop), 0);
   printf("test_sim_engine: %.0f ms\n", ms(uv_hrtime() - t0));
   TEST_END();

@@ -10,13 +10,19 @@
  * The simulated engine exists so that KV-aware routing can be tested and
  * benchmarked on any machine. Like vLLM it keeps a paged KV cache of
  * num_blocks blocks of block_size tokens with automatic prefix caching and
- * LRU eviction, and runs continuous batching: each step admits waiting requests (FIFO, while
- * a slot and the KV blocks for the prompt are free), prefills them, and
- * decodes one token for every running sequence. A step lasts what the
- * timing model says, divided by speedup:
+ * LRU eviction, and runs continuous batching with chunked prefill (as
+ * vLLM V1 and the llama.cpp engine): each step decodes one token for every
+ * sequence past its prompt, then adds prompt chunks, first come first
+ * served (prompts already begun, then waiting requests admitted in order
+ * while a slot and the KV blocks for the prompt are free), up to
+ * max_num_batched_tokens tokens in all, the decodes counted. A long prompt
+ * thus takes several steps, during which the other streams keep getting a
+ * token per step; its first token comes out in the step that computes its
+ * last chunk. A step lasts what the timing model says of the tokens it
+ * computes, divided by speedup:
  *
- *   step = [prefill_base_us + prefill_per_token_us * uncached prompt tokens]
- *              (if the step prefills anything)
+ *   step = [prefill_base_us + prefill_per_token_us * prompt tokens computed]
+ *              (if the step has a prompt chunk)
  *        + [decode_base_us + decode_per_seq_us * sequences decoding]
  *              (if any sequence decodes)
  *
@@ -58,9 +64,10 @@ typedef struct dyn_engine_options {
   uint32_t block_size;             /* tokens per KV block: 16 */
   uint32_t num_blocks;             /* KV blocks in the pool: 1024 */
   uint32_t max_num_seqs;           /* running sequences at most: 64 */
-  uint32_t max_num_batched_tokens; /* uncached prompt tokens prefilled per
-                                    * step: 2048 (a longer prompt still runs,
-                                    * alone in its step; no chunking) */
+  uint32_t max_num_batched_tokens; /* tokens computed per step, one per
+                                    * decoding sequence plus prompt
+                                    * chunks: 2048 (a longer prompt is
+                                    * prefilled over several steps) */
   uint32_t vocab_size;             /* generated ids are below this: 32000 */
   uint32_t min_token_id;           /* ... and at least this (skips special
                                     * ids): 3 */

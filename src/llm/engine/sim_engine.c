@@ -14,17 +14,32 @@
  * for the next loop turn, so requests submitted together start together
  * and no callback runs inside submit.
  *
- * A sequence's tokens are its prompt followed by what it generated. A
- * decoding sequence of n tokens computes the KV of its last token in the
- * step (so holds blocks for n tokens); a prefill computes all n and emits
- * the first new token, as vLLM does. Handles of sequences in the step being
- * delivered are freed only after it, so callbacks may cancel anything.
+ * A sequence's tokens are its prompt followed by what it generated;
+ * n_computed of them have their KV. Prefill is chunked, as in the llama.cpp
+ * engine (llama_engine.c), vLLM V1 and llama-server: a step holds the next
+ * token of every decoding sequence, then prompt chunks, first come first
+ * served (running sequences part way through their prompt, then new
+ * admissions), up to max_num_batched_tokens tokens in all, decodes
+ * included. So a long prompt is spread over several steps and the streams
+ * already decoding get a token in each of them, at the price of a slower
+ * step. A decoding sequence of n tokens computes the KV of its last token
+ * in the step (so holds blocks for n tokens); the chunk that completes a
+ * prompt emits its first new token. A block is committed (registered for
+ * prefix matching, STORED) in the step that computes its last token, never
+ * earlier. The blocks for the whole prompt are taken at admission, as
+ * vLLM V0's chunked prefill did (vLLM V1 and the llama.cpp engine take
+ * them chunk by chunk): a prompt begun never waits for blocks half way,
+ * and two half-done prompts cannot hold each other's blocks; KV pressure
+ * then works as it did before chunking, only the timing changed. Handles
+ * of sequences in the step being delivered are freed only after it, so
+ * callbacks may cancel anything.
  *
  * KV transfer (disaggregated serving) is modelled: an export is the blocks'
  * seq hashes, each with kv_bytes_per_block bytes standing for its tensors
  * (so the request plane carries a real model's volume), and a sequence
  * submitted with imported KV waits kv_import_us_per_block per block before
- * it may be admitted; then the blocks it brought cost no prefill.
+ * it may be admitted; then the blocks it brought count as computed (and
+ * are committed at admission) and cost no prefill.
  */
 #include "common/rand.h"
 #include "dynamo/llm/engine.h"
@@ -51,8 +66,11 @@ struct sim_seq {
   sim_seq_t *prev, *next; /* in e->waiting or e->running */
   sim_seq_t *dead_next;
   int state, in_batch, admitted;
+  int decoding; /* past its prompt: one token a step (until preempted) */
   uint32_t *tokens; /* prompt, then generated; room for all of them */
   size_t n_tokens, n_prompt, n_generated, cached_tokens;
+  size_t n_computed; /* tokens with their KV (committed) */
+  size_t chunk;      /* tokens it computes in the step in flight */
   uint32_t max_tokens;
   int ignore_eos;
   int logprobs;
@@ -183,11 +201,13 @@ static void sim_cancel(dyn_engine_seq_t *seq) {
 }
 
 /* Frees the running sequence's blocks and requeues it first in line; its
- * tokens so far are recomputed (often from the prefix cache) when it is
- * admitted again. */
+ * tokens so far (the computed part of a prompt cut off half way too) are
+ * recomputed, often from the prefix cache, when it is admitted again. */
 static void preempt(sim_t *e, sim_seq_t *s) {
   list_unlink(&e->running, s);
   dyn__kv_cache_release(&e->kv, &s->kv);
+  s->n_computed = 0;
+  s->decoding = 0;
   s->state = S_WAITING;
   list_push(&e->waiting, s, 1);
   e->m.preemptions++;
@@ -195,7 +215,8 @@ static void preempt(sim_t *e, sim_seq_t *s) {
 
 /* ---- planning a step ------------------------------------------------------ */
 
-/* Blocks the running sequences need for this step's decode. */
+/* Blocks the running sequences need for this step's decode (none for
+ * those still in their prompt: they hold its blocks already). */
 static size_t decode_need(sim_t *e) {
   size_t need = 0;
   for (sim_seq_t *s = e->running.head; s; s = s->next) {
@@ -205,25 +226,32 @@ static size_t decode_need(sim_t *e) {
   return need;
 }
 
-/* Gives every running sequence its block for this step, preempting the
- * newest while they do not all fit. 1 if anything was preempted. */
-static int plan_decode(sim_t *e, size_t *n_decode) {
+/* s computes n tokens in the step being planned. */
+static void batch_add(sim_t *e, sim_seq_t *s, int kind, size_t n) {
+  s->in_batch = kind;
+  s->chunk = n;
+  e->batch[e->n_batch++] = s;
+}
+
+/* Gives every decoding sequence its block and one token of the budget for
+ * this step, preempting the newest running sequence (decoding or not)
+ * while they do not all fit. 1 if anything was preempted. */
+static int plan_decode(sim_t *e, size_t *n_decode, size_t *budget) {
   int preempted = 0;
   while (e->running.n && decode_need(e) > dyn__kv_cache_available(&e->kv)) {
     preempt(e, e->running.tail);
     preempted = 1;
   }
   for (sim_seq_t *s = e->running.head; s; s = s->next) {
+    if (!s->decoding) continue;
     (void)dyn__kv_cache_grow(&e->kv, &s->kv, s->n_tokens); /* fits: checked */
-    s->in_batch = B_DECODE;
-    e->batch[e->n_batch++] = s;
+    batch_add(e, s, B_DECODE, 1);
     (*n_decode)++;
+    if (*budget) (*budget)--; /* decodes always run, over budget too */
   }
   return preempted;
 }
 
-/* Admits waiting requests in order while a slot, the blocks and the prefill
- * token budget allow; returns the uncached tokens to prefill. */
 /* The blocks of s's prompt that its imported KV (if any) makes computed,
  * given the cached ones; the import is used or dropped here, once. */
 static size_t take_import(sim_t *e, sim_seq_t *s, size_t cached_blocks) {
@@ -255,52 +283,74 @@ static size_t take_import(sim_t *e, sim_seq_t *s, size_t cached_blocks) {
   return got;
 }
 
-static size_t plan_prefill(sim_t *e, size_t *n_prefill, uint64_t start) {
-  size_t uncached_total = 0;
+/* Admits s (first in line): takes the blocks for its whole prompt,
+ * referencing the cached prefix; the prefix and any imported blocks count
+ * as computed, at most all but the last token, whose logits the step must
+ * compute. DYN__KV_NOSPACE: it waits. */
+static int admit(sim_t *e, sim_seq_t *s) {
+  size_t bs = e->o.block_size, cached_blocks = 0;
+  int rc = dyn__kv_cache_admit(&e->kv, &s->kv, s->tokens, s->n_tokens, &cached_blocks);
+  if (rc) return rc;
+  size_t computed = take_import(e, s, cached_blocks) * bs;
+  size_t cached = cached_blocks * bs;
+  if (!s->admitted) {
+    s->admitted = 1;
+    s->cached_tokens = cached < s->n_prompt ? cached : s->n_prompt;
+    e->m.prompt_tokens += s->n_prompt;
+    e->m.cached_prompt_tokens += s->cached_tokens;
+  }
+  s->n_computed = computed < s->n_tokens ? computed : s->n_tokens - 1;
+  /* The imported blocks are computed: registered (STORED) now. */
+  return dyn__kv_cache_commit(&e->kv, &s->kv, s->tokens, s->n_computed);
+}
+
+/* Prompt chunks while the budget lasts, first come first served: running
+ * sequences part way through their prompt, then (unless the step had to
+ * preempt, as vLLM) waiting ones admitted in order while a slot and the
+ * blocks allow; those whose KV is still being copied in are passed over.
+ * Returns the tokens to prefill. */
+static size_t plan_prefill(sim_t *e, size_t *n_prefill, size_t budget, int admit_ok,
+                           uint64_t start) {
+  size_t total = 0;
+  for (sim_seq_t *s = e->running.head; s && budget; s = s->next) {
+    if (s->in_batch) continue;
+    size_t left = s->n_tokens - s->n_computed, n = left < budget ? left : budget;
+    batch_add(e, s, B_PREFILL, n);
+    (*n_prefill)++;
+    budget -= n;
+    total += n;
+  }
   sim_seq_t *next;
-  for (sim_seq_t *s = e->waiting.head; s && e->running.n < e->o.max_num_seqs; s = next) {
+  for (sim_seq_t *s = e->waiting.head;
+       admit_ok && s && budget && e->running.n < e->o.max_num_seqs; s = next) {
     next = s->next;
     if (s->ready_ns > start) continue; /* its KV is still being copied in */
-    size_t bs = e->o.block_size;
-    if (*n_prefill) { /* the first admission always runs, however long */
-      size_t hit = dyn__kv_cache_match(&e->kv, s->tokens, s->n_tokens) * bs;
-      if (uncached_total + (s->n_tokens - hit) > e->o.max_num_batched_tokens) break;
-    }
-    size_t cached_blocks = 0;
-    int rc = dyn__kv_cache_admit(&e->kv, &s->kv, s->tokens, s->n_tokens, &cached_blocks);
+    int rc = admit(e, s);
     if (rc == DYN__KV_NOSPACE) break;
     if (rc) {
       finish(s, DYN_ENGINE_ERROR);
       continue;
     }
-    size_t computed = take_import(e, s, cached_blocks) * bs;
-    size_t cached = cached_blocks * bs;
-    if (!s->admitted) {
-      s->admitted = 1;
-      s->cached_tokens = cached < s->n_prompt ? cached : s->n_prompt;
-      e->m.prompt_tokens += s->n_prompt;
-      e->m.cached_prompt_tokens += s->cached_tokens;
-    }
     list_unlink(&e->waiting, s);
     list_push(&e->running, s, 0);
     s->state = S_RUNNING;
-    s->in_batch = B_PREFILL;
-    e->batch[e->n_batch++] = s;
+    size_t left = s->n_tokens - s->n_computed, n = left < budget ? left : budget;
+    batch_add(e, s, B_PREFILL, n);
     (*n_prefill)++;
-    /* A fully cached prompt still computes its last token. */
-    uncached_total += computed < s->n_tokens ? s->n_tokens - computed : 1;
+    budget -= n;
+    total += n;
   }
-  return uncached_total;
+  return total;
 }
 
 static void on_timer(uv_timer_t *t);
 
 /* Plans the step starting at start (ns); busy says whether there is one. */
 static void plan_step(sim_t *e, uint64_t start) {
-  size_t n_decode = 0, n_prefill = 0, uncached = 0;
+  size_t n_decode = 0, n_prefill = 0, budget = e->o.max_num_batched_tokens;
   e->n_batch = 0;
-  /* As vLLM: no admission in a step that had to preempt. */
-  if (!plan_decode(e, &n_decode)) uncached = plan_prefill(e, &n_prefill, start);
+  int preempted = plan_decode(e, &n_decode, &budget);
+  size_t prefill_tokens = plan_prefill(e, &n_prefill, budget, !preempted, start);
   e->busy = e->n_batch > 0;
   if (!e->busy) {
     /* Idle with sequences whose KV is still coming in: plan again when the
@@ -318,7 +368,7 @@ static void plan_step(sim_t *e, uint64_t start) {
   }
   const dyn_engine_options_t *o = &e->o;
   double us = 0;
-  if (n_prefill) us += o->prefill_base_us + o->prefill_per_token_us * (double)uncached;
+  if (n_prefill) us += o->prefill_base_us + o->prefill_per_token_us * (double)prefill_tokens;
   if (n_decode) us += o->decode_base_us + o->decode_per_seq_us * (double)n_decode;
   e->step_end = start + (uint64_t)(us * 1000.0 / o->speedup);
   e->step_start = start;
@@ -396,13 +446,20 @@ static void complete_step(sim_t *e) {
    * router hears of a prefix no later than the client sees output. */
   for (size_t i = 0; i < e->n_batch; i++) {
     sim_seq_t *s = e->batch[i];
-    if (s->state == S_RUNNING &&
-        dyn__kv_cache_commit(&e->kv, &s->kv, s->tokens, s->n_tokens) == DYN_ENOMEM)
+    if (s->state != S_RUNNING) continue;
+    s->n_computed += s->chunk;
+    if (dyn__kv_cache_commit(&e->kv, &s->kv, s->tokens, s->n_computed) == DYN_ENOMEM)
       finish(s, DYN_ENGINE_ERROR);
   }
   dyn__kv_cache_flush(&e->kv);
-  for (size_t i = 0; i < e->n_batch && !e->closing; i++)
-    if (e->batch[i]->state == S_RUNNING) deliver_one(e, e->batch[i]);
+  /* A token for each sequence that has all its tokens computed: a decode,
+   * or the chunk that completed a prompt. */
+  for (size_t i = 0; i < e->n_batch && !e->closing; i++) {
+    sim_seq_t *s = e->batch[i];
+    if (s->state != S_RUNNING || s->n_computed != s->n_tokens) continue;
+    s->decoding = 1;
+    deliver_one(e, s);
+  }
   end_batch(e);
 }
 
