@@ -274,3 +274,33 @@ def test_llama_disagg_agrees_with_agg():
     # The two long prompts went to the prefill worker, their KV in more
     # than one 1 MiB chunk each (SmolLM2 keeps ~23 KB per token).
     assert remote == 2 and moved > 4 * (1 << 20), (remote, moved)
+
+
+def usable_cpus():
+    """The CPUs this process may use: its affinity, below that a cgroup v2
+    quota (what src/llm/services/threads.c reads; the test's cgroup is the
+    workers')."""
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()
+        if quota != "max":
+            cpus = min(cpus, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    return cpus
+
+
+def test_llama_threads_default_to_the_cpus_shared_by_the_engine_workers():
+    """disagg_llama runs two engine workers on this machine: one without
+    `threads` gets half the CPUs this process may use; an explicit
+    `threads` wins."""
+    s = start("disagg", "--Worker.threads=5", "--Worker.num-blocks=64",
+              "--PrefillWorker.num-blocks=64", f"--Processor.tokenizer={GRAPHS}/tokenizer.json",
+              config="disagg_llama")
+    try:
+        out = s.output()
+        assert "Worker 0: engine llama.cpp" in out and ", threads 5, role decode" in out, out
+        want = max(1, usable_cpus() // 2)
+        assert f", threads {want}, role prefill" in out, out
+    finally:
+        s.stop()

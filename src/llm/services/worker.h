@@ -40,6 +40,17 @@ typedef struct worker {
 int dyn__worker_submit(worker_t *w, dyn_request_t *req, const dyn_engine_request_t *r,
                        int sent_first, const char **why);
 
+/* threads.c: the engine's threads when the config gives none: the CPUs
+ * this process may use (affinity, cgroup v2 quota) divided by the engine
+ * workers (Worker and PrefillWorker) on this machine, at least 1. */
+uint32_t dyn__worker_default_threads(void);
+/* Its parts, for the tests: the whole CPUs a cgroup v2 cpu.max line
+ * ("QUOTA PERIOD") allows, at least 1, or 0 for "max" or text that is not
+ * one; the engine workers a DYN_LOCAL_WORKERS value (NULL: unset) counts,
+ * at least 1. */
+unsigned dyn__cpu_max_cpus(const char *text);
+unsigned dyn__engine_workers_here(const char *local_workers);
+
 /* disagg.c: its part of a worker's start (after the engine opened) and
  * shutdown, the decode role's generate and the prefill endpoint. */
 int dyn__disagg_start(worker_t *w);
