@@ -10,7 +10,10 @@
 (d) a decode worker killed mid-transfer: the prefill worker frees the
     sequence (its running blocks go back to 0);
 (e) engines of another KV layout are refused, naming the field, and the
-    request is served by a local prefill.
+    request is served by a local prefill;
+(f)-(i) max_tokens 1 moves no KV; two decode workers share the prefill
+    worker's queue; a prefill waiting in a busy queue is not a stall, a
+    stopped prefill worker is.
 """
 
 import asyncio
@@ -19,6 +22,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -225,6 +229,64 @@ def test_mismatched_layout_is_refused_naming_it(served):
     assert "KV layout mismatch: kv_bytes_per_block is 1024 here and 32768 at the other worker" in out, out
     assert metric(s, "dynamo_disagg_remote_prefills_total", component="Worker") == 0
     assert metric(s, "dynamo_disagg_prefill_fallbacks_total") == 1
+
+
+def test_max_tokens_1_and_a_prefill_queue_shared_by_two_decode_workers(served):
+    """(f) A max_tokens 1 request is prefilled remotely with no KV moved.
+    (g) Two decode workers compare the same queue, the prefill worker's
+    (from its load reports): with max-prefill-queue-size 2, two of six
+    long prompts go remote however the Processor spreads them (each worker
+    counting only its own would send four). (h) A prefill waiting in the
+    busy prefill worker's queue longer than kv-transfer-timeout-ms does
+    not fall back while that worker reports its load; (i) a stopped one
+    does."""
+    s = served("disagg", "--Worker.ServiceArgs.workers=2", "--Worker.max-prefill-queue-size=2",
+               "--PrefillWorker.prefill-per-token-us=1000", "--Worker.kv-transfer-timeout-ms=1500",
+               n_services=5)
+    s.wait_for("Worker ready", count=3, timeout=60)
+    r = ask(s, fresh("one"), n=1)
+    assert r.usage.completion_tokens == 1 and r.choices[0].text
+    assert metric(s, "dynamo_disagg_remote_prefills_total", component="Worker") == 1
+    assert metric(s, "dynamo_disagg_remote_prefills_total", component="PrefillWorker") == 1
+    assert metric(s, "dynamo_disagg_local_prefills_total") == 0
+    assert metric(s, "dynamo_disagg_kv_transfer_bytes_total") == 0  # either side
+    assert metric(s, "dynamo_disagg_kv_transfer_seconds_count") == 0
+
+    # Six fresh long prompts 0.25 s apart; each long prefill takes ~2.5 s.
+    answers = [None] * 6
+
+    def one(k):
+        answers[k] = ask(s, fresh(f"q{k}x"), n=4)
+
+    threads = []
+    for k in range(6):
+        threads.append(threading.Thread(target=one, args=(k,)))
+        threads[-1].start()
+        time.sleep(0.25)
+    # Both decode workers see the prefill worker's two.
+    assert metric(s, "dynamo_disagg_prefill_queue_length") == 4
+    for t in threads:
+        t.join(timeout=60)
+    assert all(a is not None and a.usage.completion_tokens == 4 for a in answers)
+    assert metric(s, "dynamo_disagg_remote_prefills_total", component="PrefillWorker") == 3
+    assert metric(s, "dynamo_disagg_remote_prefills_total", component="Worker") == 3
+    assert metric(s, "dynamo_disagg_local_prefills_total") == 4
+    # The second waited ~5 s for its first token, past the 1.5 s timeout.
+    assert metric(s, "dynamo_disagg_prefill_fallbacks_total") == 0, s.output()
+    time.sleep(1.2)  # a report after the last prefill
+    assert metric(s, "dynamo_disagg_prefill_queue_length") == 0
+
+    victim = service_pids(s, "PrefillWorker")[0]
+    os.kill(victim, signal.SIGSTOP)
+    try:
+        t0 = time.time()
+        r = ask(s, fresh("stopped"), n=4)
+        assert r.usage.completion_tokens == 4
+        assert time.time() - t0 < 1.5 * 2 + 3  # silent twice the timeout at most
+    finally:
+        os.kill(victim, signal.SIGCONT)
+    assert metric(s, "dynamo_disagg_prefill_fallbacks_total") == 1
+    assert "prefill worker sent nothing for 1500 ms" in s.output()
 
 
 # ---- llama.cpp: the KV moved between two real engines ---------------------------
