@@ -3,9 +3,10 @@
  * workers on this machine.
  *
  * The CPUs are what the scheduler will actually give us, not the node's
- * count: the affinity mask (taskset, a cpuset; uv_available_parallelism
- * reads it), and below that the cgroup v2 quota (cpu.max, which a
- * Kubernetes CPU limit becomes) of our cgroup and each one above it.
+ * count: the affinity mask (taskset, a cpuset), and below that the cgroup
+ * v2 quota (cpu.max, which a Kubernetes CPU limit becomes) of our cgroup
+ * and each one above it. (sched_getaffinity itself rather than libuv's
+ * uv_available_parallelism, which needs libuv 1.44.)
  *
  * The engine workers are every worker of every LLM engine service
  * (Worker, PrefillWorker) that `dynamo serve` runs here: it tells each
@@ -13,11 +14,12 @@
  * A Kubernetes pod runs one worker, so there it is 1; so is a worker
  * started by hand, which has no such variable.
  */
+#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <uv.h>
+#include <unistd.h>
 
 #include "common/env_names.h"
 #include "llm/services/services.h"
@@ -89,8 +91,17 @@ unsigned dyn__engine_workers_here(const char *local) {
   return n ? (n > 65536 ? 65536 : (unsigned)n) : 1; /* at least this worker */
 }
 
+/* The CPUs in our affinity mask; the online ones where it cannot be read. */
+static unsigned affinity_cpus(void) {
+  cpu_set_t set;
+  if (!sched_getaffinity(0, sizeof set, &set) && CPU_COUNT(&set) > 0)
+    return (unsigned)CPU_COUNT(&set);
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? (unsigned)n : 1;
+}
+
 uint32_t dyn__worker_default_threads(void) {
-  unsigned cpus = uv_available_parallelism();
+  unsigned cpus = affinity_cpus();
   unsigned quota = cgroup_cpus();
   if (quota && quota < cpus) cpus = quota;
   unsigned t = cpus / dyn__engine_workers_here(getenv(DYN_ENV_LOCAL_WORKERS));
