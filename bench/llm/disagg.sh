@@ -125,9 +125,9 @@ if [[ -n "$LLAMA" ]]; then
   echo "== 3. The same on llama.cpp (smollm2-135m): 2 aggregated workers vs 1 decode + 1 prefill"
   # Scaled to a 135M model on two shared cores: 300-500-word long prompts
   # (300-500 tokens, over max-local-prefill-length) every 3 s into 2
-  # streams of 48 tokens. One thread per engine in both graphs: by default
-  # a worker takes the cores / its own service's workers, so disagg_llama's
-  # Worker and PrefillWorker would run two threads each on two cores.
+  # streams of 48 tokens. One thread per engine in both graphs, as the
+  # default (the CPUs / the engine workers on the machine) gives on two
+  # cores; explicit so that a bigger machine measures the same.
   lload=(--duration "$LLAMA_DURATION" --streams 2 --interval 3 --seed "$SEED" --model smollm2-135m
          --max-tokens 48 --long-min 300 --long-max 500 --long-tokens 8)
   for mode in agg disagg; do

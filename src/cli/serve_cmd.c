@@ -460,7 +460,8 @@ static int supervise(serve_t *sv, uv_loop_t *loop) {
                            .config_file = sv->file,
                            .target = sv->target,
                            .grace_s = sv->grace,
-                           .is_c = sv->plan.is_c};
+                           .is_c = sv->plan.is_c,
+                           .all = &sv->workers};
   for (size_t k = 0; k < sv->workers.n; k++) {
     const dyn__worker_t *w = &sv->workers.w[k];
     char **env = NULL;

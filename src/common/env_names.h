@@ -116,6 +116,14 @@
  * serve/worker_env.c. Read by service/health.c and sdk/health.py. */
 #define DYN_ENV_HEALTH_PORT "DYN_HEALTH_PORT"
 
+/* The workers `dynamo serve` runs on this machine, per service:
+ * "Service=count" entries, comma-separated ("Frontend=1,Worker=2,
+ * PrefillWorker=1"); with --service-name, that service's alone (a
+ * Kubernetes pod: one). Set by serve/worker_env.c; read by the LLM Worker
+ * (llm/services/threads.c), which shares the CPUs among the engine workers
+ * on the machine. */
+#define DYN_ENV_LOCAL_WORKERS "DYN_LOCAL_WORKERS"
+
 /* The address the health port binds (default all interfaces). Set by the
  * user; read by service/health.c and sdk/health.py. */
 #define DYN_ENV_HEALTH_HOST "DYN_HEALTH_HOST"

@@ -52,6 +52,20 @@ static int graph_dir(const char *target, char *out, size_t cap) {
   return 1;
 }
 
+/* DYN_LOCAL_WORKERS: "Service=count" for each service ws serves (its
+ * workers come one service after another). */
+static char *local_workers(const dyn__workers_t *ws) {
+  size_t cap = 1;
+  for (size_t k = 0; k < ws->n; k++) cap += strlen(ws->w[k].svc->name) + 16;
+  char *out = calloc(1, cap);
+  size_t len = 0;
+  for (size_t k = 0; out && k < ws->n; k++)
+    if (!k || ws->w[k].svc != ws->w[k - 1].svc)
+      len += (size_t)snprintf(out + len, cap - len, "%s%s=%d", len ? "," : "",
+                              ws->w[k].svc->name, ws->w[k].svc->workers);
+  return out;
+}
+
 static int set_service_envs(dyn__env_t *e, char **envs) {
   for (char **v = envs; *v; v++) {
     /* dyn__plan_from_json made each "NAME=value" with a non-empty name. */
@@ -87,6 +101,11 @@ static int set_own(dyn__env_t *e, const dyn__graph_env_t *g, const dyn__worker_t
     char *deps = live_dependencies(w->svc);
     rc = !deps ? DYN_ENOMEM : dyn__env_set(e, DYN_ENV_SERVICE_DEPENDS, deps);
     free(deps);
+  }
+  if (!rc && g->all) {
+    char *local = local_workers(g->all);
+    rc = !local ? DYN_ENOMEM : dyn__env_set(e, DYN_ENV_LOCAL_WORKERS, local);
+    free(local);
   }
   char num[32];
   snprintf(num, sizeof num, "%d", w->index);

@@ -20,6 +20,8 @@ typedef struct dyn__graph_env {
   const char *target;         /* the graph's TARGET */
   double grace_s;             /* the worker's drain on SIGTERM */
   int is_c;                   /* a C graph: no Python in the workers */
+  const dyn__workers_t *all;  /* every worker this serve runs, for
+                                 DYN_LOCAL_WORKERS; NULL: not set */
 } dyn__graph_env_t;
 
 /* This process's environment, then w's service's envs, then the variables

@@ -13,7 +13,10 @@
     request is served by a local prefill;
 (f) disagg_router: KV a decode worker imported is in the KV router's index,
     so the prompt's continuation is routed to that worker;
-(g) the first token reaches the client before the KV has moved.
+(g) the first token reaches the client before the KV has moved;
+(h)-(k) max_tokens 1 moves no KV; two decode workers share the prefill
+    worker's queue; a prefill waiting in a busy queue is not a stall, a
+    stopped prefill worker is.
 """
 
 import asyncio
@@ -23,6 +26,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -305,6 +309,64 @@ def test_the_router_sees_the_kv_a_decode_worker_imported(served):
     assert all(v == 0 for v in used_blocks(s, "PrefillWorker").values())
 
 
+def test_max_tokens_1_and_a_prefill_queue_shared_by_two_decode_workers(served):
+    """(h) A max_tokens 1 request is prefilled remotely with no KV moved.
+    (i) Two decode workers compare the same queue, the prefill worker's
+    (from its load reports): with max-prefill-queue-size 2, two of six
+    long prompts go remote however the Processor spreads them (each worker
+    counting only its own would send four). (j) A prefill waiting in the
+    busy prefill worker's queue longer than kv-transfer-timeout-ms does
+    not fall back while that worker reports its load; (k) a stopped one
+    does."""
+    s = served("disagg", "--Worker.ServiceArgs.workers=2", "--Worker.max-prefill-queue-size=2",
+               "--PrefillWorker.prefill-per-token-us=1000", "--Worker.kv-transfer-timeout-ms=1500",
+               n_services=5)
+    s.wait_for("Worker ready", count=3, timeout=60)
+    r = ask(s, fresh("one"), n=1)
+    assert r.usage.completion_tokens == 1 and r.choices[0].text
+    assert metric(s, "dynamo_disagg_remote_prefills_total", component="Worker") == 1
+    assert metric(s, "dynamo_disagg_remote_prefills_total", component="PrefillWorker") == 1
+    assert metric(s, "dynamo_disagg_local_prefills_total") == 0
+    assert metric(s, "dynamo_disagg_kv_transfer_bytes_total") == 0  # either side
+    assert metric(s, "dynamo_disagg_kv_transfer_seconds_count") == 0
+
+    # Six fresh long prompts 0.25 s apart; each long prefill takes ~2.5 s.
+    answers = [None] * 6
+
+    def one(k):
+        answers[k] = ask(s, fresh(f"q{k}x"), n=4)
+
+    threads = []
+    for k in range(6):
+        threads.append(threading.Thread(target=one, args=(k,)))
+        threads[-1].start()
+        time.sleep(0.25)
+    # Both decode workers see the prefill worker's two.
+    assert metric(s, "dynamo_disagg_prefill_queue_length") == 4
+    for t in threads:
+        t.join(timeout=60)
+    assert all(a is not None and a.usage.completion_tokens == 4 for a in answers)
+    assert metric(s, "dynamo_disagg_remote_prefills_total", component="PrefillWorker") == 3
+    assert metric(s, "dynamo_disagg_remote_prefills_total", component="Worker") == 3
+    assert metric(s, "dynamo_disagg_local_prefills_total") == 4
+    # The second waited ~5 s for its first token, past the 1.5 s timeout.
+    assert metric(s, "dynamo_disagg_prefill_fallbacks_total") == 0, s.output()
+    time.sleep(1.2)  # a report after the last prefill
+    assert metric(s, "dynamo_disagg_prefill_queue_length") == 0
+
+    victim = service_pids(s, "PrefillWorker")[0]
+    os.kill(victim, signal.SIGSTOP)
+    try:
+        t0 = time.time()
+        r = ask(s, fresh("stopped"), n=4)
+        assert r.usage.completion_tokens == 4
+        assert time.time() - t0 < 1.5 * 2 + 3  # silent twice the timeout at most
+    finally:
+        os.kill(victim, signal.SIGCONT)
+    assert metric(s, "dynamo_disagg_prefill_fallbacks_total") == 1
+    assert "prefill worker sent nothing for 1500 ms" in s.output()
+
+
 # ---- llama.cpp: the KV moved between two real engines ---------------------------
 
 LLAMA_PROMPTS = [
@@ -372,5 +434,35 @@ def test_llama_mismatched_cache_type_is_refused_naming_it():
                          r"at the other worker", out), out
         assert metric(s, "dynamo_disagg_remote_prefills_total", component="Worker") == 0
         assert metric(s, "dynamo_disagg_prefill_fallbacks_total") == 1
+    finally:
+        s.stop()
+
+
+def usable_cpus():
+    """The CPUs this process may use: its affinity, below that a cgroup v2
+    quota (what src/llm/services/threads.c reads; the test's cgroup is the
+    workers')."""
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()
+        if quota != "max":
+            cpus = min(cpus, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    return cpus
+
+
+def test_llama_threads_default_to_the_cpus_shared_by_the_engine_workers():
+    """disagg_llama runs two engine workers on this machine: one without
+    `threads` gets half the CPUs this process may use; an explicit
+    `threads` wins."""
+    s = start("disagg", "--Worker.threads=5", "--Worker.num-blocks=64",
+              "--PrefillWorker.num-blocks=64", f"--Processor.tokenizer={GRAPHS}/tokenizer.json",
+              config="disagg_llama")
+    try:
+        out = s.output()
+        assert "Worker 0: engine llama.cpp" in out and ", threads 5, role decode" in out, out
+        want = max(1, usable_cpus() // 2)
+        assert f", threads {want}, role prefill" in out, out
     finally:
         s.stop()

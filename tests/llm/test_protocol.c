@@ -323,12 +323,54 @@ static void test_logprobs(void) {
   CHECK_STATUS(dyn__proto_delta_decode(bad_bytes, strlen(bad_bytes), &dd), DYN_EINVAL);
 }
 
+/* The decode worker's prefill request: the engine request plus the KV
+ * layout, the blocks it holds, and whether it wants the KV at all. */
+static void test_prefill_request(void) {
+  const uint32_t ids[] = {5, 6, 7};
+  dyn__proto_prefill_request_t m = {
+      .req = {.token_ids = ids, .n_tokens = 3, .max_tokens = 1, .temperature = 1},
+      .kv_layout = "engine=sim;block_size=16",
+      .kv_from_block = 2,
+      .no_kv = 1};
+  char *text = dyn__proto_prefill_request_encode(&m);
+  json_t *wire = parse(text);
+  CHECK_EQ_STR(json_string_value(json_object_get(wire, "kv_layout")), "engine=sim;block_size=16");
+  CHECK_EQ_INT(json_integer_value(json_object_get(wire, "kv_from_block")), 2);
+  CHECK(json_is_true(json_object_get(wire, "no_kv")));
+  json_decref(wire);
+  dyn__proto_prefill_request_t d;
+  const char *why = NULL;
+  CHECK_STATUS(dyn__proto_prefill_request_decode(text, strlen(text), &d, &why), DYN_OK);
+  CHECK(d.req.n_tokens == 3 && d.req.token_ids[2] == 7 && d.req.max_tokens == 1);
+  CHECK_EQ_STR(d.kv_layout, "engine=sim;block_size=16");
+  CHECK(d.kv_from_block == 2 && d.no_kv);
+  dyn__proto_prefill_request_free(&d);
+  free(text);
+
+  /* Wanting the KV is the default, and is not spelled on the wire. */
+  m.no_kv = 0;
+  text = dyn__proto_prefill_request_encode(&m);
+  CHECK(strstr(text, "no_kv") == NULL);
+  CHECK_STATUS(dyn__proto_prefill_request_decode(text, strlen(text), &d, &why), DYN_OK);
+  CHECK(!d.no_kv);
+  dyn__proto_prefill_request_free(&d);
+  free(text);
+
+  const char *bad = "{\"token_ids\":[1],\"kv_layout\":\"x\",\"no_kv\":1}";
+  CHECK_STATUS(dyn__proto_prefill_request_decode(bad, strlen(bad), &d, &why), DYN_EINVAL);
+  CHECK_EQ_STR(why, "prefill request: no_kv must be true or false");
+  bad = "{\"token_ids\":[1]}";
+  CHECK_STATUS(dyn__proto_prefill_request_decode(bad, strlen(bad), &d, &why), DYN_EINVAL);
+  CHECK_EQ_STR(why, "prefill request: kv_layout (a string) is missing");
+}
+
 int main(void) {
   test_logprobs();
   test_gen_request();
   test_delta();
   test_route();
   test_engine();
+  test_prefill_request();
   test_load();
   test_errors();
   TEST_END();

@@ -88,10 +88,13 @@ static void test_one_process_per_worker(void) {
 
   /* workers: 3 gives three environments with DYN_WORKER_INDEX 0, 1, 2. */
   dyn__graph_env_t g = {.config_text = "{}", .control_socket = "/run/cp.sock",
-                        .target = "graph.py:Front", .grace_s = 10};
+                        .target = "graph.py:Front", .grace_s = 10, .all = &ws};
   for (int i = 0; i < 3; i++) {
     char **env = NULL;
     REQUIRE(dyn__worker_env(&g, &ws.w[1 + i], &env) == DYN_OK);
+    /* Every worker learns all the workers this serve runs on the machine
+     * (an LLM Worker shares the CPUs by it). */
+    CHECK_EQ_STR(env_value(env, "DYN_LOCAL_WORKERS"), "Front=1,Backend=3,Router=2");
     char want[8];
     snprintf(want, sizeof want, "%d", i);
     CHECK_EQ_STR(env_value(env, "DYN_WORKER_INDEX"), want);
@@ -172,10 +175,12 @@ static void test_service_name_and_health_ports(void) {
   CHECK_EQ_INT(ws.w[1].health_port, 9101);
   CHECK(dyn__workers_serves(&o, dyn__plan_find(&plan, "Router")));
   CHECK(!dyn__workers_serves(&o, dyn__plan_find(&plan, "Front")));
-  dyn__graph_env_t g = {.config_text = "{}", .target = "graph.py:Front"};
+  dyn__graph_env_t g = {.config_text = "{}", .target = "graph.py:Front", .all = &ws};
   char **env = NULL;
   REQUIRE(dyn__worker_env(&g, &ws.w[1], &env) == DYN_OK);
   CHECK_EQ_STR(env_value(env, "DYN_HEALTH_PORT"), "9101");
+  /* --service-name (a Kubernetes pod): the workers of that service alone. */
+  CHECK_EQ_STR(env_value(env, "DYN_LOCAL_WORKERS"), "Router=2");
   dyn__strv_free(env);
   dyn__workers_free(&ws);
 

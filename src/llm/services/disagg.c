@@ -5,27 +5,33 @@
  * Decode role (Worker, `role: decode`). For each request the worker looks
  * at how much of the prompt its own cache lacks
  * (dyn_engine_kv_cached_blocks). If that is more than
- * max-local-prefill-length tokens, a PrefillWorker is live, and fewer than
- * max-prefill-queue-size of its prefill requests are waiting for their
- * first token, it calls PrefillWorker/prefill on the live prefill worker
- * with the least load (running plus waiting sequences, from the
- * load_metrics every worker publishes; ties and unknown loads go round
- * robin) with the prompt and the blocks it already holds; else
- * it prefills locally. The answer (protocol.h) is a header naming the
- * prefill engine's KV layout (a mismatch is refused, naming the field),
- * the first token (sent on to the client at once), then the KV in chunks.
- * When all of it came, the worker submits prompt + first token with the KV
- * attached (dyn_engine_request_t.kv), and the engine decodes from there.
- * If the prefill stream fails (the prefill worker died, refused, or sent
- * nothing for kv-transfer-timeout-ms), the worker prefills locally: the
- * prompt, plus the first token if the client already has it, so the
- * answer goes on unbroken.
+ * max-local-prefill-length tokens, a PrefillWorker is live, and the prefill
+ * queue is shorter than max-prefill-queue-size, it calls
+ * PrefillWorker/prefill on the live prefill worker with the least load
+ * (ties and unknown loads go round robin) with the prompt and the blocks it
+ * already holds; else it prefills locally. The queue is shared by every
+ * decode worker: what the live prefill workers last reported in their
+ * load_metrics (running plus waiting sequences, each a prompt without its
+ * first token), plus what this worker sent each since. The answer
+ * (protocol.h) is a header naming the prefill engine's KV layout (a
+ * mismatch is refused, naming the field), the first token (sent on to the
+ * client at once), then the KV in chunks. When all of it came, the worker
+ * submits prompt + first token with the KV attached
+ * (dyn_engine_request_t.kv), and the engine decodes from there; with
+ * max_tokens 1 the first token is the answer, and the request says no_kv
+ * so that none is exported. If the prefill stream fails (the prefill
+ * worker died, refused, or sent nothing for kv-transfer-timeout-ms, which
+ * before the first token needs its load reports to stop too: a prompt
+ * waiting in a busy worker's queue is no stall), the worker prefills
+ * locally: the prompt, plus the first token if the client already has it,
+ * so the answer goes on unbroken.
  *
  * Prefill role (PrefillWorker). prefill runs the prompt for one token,
  * exports the KV of the blocks the caller lacks as soon as that token is
- * out, and streams it, at most kv-chunk-bytes per message, keeping at most
- * four chunks queued on the connection (and, with kv-bandwidth-mbps, no
- * faster than that: a slower link modelled). A caller that goes away
+ * out (not at all for no_kv), and streams it, at most kv-chunk-bytes per
+ * message, keeping at most four chunks queued on the connection (and,
+ * with kv-bandwidth-mbps, no faster than that: a slower link modelled).
+ * A caller that goes away
  * cancels the sequence and frees what was left to send.
  *
  * The two thresholds come from the config and can be changed while
@@ -56,13 +62,10 @@ struct dyn__disagg {
   unsigned timeout_ms;
   size_t chunk_bytes;
   double bandwidth_mbps; /* prefill role: 0 is unlimited */
-  uint32_t queued;       /* decode: prefill requests without a first token */
   char key_local[256], key_queue[256];
   /* decode: the prefill workers' load, from their load_metrics events */
   dyn_subscription_t *load_sub;
-  struct {
-    uint64_t id, load;
-  } loads[64];
+  dyn__prefill_load_t loads[64];
   size_t n_loads;
   uint64_t rr;
   /* /metrics */
@@ -92,8 +95,8 @@ static void add(dyn_series_t *s, double v) {
   if (s) dyn_series_add(s, v);
 }
 
-static void set_queue(dyn__disagg_t *d) {
-  if (d->queue) dyn_series_set(d->queue, d->queued);
+static void set_queue(dyn__disagg_t *d, uint64_t queue) {
+  if (d->queue) dyn_series_set(d->queue, (double)queue);
 }
 
 /* ---- layouts ------------------------------------------------------------- */
@@ -142,7 +145,8 @@ typedef struct djob {
   dyn_engine_request_t r; /* the engine request; r.prompt is prompt */
   uint32_t *prompt;       /* n_prompt + 1 entries: room for the first token */
   size_t n_prompt, from_block;
-  int have_header, have_first, queued, client_gone, answered, refused;
+  int have_header, have_first, client_gone, answered, refused;
+  uint64_t target; /* the prefill worker asked */
   uint64_t kv_expected, kv_blocks, t0;
   dyn__buf_t kv;
 } djob_t;
@@ -157,13 +161,6 @@ static void djob_closed(uv_handle_t *h) {
 static void djob_free(djob_t *j) {
   uv_timer_stop(&j->timer);
   uv_close((uv_handle_t *)&j->timer, djob_closed);
-}
-
-static void unqueue(djob_t *j) {
-  if (!j->queued) return;
-  j->queued = 0;
-  j->d->queued--;
-  set_queue(j->d);
 }
 
 /* Runs the request on this worker's engine (with the KV that came, if
@@ -188,10 +185,25 @@ static void on_client_cancel(dyn_request_t *req, void *ud) {
   if (j->stream) dyn_stream_cancel(j->stream); /* on_prefill_done frees j */
 }
 
+static dyn__prefill_load_t *find_load(dyn__disagg_t *d, uint64_t id) {
+  for (size_t i = 0; i < d->n_loads; i++)
+    if (d->loads[i].id == id) return &d->loads[i];
+  return NULL;
+}
+
+/* The stream was silent for timeout_ms. Before the first token that is
+ * also what a request waiting in a busy prefill worker's queue looks like:
+ * while that worker still reports its load, it is alive and the request
+ * waits on (the queue threshold is what bounds the wait); a stopped one
+ * falls silent on its subject too. */
 static void on_stall(uv_timer_t *t) {
   djob_t *j = t->data;
+  const dyn__prefill_load_t *l = find_load(j->d, j->target);
+  if (!j->have_first && l && l->seen_ms && uv_now(t->loop) - l->seen_ms < j->d->timeout_ms)
+    return; /* the timer repeats */
   dyn_log(DYN_LOG_WARN, "Worker: prefill worker sent nothing for %u ms: prefilling locally",
           j->d->timeout_ms);
+  j->refused = 1; /* on_prefill_done need not say it again */
   if (j->stream) dyn_stream_cancel(j->stream);
 }
 
@@ -204,7 +216,6 @@ static int forward_first(djob_t *j, const void *data, size_t len) {
   if (out.n_tokens) {
     j->prompt[j->n_prompt] = out.token_ids[0];
     j->have_first = 1;
-    unqueue(j);
     int last = j->r.max_tokens <= 1;
     dyn__proto_engine_output_t fwd = {
         .token_ids = out.token_ids, .n_tokens = 1,
@@ -253,6 +264,7 @@ static void on_prefill_data(dyn_stream_t *s, const void *data, size_t len, void 
     else if (done) { /* the answer ended there: nothing to decode */
       dyn_request_end(j->req);
       j->answered = j->client_gone = 1; /* nobody waits for the rest */
+      add(d->remote, 1);                /* the prefill worker ran the prompt */
       dyn_stream_cancel(s);
       return;
     }
@@ -270,7 +282,6 @@ static void on_prefill_done(dyn_stream_t *s, int status, const char *message, vo
   djob_t *j = ud;
   dyn__disagg_t *d = j->d;
   j->stream = NULL;
-  unqueue(j);
   uv_timer_stop(&j->timer);
   if (j->client_gone) {
     if (!j->answered) dyn_request_fail(j->req, "cancelled"); /* nobody reads it */
@@ -300,32 +311,76 @@ static void on_prefill_done(dyn_stream_t *s, int status, const char *message, vo
   djob_free(j);
 }
 
-/* A prefill worker's load event: running plus waiting sequences. */
+uint64_t dyn__disagg_queue_length(const dyn__prefill_load_t *loads, size_t n,
+                                  const uint64_t *live, size_t n_live) {
+  uint64_t queue = 0;
+  for (size_t i = 0; i < n; i++)
+    for (size_t k = 0; k < n_live; k++)
+      if (loads[i].id == live[k]) {
+        queue += loads[i].load + loads[i].sent;
+        break;
+      }
+  return queue;
+}
+
+int dyn__disagg_goes_remote(uint32_t max_tokens, long long uncached, long long max_local,
+                            uint64_t queue, long long max_queue, size_t n_live) {
+  return max_tokens >= 1 && uncached > max_local && max_queue > 0 &&
+         queue < (uint64_t)max_queue && n_live > 0;
+}
+
+/* The live prefill workers (at most 64), and the queue they hold. */
+static size_t live_prefill(dyn__disagg_t *d, uint64_t ids[64], uint64_t *queue) {
+  size_t n = dyn_client_instances(d->prefill, ids, 64);
+  if (n > 64) n = 64;
+  *queue = dyn__disagg_queue_length(d->loads, d->n_loads, ids, n);
+  return n;
+}
+
+/* id's entry, made when missing; NULL when all are taken by workers that
+ * still report (more than we track). A dead worker's entry, the longest
+ * silent, is reused. */
+static dyn__prefill_load_t *load_entry(dyn__disagg_t *d, uint64_t id) {
+  dyn__prefill_load_t *l = find_load(d, id);
+  if (l) return l;
+  if (d->n_loads < sizeof d->loads / sizeof *d->loads) {
+    l = &d->loads[d->n_loads++];
+  } else {
+    uint64_t now = uv_now(dyn_runtime_loop(dyn_service_runtime(d->w->ctx)));
+    for (size_t i = 0; i < d->n_loads; i++)
+      if (now - d->loads[i].seen_ms > 2000 && (!l || d->loads[i].seen_ms < l->seen_ms))
+        l = &d->loads[i];
+    if (!l) return NULL;
+  }
+  *l = (dyn__prefill_load_t){.id = id};
+  return l;
+}
+
+/* A prefill worker's load event: its prefill requests (running plus
+ * waiting sequences), which now include what we sent it before. */
 static void on_prefill_load(const char *subject, const void *data, size_t len, void *ud) {
   dyn__disagg_t *d = ud;
   dyn__proto_load_t m;
   if (dyn__proto_load_decode(data, len, &m)) return;
-  size_t i = 0;
-  while (i < d->n_loads && d->loads[i].id != m.worker_id) i++;
-  if (i == d->n_loads) {
-    if (d->n_loads == sizeof d->loads / sizeof *d->loads) return; /* more than we track */
-    d->n_loads++;
-  }
-  d->loads[i].id = m.worker_id;
-  d->loads[i].load = m.active_slots + m.waiting;
+  dyn__prefill_load_t *l = load_entry(d, m.worker_id);
+  if (!l) return;
+  l->load = m.active_slots + m.waiting;
+  l->sent = 0;
+  l->seen_ms = uv_now(dyn_runtime_loop(dyn_service_runtime(d->w->ctx)));
+  uint64_t ids[64], queue;
+  live_prefill(d, ids, &queue);
+  set_queue(d, queue);
 }
 
-/* The live prefill worker with the least load (unknown counts as idle);
- * ties go round robin. 0 when none is live. */
-static uint64_t least_loaded(dyn__disagg_t *d) {
-  uint64_t ids[64], best = 0, best_load = UINT64_MAX;
-  size_t n = dyn_client_instances(d->prefill, ids, 64);
-  if (n > 64) n = 64;
+/* The live prefill worker with the least load (its report plus what we
+ * sent since; unknown counts as idle); ties go round robin. */
+static uint64_t least_loaded(dyn__disagg_t *d, const uint64_t *ids, size_t n) {
+  uint64_t best = 0, best_load = UINT64_MAX;
   d->rr++;
   for (size_t k = 0; k < n; k++) {
-    uint64_t id = ids[(d->rr + k) % n], load = 0;
-    for (size_t i = 0; i < d->n_loads; i++)
-      if (d->loads[i].id == id) load = d->loads[i].load;
+    uint64_t id = ids[(d->rr + k) % n];
+    const dyn__prefill_load_t *l = find_load(d, id);
+    uint64_t load = l ? l->load + l->sent : 0;
     if (load < best_load) best = id, best_load = load;
   }
   return best;
@@ -365,30 +420,33 @@ void dyn__disagg_generate(worker_t *w, dyn_request_t *req, void *in_) {
   j->from_block = dyn_engine_kv_cached_blocks(w->engine, j->prompt, j->n_prompt);
   size_t cached = j->from_block * w->block_size;
   long long uncached = (long long)(j->n_prompt > cached ? j->n_prompt - cached : 0);
-  int remote = in->max_tokens >= 1 && uncached > d->max_local &&
-               (long long)d->queued < d->max_queue && dyn_client_instances(d->prefill, NULL, 0);
+  uint64_t live[64], queue;
+  size_t n_live = live_prefill(d, live, &queue);
+  set_queue(d, queue);
+  int remote = dyn__disagg_goes_remote(in->max_tokens, uncached, d->max_local, queue,
+                                       d->max_queue, n_live);
   int rc = DYN_EINVAL;
   if (remote) {
+    /* max_tokens 1: the first token is the whole answer, so the prefill
+     * worker need not export and send the KV. */
     dyn__proto_prefill_request_t p = {.req = *in,
                                       .kv_layout = dyn_engine_kv_layout(w->engine),
-                                      .kv_from_block = (uint32_t)j->from_block};
+                                      .kv_from_block = (uint32_t)j->from_block,
+                                      .no_kv = in->max_tokens <= 1};
     char *body = dyn__proto_prefill_request_encode(&p);
     static const dyn_stream_callbacks_t cb = {on_prefill_data, on_prefill_done};
-    dyn_call_options_t opt = {.route = DYN_ROUTE_ROUND_ROBIN};
-    uint64_t target = least_loaded(d);
-    if (target) {
-      opt.route = DYN_ROUTE_DIRECT;
-      opt.instance_id = target;
-    }
+    j->target = least_loaded(d, live, n_live);
+    dyn_call_options_t opt = {.route = DYN_ROUTE_DIRECT, .instance_id = j->target};
     rc = body ? dyn_client_generate(d->prefill, &opt, body, strlen(body), &cb, j, &j->stream)
               : DYN_ENOMEM;
     free(body);
   }
   dyn__proto_engine_request_free(in);
   if (rc == DYN_OK) {
-    j->queued = 1;
-    d->queued++;
-    set_queue(d);
+    /* Counted until the prefill worker's next report, which includes it. */
+    dyn__prefill_load_t *l = load_entry(d, j->target);
+    if (l) l->sent++;
+    set_queue(d, queue + 1);
     j->t0 = uv_hrtime();
     uv_timer_start(&j->timer, on_stall, d->timeout_ms, d->timeout_ms);
     dyn_request_on_cancel(req, on_client_cancel, j);
@@ -527,11 +585,26 @@ static void on_p_tokens(dyn_engine_seq_t *seq, const uint32_t *toks, size_t n, v
   d->w->metrics_dirty = 1;
 }
 
+/* no_kv (the caller will not decode): the answer is a header announcing
+ * no KV, then the first token; nothing is exported. */
+static void on_first_only(dyn_engine_seq_t *seq, const uint32_t *toks, size_t n, void *ud) {
+  pjob_t *j = ud;
+  dyn__proto_kv_header_t h = {.kv_layout = dyn_engine_kv_layout(j->d->w->engine),
+                              .kv_from_block = j->from_block};
+  dyn__proto_send(j->req, dyn__proto_kv_header_encode(&h));
+  dyn__proto_engine_output_t out = {.token_ids = toks, .n_tokens = n, .cached_tokens = -1,
+                                    .logprobs = dyn_engine_seq_logprobs(seq)};
+  dyn__proto_send(j->req, dyn__proto_engine_output_encode(&out));
+  j->ended = 1;
+  dyn_request_end(j->req);
+  j->d->w->metrics_dirty = 1;
+}
+
 static void on_p_done(dyn_engine_seq_t *seq, dyn_engine_finish_t reason, void *ud) {
   pjob_t *j = ud;
   j->seq = NULL;
   j->d->w->metrics_dirty = 1;
-  if (j->ended) { /* cancelled, or failed in on_p_tokens */
+  if (j->ended) { /* cancelled, failed in on_p_tokens, or answered by on_first_only */
     pjob_free(j);
     return;
   }
@@ -580,6 +653,7 @@ void dyn__disagg_prefill(dyn_request_t *req, const void *body, size_t len, void 
   memcpy(j->prompt, in.req.token_ids, in.req.n_tokens * sizeof *j->prompt);
   j->n_prompt = in.req.n_tokens;
   j->from_block = in.kv_from_block;
+  int no_kv = in.no_kv;
   j->d = d;
   j->req = req;
   uv_timer_init(dyn_runtime_loop(dyn_service_runtime(w->ctx)), &j->pace);
@@ -599,7 +673,8 @@ void dyn__disagg_prefill(dyn_request_t *req, const void *body, size_t len, void 
   };
   dyn__proto_prefill_request_free(&in);
   static const dyn_engine_callbacks_t cb = {on_p_tokens, on_p_done};
-  rc = dyn_engine_submit(w->engine, &r, &cb, j, &j->seq, &why);
+  static const dyn_engine_callbacks_t first_only = {on_first_only, on_p_done};
+  rc = dyn_engine_submit(w->engine, &r, no_kv ? &first_only : &cb, j, &j->seq, &why);
   if (rc) {
     pjob_free(j);
     if (rc == DYN_ENOMEM) dyn__proto_fail(req, 500, "out of memory");
@@ -642,7 +717,9 @@ int dyn__disagg_start(worker_t *w) {
   d->fallbacks = series(DYN_METRIC_COUNTER, "dynamo_disagg_prefill_fallbacks_total",
                         "Remote prefills that failed and were done locally.", w);
   d->queue = series(DYN_METRIC_GAUGE, "dynamo_disagg_prefill_queue_length",
-                    "This decode worker's prefill requests waiting for their first token.", w);
+                    "Prefill requests without their first token at the live prefill workers "
+                    "(their reports, plus this decode worker's sent since), as this decode "
+                    "worker compares with max-prefill-queue-size.", w);
   dyn_endpoint_t *ep;
   char path[256];
   snprintf(path, sizeof path, "%s/PrefillWorker/prefill", ns);

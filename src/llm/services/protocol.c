@@ -601,6 +601,7 @@ char *dyn__proto_prefill_request_encode(const dyn__proto_prefill_request_t *m) {
   if (!rc) rc = dyn__json_escape(&b, m->kv_layout ? m->kv_layout : "", m->kv_layout ? strlen(m->kv_layout) : 0);
   if (!rc) rc = put(&b, ",\"kv_from_block\":");
   if (!rc) rc = put_u64(&b, m->kv_from_block);
+  if (!rc && m->no_kv) rc = put(&b, ",\"no_kv\":true");
   if (!rc) rc = put(&b, "}");
   return finish_text(&b, rc);
 }
@@ -619,12 +620,17 @@ int dyn__proto_prefill_request_decode(const void *data, size_t len,
              (!get_int(m->req.root_, "kv_from_block", &from) || from < 0 || from > UINT32_MAX)) {
     *why = "prefill request: kv_from_block must be an integer in [0, 2^32)";
     rc = DYN_EINVAL;
+  } else if (json_object_get(m->req.root_, "no_kv") &&
+             !json_is_boolean(json_object_get(m->req.root_, "no_kv"))) {
+    *why = "prefill request: no_kv must be true or false";
+    rc = DYN_EINVAL;
   }
   if (rc) {
     dyn__proto_prefill_request_free(m);
     return rc;
   }
   m->kv_from_block = (uint32_t)from;
+  m->no_kv = json_is_true(json_object_get(m->req.root_, "no_kv"));
   return DYN_OK;
 }
 

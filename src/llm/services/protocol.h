@@ -237,19 +237,23 @@ int dyn__proto_send(dyn_request_t *req, char *text);
 /* ---- decode Worker -> PrefillWorker: PrefillWorker/prefill ----------------
  * Disaggregated serving (disagg.c). The request is a Worker/generate
  * request plus "kv_layout" (the decode engine's dyn_engine_kv_layout,
- * which the prefill worker must share) and "kv_from_block" (the prompt's
- * leading blocks the decode worker holds: they are not sent).
+ * which the prefill worker must share), "kv_from_block" (the prompt's
+ * leading blocks the decode worker holds: they are not sent) and, when
+ * the caller will not decode (max_tokens 1), "no_kv": true (absent is
+ * false).
  * The answer, in order:
- *   1. a dyn__proto_kv_header_t;
+ *   1. a dyn__proto_kv_header_t (with no_kv: 0 bytes, 0 blocks);
  *   2. the first token, as a dyn__proto_engine_output_t (finish_reason
  *      "stop" when it was EOS: then nothing follows);
  *   3. the KV (dyn_engine_kv_export's bytes) in binary messages, each the
- *      4 bytes "DKVC" then the next part, kv_bytes in all;
+ *      4 bytes "DKVC" then the next part, kv_bytes in all (none with
+ *      no_kv: the prefill worker exports nothing);
  * then the stream's end. */
 typedef struct dyn__proto_prefill_request {
   dyn__proto_engine_request_t req;
   const char *kv_layout;  /* decoded: NULL when absent (refused) */
   uint32_t kv_from_block;
+  int no_kv;              /* the first token alone is wanted */
 } dyn__proto_prefill_request_t;
 char *dyn__proto_prefill_request_encode(const dyn__proto_prefill_request_t *m);
 int dyn__proto_prefill_request_decode(const void *data, size_t len,

@@ -27,7 +27,8 @@
  * path, or a name the model cache holds as NAME.gguf: $DYN_MODEL_DIR, else
  * ~/.cache/dynamo/models, where scripts/fetch_model.sh puts it),
  * model-path (a .gguf path, overriding model), threads (default: the
- * machine's cores divided by this service's workers) and max-model-len
+ * CPUs this process may use divided by the engine workers on the machine,
+ * threads.c) and max-model-len
  * (default: the model's trained context, at most the KV cache).
  *
  * Disaggregated serving (disagg.c): role (aggregated, or decode: long
@@ -41,7 +42,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "llm/engine/prometheus.h"
 #include "llm/kv/encode.h"
@@ -200,19 +200,6 @@ static void generate(dyn_request_t *req, const void *body, size_t len, void *ud)
 
 /* ---- lifecycle ------------------------------------------------------------ */
 
-/* The machine's cores shared by this service's workers on it. */
-static uint32_t default_threads(dyn_service_ctx_t *ctx) {
-  long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-  long long workers = 1;
-  const char *args = dyn_service_config_json(ctx, "ServiceArgs");
-  json_t *j = args ? json_loads(args, 0, NULL) : NULL;
-  json_t *w = j ? json_object_get(j, "workers") : NULL;
-  if (json_is_integer(w) && json_integer_value(w) > 0) workers = json_integer_value(w);
-  json_decref(j);
-  long t = ncpu > 0 ? (long)(ncpu / workers) : 1;
-  return t > 0 ? (uint32_t)t : 1;
-}
-
 static int worker_start(dyn_service_ctx_t *ctx) {
   int prefill_service = !strcmp(dyn_service_def(ctx)->name, "PrefillWorker");
   const char *role = dyn__llm_config_string(ctx, "role", prefill_service ? "prefill" : "aggregated");
@@ -258,7 +245,7 @@ static int worker_start(dyn_service_ctx_t *ctx) {
   char model_buf[4096];
   o.model = dyn__llm_model_file(ctx, model_buf, sizeof model_buf);
   long long threads = dyn__llm_config_int(ctx, "threads", 0);
-  o.threads = threads > 0 ? (uint32_t)threads : default_threads(ctx);
+  o.threads = threads > 0 ? (uint32_t)threads : dyn__worker_default_threads();
   o.max_model_len = (uint32_t)dyn__llm_config_int(ctx, "max-model-len", 0);
   o.cache_type_k = dyn__llm_config_string(ctx, "cache-type-k", NULL);
   o.cache_type_v = dyn__llm_config_string(ctx, "cache-type-v", NULL);
@@ -314,11 +301,14 @@ static int worker_start(dyn_service_ctx_t *ctx) {
   uv_unref((uv_handle_t *)&w->metrics_timer);
   w->metrics_dirty = 1;
   dyn_service_set_data(ctx, w);
+  /* The simulated engine's time is modelled: it has no threads to tell. */
+  char threads_text[32] = "";
+  if (strcmp(engine, "sim")) snprintf(threads_text, sizeof threads_text, ", threads %u", o.threads);
   dyn_log(DYN_LOG_INFO,
-          "%s %d: engine %s%s%s, %u KV blocks x %u tokens, %u slots, role %s, instance %s",
+          "%s %d: engine %s%s%s, %u KV blocks x %u tokens, %u slots%s, role %s, instance %s",
           dyn_service_def(ctx)->name, dyn_service_worker_index(ctx), dyn_engine_name(w->engine),
           strcmp(engine, "sim") ? " " : "", strcmp(engine, "sim") ? o.model : "", o.num_blocks,
-          o.block_size, o.max_num_seqs, role, w->id_hex);
+          o.block_size, o.max_num_seqs, threads_text, role, w->id_hex);
   return DYN_OK;
 }
 

@@ -40,6 +40,40 @@ typedef struct worker {
 int dyn__worker_submit(worker_t *w, dyn_request_t *req, const dyn_engine_request_t *r,
                        int sent_first, const char **why);
 
+/* threads.c: the engine's threads when the config gives none: the CPUs
+ * this process may use (affinity, cgroup v2 quota) divided by the engine
+ * workers (Worker and PrefillWorker) on this machine, at least 1. */
+uint32_t dyn__worker_default_threads(void);
+/* Its parts, for the tests: the whole CPUs a cgroup v2 cpu.max line
+ * ("QUOTA PERIOD") allows, at least 1, or 0 for "max" or text that is not
+ * one; the engine workers a DYN_LOCAL_WORKERS value (NULL: unset) counts,
+ * at least 1. */
+unsigned dyn__cpu_max_cpus(const char *text);
+unsigned dyn__engine_workers_here(const char *local_workers);
+
+/* disagg.c: what a decode worker knows of one prefill worker, from the
+ * load_metrics it publishes (at least every second). */
+typedef struct dyn__prefill_load {
+  uint64_t id;      /* its instance */
+  uint64_t load;    /* its last report: running plus waiting sequences, each
+                       a prefill request without its first token */
+  uint64_t sent;    /* this worker's prefill requests to it since then */
+  uint64_t seen_ms; /* when that report came (loop time); 0: none yet */
+} dyn__prefill_load_t;
+
+/* The prefill queue a decode worker holds against max-prefill-queue-size:
+ * over the live prefill workers (live, n_live), each one's last report
+ * plus what this worker sent it since. A dead worker's last report is not
+ * counted. */
+uint64_t dyn__disagg_queue_length(const dyn__prefill_load_t *loads, size_t n,
+                                  const uint64_t *live, size_t n_live);
+
+/* Whether a prompt goes to a prefill worker: a request that generates
+ * (max_tokens >= 1) whose uncached part is longer than max_local, while
+ * queue is shorter than max_queue and a prefill worker is live. */
+int dyn__disagg_goes_remote(uint32_t max_tokens, long long uncached, long long max_local,
+                            uint64_t queue, long long max_queue, size_t n_live);
+
 /* disagg.c: its part of a worker's start (after the engine opened) and
  * shutdown, the decode role's generate and the prefill endpoint. */
 int dyn__disagg_start(worker_t *w);
