@@ -24,7 +24,6 @@ static int32_t idx_of(dyn__kv_cache_t *c, const dyn__kv_blk_t *b) {
   return (int32_t)(b - c->blk);
 }
 
-/* Grows *p (elements of size sz) to hold at least want; 0 or DYN_ENOMEM. */
 /* ---- lists ---------------------------------------------------------------- */
 
 static void free_push(dyn__kv_cache_t *c, int32_t i) {
@@ -63,57 +62,8 @@ static void lru_unlink(dyn__kv_cache_t *c, int32_t i) {
   c->n_lru--;
 }
 
-/* ---- events --------------------------------------------------------------- */
-
-static dyn__kv_pend_t *pend_new(dyn__kv_cache_t *c, dyn_kv_event_kind_t kind) {
-  if (dyn__grow((void **)&c->pend, &c->cap_pend, c->n_pend + 1, sizeof *c->pend))
-    return NULL;
-  dyn__kv_pend_t *p = &c->pend[c->n_pend++];
-  memset(p, 0, sizeof *p);
-  p->kind = kind;
-  p->event_id = c->next_event_id++;
-  return p;
-}
-
-/* Consecutive evictions share one REMOVED event: the removed arena is only
- * appended to by REMOVED events, so the last one's hashes end the arena. */
-static int queue_removed(dyn__kv_cache_t *c, dyn_kv_hash_t h) {
-  if (dyn__grow((void **)&c->removed, &c->cap_removed, c->n_removed + 1, sizeof *c->removed))
-    return DYN_ENOMEM;
-  dyn__kv_pend_t *p = c->n_pend ? &c->pend[c->n_pend - 1] : NULL;
-  if (!p || p->kind != DYN_KV_REMOVED) {
-    if (!(p = pend_new(c, DYN_KV_REMOVED))) return DYN_ENOMEM;
-    p->off = c->n_removed;
-  }
-  c->removed[c->n_removed++] = h;
-  p->n++;
-  return DYN_OK;
-}
-
 size_t dyn__kv_cache_flush(dyn__kv_cache_t *c) {
-  size_t n = c->n_pend;
-  if (n && c->sink &&
-      dyn__grow((void **)&c->out, &c->cap_out, n, sizeof *c->out) == DYN_OK) {
-    for (size_t i = 0; i < n; i++) {
-      const dyn__kv_pend_t *p = &c->pend[i];
-      dyn_kv_event_t *e = &c->out[i];
-      memset(e, 0, sizeof *e);
-      e->kind = p->kind;
-      e->event_id = p->event_id;
-      if (p->kind == DYN_KV_STORED) {
-        e->has_parent = p->has_parent;
-        e->parent_seq_hash = p->parent;
-        e->blocks = c->stored + p->off;
-        e->n_blocks = p->n;
-      } else if (p->kind == DYN_KV_REMOVED) {
-        e->removed = c->removed + p->off;
-        e->n_removed = p->n;
-      }
-    }
-    c->sink(c->out, n, c->sink_ud);
-  }
-  c->n_pend = c->n_stored = c->n_removed = 0;
-  return n;
+  return dyn__kv_batch_flush(&c->events, c->sink, c->sink_ud);
 }
 
 /* ---- blocks --------------------------------------------------------------- */
@@ -129,7 +79,7 @@ static int32_t take_block(dyn__kv_cache_t *c, int *rc) {
     v->registered = 0;
     c->n_registered--;
     c->evictions++;
-    if (queue_removed(c, v->seq_hash)) *rc = DYN_ENOMEM;
+    if (dyn__kv_batch_removed(&c->events, v->seq_hash)) *rc = DYN_ENOMEM;
   }
   if (i != NIL) {
     c->blk[i].ref = 1;
@@ -165,7 +115,7 @@ int dyn__kv_cache_init(dyn__kv_cache_t *c, uint32_t num_blocks, uint32_t block_s
   c->num_blocks = num_blocks;
   c->block_size = block_size;
   c->seed = seed;
-  c->next_event_id = 1;
+  dyn__kv_batch_init(&c->events);
   dyn__map_init(&c->map);
   c->free_head = c->lru_head = c->lru_tail = NIL;
   /* Pushed in reverse, so block 0 is handed out first (easier to read). */
@@ -176,10 +126,7 @@ int dyn__kv_cache_init(dyn__kv_cache_t *c, uint32_t num_blocks, uint32_t block_s
 void dyn__kv_cache_free(dyn__kv_cache_t *c) {
   dyn__map_free(&c->map);
   free(c->blk);
-  free(c->pend);
-  free(c->stored);
-  free(c->removed);
-  free(c->out);
+  dyn__kv_batch_free(&c->events);
   memset(c, 0, sizeof *c);
 }
 
@@ -251,27 +198,17 @@ int dyn__kv_cache_grow(dyn__kv_cache_t *c, dyn__kv_seq_t *s, size_t n) {
   return rc;
 }
 
-/* Registers the seq's block i under h, extending the STORED run *run (or
- * opening one after the seq's parent). */
+/* Registers the seq's block i under h and queues it as stored, extending
+ * the caller's STORED chain (*run) or opening one after the seq's parent. */
 static int store_block(dyn__kv_cache_t *c, dyn__kv_seq_t *s, size_t i, dyn_kv_hash_t h,
-                       dyn_kv_hash_t local, dyn__kv_pend_t **run) {
+                       dyn_kv_hash_t local, int *run) {
   dyn__kv_blk_t *b = blk_of(c, (int32_t)s->blocks[i]);
-  if (dyn__grow((void **)&c->stored, &c->cap_stored, c->n_stored + 1, sizeof *c->stored))
-    return DYN_ENOMEM;
-  if (!*run) {
-    if (!(*run = pend_new(c, DYN_KV_STORED))) return DYN_ENOMEM;
-    (*run)->has_parent = i > 0;
-    (*run)->parent = i > 0 ? s->parent : 0;
-    (*run)->off = c->n_stored;
-  }
   if (dyn__map_put(&c->map, h, b)) return DYN_ENOMEM;
   b->seq_hash = h;
   b->local_hash = local;
   b->registered = 1;
   c->n_registered++;
-  c->stored[c->n_stored++] = (dyn_kv_block_t){h, local};
-  (*run)->n++;
-  return DYN_OK;
+  return dyn__kv_batch_stored(&c->events, run, i > 0, s->parent, (dyn_kv_block_t){h, local});
 }
 
 int dyn__kv_cache_commit(dyn__kv_cache_t *c, dyn__kv_seq_t *s, const uint32_t *tokens,
@@ -280,7 +217,7 @@ int dyn__kv_cache_commit(dyn__kv_cache_t *c, dyn__kv_seq_t *s, const uint32_t *t
   if (full > s->n_blocks) return DYN_EINVAL; /* tokens the seq has no block for */
   /* A STORED event covers a chain; a block dropped for a duplicate ends it,
    * and the next stored block opens a new one with its parent named. */
-  dyn__kv_pend_t *run = NULL;
+  int run = 0;
   for (size_t i = s->n_stored; i < full; i++) {
     dyn_kv_hash_t local, h = block_hash(c, tokens, i, s->parent, &local);
     dyn__kv_blk_t *dup = dyn__map_get(&c->map, h);
@@ -289,9 +226,8 @@ int dyn__kv_cache_commit(dyn__kv_cache_t *c, dyn__kv_seq_t *s, const uint32_t *t
       ref_block(c, idx_of(c, dup));
       s->blocks[i] = (uint32_t)idx_of(c, dup);
       unref_block(c, mine); /* unregistered: back to the free list */
-      run = NULL;
+      run = 0;
     } else {
-      /* run stays valid: only opening a run (run NULL) adds an event. */
       int rc = store_block(c, s, i, h, local, &run);
       if (rc) return rc;
     }
@@ -318,5 +254,5 @@ int dyn__kv_cache_reset(dyn__kv_cache_t *c) {
   }
   dyn__map_clear(&c->map);
   c->n_registered = 0;
-  return pend_new(c, DYN_KV_CLEARED) ? DYN_OK : DYN_ENOMEM;
+  return dyn__kv_batch_cleared(&c->events);
 }

@@ -7,8 +7,8 @@
  * of computing it again. A block nobody references stays registered, in an
  * LRU list, until a new allocation needs it; evicting it is what tells
  * routers a block is gone. Every change a router must know about becomes
- * a dyn_kv_event_t, collected until dyn__kv_cache_flush hands the batch to
- * the sink, so the engine publishes one batch per step.
+ * a dyn_kv_event_t, collected (kv_batch.h) until dyn__kv_cache_flush hands
+ * the batch to the sink, so the engine publishes one batch per step.
  *
  * Block states: free (never registered, or dropped by reset), in use
  * (ref > 0, registered or not yet full), cached (ref 0, registered, in the
@@ -22,14 +22,11 @@
 
 #include "dynamo/llm/kv.h"
 #include "common/map.h"
+#include "llm/engine/kv_batch.h"
 
 /* Not an error: the pool lacks blocks right now and the caller should wait
  * (a positive value, so it never collides with a dynamo/status.h code). */
 #define DYN__KV_NOSPACE 1
-
-/* Receives one step's events, in order; the array and the arrays its events
- * point to are valid only during the call. */
-typedef void (*dyn__kv_sink_fn)(const dyn_kv_event_t *events, size_t n, void *ud);
 
 typedef struct dyn__kv_blk {
   dyn_kv_hash_t seq_hash, local_hash; /* meaningful while registered */
@@ -37,16 +34,6 @@ typedef struct dyn__kv_blk {
   uint8_t registered;     /* in the prefix map under seq_hash */
   int32_t prev, next;     /* LRU links (cached) or free-list link (free) */
 } dyn__kv_blk_t;
-
-/* A queued event: offsets into the arenas, resolved to pointers at flush
- * (the arenas may move while a step collects events). */
-typedef struct dyn__kv_pend {
-  dyn_kv_event_kind_t kind;
-  uint64_t event_id;
-  int has_parent;
-  dyn_kv_hash_t parent;
-  size_t off, n;
-} dyn__kv_pend_t;
 
 typedef struct dyn__kv_cache {
   dyn__kv_blk_t *blk;
@@ -57,16 +44,7 @@ typedef struct dyn__kv_cache {
   int32_t lru_head, lru_tail; /* head: least recently used */
   uint32_t n_free, n_lru, n_used, n_registered;
   uint64_t evictions;
-  uint64_t next_event_id;
-  /* pending events */
-  dyn__kv_pend_t *pend;
-  size_t n_pend, cap_pend;
-  dyn_kv_block_t *stored;
-  size_t n_stored, cap_stored;
-  dyn_kv_hash_t *removed;
-  size_t n_removed, cap_removed;
-  dyn_kv_event_t *out; /* flush scratch */
-  size_t cap_out;
+  dyn__kv_batch_t events; /* this step's, until dyn__kv_cache_flush */
   dyn__kv_sink_fn sink;
   void *sink_ud;
 } dyn__kv_cache_t;
@@ -127,8 +105,9 @@ void dyn__kv_cache_release(dyn__kv_cache_t *c, dyn__kv_seq_t *s);
  * DYN_ENOMEM if the event could not be queued (the cache is reset anyway). */
 int dyn__kv_cache_reset(dyn__kv_cache_t *c);
 
-/* Hands the queued events to the sink (if any) and forgets them; returns
- * how many there were. */
+/* Hands the queued events to the sink (if any, and unless queueing one ran
+ * out of memory: then the batch is dropped, see kv_batch.h) and forgets
+ * them; returns how many there were. */
 size_t dyn__kv_cache_flush(dyn__kv_cache_t *c);
 
 /* The seq's own memory. */
