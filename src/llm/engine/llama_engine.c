@@ -62,6 +62,7 @@
 #include "common/map.h"
 #include "dynamo/status.h"
 #include "llm/engine/engine.h"
+#include "llm/engine/kv_batch.h"
 #include "llm/engine/seq_list.h"
 
 #define N_SLOTS 64 /* LLAMA_MAX_SEQ of llama.cpp: sequence ids per context */
@@ -121,17 +122,6 @@ struct lseq {
 
 DYN__SEQ_LIST_TYPE(seq_list_t, lseq_t);
 
-/* KV events of one step, handed to the sink at its end. */
-typedef struct kv_pending {
-  dyn_kv_event_t *ev;
-  size_t n_ev, cap_ev;
-  dyn_kv_block_t *stored;
-  size_t n_stored, cap_stored;
-  dyn_kv_hash_t *removed;
-  size_t n_removed, cap_removed;
-  int failed; /* out of memory while queueing: the batch is dropped */
-} kv_pending_t;
-
 struct lengine {
   dyn_engine_t base; /* first: what the interface hands out */
   uv_loop_t *loop;
@@ -159,8 +149,7 @@ struct lengine {
   int lru_head, lru_tail;
   uint64_t use_clock;
   dyn__map_t map; /* seq hash -> lblk_t * (registered blocks) */
-  uint64_t next_event_id;
-  kv_pending_t pend;
+  dyn__kv_batch_t events; /* this step's, handed to sink at its end */
   /* sequences */
   seq_list_t waiting, running;
   lseq_t **in_step; /* the step in flight: at most N_SLOTS */
@@ -192,68 +181,7 @@ static void on_llama_log(enum ggml_log_level level, const char *text, void *ud) 
 
 /* ---- KV events ------------------------------------------------------------ */
 
-static dyn_kv_event_t *event_new(lengine_t *e, dyn_kv_event_kind_t kind) {
-  kv_pending_t *p = &e->pend;
-  if (dyn__grow((void **)&p->ev, &p->cap_ev, p->n_ev + 1, sizeof *p->ev)) {
-    p->failed = 1;
-    return NULL;
-  }
-  dyn_kv_event_t *ev = &p->ev[p->n_ev++];
-  memset(ev, 0, sizeof *ev);
-  ev->kind = kind;
-  ev->event_id = e->next_event_id++;
-  return ev;
-}
-
-/* The arrays may move while a step collects events, so the events hold
- * offsets (in the pointer fields, cast) until flush resolves them. */
-static void queue_removed(lengine_t *e, dyn_kv_hash_t h) {
-  kv_pending_t *p = &e->pend;
-  if (dyn__grow((void **)&p->removed, &p->cap_removed, p->n_removed + 1, sizeof *p->removed)) {
-    p->failed = 1;
-    return;
-  }
-  dyn_kv_event_t *last = p->n_ev ? &p->ev[p->n_ev - 1] : NULL;
-  if (!last || last->kind != DYN_KV_REMOVED) {
-    if (!(last = event_new(e, DYN_KV_REMOVED))) return;
-    last->removed = (const dyn_kv_hash_t *)(uintptr_t)p->n_removed;
-  }
-  p->removed[p->n_removed++] = h;
-  last->n_removed++;
-}
-
-/* Opens a STORED event (parent: the block before i, if any) or extends the
- * one *run points at. */
-static void queue_stored(lengine_t *e, dyn_kv_event_t **run, const lslot_t *sl, size_t i) {
-  kv_pending_t *p = &e->pend;
-  if (dyn__grow((void **)&p->stored, &p->cap_stored, p->n_stored + 1, sizeof *p->stored)) {
-    p->failed = 1;
-    return;
-  }
-  if (!*run) {
-    if (!(*run = event_new(e, DYN_KV_STORED))) return;
-    (*run)->has_parent = i > 0;
-    (*run)->parent_seq_hash = i > 0 ? sl->hashes[i - 1] : 0;
-    (*run)->blocks = (const dyn_kv_block_t *)(uintptr_t)p->n_stored;
-  }
-  const lblk_t *b = &e->blk[sl->blocks[i]];
-  p->stored[p->n_stored++] = (dyn_kv_block_t){b->hash, b->local};
-  (*run)->n_blocks++;
-}
-
-static void flush_events(lengine_t *e) {
-  kv_pending_t *p = &e->pend;
-  if (p->n_ev && e->sink && !p->failed) {
-    for (size_t i = 0; i < p->n_ev; i++) {
-      dyn_kv_event_t *ev = &p->ev[i];
-      if (ev->kind == DYN_KV_STORED) ev->blocks = p->stored + (uintptr_t)ev->blocks;
-      else if (ev->kind == DYN_KV_REMOVED) ev->removed = p->removed + (uintptr_t)ev->removed;
-    }
-    e->sink(p->ev, p->n_ev, e->sink_ud);
-  }
-  p->n_ev = p->n_stored = p->n_removed = 0;
-  p->failed = 0;
-}
+static void flush_events(lengine_t *e) { dyn__kv_batch_flush(&e->events, e->sink, e->sink_ud); }
 
 /* ---- blocks and slots ----------------------------------------------------- */
 
@@ -280,7 +208,7 @@ static void blk_unref(lengine_t *e, int32_t i, int running) {
     b->registered = 0;
     e->n_registered--;
     e->m.evictions++;
-    queue_removed(e, b->hash);
+    (void)dyn__kv_batch_removed(&e->events, b->hash); /* failed: the batch is dropped */
   }
   b->next_free = e->free_head;
   e->free_head = i;
@@ -369,7 +297,7 @@ static int slot_grow(lengine_t *e, int id, size_t n) {
 static void slot_commit(lengine_t *e, int id, const uint32_t *tokens, size_t n_computed) {
   lslot_t *s = &e->slots[id];
   size_t full = n_computed / e->o.block_size, bs = e->o.block_size;
-  dyn_kv_event_t *run = NULL;
+  int run = 0;
   for (size_t i = s->n_full; i < full && i < s->n_blocks; i++) {
     lblk_t *b = &e->blk[s->blocks[i]];
     dyn_kv_hash_t local = dyn_kv_hash_local(tokens + i * bs, bs, e->o.kv_hash_seed);
@@ -380,17 +308,17 @@ static void slot_commit(lengine_t *e, int id, const uint32_t *tokens, size_t n_c
     b->hash = h;
     b->local = local;
     if (dyn__map_get(&e->map, h)) { /* computed twice at once: one announced */
-      run = NULL;
+      run = 0;
       continue;
     }
-    if (dyn__map_put(&e->map, h, b)) {
-      e->pend.failed = 1;
+    if (dyn__map_put(&e->map, h, b)) { /* unannounced, it would break the chain */
+      dyn__kv_batch_fail(&e->events);
       continue;
     }
     b->registered = 1;
     e->n_registered++;
-    /* run stays valid: only opening a run adds an event. */
-    queue_stored(e, &run, s, i);
+    (void)dyn__kv_batch_stored(&e->events, &run, i > 0, i > 0 ? s->hashes[i - 1] : 0,
+                               (dyn_kv_block_t){h, local}); /* failed: dropped */
   }
 }
 
@@ -922,9 +850,7 @@ static void engine_free(lengine_t *e) {
     free(e->slots[i].hashes);
   }
   dyn__map_free(&e->map);
-  free(e->pend.ev);
-  free(e->pend.stored);
-  free(e->pend.removed);
+  dyn__kv_batch_free(&e->events);
   free(e->blk);
   free(e->in_step);
   free(e->model_path);
@@ -1039,7 +965,7 @@ int dyn__llama_engine_create(uv_loop_t *loop, const dyn_engine_options_t *opts,
   }
   e->n_free = opts->num_blocks;
   dyn__map_init(&e->map);
-  e->next_event_id = 1;
+  dyn__kv_batch_init(&e->events);
   e->rng = opts->seed ^ 0x11a3a5eed5eedull;
   char desc[128];
   llama_model_desc(e->model, desc, sizeof desc);
@@ -1081,7 +1007,7 @@ static void llama_destroy(dyn_engine_t *engine) {
   while (e->running.head) finish(e->running.head, DYN_ENGINE_CANCELLED);
   while (e->waiting.head) finish(e->waiting.head, DYN_ENGINE_CANCELLED);
   e->closing = 1;
-  e->pend.n_ev = 0; /* dropped, as the interface says */
+  dyn__kv_batch_drop(&e->events); /* dropped, as the interface says */
   uv_timer_stop(&e->kick);
   uv_close((uv_handle_t *)&e->kick, on_timer_closed);
   /* A step in flight finishes first; its results are not applied. */
@@ -1223,11 +1149,11 @@ static int llama_reset_cache(dyn_engine_t *engine) {
   if (e->busy) return DYN_EINVAL; /* the context is in use by a step */
   while (evict_holder(e)) {
   }
-  e->pend.n_ev = e->pend.n_stored = e->pend.n_removed = 0; /* CLEARED says it all */
+  dyn__kv_batch_drop(&e->events); /* CLEARED says it all */
   dyn__map_clear(&e->map);
   for (uint32_t i = 0; i < e->o.num_blocks; i++) e->blk[i].registered = 0;
   e->n_registered = 0;
-  int rc = event_new(e, DYN_KV_CLEARED) ? DYN_OK : DYN_ENOMEM;
+  int rc = dyn__kv_batch_cleared(&e->events);
   flush_events(e);
   return rc;
 }
