@@ -1,7 +1,9 @@
 /* test_kv_cache.c - the simulated engine's paged KV cache: prefix reuse,
  * LRU eviction order, referenced blocks never evicted, the KV events it
  * emits (checked against dyn_kv_hash_blocks), generated tokens filling
- * blocks, and a full pool making a request wait instead of failing. */
+ * blocks, a full pool making a request wait instead of failing, and the
+ * event batch both engines use (kv_batch.h): runs, and a failed batch
+ * dropped whole. */
 #include "harness.h"
 #include "llm/engine/kv_cache.h"
 
@@ -411,6 +413,70 @@ static void test_bad_init(void) {
   CHECK_EQ_INT(dyn__kv_cache_init(&c, 16, 0, SEED), DYN_EINVAL);
 }
 
+/* The batch itself: a chain extends one STORED while the caller keeps it
+ * open and the last event is its own; removals merge; a failed batch is
+ * dropped whole, its ids skipped, and the next one goes out. */
+static void test_batch(void) {
+  dyn__kv_batch_t b;
+  rec_t r = {0};
+  dyn__kv_batch_init(&b);
+  int run = 0;
+  CHECK_EQ_INT(dyn__kv_batch_stored(&b, &run, 0, 0, (dyn_kv_block_t){1, 11}), DYN_OK);
+  CHECK_EQ_INT(run, 1);
+  CHECK_EQ_INT(dyn__kv_batch_stored(&b, &run, 1, 99, (dyn_kv_block_t){2, 12}), DYN_OK);
+  CHECK_EQ_INT(dyn__kv_batch_removed(&b, 7), DYN_OK);
+  CHECK_EQ_INT(dyn__kv_batch_removed(&b, 8), DYN_OK);
+  /* run still set, but the last event is a REMOVED: a new STORED opens */
+  CHECK_EQ_INT(dyn__kv_batch_stored(&b, &run, 1, 2, (dyn_kv_block_t){3, 13}), DYN_OK);
+  run = 0; /* a skipped block ends the chain */
+  CHECK_EQ_INT(dyn__kv_batch_stored(&b, &run, 1, 3, (dyn_kv_block_t){4, 14}), DYN_OK);
+  CHECK_EQ_INT(dyn__kv_batch_cleared(&b), DYN_OK);
+  CHECK_EQ_INT(dyn__kv_batch_flush(&b, sink, &r), 5);
+  REQUIRE(r.n == 5);
+  CHECK_EQ_INT(r.ev[0].kind, DYN_KV_STORED);
+  CHECK_EQ_INT(r.ev[0].has_parent, 0);
+  CHECK_EQ_INT(r.ev[0].n, 2);
+  CHECK_EQ_U64(r.ev[0].h[1], 2);
+  CHECK_EQ_U64(r.ev[0].local[1], 12);
+  CHECK_EQ_INT(r.ev[1].kind, DYN_KV_REMOVED);
+  CHECK_EQ_INT(r.ev[1].n, 2);
+  CHECK_EQ_U64(r.ev[1].h[0], 7);
+  CHECK_EQ_U64(r.ev[1].h[1], 8);
+  CHECK_EQ_INT(r.ev[2].kind, DYN_KV_STORED);
+  CHECK_EQ_INT(r.ev[2].has_parent, 1);
+  CHECK_EQ_U64(r.ev[2].parent, 2);
+  CHECK_EQ_U64(r.ev[2].h[0], 3);
+  CHECK_EQ_INT(r.ev[3].n, 1);
+  CHECK_EQ_U64(r.ev[3].parent, 3);
+  CHECK_EQ_INT(r.ev[4].kind, DYN_KV_CLEARED);
+  for (size_t i = 0; i < 5; i++) CHECK_EQ_U64(r.ev[i].id, i + 1);
+
+  /* A failed batch goes nowhere; the next one does, after the gap. */
+  CHECK_EQ_INT(dyn__kv_batch_removed(&b, 9), DYN_OK);
+  dyn__kv_batch_fail(&b);
+  CHECK_EQ_INT(dyn__kv_batch_removed(&b, 10), DYN_OK);
+  CHECK_EQ_INT(dyn__kv_batch_flush(&b, sink, &r), 1);
+  CHECK_EQ_INT(r.batches, 1);
+  CHECK_EQ_INT(dyn__kv_batch_removed(&b, 11), DYN_OK);
+  CHECK_EQ_INT(dyn__kv_batch_flush(&b, sink, &r), 1);
+  REQUIRE(r.n == 6);
+  CHECK_EQ_U64(r.ev[5].id, 7);
+  CHECK_EQ_INT(r.ev[5].n, 1);
+  CHECK_EQ_U64(r.ev[5].h[0], 11);
+
+  /* drop forgets the events and the failure */
+  CHECK_EQ_INT(dyn__kv_batch_removed(&b, 12), DYN_OK);
+  dyn__kv_batch_fail(&b);
+  dyn__kv_batch_drop(&b);
+  CHECK_EQ_INT(dyn__kv_batch_cleared(&b), DYN_OK);
+  CHECK_EQ_INT(dyn__kv_batch_flush(&b, sink, &r), 1);
+  REQUIRE(r.n == 7);
+  CHECK_EQ_INT(r.ev[6].kind, DYN_KV_CLEARED);
+  CHECK_EQ_INT(dyn__kv_batch_flush(&b, sink, &r), 0);
+  CHECK_EQ_INT(r.batches, 3);
+  dyn__kv_batch_free(&b);
+}
+
 int main(void) {
   h_init("kv_cache");
   test_prefix_reuse();
@@ -421,5 +487,6 @@ int main(void) {
   test_reset();
   test_random_ops();
   test_bad_init();
+  test_batch();
   TEST_END();
 }
