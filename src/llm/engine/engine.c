@@ -74,23 +74,11 @@ void dyn_engine_cancel(dyn_engine_seq_t *seq) {
   if (seq) seq->engine->ops->cancel(seq);
 }
 
-size_t dyn_engine_seq_prompt_tokens(const dyn_engine_seq_t *seq) {
-  size_t prompt, cached, generated;
-  seq->engine->ops->seq_tokens(seq, &prompt, &cached, &generated);
-  return prompt;
-}
+size_t dyn_engine_seq_prompt_tokens(const dyn_engine_seq_t *seq) { return seq->n_prompt; }
 
-size_t dyn_engine_seq_cached_tokens(const dyn_engine_seq_t *seq) {
-  size_t prompt, cached, generated;
-  seq->engine->ops->seq_tokens(seq, &prompt, &cached, &generated);
-  return cached;
-}
+size_t dyn_engine_seq_cached_tokens(const dyn_engine_seq_t *seq) { return seq->cached_tokens; }
 
-size_t dyn_engine_seq_generated_tokens(const dyn_engine_seq_t *seq) {
-  size_t prompt, cached, generated;
-  seq->engine->ops->seq_tokens(seq, &prompt, &cached, &generated);
-  return generated;
-}
+size_t dyn_engine_seq_generated_tokens(const dyn_engine_seq_t *seq) { return seq->n_generated; }
 
 void dyn_engine_get_metrics(const dyn_engine_t *e, dyn_engine_metrics_t *m) {
   e->ops->get_metrics(e, m);
@@ -99,7 +87,7 @@ void dyn_engine_get_metrics(const dyn_engine_t *e, dyn_engine_metrics_t *m) {
 int dyn_engine_reset_cache(dyn_engine_t *e) { return e->ops->reset_cache(e); }
 
 const dyn_engine_logprob_t *dyn_engine_seq_logprobs(const dyn_engine_seq_t *seq) {
-  return seq->engine->ops->seq_logprobs(seq);
+  return seq->logprobs ? &seq->lp : NULL;
 }
 
 void dyn_engine_set_step_observer(dyn_engine_t *e, dyn_engine_step_fn fn, void *ud) {

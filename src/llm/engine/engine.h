@@ -11,7 +11,9 @@
  * An implementation keeps the contract dynamo/llm/engine.h states (one
  * loop thread, no callback inside submit, on_done exactly once, the handle
  * freed when on_done returns); engine.c checks only what is common to all:
- * NULL handles.
+ * NULL handles. What every sequence counts lives in its common part
+ * (struct dyn_engine_seq), so engine.c answers the per-sequence calls
+ * itself.
  */
 #ifndef DYN__LLM_ENGINE_H
 #define DYN__LLM_ENGINE_H
@@ -26,10 +28,6 @@ typedef struct dyn__engine_ops {
                 const char **why);
   /* Never called for a sequence that already ended. */
   void (*cancel)(dyn_engine_seq_t *seq);
-  void (*seq_tokens)(const dyn_engine_seq_t *seq, size_t *prompt, size_t *cached,
-                     size_t *generated);
-  /* NULL when the sequence asked for none; see dyn_engine_seq_logprobs. */
-  const dyn_engine_logprob_t *(*seq_logprobs)(const dyn_engine_seq_t *seq);
   void (*get_metrics)(const dyn_engine_t *e, dyn_engine_metrics_t *m);
   int (*reset_cache)(dyn_engine_t *e);
   const char *(*kv_layout)(const dyn_engine_t *e);
@@ -77,8 +75,14 @@ static inline void dyn__engine_step_done(dyn_engine_t *e, double seconds) {
   if (e->step_fn) e->step_fn(seconds, e->step_ud);
 }
 
-/* The first member of every sequence's handle. */
+/* The first member of every sequence's handle: what the per-sequence
+ * calls (dyn_engine_seq_*) read, kept up to date by the engine. */
 struct dyn_engine_seq {
   dyn_engine_t *engine;
+  size_t n_prompt;      /* the prompt's tokens */
+  size_t cached_tokens; /* of them, found in the prefix cache at admission */
+  size_t n_generated;   /* tokens handed to on_tokens */
+  int logprobs;         /* asked for: lp holds the last token's by on_tokens */
+  dyn_engine_logprob_t lp;
 };
 #endif

@@ -102,13 +102,12 @@ struct lseq {
   int state, in_batch, admitted;
   int slot;                   /* running: its slot */
   uint32_t *tokens;           /* prompt, then generated */
-  size_t n_tokens, n_prompt, n_generated, n_computed, cached_tokens;
+  size_t n_tokens; /* the prompt's (base.n_prompt) and generated ones */
+  size_t n_computed;
   size_t cap_tokens;
   uint32_t max_tokens;
   int ignore_eos;
-  int logprobs;             /* asked for: lp is filled with each sample */
   uint32_t top_logprobs;
-  dyn_engine_logprob_t lp;  /* the last sampled token's */
   struct llama_sampler *smpl;
   void *import; /* dyn_engine_request_t.kv until admission */
   size_t import_len;
@@ -525,9 +524,9 @@ static int admit(lengine_t *e, lseq_t *s) {
   if (!installed) s->n_computed = best_n * bs;
   if (!s->admitted) {
     s->admitted = 1;
-    s->cached_tokens = best_n * bs; /* the local cache's part */
-    e->m.prompt_tokens += s->n_prompt;
-    e->m.cached_prompt_tokens += s->cached_tokens;
+    s->base.cached_tokens = best_n * bs; /* the local cache's part */
+    e->m.prompt_tokens += s->base.n_prompt;
+    e->m.cached_prompt_tokens += s->base.cached_tokens;
   }
   return DYN_OK;
 }
@@ -615,11 +614,12 @@ static int plan_step(lengine_t *e) {
  * (a log-softmax of the row's logits, before the sampler's settings) and
  * the top_logprobs most likely tokens, most likely first. One pass for the
  * normalizer and one for the top list, kept sorted by insertion (at most
- * 20 entries, and most logits never enter it). */
+ * 20 entries, and most logits never enter it). On the step thread; the
+ * loop reads lp (dyn_engine_seq_logprobs) in deliver, after the step. */
 static void compute_logprob(const lengine_t *e, lseq_t *s) {
   const float *logits = llama_get_logits_ith(e->ctx, s->logit_idx);
   int32_t n = llama_vocab_n_tokens(e->vocab);
-  dyn_engine_logprob_t *lp = &s->lp;
+  dyn_engine_logprob_t *lp = &s->base.lp;
   lp->n_top = 0;
   if (!logits || n <= 0) {
     lp->logprob = 0;
@@ -657,7 +657,7 @@ static void step_work(lengine_t *e) {
     lseq_t *s = e->in_step[i];
     if (s->logit_idx < 0) continue;
     s->sampled = llama_sampler_sample(s->smpl, e->ctx, s->logit_idx);
-    if (s->logprobs) compute_logprob(e, s);
+    if (s->base.logprobs) compute_logprob(e, s);
   }
 }
 
@@ -683,11 +683,11 @@ static void deliver(lengine_t *e, lseq_t *s) {
   }
   uint32_t tok = (uint32_t)t;
   s->tokens[s->n_tokens++] = tok;
-  s->n_generated++;
+  s->base.n_generated++;
   e->m.generated_tokens++;
   if (s->cb.on_tokens) s->cb.on_tokens(&s->base, &tok, 1, s->ud);
   if (s->state == Q_RUNNING &&
-      (s->n_generated >= s->max_tokens || s->n_tokens >= e->max_len))
+      (s->base.n_generated >= s->max_tokens || s->n_tokens >= e->max_len))
     finish(s, DYN_ENGINE_LENGTH);
 }
 
@@ -1091,10 +1091,10 @@ static int llama_submit(dyn_engine_t *engine, const dyn_engine_request_t *req,
   s->base.engine = engine;
   s->e = e;
   s->cap_tokens = cap;
-  s->n_tokens = s->n_prompt = req->n_prompt;
+  s->n_tokens = s->base.n_prompt = req->n_prompt;
   s->max_tokens = req->max_tokens;
   s->ignore_eos = req->ignore_eos;
-  s->logprobs = req->logprobs;
+  s->base.logprobs = req->logprobs;
   s->top_logprobs = req->top_logprobs;
   s->cb = *cb;
   s->ud = ud;
@@ -1113,21 +1113,6 @@ static int llama_submit(dyn_engine_t *engine, const dyn_engine_request_t *req,
 }
 
 static void llama_cancel(dyn_engine_seq_t *seq) { finish((lseq_t *)seq, DYN_ENGINE_CANCELLED); }
-
-static void llama_seq_tokens(const dyn_engine_seq_t *seq, size_t *prompt, size_t *cached,
-                             size_t *generated) {
-  const lseq_t *s = (const lseq_t *)seq;
-  *prompt = s->n_prompt;
-  *cached = s->cached_tokens;
-  *generated = s->n_generated;
-}
-
-/* Filled on the thread pool with the sample, read on the loop in on_tokens
- * (deliver), after the step's work completed. */
-static const dyn_engine_logprob_t *llama_seq_logprobs(const dyn_engine_seq_t *seq) {
-  const lseq_t *s = (const lseq_t *)seq;
-  return s->logprobs ? &s->lp : NULL;
-}
 
 static void llama_get_metrics(const dyn_engine_t *engine, dyn_engine_metrics_t *m) {
   const lengine_t *e = (const lengine_t *)engine;
@@ -1258,8 +1243,6 @@ static const dyn__engine_ops_t llama_ops = {
     .set_kv_events = llama_set_kv_events,
     .submit = llama_submit,
     .cancel = llama_cancel,
-    .seq_tokens = llama_seq_tokens,
-    .seq_logprobs = llama_seq_logprobs,
     .get_metrics = llama_get_metrics,
     .reset_cache = llama_reset_cache,
     .kv_layout = llama_kv_layout,

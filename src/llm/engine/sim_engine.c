@@ -68,14 +68,12 @@ struct sim_seq {
   int state, in_batch, admitted;
   int decoding; /* past its prompt: one token a step (until preempted) */
   uint32_t *tokens; /* prompt, then generated; room for all of them */
-  size_t n_tokens, n_prompt, n_generated, cached_tokens;
+  size_t n_tokens; /* the prompt's (base.n_prompt) and generated ones */
   size_t n_computed; /* tokens with their KV (committed) */
   size_t chunk;      /* tokens it computes in the step in flight */
   uint32_t max_tokens;
   int ignore_eos;
-  int logprobs;
   uint32_t top_logprobs;
-  dyn_engine_logprob_t lp; /* the last token's, during on_tokens */
   uint64_t rng;
   dyn__kv_seq_t kv;
   void *import; /* dyn_engine_request_t.kv until admission */
@@ -295,9 +293,9 @@ static int admit(sim_t *e, sim_seq_t *s) {
   size_t cached = cached_blocks * bs;
   if (!s->admitted) {
     s->admitted = 1;
-    s->cached_tokens = cached < s->n_prompt ? cached : s->n_prompt;
-    e->m.prompt_tokens += s->n_prompt;
-    e->m.cached_prompt_tokens += s->cached_tokens;
+    s->base.cached_tokens = cached < s->base.n_prompt ? cached : s->base.n_prompt;
+    e->m.prompt_tokens += s->base.n_prompt;
+    e->m.cached_prompt_tokens += s->base.cached_tokens;
   }
   s->n_computed = computed < s->n_tokens ? computed : s->n_tokens - 1;
   /* The imported blocks are computed: registered (STORED) now. */
@@ -418,12 +416,13 @@ static void deliver_one(sim_t *e, sim_seq_t *s) {
     finish(s, DYN_ENGINE_STOP);
     return;
   }
-  if (s->logprobs) sim_logprob(e, s, t, &s->lp);
+  if (s->base.logprobs) sim_logprob(e, s, t, &s->base.lp);
   s->tokens[s->n_tokens++] = t;
-  s->n_generated++;
+  s->base.n_generated++;
   e->m.generated_tokens++;
   if (s->cb.on_tokens) s->cb.on_tokens(&s->base, &t, 1, s->ud);
-  if (s->state == S_RUNNING && s->n_generated >= s->max_tokens) finish(s, DYN_ENGINE_LENGTH);
+  if (s->state == S_RUNNING && s->base.n_generated >= s->max_tokens)
+    finish(s, DYN_ENGINE_LENGTH);
 }
 
 /* The step's sequences leave the batch; those that ended during it (kept
@@ -603,10 +602,10 @@ static int sim_submit(dyn_engine_t *engine, const dyn_engine_request_t *req,
   memcpy(s->tokens, req->prompt, req->n_prompt * sizeof *s->tokens);
   s->base.engine = engine;
   s->e = e;
-  s->n_tokens = s->n_prompt = req->n_prompt;
+  s->n_tokens = s->base.n_prompt = req->n_prompt;
   s->max_tokens = req->max_tokens;
   s->ignore_eos = req->ignore_eos;
-  s->logprobs = req->logprobs;
+  s->base.logprobs = req->logprobs;
   s->top_logprobs = req->top_logprobs;
   s->rng = request_seed(e, req);
   if (req->kv) {
@@ -629,19 +628,6 @@ static int sim_submit(dyn_engine_t *engine, const dyn_engine_request_t *req,
   }
   if (out) *out = &s->base;
   return DYN_OK;
-}
-
-static void sim_seq_tokens(const dyn_engine_seq_t *seq, size_t *prompt, size_t *cached,
-                           size_t *generated) {
-  const sim_seq_t *s = (const sim_seq_t *)seq;
-  *prompt = s->n_prompt;
-  *cached = s->cached_tokens;
-  *generated = s->n_generated;
-}
-
-static const dyn_engine_logprob_t *sim_seq_logprobs(const dyn_engine_seq_t *seq) {
-  const sim_seq_t *s = (const sim_seq_t *)seq;
-  return s->logprobs ? &s->lp : NULL;
 }
 
 static void sim_get_metrics(const dyn_engine_t *engine, dyn_engine_metrics_t *m) {
@@ -713,8 +699,6 @@ static const dyn__engine_ops_t sim_ops = {
     .set_kv_events = sim_set_kv_events,
     .submit = sim_submit,
     .cancel = sim_cancel,
-    .seq_tokens = sim_seq_tokens,
-    .seq_logprobs = sim_seq_logprobs,
     .get_metrics = sim_get_metrics,
     .reset_cache = sim_reset_cache,
     .kv_layout = sim_kv_layout,
