@@ -365,6 +365,8 @@ static void seq_free(lseq_t *s) {
   free(s);
 }
 
+DYN__SEQ_DEAD_FUNCS(lseq_t, seq_free)
+
 /* Ends s: on_done, out of its list; its slot is retired now unless a step
  * is in flight (then by the next plan, which finds the slot's seq gone). */
 static void finish(lseq_t *s, dyn_engine_finish_t reason) {
@@ -378,12 +380,7 @@ static void finish(lseq_t *s, dyn_engine_finish_t reason) {
     if (!e->busy) slot_retire(e, s->slot);
   }
   if (s->cb.on_done) s->cb.on_done(&s->base, reason, s->ud);
-  if (s->in_batch) {
-    s->dead_next = e->dead;
-    e->dead = s;
-  } else {
-    seq_free(s);
-  }
+  seq_dispose(&e->dead, s);
 }
 
 /* Drops a running sequence's cells and queues it first in line again; its
@@ -666,11 +663,7 @@ static void start_step(lengine_t *e);
 static void end_step_batch(lengine_t *e) {
   for (size_t i = 0; i < e->n_in_step; i++) e->in_step[i]->in_batch = 0;
   e->n_in_step = 0;
-  while (e->dead) {
-    lseq_t *s = e->dead;
-    e->dead = s->dead_next;
-    seq_free(s);
-  }
+  seq_free_dead(&e->dead);
 }
 
 static void engine_free(lengine_t *e);

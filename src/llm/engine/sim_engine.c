@@ -116,6 +116,8 @@ static void seq_free(sim_seq_t *s) {
   free(s);
 }
 
+DYN__SEQ_DEAD_FUNCS(sim_seq_t, seq_free)
+
 static void forward_events(const dyn_kv_event_t *ev, size_t n, void *ud) {
   sim_t *e = ud;
   if (e->sink) e->sink(ev, n, e->sink_ud);
@@ -184,12 +186,7 @@ static void finish(sim_seq_t *s, dyn_engine_finish_t reason) {
   s->state = S_DONE;
   dyn__kv_cache_release(&e->kv, &s->kv);
   if (s->cb.on_done) s->cb.on_done(&s->base, reason, s->ud);
-  if (s->in_batch) {
-    s->dead_next = e->dead;
-    e->dead = s;
-  } else {
-    seq_free(s);
-  }
+  seq_dispose(&e->dead, s);
 }
 
 static void sim_cancel(dyn_engine_seq_t *seq) {
@@ -430,11 +427,7 @@ static void deliver_one(sim_t *e, sim_seq_t *s) {
 static void end_batch(sim_t *e) {
   for (size_t i = 0; i < e->n_batch; i++) e->batch[i]->in_batch = B_NONE;
   e->n_batch = 0;
-  while (e->dead) {
-    sim_seq_t *s = e->dead;
-    e->dead = s->dead_next;
-    seq_free(s);
-  }
+  seq_free_dead(&e->dead);
 }
 
 static void complete_step(sim_t *e) {
