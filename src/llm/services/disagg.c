@@ -230,10 +230,12 @@ static void on_prefill_data(dyn_stream_t *s, const void *data, size_t len, void 
   uv_timer_again(&j->timer);
   const char *bad = NULL;
   char msg[512];
-  if (len >= 4 && !memcmp(data, DYN__PROTO_KV_CHUNK_MAGIC, 4)) {
-    if (!j->have_first || j->kv.len + len - 4 > j->kv_expected)
+  const void *part;
+  size_t part_len;
+  if (!dyn__proto_kv_chunk_decode(data, len, &part, &part_len)) {
+    if (!j->have_first || j->kv.len + part_len > j->kv_expected)
       bad = "prefill worker: KV beyond what its header announced";
-    else if (dyn__buf_append(&j->kv, (const uint8_t *)data + 4, len - 4))
+    else if (dyn__buf_append(&j->kv, part, part_len))
       bad = "out of memory for the KV";
   } else if (!j->have_header) {
     dyn__proto_kv_header_t h;
@@ -464,20 +466,17 @@ static void pump(uv_timer_t *t) {
     double allowed = (double)(uv_hrtime() - j->t0) / 1e3 * d->bandwidth_mbps;
     budget = allowed > (double)j->sent ? (size_t)(allowed - (double)j->sent) : 0;
   }
-  uint8_t *frame = NULL;
   while (j->sent < j->blob_len && dyn_request_pending(j->req) < 4 * d->chunk_bytes && budget) {
     size_t n = j->blob_len - j->sent;
     if (n > d->chunk_bytes) n = d->chunk_bytes;
     if (n > budget) n = budget;
-    if (!frame && !(frame = malloc(4 + d->chunk_bytes))) break;
-    memcpy(frame, DYN__PROTO_KV_CHUNK_MAGIC, 4);
-    memcpy(frame + 4, j->blob + j->sent, n);
-    if (dyn_request_send(j->req, frame, 4 + n)) break;
+    if (dyn_request_sendv(j->req, dyn__proto_kv_chunk_head(), DYN__PROTO_KV_CHUNK_HEAD_LEN,
+                          j->blob + j->sent, n))
+      break;
     j->sent += n;
     budget -= n;
     add(d->bytes, (double)n);
   }
-  free(frame);
   if (j->sent == j->blob_len) {
     if (d->seconds) dyn_series_observe(d->seconds, (double)(uv_hrtime() - j->t0) / 1e9);
     j->ended = 1;
