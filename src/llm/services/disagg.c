@@ -19,7 +19,8 @@
  * If the prefill stream fails (the prefill worker died, refused, or sent
  * nothing for kv-transfer-timeout-ms), the worker prefills locally: the
  * prompt, plus the first token if the client already has it, so the
- * answer goes on unbroken.
+ * answer goes on unbroken. The KV lands in buffers the worker keeps
+ * between transfers (see "receive buffers" below).
  *
  * Prefill role (PrefillWorker). prefill runs the prompt for one token,
  * exports the KV of the blocks the caller lacks as soon as that token is
@@ -47,8 +48,11 @@
 #include "llm/services/protocol.h"
 #include "llm/services/worker.h"
 
+typedef struct kvpool kvpool_t;
+
 struct dyn__disagg {
   worker_t *w;
+  kvpool_t *pool;        /* decode role */
   dyn_client_t *prefill; /* decode role */
   dyn_watch_t *watch;
   long long cfg_max_local, cfg_max_queue; /* from the config */
@@ -132,6 +136,90 @@ static const char *layout_mismatch(const char *mine, const char *theirs, char *b
   return buf;
 }
 
+/* ---- decode role: receive buffers ----------------------------------------- */
+
+/* A fresh buffer of tens of megabytes costs a page fault per 4 KiB as the
+ * KV is copied in (the kernel zeroes and charges each page): profiled at
+ * about three times the copy itself, and the largest cost of a transfer on
+ * the decode worker. So the KV lands in buffers kept between transfers:
+ * the engine gives each back through dyn_engine_request_t.kv_free once
+ * the import is installed or dropped, and up to kv-receive-keep-bytes of
+ * idle ones (256 MiB) are kept. The pool outlives the rest of the decode
+ * state while the engine still holds a buffer: an engine frees its
+ * imports when destroyed, after dyn__disagg_shutdown. */
+typedef struct kvbuf {
+  struct kvbuf *next;
+  kvpool_t *pool;
+  size_t cap;
+  size_t pad_; /* 32 bytes: the data after it is aligned as malloc's */
+} kvbuf_t;
+
+struct kvpool {
+  kvbuf_t *idle;
+  size_t idle_bytes, keep_bytes;
+  size_t lent; /* buffers out (receiving, or held by the engine) */
+  int closed;
+};
+
+static void pool_drop_idle(kvpool_t *p) {
+  while (p->idle) {
+    kvbuf_t *b = p->idle;
+    p->idle = b->next;
+    p->idle_bytes -= b->cap;
+    free(b);
+  }
+}
+
+/* A buffer of at least n bytes: an idle one that is big enough, else a
+ * new one (the idle ones, all smaller, go: transfers grew). */
+static uint8_t *pool_take(kvpool_t *p, size_t n) {
+  kvbuf_t *b = NULL;
+  for (kvbuf_t **pp = &p->idle; *pp; pp = &(*pp)->next) {
+    if ((*pp)->cap >= n) {
+      b = *pp;
+      *pp = b->next;
+      p->idle_bytes -= b->cap;
+      break;
+    }
+  }
+  if (!b) {
+    pool_drop_idle(p);
+    if (n > SIZE_MAX - sizeof *b || !(b = malloc(sizeof *b + n))) return NULL;
+    b->cap = n;
+    b->pool = p;
+  }
+  p->lent++;
+  return (uint8_t *)(b + 1);
+}
+
+/* dyn_engine_request_t.kv_free, and the decode worker's own give-back. */
+static void pool_give(void *data, void *ud) {
+  kvpool_t *p = ud;
+  kvbuf_t *b = (kvbuf_t *)data - 1;
+  p->lent--;
+  if (!p->closed && b->cap <= p->keep_bytes) {
+    while (p->idle && p->idle_bytes + b->cap > p->keep_bytes) { /* the newest stays */
+      kvbuf_t *old = p->idle;
+      p->idle = old->next;
+      p->idle_bytes -= old->cap;
+      free(old);
+    }
+    b->next = p->idle;
+    p->idle = b;
+    p->idle_bytes += b->cap;
+  } else {
+    free(b);
+  }
+  if (p->closed && !p->lent) free(p);
+}
+
+static void pool_close(kvpool_t *p) {
+  if (!p) return;
+  p->closed = 1;
+  pool_drop_idle(p);
+  if (!p->lent) free(p);
+}
+
 /* ---- decode role ---------------------------------------------------------- */
 
 typedef struct djob {
@@ -144,12 +232,14 @@ typedef struct djob {
   size_t n_prompt, from_block;
   int have_header, have_first, queued, client_gone, answered, refused;
   uint64_t kv_expected, kv_blocks, t0;
-  dyn__buf_t kv;
+  kvpool_t *pool; /* outlives d: see "receive buffers" */
+  uint8_t *kv;    /* kv_expected bytes from pool once the header came */
+  size_t kv_len;  /* of them received */
 } djob_t;
 
 static void djob_closed(uv_handle_t *h) {
   djob_t *j = h->data;
-  dyn__buf_free(&j->kv);
+  if (j->kv) pool_give(j->kv, j->pool);
   free(j->prompt);
   free(j);
 }
@@ -173,10 +263,12 @@ static void run_here(djob_t *j, void *kv, size_t kv_len) {
   j->r.n_prompt = j->n_prompt + (j->have_first ? 1 : 0);
   j->r.kv = kv;
   j->r.kv_len = kv_len;
+  j->r.kv_free = kv ? pool_give : NULL;
+  j->r.kv_free_ud = kv ? j->pool : NULL;
   const char *why = NULL;
   int rc = dyn__worker_submit(j->d->w, j->req, &j->r, j->have_first, &why);
   if (rc) {
-    free(kv);
+    if (kv) pool_give(kv, j->pool);
     if (rc == DYN_ENOMEM) dyn__proto_fail(j->req, 500, "out of memory");
     else dyn__proto_fail(j->req, 400, "%s", why ? why : dyn_strerror(rc));
   }
@@ -233,10 +325,12 @@ static void on_prefill_data(dyn_stream_t *s, const void *data, size_t len, void 
   const void *part;
   size_t part_len;
   if (!dyn__proto_kv_chunk_decode(data, len, &part, &part_len)) {
-    if (!j->have_first || j->kv.len + part_len > j->kv_expected)
+    if (!j->have_first || part_len > j->kv_expected - j->kv_len) {
       bad = "prefill worker: KV beyond what its header announced";
-    else if (dyn__buf_append(&j->kv, part, part_len))
-      bad = "out of memory for the KV";
+    } else if (part_len) {
+      memcpy(j->kv + j->kv_len, part, part_len);
+      j->kv_len += part_len;
+    }
   } else if (!j->have_header) {
     dyn__proto_kv_header_t h;
     if (dyn__proto_kv_header_decode(data, len, &h)) {
@@ -246,7 +340,8 @@ static void on_prefill_data(dyn_stream_t *s, const void *data, size_t len, void 
       j->kv_expected = h.kv_bytes;
       j->kv_blocks = h.kv_blocks;
       j->have_header = 1;
-      if (!bad && dyn__buf_reserve(&j->kv, h.kv_bytes)) bad = "out of memory for the KV";
+      if (!bad && h.kv_bytes && !(j->kv = pool_take(j->pool, h.kv_bytes)))
+        bad = "out of memory for the KV";
       dyn__proto_kv_header_free(&h);
     }
   } else if (!j->have_first) {
@@ -279,16 +374,16 @@ static void on_prefill_done(dyn_stream_t *s, int status, const char *message, vo
     djob_free(j);
     return;
   }
-  if (status == DYN_OK && j->have_first && j->kv.len == j->kv_expected) {
+  if (status == DYN_OK && j->have_first && j->kv_len == j->kv_expected) {
     double secs = (double)(uv_hrtime() - j->t0) / 1e9;
     if (d->seconds) dyn_series_observe(d->seconds, secs);
-    add(d->bytes, (double)j->kv.len);
+    add(d->bytes, (double)j->kv_len);
     add(d->remote, 1);
     /* A header alone (nothing the decode worker lacked) is not worth
      * importing. */
-    void *kv = j->kv_blocks ? j->kv.data : NULL;
-    size_t kv_len = kv ? j->kv.len : 0;
-    if (kv) dyn__buf_init(&j->kv); /* the engine owns it now */
+    void *kv = j->kv_blocks ? j->kv : NULL;
+    size_t kv_len = kv ? j->kv_len : 0;
+    if (kv) j->kv = NULL; /* the engine holds it now */
     run_here(j, kv, kv_len);
   } else {
     if (!j->refused)
@@ -346,6 +441,7 @@ void dyn__disagg_generate(worker_t *w, dyn_request_t *req, void *in_) {
   }
   memcpy(j->prompt, in->token_ids, in->n_tokens * sizeof *j->prompt);
   j->d = d;
+  j->pool = d->pool;
   j->req = req;
   j->n_prompt = in->n_tokens;
   j->r = (dyn_engine_request_t){
@@ -361,7 +457,6 @@ void dyn__disagg_generate(worker_t *w, dyn_request_t *req, void *in_) {
       .logprobs = in->logprobs,
       .top_logprobs = in->top_logprobs,
   };
-  dyn__buf_init(&j->kv);
   uv_timer_init(dyn_runtime_loop(dyn_service_runtime(w->ctx)), &j->timer);
   j->timer.data = j;
   j->from_block = dyn_engine_kv_cached_blocks(w->engine, j->prompt, j->n_prompt);
@@ -636,6 +731,12 @@ int dyn__disagg_start(worker_t *w) {
   d->remote = series(DYN_METRIC_COUNTER, "dynamo_disagg_remote_prefills_total",
                      "Prompts prefilled by a prefill worker (decode: used; prefill: served).", w);
   if (w->role == DYN__ROLE_PREFILL) return DYN_OK;
+  if (!(d->pool = calloc(1, sizeof *d->pool))) {
+    dyn__disagg_shutdown(w);
+    return DYN_ENOMEM;
+  }
+  long long keep = dyn__llm_config_int(ctx, "kv-receive-keep-bytes", 256ll << 20);
+  d->pool->keep_bytes = keep > 0 ? (size_t)keep : 0;
   d->local = series(DYN_METRIC_COUNTER, "dynamo_disagg_local_prefills_total",
                     "Prompts a decode worker prefilled itself (fallbacks included).", w);
   d->fallbacks = series(DYN_METRIC_COUNTER, "dynamo_disagg_prefill_fallbacks_total",
@@ -671,6 +772,7 @@ void dyn__disagg_shutdown(worker_t *w) {
   if (d->watch) dyn_discovery_unwatch(d->watch);
   if (d->load_sub) dyn_unsubscribe(d->load_sub);
   if (d->prefill) dyn_client_free(d->prefill); /* open streams end: run_here */
+  pool_close(d->pool); /* freed once the engine gave back what it holds */
   free(d);
   w->dg = NULL;
 }
