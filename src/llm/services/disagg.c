@@ -70,7 +70,7 @@ struct dyn__disagg {
   size_t n_loads;
   uint64_t rr;
   /* /metrics */
-  dyn_series_t *bytes, *seconds, *remote, *local, *fallbacks, *queue;
+  dyn_series_t *bytes, *seconds, *receive, *remote, *local, *fallbacks, *queue;
 };
 
 /* ---- metrics ------------------------------------------------------------- */
@@ -231,7 +231,8 @@ typedef struct djob {
   uint32_t *prompt;       /* n_prompt + 1 entries: room for the first token */
   size_t n_prompt, from_block;
   int have_header, have_first, queued, client_gone, answered, refused;
-  uint64_t kv_expected, kv_blocks, t0;
+  uint64_t kv_expected, kv_blocks;
+  uint64_t t0, t_header, t_last; /* the prefill request, the KV header, its last byte */
   kvpool_t *pool; /* outlives d: see "receive buffers" */
   uint8_t *kv;    /* kv_expected bytes from pool once the header came */
   size_t kv_len;  /* of them received */
@@ -330,6 +331,7 @@ static void on_prefill_data(dyn_stream_t *s, const void *data, size_t len, void 
     } else if (part_len) {
       memcpy(j->kv + j->kv_len, part, part_len);
       j->kv_len += part_len;
+      if (j->kv_len == j->kv_expected) j->t_last = uv_hrtime();
     }
   } else if (!j->have_header) {
     dyn__proto_kv_header_t h;
@@ -338,6 +340,7 @@ static void on_prefill_data(dyn_stream_t *s, const void *data, size_t len, void 
     } else {
       bad = layout_mismatch(dyn_engine_kv_layout(d->w->engine), h.kv_layout, msg, sizeof msg);
       j->kv_expected = h.kv_bytes;
+      j->t_last = j->t_header = uv_hrtime();
       j->kv_blocks = h.kv_blocks;
       j->have_header = 1;
       if (!bad && h.kv_bytes && !(j->kv = pool_take(j->pool, h.kv_bytes)))
@@ -375,8 +378,8 @@ static void on_prefill_done(dyn_stream_t *s, int status, const char *message, vo
     return;
   }
   if (status == DYN_OK && j->have_first && j->kv_len == j->kv_expected) {
-    double secs = (double)(uv_hrtime() - j->t0) / 1e9;
-    if (d->seconds) dyn_series_observe(d->seconds, secs);
+    if (d->seconds) dyn_series_observe(d->seconds, (double)(j->t_last - j->t0) / 1e9);
+    if (d->receive) dyn_series_observe(d->receive, (double)(j->t_last - j->t_header) / 1e9);
     add(d->bytes, (double)j->kv_len);
     add(d->remote, 1);
     /* A header alone (nothing the decode worker lacked) is not worth
@@ -737,6 +740,9 @@ int dyn__disagg_start(worker_t *w) {
   }
   long long keep = dyn__llm_config_int(ctx, "kv-receive-keep-bytes", 256ll << 20);
   d->pool->keep_bytes = keep > 0 ? (size_t)keep : 0;
+  d->receive = series(DYN_METRIC_HISTOGRAM, "dynamo_disagg_kv_receive_seconds",
+                      "Decode: KV transfers from the arrival of their header to that of their "
+                      "last byte.", w);
   d->local = series(DYN_METRIC_COUNTER, "dynamo_disagg_local_prefills_total",
                     "Prompts a decode worker prefilled itself (fallbacks included).", w);
   d->fallbacks = series(DYN_METRIC_COUNTER, "dynamo_disagg_prefill_fallbacks_total",
