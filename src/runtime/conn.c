@@ -236,19 +236,52 @@ static void write_now(dyn__conn_t *c) {
     c->writing = 1;
 }
 
+/* A big frame on an idle connection (nothing queued, no write in flight,
+ * so order holds) is written from the caller's memory in one writev; the
+ * bytes written, from the front, are returned, and only the rest is then
+ * copied into the output buffer. Megabyte KV chunks mostly leave this way
+ * instead of being copied once more in user space. A failed write returns
+ * 0: the frame is queued and the flusher meets the failure. */
+static size_t write_direct(dyn__conn_t *c, const uint8_t *hdr, const void *a, size_t alen,
+                           const void *b, size_t blen) {
+  if (DYN__FRAME_HDR + alen + blen < EAGER_FLUSH || c->closing || !c->connected ||
+      c->writing || c->out.len)
+    return 0;
+  uv_buf_t bufs[3];
+  unsigned n = 0;
+  bufs[n++] = uv_buf_init((char *)hdr, DYN__FRAME_HDR);
+  if (alen) bufs[n++] = uv_buf_init((char *)a, (unsigned)alen);
+  if (blen) bufs[n++] = uv_buf_init((char *)b, (unsigned)blen);
+  int w = uv_try_write(&c->h.stream, bufs, n);
+  return w > 0 ? (size_t)w : 0;
+}
+
 int dyn__conn_send(dyn__conn_t *c, uint8_t type, uint8_t flags,
                    uint32_t stream, const void *a, size_t alen,
                    const void *b, size_t blen) {
   if (c->closing) return DYN_ECLOSED;
   if (alen + blen > c->max_frame) return DYN_ETOOBIG;
   size_t total = DYN__FRAME_HDR + alen + blen;
+  /* Room first: a frame partly written could not be taken back. */
   int rc = dyn__buf_reserve(&c->out, total);
   if (rc) return rc;
-  uint8_t *p = c->out.data + c->out.len;
-  dyn__frame_header(p, (uint32_t)(alen + blen), stream, type, flags);
-  if (alen) memcpy(p + DYN__FRAME_HDR, a, alen);
-  if (blen) memcpy(p + DYN__FRAME_HDR + alen, b, blen);
-  c->out.len += total;
+  uint8_t hdr[DYN__FRAME_HDR];
+  dyn__frame_header(hdr, (uint32_t)(alen + blen), stream, type, flags);
+  size_t skip = write_direct(c, hdr, a, alen, b, blen);
+  if (skip == total) return DYN_OK;
+  /* Queue the frame from byte skip on: header, then a, then b. */
+  const struct {
+    const void *p;
+    size_t n;
+  } part[3] = {{hdr, DYN__FRAME_HDR}, {a, alen}, {b, blen}};
+  for (int i = 0; i < 3; i++) {
+    size_t from = skip < part[i].n ? skip : part[i].n;
+    skip -= from;
+    if (part[i].n > from) {
+      memcpy(c->out.data + c->out.len, (const uint8_t *)part[i].p + from, part[i].n - from);
+      c->out.len += part[i].n - from;
+    }
+  }
   if (c->out.len >= EAGER_FLUSH) write_now(c);
   if (c->out.len && !c->flush_queued) {
     c->flush_queued = 1;
