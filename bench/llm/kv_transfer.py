@@ -17,10 +17,11 @@ the decode Worker's dynamo_disagg_kv_transfer_seconds (from its prefill
 request: the prefill and the export included).
 
 The baseline, in the same run: a receiver process and a sender moving the
-same bytes per transfer over one 127.0.0.1 TCP connection each, in 1 MiB
-send() calls (the request plane's chunk size), timed from the first byte
-sent to the receiver's one-byte acknowledgement of the last, TRANSFERS
-times. (A C sender and receiver with 1 or 4 MiB writes was no faster on
+same bytes as each transfer right after it (so that load from other
+processes of the machine hits both alike) over a 127.0.0.1 TCP connection
+of its own, in 1 MiB send() calls (the request plane's chunk size), timed
+from the first byte sent to the receiver's one-byte acknowledgement of the
+last. (A C sender and receiver with 1 or 4 MiB writes was no faster on
 this machine, so the Python one is not the weaker baseline.) Prints the
 rates in MB/s (10^6 bytes) and the ratios to TCP, per round and the median.
 
@@ -68,12 +69,16 @@ def metric(health: int, name: str, component: str) -> float:
     return total
 
 
-def receiver(listener: socket.socket, n_bytes: int, transfers: int) -> None:
+def receiver(listener: socket.socket) -> None:
+    """Each connection: an 8-byte count, that many bytes, a one-byte ack."""
     buf = bytearray(CHUNK)
-    for _ in range(transfers):
+    while True:
         conn, _ = listener.accept()
         with conn:
-            got = 0
+            head = conn.recv(8, socket.MSG_WAITALL)
+            if len(head) < 8:
+                return  # the sender is done
+            n_bytes, got = int.from_bytes(head, "little"), 0
             while got < n_bytes:
                 n = conn.recv_into(buf)
                 if not n:
@@ -82,28 +87,33 @@ def receiver(listener: socket.socket, n_bytes: int, transfers: int) -> None:
             conn.sendall(b"k")
 
 
-def loopback(n_bytes: int, transfers: int) -> float:
-    """Seconds to move n_bytes over 127.0.0.1 TCP, summed over transfers."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-    proc = multiprocessing.Process(target=receiver, args=(listener, n_bytes, transfers))
-    proc.start()
-    data = memoryview(bytes(CHUNK))
-    total = 0.0
-    for _ in range(transfers):
-        with socket.create_connection(listener.getsockname()) as s:
+class Loopback:
+    """A receiver process on 127.0.0.1; send(n) times moving n bytes to it."""
+
+    def __init__(self) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(1)
+        self.proc = multiprocessing.Process(target=receiver, args=(self.listener,))
+        self.proc.start()
+        self.data = memoryview(bytes(CHUNK))
+
+    def send(self, n_bytes: int) -> float:
+        with socket.create_connection(self.listener.getsockname()) as s:
+            s.sendall(n_bytes.to_bytes(8, "little"))
             t0 = time.perf_counter()
             sent = 0
             while sent < n_bytes:
-                s.sendall(data[:min(CHUNK, n_bytes - sent)])
+                s.sendall(self.data[:min(CHUNK, n_bytes - sent)])
                 sent += min(CHUNK, n_bytes - sent)
             if s.recv(1) != b"k":
                 raise SystemExit("loopback: no acknowledgement")
-            total += time.perf_counter() - t0
-    proc.join()
-    listener.close()
-    return total
+            return time.perf_counter() - t0
+
+    def close(self) -> None:
+        socket.create_connection(self.listener.getsockname()).close()
+        self.proc.join()
+        self.listener.close()
 
 
 def complete(port: int, prompt: str) -> dict:
@@ -127,26 +137,34 @@ def main() -> int:
 
     rng = random.Random(args.seed)
     rows, tokens = [], 0
+    tcp_link = Loopback()
     for rnd in range(args.rounds):
         before = [metric(args.health, n, c) for n, c in SERIES]
+        tcp = 0.0
         for j in range(args.transfers):
+            sent_before = metric(args.health, *SERIES[0])
             prompt = f"transfer {rnd}.{j}: " + " ".join(rng.choice(WORDS) for _ in range(args.words))
+            # The decode worker's counters are final when the answer is: its
+            # second token needs all of the KV.
             tokens += complete(args.port, prompt)["usage"]["prompt_tokens"]
-        time.sleep(1.5)  # the counters are final once the last byte is out
+            moved = int(metric(args.health, *SERIES[0]) - sent_before)
+            if moved <= 0:
+                print("kv_transfer: no KV transfer counted on the PrefillWorker's /metrics",
+                      file=sys.stderr)
+                return 1
+            tcp += tcp_link.send(moved)  # right after, so load from others hits both alike
         n_bytes, recv_secs, sent_secs, e2e_secs = (metric(args.health, n, c) - b
                                                    for (n, c), b in zip(SERIES, before))
-        if n_bytes <= 0 or min(recv_secs, sent_secs, e2e_secs) <= 0:
-            print("kv_transfer: no KV transfer counted on the workers' /metrics",
-                  file=sys.stderr)
+        if min(recv_secs, sent_secs, e2e_secs) <= 0:
+            print("kv_transfer: no KV transfer seconds on the workers' /metrics", file=sys.stderr)
             return 1
-        per = int(n_bytes // args.transfers)
-        tcp = loopback(per, args.transfers)
         rows.append((n_bytes / recv_secs / 1e6, n_bytes / sent_secs / 1e6,
-                     n_bytes / e2e_secs / 1e6, n_bytes / tcp / 1e6, per))
+                     n_bytes / e2e_secs / 1e6, n_bytes / tcp / 1e6, int(n_bytes // args.transfers)))
+    tcp_link.close()
     per = rows[0][-1]
     print(f"\n{args.rounds} rounds of {args.transfers} transfers of {per / 2**20:.1f} MiB "
           f"({tokens // (args.rounds * args.transfers)} prompt tokens, "
-          f"{args.block_bytes // 1024} KiB per 16-token block), one at a time, each round "
+          f"{args.block_bytes // 1024} KiB per 16-token block), one at a time, each "
           f"followed by the same bytes over loopback TCP\n")
     print("| round | KV received MB/s (decode: header to last byte) | KV sent MB/s (prefill: "
           "first token to last byte queued) | decode: prefill request to last byte "
