@@ -5,10 +5,11 @@
 #  1. KV transfer: examples/llm/graphs/disagg.py with simulated engines
 #     whose blocks stand for KV_BLOCK_BYTES each and whose prefill is sped
 #     up to nothing, so a long prompt's time goes to moving its KV; the
-#     PrefillWorker's dynamo_disagg_kv_transfer_bytes_total and
-#     _kv_transfer_seconds (first token -> last byte) from its /metrics,
-#     against a Python sender/receiver moving the same bytes over
-#     127.0.0.1 TCP in the same run (kv_transfer.py);
+#     bytes the PrefillWorker sent over the decode Worker's
+#     dynamo_disagg_kv_receive_seconds (KV header -> last byte), and over
+#     the sending and end-to-end seconds too, from their /metrics, against
+#     a Python sender/receiver moving the same bytes over 127.0.0.1 TCP in
+#     the same run (kv_transfer.py, five rounds);
 #  2. long prompts mixed into steady decoding (disagg_load.py, same seed):
 #     agg.py with 2 simulated workers vs disagg.py with 1 decode Worker +
 #     1 PrefillWorker, the engines' default timings, for each

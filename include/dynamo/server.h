@@ -33,6 +33,12 @@ DYN_EXTERN int dyn_endpoint_serve(dyn_endpoint_t *ep, dyn_handler_fn fn, void *u
 DYN_EXTERN int dyn_endpoint_unserve(dyn_endpoint_t *ep);
 
 DYN_EXTERN int dyn_request_send(dyn_request_t *req, const void *data, size_t len);
+/* Sends one message made of head then body, as dyn_request_send would
+ * their concatenation, without the caller joining them first: a small
+ * typed prefix goes in front of a large payload (a KV chunk) that is then
+ * copied once, into the connection's output, instead of twice. */
+DYN_EXTERN int dyn_request_sendv(dyn_request_t *req, const void *head, size_t head_len,
+                                 const void *body, size_t body_len);
 DYN_EXTERN int dyn_request_end(dyn_request_t *req);
 DYN_EXTERN int dyn_request_fail(dyn_request_t *req, const char *message);
 

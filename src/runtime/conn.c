@@ -180,19 +180,28 @@ static void on_write(uv_write_t *req, int status) {
 
 int dyn__write_corked(uv_stream_t *s, dyn__buf_t *out, dyn__buf_t *inflight,
                       uv_write_t *req, uv_write_cb cb) {
+  size_t done = 0;
   if (out->len) {
     uv_buf_t b = uv_buf_init((char *)out->data, (unsigned)out->len);
     int n = uv_try_write(s, &b, 1);
     if (n < 0 && n != UV_EAGAIN) return n;
-    if (n > 0) dyn__buf_consume(out, (size_t)n);
+    if (n > 0) done = (size_t)n;
   }
-  if (!out->len) return 0;
-  /* Hand the rest to libuv; swap buffers so sends may keep appending. */
+  if (done == out->len) {
+    out->len = 0;
+    return 0;
+  }
+  /* Hand the rest to libuv; swap buffers so sends may keep appending. The
+   * rest is written from where the socket stopped rather than moved to the
+   * front: a big backlog (KV streamed in megabyte frames) would otherwise
+   * be copied once more in user space for every partial write. inflight's
+   * len is what the write still holds, so dyn__conn_pending stays exact. */
   dyn__buf_t t = *inflight;
   *inflight = *out;
   *out = t;
   out->len = 0;
-  uv_buf_t b = uv_buf_init((char *)inflight->data, (unsigned)inflight->len);
+  inflight->len -= done;
+  uv_buf_t b = uv_buf_init((char *)inflight->data + done, (unsigned)inflight->len);
   int rc = uv_write(req, s, &b, 1, cb);
   return rc ? rc : 1;
 }
@@ -212,17 +221,39 @@ static void flush(dyn__conn_t *c) {
   if (c->close_when_flushed) dyn__conn_close(c, DYN_ECLOSED, "closed");
 }
 
-/* The eager write of a large backlog: whatever the socket takes now. It
- * never closes the connection, because its caller may be in the middle of
- * something that closing frees (a client dispatching the stream it just
- * registered, the control plane fanning a publish out over its sessions).
- * A failed write leaves the bytes queued; the flusher meets the failure
- * again at the end of this loop pass and closes from a safe place. */
+/* The eager write of a large backlog: whatever the socket takes now, the
+ * rest handed to libuv at once (so that the next big send appends to an
+ * empty buffer instead of behind it). It never closes the connection,
+ * because its caller may be in the middle of something that closing frees
+ * (a client dispatching the stream it just registered, the control plane
+ * fanning a publish out over its sessions). A failed write leaves the
+ * bytes queued; the flusher meets the failure again at the end of this
+ * loop pass and closes from a safe place. */
 static void write_now(dyn__conn_t *c) {
   if (c->closing || !c->connected || c->writing) return;
-  uv_buf_t b = uv_buf_init((char *)c->out.data, (unsigned)c->out.len);
-  int n = uv_try_write(&c->h.stream, &b, 1);
-  if (n > 0) dyn__buf_consume(&c->out, (size_t)n);
+  c->write_req.data = c;
+  if (dyn__write_corked(&c->h.stream, &c->out, &c->inflight, &c->write_req, on_write) == 1)
+    c->writing = 1;
+}
+
+/* A big frame on an idle connection (nothing queued, no write in flight,
+ * so order holds) is written from the caller's memory in one writev; the
+ * bytes written, from the front, are returned, and only the rest is then
+ * copied into the output buffer. Megabyte KV chunks mostly leave this way
+ * instead of being copied once more in user space. A failed write returns
+ * 0: the frame is queued and the flusher meets the failure. */
+static size_t write_direct(dyn__conn_t *c, const uint8_t *hdr, const void *a, size_t alen,
+                           const void *b, size_t blen) {
+  if (DYN__FRAME_HDR + alen + blen < EAGER_FLUSH || c->closing || !c->connected ||
+      c->writing || c->out.len)
+    return 0;
+  uv_buf_t bufs[3];
+  unsigned n = 0;
+  bufs[n++] = uv_buf_init((char *)hdr, DYN__FRAME_HDR);
+  if (alen) bufs[n++] = uv_buf_init((char *)a, (unsigned)alen);
+  if (blen) bufs[n++] = uv_buf_init((char *)b, (unsigned)blen);
+  int w = uv_try_write(&c->h.stream, bufs, n);
+  return w > 0 ? (size_t)w : 0;
 }
 
 int dyn__conn_send(dyn__conn_t *c, uint8_t type, uint8_t flags,
@@ -231,13 +262,26 @@ int dyn__conn_send(dyn__conn_t *c, uint8_t type, uint8_t flags,
   if (c->closing) return DYN_ECLOSED;
   if (alen + blen > c->max_frame) return DYN_ETOOBIG;
   size_t total = DYN__FRAME_HDR + alen + blen;
+  /* Room first: a frame partly written could not be taken back. */
   int rc = dyn__buf_reserve(&c->out, total);
   if (rc) return rc;
-  uint8_t *p = c->out.data + c->out.len;
-  dyn__frame_header(p, (uint32_t)(alen + blen), stream, type, flags);
-  if (alen) memcpy(p + DYN__FRAME_HDR, a, alen);
-  if (blen) memcpy(p + DYN__FRAME_HDR + alen, b, blen);
-  c->out.len += total;
+  uint8_t hdr[DYN__FRAME_HDR];
+  dyn__frame_header(hdr, (uint32_t)(alen + blen), stream, type, flags);
+  size_t skip = write_direct(c, hdr, a, alen, b, blen);
+  if (skip == total) return DYN_OK;
+  /* Queue the frame from byte skip on: header, then a, then b. */
+  const struct {
+    const void *p;
+    size_t n;
+  } part[3] = {{hdr, DYN__FRAME_HDR}, {a, alen}, {b, blen}};
+  for (int i = 0; i < 3; i++) {
+    size_t from = skip < part[i].n ? skip : part[i].n;
+    skip -= from;
+    if (part[i].n > from) {
+      memcpy(c->out.data + c->out.len, (const uint8_t *)part[i].p + from, part[i].n - from);
+      c->out.len += part[i].n - from;
+    }
+  }
   if (c->out.len >= EAGER_FLUSH) write_now(c);
   if (c->out.len && !c->flush_queued) {
     c->flush_queued = 1;
@@ -247,14 +291,27 @@ int dyn__conn_send(dyn__conn_t *c, uint8_t type, uint8_t flags,
   return DYN_OK;
 }
 
+/* Reads go into c->in after what it holds. While a frame bigger than a
+ * read chunk is arriving, the read stops at its end: the frame is then
+ * consumed whole, and the start of the next one is not moved to the front
+ * of the buffer after it (a copy of nearly every byte when megabyte frames
+ * stream in back to back). Small frames still arrive many to a read. */
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out) {
   dyn__conn_t *c = h->data;
-  if (dyn__buf_reserve(&c->in, READ_CHUNK)) {
+  size_t want = READ_CHUNK, frame = 0;
+  if (c->in.len >= DYN__FRAME_HDR) {
+    frame = DYN__FRAME_HDR + (size_t)dyn__get_u32(c->in.data);
+    if (frame > DYN__FRAME_HDR + c->max_frame || frame <= READ_CHUNK || frame <= c->in.len)
+      frame = 0; /* on_read refuses one too big; small ones batch */
+    else
+      want = frame - c->in.len;
+  }
+  if (dyn__buf_reserve(&c->in, want)) {
     *out = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS */
     return;
   }
   *out = uv_buf_init((char *)c->in.data + c->in.len,
-                     (unsigned)(c->in.cap - c->in.len));
+                     (unsigned)(frame ? want : c->in.cap - c->in.len));
 }
 
 void dyn__conn_set_budget(dyn__conn_t *c, dyn__inbudget_t *b) {

@@ -73,6 +73,13 @@ int dyn_request_send(dyn_request_t *r, const void *data, size_t len) {
   return dyn__conn_send(r->sc->conn, DYN__F_DATA, 0, r->stream, data, len, NULL, 0);
 }
 
+int dyn_request_sendv(dyn_request_t *r, const void *head, size_t head_len, const void *body,
+                      size_t body_len) {
+  if (!r->sc) return r->cancelled ? DYN_ECANCELED : DYN_ECLOSED;
+  if (r->ep->m_bytes_out) dyn_series_add(r->ep->m_bytes_out, (double)(head_len + body_len));
+  return dyn__conn_send(r->sc->conn, DYN__F_DATA, 0, r->stream, head, head_len, body, body_len);
+}
+
 int dyn_request_end(dyn_request_t *r) { return finish(r, DYN__F_END, NULL); }
 
 int dyn_request_fail(dyn_request_t *r, const char *message) {

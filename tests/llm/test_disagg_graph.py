@@ -152,6 +152,9 @@ def test_long_prompts_are_prefilled_remotely_short_ones_locally(served):
     assert sent == got
     assert 0.3 * first < got - first < 0.7 * first, (first, got)
     assert metric(s, "dynamo_disagg_kv_transfer_seconds_count", component="Worker") == 2
+    assert metric(s, "dynamo_disagg_kv_receive_seconds_count", component="Worker") == 2
+    assert (metric(s, "dynamo_disagg_kv_receive_seconds_sum", component="Worker")
+            <= metric(s, "dynamo_disagg_kv_transfer_seconds_sum", component="Worker"))
     assert metric(s, "dynamo_disagg_prefill_queue_length") == 0
     # (b) the threshold raised on the control plane: the next long prompt stays local.
     put = subprocess.Popen([os.environ["CONTROL_PUT"], s.sock,

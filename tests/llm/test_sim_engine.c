@@ -73,7 +73,7 @@ static int submit(dyn_engine_t *e, rq_t *r, const uint32_t *prompt, size_t n,
                   uint32_t max_tokens, int ignore_eos, uint64_t seed) {
   memset(r, 0, sizeof *r);
   r->e = e;
-  dyn_engine_request_t q = {prompt, n, max_tokens, ignore_eos, 1.0f, 1, seed, 0.0f, 0, 0, 0, NULL, 0};
+  dyn_engine_request_t q = {prompt, n, max_tokens, ignore_eos, 1.0f, 1, seed, 0.0f, 0, 0, 0, NULL, 0, NULL, NULL};
   r->t_submit = uv_hrtime();
   const char *why = NULL;
   int rc = dyn_engine_submit(e, &q, &cbs, r, &r->h, &why);
@@ -137,9 +137,9 @@ static void test_logprobs(uv_loop_t *loop) {
   static lp_rq_t with, without;
   memset(&with, 0, sizeof with);
   memset(&without, 0, sizeof without);
-  dyn_engine_request_t q = {p, 24, 30, 1, 0.0f, 1, 7, 0.0f, 0, 1, 5, NULL, 0};
+  dyn_engine_request_t q = {p, 24, 30, 1, 0.0f, 1, 7, 0.0f, 0, 1, 5, NULL, 0, NULL, NULL};
   REQUIRE(dyn_engine_submit(e, &q, &lp_cbs, &with, NULL, NULL) == DYN_OK);
-  dyn_engine_request_t q2 = {p, 24, 30, 1, 0.0f, 1, 7, 0.0f, 0, 0, 0, NULL, 0};
+  dyn_engine_request_t q2 = {p, 24, 30, 1, 0.0f, 1, 7, 0.0f, 0, 0, 0, NULL, 0, NULL, NULL};
   REQUIRE(dyn_engine_submit(e, &q2, &lp_cbs, &without, NULL, NULL) == DYN_OK);
   uv_run(loop, UV_RUN_DEFAULT);
   CHECK_EQ_INT(with.n, 30);
@@ -171,7 +171,7 @@ static void test_logprobs(uv_loop_t *loop) {
     if (sum > 1.0) ok = 0;
   }
   CHECK_MSG(ok, "logprobs of the simulated engine break a rule");
-  dyn_engine_request_t bad = {p, 24, 30, 1, 0.0f, 1, 7, 0.0f, 0, 1, 21, NULL, 0};
+  dyn_engine_request_t bad = {p, 24, 30, 1, 0.0f, 1, 7, 0.0f, 0, 1, 21, NULL, 0, NULL, NULL};
   const char *why = NULL;
   CHECK_STATUS(dyn_engine_submit(e, &bad, &lp_cbs, &with, NULL, &why), DYN_EINVAL);
   CHECK(why && strstr(why, "top_logprobs"));
@@ -210,7 +210,7 @@ static void test_stream_and_seed(uv_loop_t *loop) {
   CHECK_EQ_INT(b.cached_at_done, 32); /* 2 full blocks of 16 */
 
   /* Greedy (temperature 0): the prompt alone decides the output. */
-  dyn_engine_request_t g = {p, 40, 20, 1, 0.0f, 0, 0, 0.0f, 0, 0, 0, NULL, 0};
+  dyn_engine_request_t g = {p, 40, 20, 1, 0.0f, 0, 0, 0.0f, 0, 0, 0, NULL, 0, NULL, NULL};
   REQUIRE(dyn_engine_submit(e, &g, &cbs, &a, NULL, NULL) == DYN_OK);
   memset(&a, 0, sizeof a);
   a.e = e;
@@ -328,6 +328,68 @@ static void test_ttft_prefix(uv_loop_t *loop) {
   dyn_engine_get_metrics(e, &m);
   CHECK_EQ_INT(m.kv_blocks_cached, 0);
   finish_engine(loop, e);
+}
+
+/* Imported KV goes back through the request's kv_free, once, whether it
+ * was installed, dropped (another prompt's), or still waiting when the
+ * engine was destroyed. */
+typedef struct given {
+  void *ptr[4];
+  int n;
+} given_t;
+
+static void give_back(void *kv, void *ud) {
+  given_t *g = ud;
+  if (g->n < 4) g->ptr[g->n] = kv;
+  g->n++;
+}
+
+static void test_kv_import_given_back(uv_loop_t *loop) {
+  dyn_engine_options_t o;
+  dyn_engine_options_init(&o);
+  o.speedup = 1000;
+  o.kv_bytes_per_block = 64;
+  dyn_engine_t *src = engine(loop, &o), *dst = engine(loop, &o);
+  REQUIRE(src && dst);
+  /* The decode side's prompt is one token longer: the first token. */
+  static uint32_t p[161], other[161];
+  fill(p, 161, 7000);
+  fill(other, 161, 9000);
+  static rq_t a, b;
+  REQUIRE(submit(src, &a, p, 160, 1, 1, 1) == DYN_OK);
+  uv_run(loop, UV_RUN_DEFAULT);
+  void *kv[3] = {NULL, NULL, NULL};
+  size_t len = 0, blocks = 0;
+  const char *why = NULL;
+  for (int i = 0; i < 3; i++)
+    REQUIRE(dyn_engine_kv_export(src, p, 160, 0, &kv[i], &len, &blocks, &why) == DYN_OK);
+  CHECK_EQ_INT(blocks, 10);
+  static given_t g;
+  memset(&g, 0, sizeof g);
+  dyn_engine_request_t q = {p, 161, 2, 1, 1.0f, 1, 1, 0.0f, 0, 0, 0, kv[0], len, give_back, &g};
+  memset(&b, 0, sizeof b);
+  b.e = dst;
+  REQUIRE(dyn_engine_submit(dst, &q, &cbs, &b, &b.h, &why) == DYN_OK);
+  uv_run(loop, UV_RUN_DEFAULT);
+  dyn_engine_metrics_t m;
+  dyn_engine_get_metrics(dst, &m);
+  CHECK_EQ_INT(m.kv_imported_blocks, 10);
+  CHECK_EQ_INT(g.n, 1);
+  CHECK(g.ptr[0] == kv[0]);
+  dyn_engine_request_t q2 = {other, 161, 2, 1, 1.0f, 1, 1, 0.0f, 0, 0, 0, kv[1], len, give_back, &g};
+  REQUIRE(dyn_engine_submit(dst, &q2, &cbs, &b, &b.h, &why) == DYN_OK);
+  uv_run(loop, UV_RUN_DEFAULT);
+  dyn_engine_get_metrics(dst, &m);
+  CHECK_EQ_INT(m.kv_import_dropped, 1);
+  CHECK_EQ_INT(g.n, 2);
+  CHECK(g.ptr[1] == kv[1]);
+  dyn_engine_request_t q3 = {p, 161, 2, 1, 1.0f, 1, 1, 0.0f, 0, 0, 0, kv[2], len, give_back, &g};
+  REQUIRE(dyn_engine_submit(dst, &q3, &cbs, &b, &b.h, &why) == DYN_OK);
+  finish_engine(loop, dst); /* before admission: the import still waits */
+  CHECK_EQ_INT(g.n, 3);
+  CHECK(g.ptr[2] == kv[2]);
+  for (int i = 0; i < 3; i++) free(kv[i]);
+  finish_engine(loop, src);
 }
 
 /* ---- batching ----------------------------------------------------------- */
@@ -454,7 +516,7 @@ static void test_blocks_run_out(uv_loop_t *loop) {
   fill(pb, 20, 200);
 
   /* Could never fit: refused at submit, with a reason. */
-  dyn_engine_request_t big = {pa, 20, 14, 1, 1.0f, 0, 0, 0.0f, 0, 0, 0, NULL, 0}; /* 33 tokens of KV */
+  dyn_engine_request_t big = {pa, 20, 14, 1, 1.0f, 0, 0, 0.0f, 0, 0, 0, NULL, 0, NULL, NULL}; /* 33 tokens of KV */
   const char *why = NULL;
   static rq_t x;
   CHECK_STATUS(dyn_engine_submit(e, &big, &cbs, &x, NULL, &why), DYN_EINVAL);
@@ -522,7 +584,7 @@ static void test_destroy_and_options(uv_loop_t *loop) {
   static rq_t a, b;
   REQUIRE(submit(e, &a, p, 16, 1000, 1, 1) == DYN_OK);
   REQUIRE(submit(e, &b, p, 16, 1000, 1, 2) == DYN_OK);
-  dyn_engine_request_t empty = {p, 0, 10, 1, 1.0f, 0, 0, 0.0f, 0, 0, 0, NULL, 0};
+  dyn_engine_request_t empty = {p, 0, 10, 1, 1.0f, 0, 0, 0.0f, 0, 0, 0, NULL, 0, NULL, NULL};
   CHECK_STATUS(dyn_engine_submit(e, &empty, &cbs, &a, NULL, &why), DYN_EINVAL);
   /* Run until both stream, then destroy mid-stream. */
   for (int i = 0; i < 1000 && (a.n < 3 || b.n < 3); i++) uv_run(loop, UV_RUN_ONCE);
@@ -626,7 +688,7 @@ static void d_on_tokens(dyn_engine_seq_t *s, const uint32_t *t, size_t n, void *
   rq_t *r = ud;
   if (r->n <= MAXTOK) g_log.step_of_token[r->n - 1] = g_log.n;
   if (r->n == 2) {
-    dyn_engine_request_t q = {g_long_prompt, 5000, 2, 1, 1.0f, 1, 77, 0.0f, 0, 0, 0, NULL, 0};
+    dyn_engine_request_t q = {g_long_prompt, 5000, 2, 1, 1.0f, 1, 77, 0.0f, 0, 0, 0, NULL, 0, NULL, NULL};
     memset(&g_long, 0, sizeof g_long);
     g_long.e = r->e;
     REQUIRE(dyn_engine_submit(r->e, &q, &long_cbs, &g_long, NULL, NULL) == DYN_OK);
@@ -661,7 +723,7 @@ static void test_chunked_prefill(uv_loop_t *loop, uint32_t budget) {
   fill(p, 16, 9000);
   memset(&g_d, 0, sizeof g_d);
   g_d.e = e;
-  dyn_engine_request_t q = {p, 16, 40, 1, 1.0f, 1, 5, 0.0f, 0, 0, 0, NULL, 0};
+  dyn_engine_request_t q = {p, 16, 40, 1, 1.0f, 1, 5, 0.0f, 0, 0, 0, NULL, 0, NULL, NULL};
   REQUIRE(dyn_engine_submit(e, &q, &d_cbs, &g_d, &g_d.h, NULL) == DYN_OK);
   uv_run(loop, UV_RUN_DEFAULT); /* d submits the long prompt at its 2nd token */
   CHECK_EQ_INT(g_d.n, 40);
@@ -746,7 +808,7 @@ static void test_chunked_prefix(uv_loop_t *loop) {
   dyn_engine_set_step_observer(e, log_step, &g_log);
   dyn_engine_set_kv_events(e, log_kv, &g_log);
   static rq_t a, b;
-  dyn_engine_request_t q = {g_long_prompt, 5000, 1, 1, 1.0f, 1, 1, 0.0f, 0, 0, 0, NULL, 0};
+  dyn_engine_request_t q = {g_long_prompt, 5000, 1, 1, 1.0f, 1, 1, 0.0f, 0, 0, 0, NULL, 0, NULL, NULL};
   memset(&a, 0, sizeof a);
   memset(&b, 0, sizeof b);
   a.e = b.e = e;
@@ -845,7 +907,7 @@ static void test_chunked_import(uv_loop_t *loop) {
   fill(g_long_prompt, 1000, 42000);
   static rq_t pre, dec;
   static const dyn_engine_callbacks_t export_cbs = {export_on_tokens, on_done};
-  dyn_engine_request_t q = {g_long_prompt, 1000, 1, 1, 1.0f, 1, 1, 0.0f, 0, 0, 0, NULL, 0};
+  dyn_engine_request_t q = {g_long_prompt, 1000, 1, 1, 1.0f, 1, 1, 0.0f, 0, 0, 0, NULL, 0, NULL, NULL};
   memset(&pre, 0, sizeof pre);
   pre.e = g_exporter;
   REQUIRE(dyn_engine_submit(g_exporter, &q, &export_cbs, &pre, NULL, NULL) == DYN_OK);
@@ -903,6 +965,7 @@ int main(void) {
   test_chunked_prefix(&loop);
   test_chunked_preempt(&loop);
   test_chunked_import(&loop);
+  test_kv_import_given_back(&loop);
   CHECK_EQ_INT(uv_loop_close(&loop), 0);
   printf("test_sim_engine: %.0f ms\n", ms(uv_hrtime() - t0));
   TEST_END();

@@ -138,6 +138,12 @@ typedef struct dyn_engine_request {
    * computed here, so the output is the same either way. NULL: none. */
   void *kv;
   size_t kv_len;
+  /* How the engine gives kv back once it is installed or dropped, on the
+   * loop thread: kv_free(kv, kv_free_ud); NULL: free(kv). A caller that
+   * receives KV often (a decode worker) keeps its buffers this way: the
+   * fresh pages of a new buffer cost more than the copy into them. */
+  void (*kv_free)(void *kv, void *ud);
+  void *kv_free_ud;
 } dyn_engine_request_t;
 
 /* A generated token's log-probability under the distribution it was drawn

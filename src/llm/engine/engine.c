@@ -5,6 +5,7 @@
 #include "llm/engine/engine.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "dynamo/status.h"
@@ -126,6 +127,11 @@ void dyn__kv_blob_put(uint8_t *out, const dyn__kv_blob_hdr_t *h) {
   put32(out + 12, h->n_blocks);
   put32(out + 16, (uint32_t)h->last_hash);
   put32(out + 20, (uint32_t)(h->last_hash >> 32));
+}
+
+void dyn__kv_import_release(void *kv, void (*kv_free)(void *, void *), void *ud) {
+  if (kv && kv_free) kv_free(kv, ud);
+  else free(kv);
 }
 
 int dyn__kv_blob_get(const void *blob, size_t len, dyn__kv_blob_hdr_t *h, const char **why) {

@@ -51,6 +51,8 @@ typedef struct dyn__kv_blob_hdr {
 void dyn__kv_blob_put(uint8_t *out, const dyn__kv_blob_hdr_t *h);
 /* Reads the header of blob: DYN_EINVAL with *why when it is short or
  * not one. */
+/* Gives an imported blob back as its request said (kv_free, else free()). */
+void dyn__kv_import_release(void *kv, void (*kv_free)(void *, void *), void *ud);
 int dyn__kv_blob_get(const void *blob, size_t len, dyn__kv_blob_hdr_t *h, const char **why);
 /* Whether blob h can be installed for a prompt whose block seq hashes are
  * hashes[0, n_hashes) (the blocks the importer may take), with `held`

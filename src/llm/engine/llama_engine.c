@@ -111,6 +111,8 @@ struct lseq {
   struct llama_sampler *smpl;
   void *import; /* dyn_engine_request_t.kv until admission */
   size_t import_len;
+  void (*import_free)(void *, void *); /* and its kv_free, kv_free_ud */
+  void *import_free_ud;
   /* this step */
   size_t chunk;      /* tokens of this sequence in the batch */
   int32_t logit_idx; /* its output row in the batch, or -1 */
@@ -360,7 +362,7 @@ static void slot_retire(lengine_t *e, int id) {
 
 static void seq_free(lseq_t *s) {
   if (s->smpl) llama_sampler_free(s->smpl);
-  free(s->import);
+  dyn__kv_import_release(s->import, s->import_free, s->import_free_ud);
   free(s->tokens);
   free(s);
 }
@@ -423,7 +425,7 @@ static size_t install_import(lengine_t *e, lseq_t *s, int id, int best, size_t b
   if (dyn__kv_blob_get(blob, blob_len, &h, &why) ||
       dyn__kv_blob_fits(&h, (uint32_t)bs, sl->hashes, want, best_n)) {
     e->m.kv_import_dropped++;
-    free(blob);
+    dyn__kv_import_release(blob, s->import_free, s->import_free_ud);
     return 0;
   }
   *from = h.from_block;
@@ -441,7 +443,7 @@ static size_t install_import(lengine_t *e, lseq_t *s, int id, int best, size_t b
   if (k == nb)
     rd = llama_state_seq_set_data(e->ctx, blob + DYN__KV_BLOB_HDR_SIZE,
                                   blob_len - DYN__KV_BLOB_HDR_SIZE, id);
-  free(blob);
+  dyn__kv_import_release(blob, s->import_free, s->import_free_ud);
   if (!rd) { /* no room, or llama.cpp refused the data */
     for (size_t i = 0; i < k; i++) blk_unref(e, sl->blocks[*from + i], 1);
     llama_memory_seq_rm(e->mem, id, -1, -1);
@@ -1093,6 +1095,8 @@ static int llama_submit(dyn_engine_t *engine, const dyn_engine_request_t *req,
   s->ud = ud;
   s->import = req->kv;
   s->import_len = req->kv_len;
+  s->import_free = req->kv_free;
+  s->import_free_ud = req->kv_free_ud;
   s->state = Q_WAITING;
   s->slot = NIL;
   list_push(&e->waiting, s, 0);

@@ -78,6 +78,8 @@ struct sim_seq {
   dyn__kv_seq_t kv;
   void *import; /* dyn_engine_request_t.kv until admission */
   size_t import_len;
+  void (*import_free)(void *, void *); /* and its kv_free, kv_free_ud */
+  void *import_free_ud;
   uint64_t ready_ns; /* with import: not admitted before (uv_hrtime) */
   dyn_engine_callbacks_t cb;
   void *ud;
@@ -111,7 +113,7 @@ DYN__SEQ_LIST_FUNCS(seq_list_t, sim_seq_t)
 
 static void seq_free(sim_seq_t *s) {
   dyn__kv_seq_free(&s->kv);
-  free(s->import);
+  dyn__kv_import_release(s->import, s->import_free, s->import_free_ud);
   free(s->tokens);
   free(s);
 }
@@ -273,7 +275,7 @@ static size_t take_import(sim_t *e, sim_seq_t *s, size_t cached_blocks) {
   }
   free(seq);
   free(local);
-  free(s->import);
+  dyn__kv_import_release(s->import, s->import_free, s->import_free_ud);
   s->import = NULL;
   return got;
 }
@@ -608,6 +610,8 @@ static int sim_submit(dyn_engine_t *engine, const dyn_engine_request_t *req,
                     ? e->o.kv_import_us_per_block * h.n_blocks / e->o.speedup : 0;
     s->import = req->kv;
     s->import_len = req->kv_len;
+    s->import_free = req->kv_free;
+    s->import_free_ud = req->kv_free_ud;
     s->ready_ns = uv_hrtime() + (uint64_t)(us * 1000.0);
   }
   s->cb = *cb;

@@ -24,7 +24,8 @@
  * before the first token needs its load reports to stop too: a prompt
  * waiting in a busy worker's queue is no stall), the worker prefills
  * locally: the prompt, plus the first token if the client already has it,
- * so the answer goes on unbroken.
+ * so the answer goes on unbroken. The KV lands in buffers the worker keeps
+ * between transfers (see "receive buffers" below).
  *
  * Prefill role (PrefillWorker). prefill runs the prompt for one token,
  * exports the KV of the blocks the caller lacks as soon as that token is
@@ -53,8 +54,11 @@
 #include "llm/services/protocol.h"
 #include "llm/services/worker.h"
 
+typedef struct kvpool kvpool_t;
+
 struct dyn__disagg {
   worker_t *w;
+  kvpool_t *pool;        /* decode role */
   dyn_client_t *prefill; /* decode role */
   dyn_watch_t *watch;
   long long cfg_max_local, cfg_max_queue; /* from the config */
@@ -69,7 +73,7 @@ struct dyn__disagg {
   size_t n_loads;
   uint64_t rr;
   /* /metrics */
-  dyn_series_t *bytes, *seconds, *remote, *local, *fallbacks, *queue;
+  dyn_series_t *bytes, *seconds, *receive, *remote, *local, *fallbacks, *queue;
 };
 
 /* ---- metrics ------------------------------------------------------------- */
@@ -135,6 +139,90 @@ static const char *layout_mismatch(const char *mine, const char *theirs, char *b
   return buf;
 }
 
+/* ---- decode role: receive buffers ----------------------------------------- */
+
+/* A fresh buffer of tens of megabytes costs a page fault per 4 KiB as the
+ * KV is copied in (the kernel zeroes and charges each page): profiled at
+ * about three times the copy itself, and the largest cost of a transfer on
+ * the decode worker. So the KV lands in buffers kept between transfers:
+ * the engine gives each back through dyn_engine_request_t.kv_free once
+ * the import is installed or dropped, and up to kv-receive-keep-bytes of
+ * idle ones (256 MiB) are kept. The pool outlives the rest of the decode
+ * state while the engine still holds a buffer: an engine frees its
+ * imports when destroyed, after dyn__disagg_shutdown. */
+typedef struct kvbuf {
+  struct kvbuf *next;
+  kvpool_t *pool;
+  size_t cap;
+  size_t pad_; /* 32 bytes: the data after it is aligned as malloc's */
+} kvbuf_t;
+
+struct kvpool {
+  kvbuf_t *idle;
+  size_t idle_bytes, keep_bytes;
+  size_t lent; /* buffers out (receiving, or held by the engine) */
+  int closed;
+};
+
+static void pool_drop_idle(kvpool_t *p) {
+  while (p->idle) {
+    kvbuf_t *b = p->idle;
+    p->idle = b->next;
+    p->idle_bytes -= b->cap;
+    free(b);
+  }
+}
+
+/* A buffer of at least n bytes: an idle one that is big enough, else a
+ * new one (the idle ones, all smaller, go: transfers grew). */
+static uint8_t *pool_take(kvpool_t *p, size_t n) {
+  kvbuf_t *b = NULL;
+  for (kvbuf_t **pp = &p->idle; *pp; pp = &(*pp)->next) {
+    if ((*pp)->cap >= n) {
+      b = *pp;
+      *pp = b->next;
+      p->idle_bytes -= b->cap;
+      break;
+    }
+  }
+  if (!b) {
+    pool_drop_idle(p);
+    if (n > SIZE_MAX - sizeof *b || !(b = malloc(sizeof *b + n))) return NULL;
+    b->cap = n;
+    b->pool = p;
+  }
+  p->lent++;
+  return (uint8_t *)(b + 1);
+}
+
+/* dyn_engine_request_t.kv_free, and the decode worker's own give-back. */
+static void pool_give(void *data, void *ud) {
+  kvpool_t *p = ud;
+  kvbuf_t *b = (kvbuf_t *)data - 1;
+  p->lent--;
+  if (!p->closed && b->cap <= p->keep_bytes) {
+    while (p->idle && p->idle_bytes + b->cap > p->keep_bytes) { /* the newest stays */
+      kvbuf_t *old = p->idle;
+      p->idle = old->next;
+      p->idle_bytes -= old->cap;
+      free(old);
+    }
+    b->next = p->idle;
+    p->idle = b;
+    p->idle_bytes += b->cap;
+  } else {
+    free(b);
+  }
+  if (p->closed && !p->lent) free(p);
+}
+
+static void pool_close(kvpool_t *p) {
+  if (!p) return;
+  p->closed = 1;
+  pool_drop_idle(p);
+  if (!p->lent) free(p);
+}
+
 /* ---- decode role ---------------------------------------------------------- */
 
 typedef struct djob {
@@ -147,13 +235,16 @@ typedef struct djob {
   size_t n_prompt, from_block;
   int have_header, have_first, client_gone, answered, refused;
   uint64_t target; /* the prefill worker asked */
-  uint64_t kv_expected, kv_blocks, t0;
-  dyn__buf_t kv;
+  uint64_t kv_expected, kv_blocks;
+  uint64_t t0, t_header, t_last; /* the prefill request, the KV header, its last byte */
+  kvpool_t *pool; /* outlives d: see "receive buffers" */
+  uint8_t *kv;    /* kv_expected bytes from pool once the header came */
+  size_t kv_len;  /* of them received */
 } djob_t;
 
 static void djob_closed(uv_handle_t *h) {
   djob_t *j = h->data;
-  dyn__buf_free(&j->kv);
+  if (j->kv) pool_give(j->kv, j->pool);
   free(j->prompt);
   free(j);
 }
@@ -170,10 +261,12 @@ static void run_here(djob_t *j, void *kv, size_t kv_len) {
   j->r.n_prompt = j->n_prompt + (j->have_first ? 1 : 0);
   j->r.kv = kv;
   j->r.kv_len = kv_len;
+  j->r.kv_free = kv ? pool_give : NULL;
+  j->r.kv_free_ud = kv ? j->pool : NULL;
   const char *why = NULL;
   int rc = dyn__worker_submit(j->d->w, j->req, &j->r, j->have_first, &why);
   if (rc) {
-    free(kv);
+    if (kv) pool_give(kv, j->pool);
     if (rc == DYN_ENOMEM) dyn__proto_fail(j->req, 500, "out of memory");
     else dyn__proto_fail(j->req, 400, "%s", why ? why : dyn_strerror(rc));
   }
@@ -241,11 +334,16 @@ static void on_prefill_data(dyn_stream_t *s, const void *data, size_t len, void 
   uv_timer_again(&j->timer);
   const char *bad = NULL;
   char msg[512];
-  if (len >= 4 && !memcmp(data, DYN__PROTO_KV_CHUNK_MAGIC, 4)) {
-    if (!j->have_first || j->kv.len + len - 4 > j->kv_expected)
+  const void *part;
+  size_t part_len;
+  if (!dyn__proto_kv_chunk_decode(data, len, &part, &part_len)) {
+    if (!j->have_first || part_len > j->kv_expected - j->kv_len) {
       bad = "prefill worker: KV beyond what its header announced";
-    else if (dyn__buf_append(&j->kv, (const uint8_t *)data + 4, len - 4))
-      bad = "out of memory for the KV";
+    } else if (part_len) {
+      memcpy(j->kv + j->kv_len, part, part_len);
+      j->kv_len += part_len;
+      if (j->kv_len == j->kv_expected) j->t_last = uv_hrtime();
+    }
   } else if (!j->have_header) {
     dyn__proto_kv_header_t h;
     if (dyn__proto_kv_header_decode(data, len, &h)) {
@@ -253,9 +351,11 @@ static void on_prefill_data(dyn_stream_t *s, const void *data, size_t len, void 
     } else {
       bad = layout_mismatch(dyn_engine_kv_layout(d->w->engine), h.kv_layout, msg, sizeof msg);
       j->kv_expected = h.kv_bytes;
+      j->t_last = j->t_header = uv_hrtime();
       j->kv_blocks = h.kv_blocks;
       j->have_header = 1;
-      if (!bad && dyn__buf_reserve(&j->kv, h.kv_bytes)) bad = "out of memory for the KV";
+      if (!bad && h.kv_bytes && !(j->kv = pool_take(j->pool, h.kv_bytes)))
+        bad = "out of memory for the KV";
       dyn__proto_kv_header_free(&h);
     }
   } else if (!j->have_first) {
@@ -288,16 +388,16 @@ static void on_prefill_done(dyn_stream_t *s, int status, const char *message, vo
     djob_free(j);
     return;
   }
-  if (status == DYN_OK && j->have_first && j->kv.len == j->kv_expected) {
-    double secs = (double)(uv_hrtime() - j->t0) / 1e9;
-    if (d->seconds) dyn_series_observe(d->seconds, secs);
-    add(d->bytes, (double)j->kv.len);
+  if (status == DYN_OK && j->have_first && j->kv_len == j->kv_expected) {
+    if (d->seconds) dyn_series_observe(d->seconds, (double)(j->t_last - j->t0) / 1e9);
+    if (d->receive) dyn_series_observe(d->receive, (double)(j->t_last - j->t_header) / 1e9);
+    add(d->bytes, (double)j->kv_len);
     add(d->remote, 1);
     /* A header alone (nothing the decode worker lacked) is not worth
      * importing. */
-    void *kv = j->kv_blocks ? j->kv.data : NULL;
-    size_t kv_len = kv ? j->kv.len : 0;
-    if (kv) dyn__buf_init(&j->kv); /* the engine owns it now */
+    void *kv = j->kv_blocks ? j->kv : NULL;
+    size_t kv_len = kv ? j->kv_len : 0;
+    if (kv) j->kv = NULL; /* the engine holds it now */
     run_here(j, kv, kv_len);
   } else {
     if (!j->refused)
@@ -399,6 +499,7 @@ void dyn__disagg_generate(worker_t *w, dyn_request_t *req, void *in_) {
   }
   memcpy(j->prompt, in->token_ids, in->n_tokens * sizeof *j->prompt);
   j->d = d;
+  j->pool = d->pool;
   j->req = req;
   j->n_prompt = in->n_tokens;
   j->r = (dyn_engine_request_t){
@@ -414,7 +515,6 @@ void dyn__disagg_generate(worker_t *w, dyn_request_t *req, void *in_) {
       .logprobs = in->logprobs,
       .top_logprobs = in->top_logprobs,
   };
-  dyn__buf_init(&j->kv);
   uv_timer_init(dyn_runtime_loop(dyn_service_runtime(w->ctx)), &j->timer);
   j->timer.data = j;
   j->from_block = dyn_engine_kv_cached_blocks(w->engine, j->prompt, j->n_prompt);
@@ -522,20 +622,17 @@ static void pump(uv_timer_t *t) {
     double allowed = (double)(uv_hrtime() - j->t0) / 1e3 * d->bandwidth_mbps;
     budget = allowed > (double)j->sent ? (size_t)(allowed - (double)j->sent) : 0;
   }
-  uint8_t *frame = NULL;
   while (j->sent < j->blob_len && dyn_request_pending(j->req) < 4 * d->chunk_bytes && budget) {
     size_t n = j->blob_len - j->sent;
     if (n > d->chunk_bytes) n = d->chunk_bytes;
     if (n > budget) n = budget;
-    if (!frame && !(frame = malloc(4 + d->chunk_bytes))) break;
-    memcpy(frame, DYN__PROTO_KV_CHUNK_MAGIC, 4);
-    memcpy(frame + 4, j->blob + j->sent, n);
-    if (dyn_request_send(j->req, frame, 4 + n)) break;
+    if (dyn_request_sendv(j->req, dyn__proto_kv_chunk_head(), DYN__PROTO_KV_CHUNK_HEAD_LEN,
+                          j->blob + j->sent, n))
+      break;
     j->sent += n;
     budget -= n;
     add(d->bytes, (double)n);
   }
-  free(frame);
   if (j->sent == j->blob_len) {
     if (d->seconds) dyn_series_observe(d->seconds, (double)(uv_hrtime() - j->t0) / 1e9);
     j->ended = 1;
@@ -712,6 +809,15 @@ int dyn__disagg_start(worker_t *w) {
   d->remote = series(DYN_METRIC_COUNTER, "dynamo_disagg_remote_prefills_total",
                      "Prompts prefilled by a prefill worker (decode: used; prefill: served).", w);
   if (w->role == DYN__ROLE_PREFILL) return DYN_OK;
+  if (!(d->pool = calloc(1, sizeof *d->pool))) {
+    dyn__disagg_shutdown(w);
+    return DYN_ENOMEM;
+  }
+  long long keep = dyn__llm_config_int(ctx, "kv-receive-keep-bytes", 256ll << 20);
+  d->pool->keep_bytes = keep > 0 ? (size_t)keep : 0;
+  d->receive = series(DYN_METRIC_HISTOGRAM, "dynamo_disagg_kv_receive_seconds",
+                      "Decode: KV transfers from the arrival of their header to that of their "
+                      "last byte.", w);
   d->local = series(DYN_METRIC_COUNTER, "dynamo_disagg_local_prefills_total",
                     "Prompts a decode worker prefilled itself (fallbacks included).", w);
   d->fallbacks = series(DYN_METRIC_COUNTER, "dynamo_disagg_prefill_fallbacks_total",
@@ -749,6 +855,7 @@ void dyn__disagg_shutdown(worker_t *w) {
   if (d->watch) dyn_discovery_unwatch(d->watch);
   if (d->load_sub) dyn_unsubscribe(d->load_sub);
   if (d->prefill) dyn_client_free(d->prefill); /* open streams end: run_here */
+  pool_close(d->pool); /* freed once the engine gave back what it holds */
   free(d);
   w->dg = NULL;
 }

@@ -675,3 +675,15 @@ void dyn__proto_kv_header_free(dyn__proto_kv_header_t *m) {
   m->root_ = NULL;
   m->kv_layout = NULL;
 }
+
+static const char kv_chunk_head[DYN__PROTO_KV_CHUNK_HEAD_LEN] = {'D', 'K', 'V', 'C'};
+
+const void *dyn__proto_kv_chunk_head(void) { return kv_chunk_head; }
+
+int dyn__proto_kv_chunk_decode(const void *data, size_t len, const void **part, size_t *part_len) {
+  if (len < sizeof kv_chunk_head || memcmp(data, kv_chunk_head, sizeof kv_chunk_head))
+    return DYN_EINVAL;
+  *part = (const uint8_t *)data + sizeof kv_chunk_head;
+  *part_len = len - sizeof kv_chunk_head;
+  return DYN_OK;
+}

@@ -270,6 +270,13 @@ char *dyn__proto_kv_header_encode(const dyn__proto_kv_header_t *m);
 /* DYN_EINVAL unless an object with kv_layout and the three counts. */
 int dyn__proto_kv_header_decode(const void *data, size_t len, dyn__proto_kv_header_t *m);
 void dyn__proto_kv_header_free(dyn__proto_kv_header_t *m);
-#define DYN__PROTO_KV_CHUNK_MAGIC "DKVC"
+/* One part of the KV: the 4 bytes "DKVC", then the part. It is the one
+ * message sent as two pieces (dyn_request_sendv): the fixed head from
+ * here, then the bytes straight from the export, so that a megabyte chunk
+ * is not first copied behind its four bytes. */
+#define DYN__PROTO_KV_CHUNK_HEAD_LEN 4
+const void *dyn__proto_kv_chunk_head(void);
+/* DYN_EINVAL unless a KV chunk; *part points into data. */
+int dyn__proto_kv_chunk_decode(const void *data, size_t len, const void **part, size_t *part_len);
 
 #endif

@@ -35,7 +35,8 @@
  * prompts go to a PrefillWorker, the same code serving "prefill" instead of
  * "generate", whose role is prefill), max-local-prefill-length (512),
  * max-prefill-queue-size (8), kv-transfer-timeout-ms (10000),
- * kv-chunk-bytes (1 MiB), kv-bandwidth-mbps (0: unlimited), and for the
+ * kv-chunk-bytes (1 MiB), kv-bandwidth-mbps (0: unlimited),
+ * kv-receive-keep-bytes (256 MiB of idle receive buffers), and for the
  * simulated engine kv-bytes-per-block (32768) and kv-import-us-per-block
  * (20).
  */
