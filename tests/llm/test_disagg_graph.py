@@ -197,6 +197,29 @@ def first_token_then(s, action):
     return pieces, finish
 
 
+def test_a_worker_with_a_bad_role_does_not_start():
+    """`role:` is aggregated or decode on a Worker (prefill is the
+    PrefillWorker service's): anything else stops the worker, naming it,
+    and dynamo serve gives up on the graph. Both cases at once: each takes
+    the supervisor's five restarts (~16 s)."""
+    cases = {"bogus": 'role "bogus" is not aggregated, prefill or decode',
+             "prefill": "role prefill belongs to the PrefillWorker service"}
+    served = {role: Serve([f"{GRAPHS}/disagg.py:Frontend", "-f", f"{CONFIGS}/disagg.yaml",
+                           f"--Frontend.port={free_port()}", f"--Worker.role={role}"],
+                          env_for_tests())
+              for role in cases}
+    try:
+        for role, s in served.items():
+            assert s.proc.wait(timeout=90) == 1
+            out = s.output()
+            assert cases[role] in out, out
+            assert "Worker.0 keeps crashing" in out, out
+    finally:
+        for s in served.values():
+            if s.proc.poll() is None:
+                s.stop()
+
+
 def test_the_first_token_comes_before_the_kv(served):
     """The PrefillWorker's first token is sent on to the client at once,
     not after the KV: on a 4 MB/s link (~2.8 MB, ~0.7 s) the first token
