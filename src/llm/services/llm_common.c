@@ -62,7 +62,8 @@ int dyn__llm_parse_int(const char *text, long long min, long long max, long long
 }
 
 int dyn__llm_parse_double(const char *text, double min, double max, double *out) {
-  if (!numeric_start(text)) return DYN_EINVAL;
+  /* JSON's characters only: strtod would also read hex ("0x1p3"). */
+  if (!numeric_start(text) || text[strspn(text, "0123456789-+.eE")]) return DYN_EINVAL;
   char *end;
   errno = 0;
   double d = strtod(text, &end);
