@@ -594,9 +594,13 @@ def test_services_that_cannot_start_free_what_they_allocated(tmp_path):
         ([f"{tmp_path}/lone_router.py:Router", "-f", f"{tmp_path}/router.yaml"],
          {"Router": "Router: cannot start: no client for Worker/generate"}),
         ([f"{GRAPHS}/agg.py:Frontend", "-f", f"{CONFIGS}/agg.yaml",
-          "--Processor.chat-template=nope", "--Worker.block-size=0"],
-         {"Processor": "chat-template 'nope' is not one of the built-in families",
-          "Worker": "Worker: engine config: engine options: block_size must be at least 1"}),
+          "--Processor.chat-template=nope", "--Worker.min-token-id=5000"],
+         {"Processor": "Processor: config key 'chat-template' must be one of the built-in "
+                       "families: plain llama3 chatml mistral gemma phi3, not \"nope\"",
+          # The engine refuses it, with the Worker allocated (a value of the
+          # wrong type fails before: test_llm_config.py).
+          "Worker": "Worker: engine config: engine options: vocab_size leaves no token id "
+                    "above min_token_id besides EOS"}),
     ]
     for args, failures in cases:
         port = [f"--Frontend.port={free_port()}"] if args[0].endswith(":Frontend") else []

@@ -40,7 +40,9 @@
  * config/{namespace}/disagg/max-local-prefill-length and .../max-prefill-
  * queue-size, a decimal value; deleting it restores the config's.
  */
+#include <float.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -571,11 +573,12 @@ static void on_threshold(dyn_watch_event_t ev, const char *key, const char *valu
   if (ev == DYN_WATCH_DELETE) {
     *live = cfg;
   } else if (ev == DYN_WATCH_PUT) {
-    char *end;
-    long long v = strtoll(value, &end, 10);
-    if (end == value || *end || v < 0) {
-      dyn_log(DYN_LOG_ERROR, "Worker: %s: \"%.*s\" is not a count; keeping %lld", key, (int)len,
-              value, *live);
+    long long v;
+    if (dyn__llm_parse_int(value, 0, LLONG_MAX, &v)) {
+      char what[96];
+      dyn__llm_int_what(what, sizeof what, 0, LLONG_MAX);
+      dyn_log(DYN_LOG_ERROR, "%s: control-plane key '%s' must be %s, not \"%.60s%s\"; keeping %lld",
+              dyn_service_def(d->w->ctx)->name, key, what, value, len > 60 ? "..." : "", *live);
       return;
     }
     *live = v;
@@ -790,13 +793,20 @@ int dyn__disagg_start(worker_t *w) {
   if (!d) return DYN_ENOMEM;
   dyn_service_ctx_t *ctx = w->ctx;
   d->w = w;
-  d->cfg_max_local = d->max_local = dyn__llm_config_int(ctx, "max-local-prefill-length", 512);
-  d->cfg_max_queue = d->max_queue = dyn__llm_config_int(ctx, "max-prefill-queue-size", 8);
-  d->timeout_ms = (unsigned)dyn__llm_config_int(ctx, "kv-transfer-timeout-ms", 10000);
-  long long chunk = dyn__llm_config_int(ctx, "kv-chunk-bytes", 1 << 20);
-  d->chunk_bytes = chunk >= 4096 && chunk <= (8 << 20) ? (size_t)chunk : 1 << 20;
-  d->bandwidth_mbps = dyn__llm_config_double(ctx, "kv-bandwidth-mbps", 0);
-  if (!d->timeout_ms) d->timeout_ms = 10000;
+  dyn__llm_cfg_t c;
+  dyn__llm_cfg_init(&c, ctx);
+  d->cfg_max_local = d->max_local =
+      dyn__llm_cfg_int(&c, "max-local-prefill-length", 512, 0, LLONG_MAX);
+  d->cfg_max_queue = d->max_queue =
+      dyn__llm_cfg_int(&c, "max-prefill-queue-size", 8, 0, LLONG_MAX);
+  d->timeout_ms = (unsigned)dyn__llm_cfg_int(&c, "kv-transfer-timeout-ms", 10000, 1, UINT_MAX);
+  d->chunk_bytes = (size_t)dyn__llm_cfg_int(&c, "kv-chunk-bytes", 1 << 20, 4096, 8 << 20);
+  d->bandwidth_mbps = dyn__llm_cfg_double(&c, "kv-bandwidth-mbps", 0, 0, DBL_MAX);
+  long long keep = dyn__llm_cfg_int(&c, "kv-receive-keep-bytes", 256ll << 20, 0, LLONG_MAX);
+  if (c.bad) {
+    free(d);
+    return DYN_EINVAL;
+  }
   w->dg = d;
   dyn_runtime_t *rt = dyn_service_runtime(ctx);
   const char *ns = dyn_service_def(ctx)->namespace_;
@@ -813,8 +823,7 @@ int dyn__disagg_start(worker_t *w) {
     dyn__disagg_shutdown(w);
     return DYN_ENOMEM;
   }
-  long long keep = dyn__llm_config_int(ctx, "kv-receive-keep-bytes", 256ll << 20);
-  d->pool->keep_bytes = keep > 0 ? (size_t)keep : 0;
+  d->pool->keep_bytes = (size_t)keep;
   d->receive = series(DYN_METRIC_HISTOGRAM, "dynamo_disagg_kv_receive_seconds",
                       "Decode: KV transfers from the arrival of their header to that of their "
                       "last byte.", w);

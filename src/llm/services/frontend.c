@@ -31,6 +31,7 @@
 #include "dynamo/metrics.h"
 #include "common/array.h"
 #include "common/rand.h"
+#include "llm/services/llm_common.h"
 #include "llm/services/openai.h"
 #include "llm/services/protocol.h"
 #include "llm/services/services.h"
@@ -532,29 +533,17 @@ static int watch_workers(frontend_t *fe) {
 }
 
 /* The HTTP limits (dyn_http_limits_t) from the config's http_* keys. */
-static int set_http_limits(frontend_t *fe) {
-  dyn_http_limits_t l;
-  dyn_http_limits_default(&l);
+static void read_http_limits(dyn__llm_cfg_t *c, dyn_http_limits_t *l) {
+  dyn_http_limits_default(l);
   const char *key;
   for (size_t i = 0; (key = dyn_http_limit_name(i)); i++) {
-    long long v = dyn_service_config_int(fe->ctx, key, LLONG_MIN);
-    if (v == LLONG_MIN && !dyn_service_config_string(fe->ctx, key, NULL)) continue;
-    if (v == LLONG_MIN) {
-      dyn_log(DYN_LOG_ERROR, "Frontend: config key %s must be an integer", key);
-      return DYN_EINVAL;
-    }
-    if (dyn_http_limits_set(&l, key, v)) {
-      dyn_log(DYN_LOG_ERROR, "Frontend: config key %s: %lld is out of range (docs/limits.md)",
-              key, v);
-      return DYN_EINVAL;
-    }
+    long long v = dyn__llm_cfg_int(c, key, -1, 0, LLONG_MAX); /* -1: absent or bad */
+    if (v >= 0 && dyn_http_limits_set(l, key, v))
+      dyn__llm_cfg_reject(c, key, "a whole number within the bounds of docs/limits.md");
   }
-  return dyn_http_server_set_limits(fe->http, &l);
 }
 
-static int start_http(frontend_t *fe) {
-  const char *host = dyn_service_config_string(fe->ctx, "host", "0.0.0.0");
-  int port = (int)dyn_service_config_int(fe->ctx, "port", 8000);
+static int start_http(frontend_t *fe, const char *host, int port, const dyn_http_limits_t *l) {
   int rc = dyn_http_server_start(dyn_runtime_loop(dyn_service_runtime(fe->ctx)), host, port,
                                  &fe->http);
   if (rc) {
@@ -563,7 +552,7 @@ static int start_http(frontend_t *fe) {
     fe->http = NULL;
     return rc;
   }
-  rc = set_http_limits(fe);
+  rc = dyn_http_server_set_limits(fe->http, l);
   if (!rc) rc = dyn_http_route(fe->http, "POST", "/v1/chat/completions", on_chat, fe);
   if (!rc) rc = dyn_http_route(fe->http, "POST", "/v1/completions", on_completions, fe);
   if (!rc) rc = dyn_http_route(fe->http, "GET", "/v1/models", on_models, fe);
@@ -595,10 +584,20 @@ static int frontend_start(dyn_service_ctx_t *ctx) {
   if (!fe) return DYN_ENOMEM;
   fe->ctx = ctx;
   fe->started = (long long)time(NULL);
-  fe->model = dyn_service_config_string(ctx, "model", NULL);
-  if (!fe->model) fe->model = dyn_service_config_string(ctx, "served_model_name", NULL);
-  if (!fe->model) fe->model = dyn_service_config_string(ctx, "served-model-name", NULL);
-  fe->worker_path = dyn_service_config_string(ctx, "worker", "dynamo/Worker/generate");
+  dyn__llm_cfg_t c;
+  dyn__llm_cfg_init(&c, ctx);
+  fe->model = dyn__llm_cfg_string(&c, "model", NULL);
+  if (!fe->model) fe->model = dyn__llm_cfg_string(&c, "served_model_name", NULL);
+  fe->worker_path = dyn__llm_cfg_string(&c, "worker", "dynamo/Worker/generate");
+  int wait_ms = (int)dyn__llm_cfg_int(&c, "processor_wait_ms", 5000, 0, INT_MAX);
+  const char *host = dyn__llm_cfg_string(&c, "host", "0.0.0.0");
+  int port = (int)dyn__llm_cfg_int(&c, "port", 8000, 0, 65535);
+  dyn_http_limits_t limits;
+  read_http_limits(&c, &limits);
+  if (c.bad) {
+    free(fe);
+    return DYN_EINVAL;
+  }
   seed(fe);
   fe->processor = dyn_service_client(ctx, "Processor", "generate");
   if (!fe->processor) {
@@ -607,10 +606,10 @@ static int frontend_start(dyn_service_ctx_t *ctx) {
     return DYN_EINVAL;
   }
   /* A request without a Processor should be a prompt 503, not a hang. */
-  dyn_client_set_wait(fe->processor, (int)dyn_service_config_int(ctx, "processor_wait_ms", 5000));
+  dyn_client_set_wait(fe->processor, wait_ms);
   int rc = setup_metrics(fe);
   if (!rc) rc = watch_workers(fe);
-  if (!rc) rc = start_http(fe);
+  if (!rc) rc = start_http(fe, host, port, &limits);
   if (rc) {
     frontend_free(fe);
     return rc;

@@ -38,6 +38,7 @@
  * Router), migration-limit (3; 0 turns migration off).
  */
 #include <libgen.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -624,17 +625,15 @@ static int load_tokenizer(processor_t *p, const char *path) {
   return rc;
 }
 
-/* The chat template: the config's family, else the model file's own
- * template when it is a family we render, else the family the tokenizer's
- * special tokens suggest. */
-static int choose_template(processor_t *p, dyn_service_ctx_t *ctx) {
-  const char *fam = dyn__llm_config_string(ctx, "chat-template", NULL);
+/* The chat template: the config's family (chosen, NULL when it names
+ * none), else the model file's own template when it is a family we render,
+ * else the family the tokenizer's special tokens suggest. */
+static int choose_template(processor_t *p, const dyn_chat_family_t *chosen) {
   const char *jinja = dyn_tokenizer_chat_template(p->tk);
   char err[256];
-  if (fam) {
-    if (!dyn_chat_family_from_name(fam, &p->tmpl.family)) return DYN_OK;
-    dyn_log(DYN_LOG_ERROR, "Processor: chat-template '%s' is not one of the built-in families", fam);
-    return DYN_EINVAL;
+  if (chosen) {
+    p->tmpl.family = *chosen;
+    return DYN_OK;
   }
   int rc = jinja ? dyn_chat_template_parse(jinja, &p->tmpl, err, sizeof err) : DYN_EINVAL;
   if (rc == DYN_ENOMEM) return rc;
@@ -688,9 +687,27 @@ static void metrics_init(processor_t *p) {
 }
 
 static int processor_start(dyn_service_ctx_t *ctx) {
+  dyn__llm_cfg_t c;
+  dyn__llm_cfg_init(&c, ctx);
   char model[4096];
-  const char *path = dyn__llm_config_string(ctx, "tokenizer", NULL);
-  if (!path) path = dyn__llm_model_file(ctx, model, sizeof model);
+  const char *path = dyn__llm_cfg_string(&c, "tokenizer", NULL);
+  if (!path) path = dyn__llm_model_file(&c, model, sizeof model);
+  const char *fam = dyn__llm_cfg_string(&c, "chat-template", NULL);
+  dyn_chat_family_t family;
+  if (fam && dyn_chat_family_from_name(fam, &family)) {
+    char what[128] = "one of the built-in families:";
+    for (int f = DYN_CHAT_PLAIN; f <= DYN_CHAT_PHI3; f++)
+      snprintf(what + strlen(what), sizeof what - strlen(what), " %s",
+               dyn_chat_family_name((dyn_chat_family_t)f));
+    dyn__llm_cfg_reject(&c, "chat-template", what);
+  }
+  long long context_length = dyn__llm_cfg_int(&c, "context-length", 8192, 1, LLONG_MAX);
+  long long max_tokens = dyn__llm_cfg_int(&c, "max-tokens", 256, 1, LLONG_MAX);
+  long long migration_limit = dyn__llm_cfg_int(&c, "migration-limit", 3, 0, LLONG_MAX);
+  const char *route = dyn__llm_cfg_string(&c, "route", "round-robin");
+  if (strcmp(route, "round-robin") && strcmp(route, "random"))
+    dyn__llm_cfg_reject(&c, "route", "round-robin or random");
+  if (c.bad) return DYN_EINVAL;
   if (!path) {
     dyn_log(DYN_LOG_ERROR, "Processor: config key 'tokenizer' (a tokenizer.json or .gguf file) or "
                            "'model' (a .gguf file or a model name) is required");
@@ -704,7 +721,7 @@ static int processor_start(dyn_service_ctx_t *ctx) {
     processor_free(p);
     return rc == DYN_ENOMEM ? rc : DYN_EINVAL;
   }
-  if ((rc = choose_template(p, ctx))) {
+  if ((rc = choose_template(p, fam ? &family : NULL))) {
     processor_free(p);
     return rc;
   }
@@ -719,11 +736,9 @@ static int processor_start(dyn_service_ctx_t *ctx) {
   if (p->max_token_bytes == 0) p->max_token_bytes = 1;
   uint32_t bos;
   p->bos = dyn_tokenizer_add_bos(p->tk) && !dyn_tokenizer_bos_id(p->tk, &bos) ? (int64_t)bos : -1;
-  p->context_length = dyn__llm_config_int(ctx, "context-length", 8192);
-  p->default_max_tokens = dyn__llm_config_int(ctx, "max-tokens", 256);
-  p->migration_limit = dyn__llm_config_int(ctx, "migration-limit", 3);
-  if (p->migration_limit < 0) p->migration_limit = 0;
-  const char *route = dyn__llm_config_string(ctx, "route", "round-robin");
+  p->context_length = context_length;
+  p->default_max_tokens = max_tokens;
+  p->migration_limit = migration_limit;
   p->route = !strcmp(route, "random") ? DYN_ROUTE_RANDOM : DYN_ROUTE_ROUND_ROBIN;
   p->worker = dyn_service_client(ctx, "Worker", "generate");
   if (dyn_service_has_dependency(ctx, "Router")) p->router = dyn_service_client(ctx, "Router", "generate");

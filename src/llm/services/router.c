@@ -22,6 +22,8 @@
  *   temperature (0), seed (0), kv-seed (DYN_KV_DEFAULT_SEED),
  *   prediction-ttl-ms (10000: see predict_stored).
  */
+#include <float.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -284,23 +286,28 @@ static int router_start(dyn_service_ctx_t *ctx) {
   router_t *r = calloc(1, sizeof *r);
   if (!r) return DYN_ENOMEM;
   r->ctx = ctx;
-  r->block_size = (size_t)dyn__llm_config_int(ctx, "block-size", 16);
-  r->kv_seed = (uint64_t)dyn__llm_config_int(ctx, "kv-seed", DYN_KV_DEFAULT_SEED);
+  dyn__llm_cfg_t c;
+  dyn__llm_cfg_init(&c, ctx);
+  r->block_size = (size_t)dyn__llm_cfg_int(&c, "block-size", 16, 1, UINT32_MAX);
+  r->kv_seed = (uint64_t)dyn__llm_cfg_int(&c, "kv-seed", (long long)DYN_KV_DEFAULT_SEED, LLONG_MIN,
+                                          LLONG_MAX);
   dyn_kv_select_options_init(&r->opts);
-  const char *mode = dyn__llm_config_string(ctx, "mode", "kv");
-  if (r->block_size == 0 || parse_mode(mode, &r->opts.mode)) {
-    if (r->block_size == 0) dyn_log(DYN_LOG_ERROR, "Router: block-size must be a positive integer");
-    else dyn_log(DYN_LOG_ERROR, "Router: mode '%s' is not kv, round-robin or random", mode);
+  const char *mode = dyn__llm_cfg_string(&c, "mode", "kv");
+  if (parse_mode(mode, &r->opts.mode)) dyn__llm_cfg_reject(&c, "mode", "kv, round-robin or random");
+  r->opts.overlap_weight =
+      dyn__llm_cfg_double(&c, "overlap-weight", r->opts.overlap_weight, 0, DBL_MAX);
+  r->opts.usage_weight = dyn__llm_cfg_double(&c, "usage-weight", r->opts.usage_weight, 0, DBL_MAX);
+  r->opts.waiting_weight =
+      dyn__llm_cfg_double(&c, "waiting-weight", r->opts.waiting_weight, 0, DBL_MAX);
+  r->opts.temperature = dyn__llm_cfg_double(&c, "temperature", r->opts.temperature, 0, DBL_MAX);
+  dyn_kv_select_state_init(&r->state,
+                           (uint64_t)dyn__llm_cfg_int(&c, "seed", 0, LLONG_MIN, LLONG_MAX));
+  const char *ns = dyn_service_def(ctx)->namespace_ ? dyn_service_def(ctx)->namespace_ : "dynamo";
+  r->guess_ttl_ms = (uint64_t)dyn__llm_cfg_int(&c, "prediction-ttl-ms", 10000, 0, LLONG_MAX);
+  if (c.bad) {
     router_free(r);
     return DYN_EINVAL;
   }
-  r->opts.overlap_weight = dyn__llm_config_double(ctx, "overlap-weight", r->opts.overlap_weight);
-  r->opts.usage_weight = dyn__llm_config_double(ctx, "usage-weight", r->opts.usage_weight);
-  r->opts.waiting_weight = dyn__llm_config_double(ctx, "waiting-weight", r->opts.waiting_weight);
-  r->opts.temperature = dyn__llm_config_double(ctx, "temperature", r->opts.temperature);
-  dyn_kv_select_state_init(&r->state, (uint64_t)dyn__llm_config_int(ctx, "seed", 0));
-  const char *ns = dyn_service_def(ctx)->namespace_ ? dyn_service_def(ctx)->namespace_ : "dynamo";
-  r->guess_ttl_ms = (uint64_t)dyn__llm_config_int(ctx, "prediction-ttl-ms", 10000);
   r->matches = calloc(MAX_WORKERS, sizeof *r->matches);
   int rc = r->matches ? dyn_kv_indexer_create(&r->index) : DYN_ENOMEM;
   if (!rc) rc = dyn__kv_predict_create(&r->guesses);

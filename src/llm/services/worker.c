@@ -40,6 +40,8 @@
  * simulated engine kv-bytes-per-block (32768) and kv-import-us-per-block
  * (20).
  */
+#include <float.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -203,63 +205,65 @@ static void generate(dyn_request_t *req, const void *body, size_t len, void *ud)
 
 static int worker_start(dyn_service_ctx_t *ctx) {
   int prefill_service = !strcmp(dyn_service_def(ctx)->name, "PrefillWorker");
-  const char *role = dyn__llm_config_string(ctx, "role", prefill_service ? "prefill" : "aggregated");
-  dyn__worker_role_t r;
+  dyn__llm_cfg_t c;
+  dyn__llm_cfg_init(&c, ctx);
+  const char *role = dyn__llm_cfg_string(&c, "role", prefill_service ? "prefill" : "aggregated");
+  dyn__worker_role_t r = DYN__ROLE_AGGREGATED;
   if (!strcmp(role, "aggregated")) r = DYN__ROLE_AGGREGATED;
   else if (!strcmp(role, "decode")) r = DYN__ROLE_DECODE;
   else if (!strcmp(role, "prefill")) r = DYN__ROLE_PREFILL;
-  else {
-    dyn_log(DYN_LOG_ERROR, "Worker: engine config: role \"%s\" is not aggregated, prefill or decode",
-            role);
-    return DYN_EINVAL;
-  }
-  if ((r == DYN__ROLE_PREFILL) != prefill_service) {
+  else dyn__llm_cfg_reject(&c, "role", "aggregated, prefill or decode");
+  if (!c.bad && (r == DYN__ROLE_PREFILL) != prefill_service) {
     dyn_log(DYN_LOG_ERROR, "Worker: engine config: role %s belongs to the %s service", role,
             prefill_service ? "Worker" : "PrefillWorker");
     return DYN_EINVAL;
   }
+  dyn_engine_options_t o;
+  dyn_engine_options_init(&o);
+  o.block_size = (uint32_t)dyn__llm_cfg_int(&c, "block-size", o.block_size, 1, UINT32_MAX);
+  /* Both engines index their cells with an int32. */
+  o.num_blocks = (uint32_t)dyn__llm_cfg_int(&c, "num-blocks", o.num_blocks, 1, INT32_MAX);
+  o.max_num_seqs = (uint32_t)dyn__llm_cfg_int(&c, "max-num-seqs", o.max_num_seqs, 1, UINT32_MAX);
+  o.max_num_batched_tokens = (uint32_t)dyn__llm_cfg_int(&c, "max-num-batched-tokens",
+                                                        o.max_num_batched_tokens, 1, UINT32_MAX);
+  o.vocab_size = (uint32_t)dyn__llm_cfg_int(&c, "vocab-size", o.vocab_size, 1, UINT32_MAX);
+  o.min_token_id = (uint32_t)dyn__llm_cfg_int(&c, "min-token-id", o.min_token_id, 0, UINT32_MAX);
+  o.eos_token_id = (uint32_t)dyn__llm_cfg_int(&c, "eos-token-id", o.eos_token_id, 0, UINT32_MAX);
+  /* The engine refuses 0 itself. */
+  o.speedup = dyn__llm_cfg_double(&c, "speedup", o.speedup, 0, DBL_MAX);
+  o.prefill_base_us = dyn__llm_cfg_double(&c, "prefill-base-us", o.prefill_base_us, 0, DBL_MAX);
+  o.prefill_per_token_us =
+      dyn__llm_cfg_double(&c, "prefill-per-token-us", o.prefill_per_token_us, 0, DBL_MAX);
+  o.decode_base_us = dyn__llm_cfg_double(&c, "decode-base-us", o.decode_base_us, 0, DBL_MAX);
+  o.decode_per_seq_us =
+      dyn__llm_cfg_double(&c, "decode-per-seq-us", o.decode_per_seq_us, 0, DBL_MAX);
+  o.eos_probability = dyn__llm_cfg_double(&c, "eos-probability", o.eos_probability, 0, 1);
+  /* The same on every worker, so a greedy (temperature 0) request gives the
+   * same answer wherever it is routed. Seeds are bits: any whole number. */
+  o.seed = (uint64_t)dyn__llm_cfg_int(&c, "seed", 0, LLONG_MIN, LLONG_MAX);
+  o.kv_hash_seed =
+      (uint64_t)dyn__llm_cfg_int(&c, "kv-seed", (long long)o.kv_hash_seed, LLONG_MIN, LLONG_MAX);
+  const char *engine = dyn__llm_cfg_string(&c, "engine", "sim");
+  char model_buf[4096];
+  o.model = dyn__llm_model_file(&c, model_buf, sizeof model_buf);
+  long long threads = dyn__llm_cfg_int(&c, "threads", 0, 0, UINT32_MAX); /* 0: the default */
+  o.threads = threads > 0 ? (uint32_t)threads : dyn__worker_default_threads();
+  o.max_model_len = (uint32_t)dyn__llm_cfg_int(&c, "max-model-len", 0, 0, UINT32_MAX);
+  o.cache_type_k = dyn__llm_cfg_string(&c, "cache-type-k", NULL);
+  o.cache_type_v = dyn__llm_cfg_string(&c, "cache-type-v", NULL);
+  o.flash_attn = dyn__llm_cfg_bool(&c, "flash-attn", 0);
+  o.kv_bytes_per_block =
+      (uint32_t)dyn__llm_cfg_int(&c, "kv-bytes-per-block", o.kv_bytes_per_block, 0, UINT32_MAX);
+  o.kv_import_us_per_block =
+      dyn__llm_cfg_double(&c, "kv-import-us-per-block", o.kv_import_us_per_block, 0, DBL_MAX);
+  unsigned metrics_ms =
+      (unsigned)dyn__llm_cfg_int(&c, "metrics-interval-ms", 20, 1, UINT_MAX);
+  if (c.bad) return DYN_EINVAL;
   worker_t *w = calloc(1, sizeof *w);
   if (!w) return DYN_ENOMEM;
   w->ctx = ctx;
   w->role = r;
-  dyn_engine_options_t o;
-  dyn_engine_options_init(&o);
-  o.block_size = (uint32_t)dyn__llm_config_int(ctx, "block-size", o.block_size);
-  o.num_blocks = (uint32_t)dyn__llm_config_int(ctx, "num-blocks", o.num_blocks);
-  o.max_num_seqs = (uint32_t)dyn__llm_config_int(ctx, "max-num-seqs", o.max_num_seqs);
-  o.max_num_batched_tokens =
-      (uint32_t)dyn__llm_config_int(ctx, "max-num-batched-tokens", o.max_num_batched_tokens);
-  o.vocab_size = (uint32_t)dyn__llm_config_int(ctx, "vocab-size", o.vocab_size);
-  o.min_token_id = (uint32_t)dyn__llm_config_int(ctx, "min-token-id", o.min_token_id);
-  o.eos_token_id = (uint32_t)dyn__llm_config_int(ctx, "eos-token-id", o.eos_token_id);
-  o.speedup = dyn__llm_config_double(ctx, "speedup", o.speedup);
-  o.prefill_base_us = dyn__llm_config_double(ctx, "prefill-base-us", o.prefill_base_us);
-  o.prefill_per_token_us = dyn__llm_config_double(ctx, "prefill-per-token-us", o.prefill_per_token_us);
-  o.decode_base_us = dyn__llm_config_double(ctx, "decode-base-us", o.decode_base_us);
-  o.decode_per_seq_us = dyn__llm_config_double(ctx, "decode-per-seq-us", o.decode_per_seq_us);
-  o.eos_probability = dyn__llm_config_double(ctx, "eos-probability", o.eos_probability);
-  /* The same on every worker, so a greedy (temperature 0) request gives the
-   * same answer wherever it is routed. */
-  o.seed = (uint64_t)dyn__llm_config_int(ctx, "seed", 0);
-  o.kv_hash_seed = (uint64_t)dyn__llm_config_int(ctx, "kv-seed", (long long)o.kv_hash_seed);
-  const char *engine = dyn__llm_config_string(ctx, "engine", "sim");
-  char model_buf[4096];
-  o.model = dyn__llm_model_file(ctx, model_buf, sizeof model_buf);
-  long long threads = dyn__llm_config_int(ctx, "threads", 0);
-  o.threads = threads > 0 ? (uint32_t)threads : dyn__worker_default_threads();
-  o.max_model_len = (uint32_t)dyn__llm_config_int(ctx, "max-model-len", 0);
-  o.cache_type_k = dyn__llm_config_string(ctx, "cache-type-k", NULL);
-  o.cache_type_v = dyn__llm_config_string(ctx, "cache-type-v", NULL);
-  o.flash_attn = dyn__llm_config_bool(ctx, "flash-attn", 0);
-  if (o.flash_attn < 0) {
-    dyn_log(DYN_LOG_ERROR, "Worker: engine config: flash-attn must be true or false");
-    free(w);
-    return DYN_EINVAL;
-  }
-  o.kv_bytes_per_block =
-      (uint32_t)dyn__llm_config_int(ctx, "kv-bytes-per-block", o.kv_bytes_per_block);
-  o.kv_import_us_per_block =
-      dyn__llm_config_double(ctx, "kv-import-us-per-block", o.kv_import_us_per_block);
+  w->metrics_interval_ms = metrics_ms;
   w->block_size = o.block_size;
   dyn_runtime_t *rt = dyn_service_runtime(ctx);
   const char *why = NULL;
@@ -293,11 +297,9 @@ static int worker_start(dyn_service_ctx_t *ctx) {
     return rc;
   }
   dyn_engine_set_kv_events(w->engine, on_kv_events, w);
-  w->metrics_interval_ms = (unsigned)dyn__llm_config_int(ctx, "metrics-interval-ms", 20);
   uv_timer_init(dyn_runtime_loop(rt), &w->metrics_timer);
   w->metrics_timer.data = w;
-  uv_timer_start(&w->metrics_timer, on_metrics_timer, 0,
-                 w->metrics_interval_ms ? w->metrics_interval_ms : 20);
+  uv_timer_start(&w->metrics_timer, on_metrics_timer, 0, w->metrics_interval_ms);
   /* The timer alone must not keep a drained worker's loop alive. */
   uv_unref((uv_handle_t *)&w->metrics_timer);
   w->metrics_dirty = 1;
