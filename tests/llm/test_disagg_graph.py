@@ -202,7 +202,8 @@ def test_a_worker_with_a_bad_role_does_not_start():
     PrefillWorker service's): anything else stops the worker, naming it,
     and dynamo serve gives up on the graph. Both cases at once: each takes
     the supervisor's five restarts (~16 s)."""
-    cases = {"bogus": 'role "bogus" is not aggregated, prefill or decode',
+    cases = {"bogus": "Worker: config key 'role' must be aggregated, prefill or decode, "
+                      'not "bogus"',
              "prefill": "role prefill belongs to the PrefillWorker service"}
     served = {role: Serve([f"{GRAPHS}/disagg.py:Frontend", "-f", f"{CONFIGS}/disagg.yaml",
                            f"--Frontend.port={free_port()}", f"--Worker.role={role}"],
