@@ -20,9 +20,10 @@
 #     threads split between them) against the same llama-server (all the
 #     threads), at the highest concurrency.
 #
-# Flash attention is on or off on every side at once (FLASH_ATTN=1: the
-# Worker's `flash-attn: true`, llama-server's and batched-bench's -fa;
-# FLASH_ATTN=0: off everywhere), so the comparison stays like for like.
+# Flash attention is on or off on every side at once (FLASH_ATTN=1, as the
+# Worker's default `flash-attn: true`: llama-server's and batched-bench's
+# -fa too; FLASH_ATTN=0: off everywhere), so the comparison stays like for
+# like.
 #
 # Output: the RESULT lines, then markdown tables with the ratios, also in
 # bench/results/llm-llama.md (raw lines in llm-llama-raw.txt, servers' logs
@@ -35,7 +36,7 @@
 #   at least this) ENGINE_PL="1 4 16" ENGINE_PP=128 ENGINE_TG=32
 #   PARTS="engine serve router" PORT=18610 (llama-server on PORT+1)
 #   THREADS=$(nproc) MODEL=~/.cache/dynamo/models/smollm2-135m.gguf
-#   LLAMA_DIR=~/.cache/dynamo/llama.cpp-4227c9b FLASH_ATTN=0
+#   LLAMA_DIR=~/.cache/dynamo/llama.cpp-4227c9b FLASH_ATTN=1
 set -uo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -49,7 +50,7 @@ MAX_TOKENS="${MAX_TOKENS:-32}" TURNS="${TURNS:-4}"
 UNIQUE_PER_C="${UNIQUE_PER_C:-2}" CHAT_USERS_MIN="${CHAT_USERS_MIN:-4}"
 ENGINE_PL="${ENGINE_PL:-1 4 16}" ENGINE_PP="${ENGINE_PP:-128}" ENGINE_TG="${ENGINE_TG:-32}"
 PARTS="${PARTS:-engine serve router}" PORT="${PORT:-18610}" THREADS="${THREADS:-$(nproc)}"
-FLASH_ATTN="${FLASH_ATTN:-0}"
+FLASH_ATTN="${FLASH_ATTN:-1}"
 case "$FLASH_ATTN" in
   0) fa_dyn=false fa_ll=() ;;
   1) fa_dyn=true fa_ll=(-fa) ;;

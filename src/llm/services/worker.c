@@ -250,7 +250,7 @@ static int worker_start(dyn_service_ctx_t *ctx) {
   o.max_model_len = (uint32_t)dyn__llm_config_int(ctx, "max-model-len", 0);
   o.cache_type_k = dyn__llm_config_string(ctx, "cache-type-k", NULL);
   o.cache_type_v = dyn__llm_config_string(ctx, "cache-type-v", NULL);
-  o.flash_attn = dyn__llm_config_bool(ctx, "flash-attn", 0);
+  o.flash_attn = dyn__llm_config_bool(ctx, "flash-attn", 1);
   if (o.flash_attn < 0) {
     dyn_log(DYN_LOG_ERROR, "Worker: engine config: flash-attn must be true or false");
     free(w);
