@@ -6,9 +6,7 @@
 #
 #  1. The engine alone, in process (llama_engine_bench), against
 #     `llama-batched-bench` at the same batch sizes, prompt and generation
-#     lengths and threads; interleaved by batch size. A third row runs the
-#     engine with UV_THREADPOOL_SIZE=1 (see docs/benchmarks.md: the decode
-#     runs on libuv's pool, and OpenMP keeps a spinning team per pool thread).
+#     lengths and threads; interleaved by batch size.
 #  2. Serving, through the same OpenAI-API load generator (openai_load.py):
 #     dynamo's examples/llm/graphs/agg.py with configs/agg_llama.yaml (one
 #     worker, `threads` = the machine's cores) against `llama-server` with
@@ -22,6 +20,11 @@
 #     threads split between them) against the same llama-server (all the
 #     threads), at the highest concurrency.
 #
+# Flash attention is on or off on every side at once (FLASH_ATTN=1, as the
+# Worker's default `flash-attn: true`: llama-server's and batched-bench's
+# -fa too; FLASH_ATTN=0: off everywhere), so the comparison stays like for
+# like.
+#
 # Output: the RESULT lines, then markdown tables with the ratios, also in
 # bench/results/llm-llama.md (raw lines in llm-llama-raw.txt, servers' logs
 # in bench/results/llm-logs/; all git-ignored). Everything started here is
@@ -33,7 +36,7 @@
 #   at least this) ENGINE_PL="1 4 16" ENGINE_PP=128 ENGINE_TG=32
 #   PARTS="engine serve router" PORT=18610 (llama-server on PORT+1)
 #   THREADS=$(nproc) MODEL=~/.cache/dynamo/models/smollm2-135m.gguf
-#   LLAMA_DIR=~/.cache/dynamo/llama.cpp-4227c9b
+#   LLAMA_DIR=~/.cache/dynamo/llama.cpp-4227c9b FLASH_ATTN=1
 set -uo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -47,6 +50,12 @@ MAX_TOKENS="${MAX_TOKENS:-32}" TURNS="${TURNS:-4}"
 UNIQUE_PER_C="${UNIQUE_PER_C:-2}" CHAT_USERS_MIN="${CHAT_USERS_MIN:-4}"
 ENGINE_PL="${ENGINE_PL:-1 4 16}" ENGINE_PP="${ENGINE_PP:-128}" ENGINE_TG="${ENGINE_TG:-32}"
 PARTS="${PARTS:-engine serve router}" PORT="${PORT:-18610}" THREADS="${THREADS:-$(nproc)}"
+FLASH_ATTN="${FLASH_ATTN:-1}"
+case "$FLASH_ATTN" in
+  0) fa_dyn=false fa_ll=() ;;
+  1) fa_dyn=true fa_ll=(-fa) ;;
+  *) echo "bench-llama: FLASH_ATTN must be 0 or 1, not '$FLASH_ATTN'" >&2; exit 2 ;;
+esac
 ls_port=$((PORT + 1))
 results="$repo/bench/results"
 logs="$results/llm-logs"
@@ -103,7 +112,8 @@ wait_ready() { # NAME PORT PID LOG
 
 start_dynamo() { # GRAPH CONFIG NAME
   setsid "$build/dynamo" serve "$repo/examples/llm/graphs/$1:Frontend" \
-    -f "$repo/examples/llm/configs/$2" --Frontend.port="$PORT" >"$logs/$3.log" 2>&1 &
+    -f "$repo/examples/llm/configs/$2" --Frontend.port="$PORT" --Worker.flash-attn="$fa_dyn" \
+    >"$logs/$3.log" 2>&1 &
   dyn_pid=$!
   wait_ready "$3" "$PORT" "$dyn_pid" "$logs/$3.log"
 }
@@ -116,7 +126,7 @@ start_llama_server() {
   # model (they are wrong on AMX CPUs at this commit; docs/llm.md).
   setsid "$LLAMA_DIR/bin/llama-server" -m "$MODEL" --host 127.0.0.1 --port "$ls_port" \
     -a smollm2-135m --jinja -np "$seqs" -c $((seqs * 1024)) -cb --cache-reuse "$block_size" \
-    -b "$batch" -ub "$batch" -t "$THREADS" -tb "$THREADS" -nr >"$logs/llama-server.log" 2>&1 &
+    -b "$batch" -ub "$batch" -t "$THREADS" -tb "$THREADS" -nr "${fa_ll[@]}" >"$logs/llama-server.log" 2>&1 &
   ls_pid=$!
   wait_ready llama-server "$ls_port" "$ls_pid" "$logs/llama-server.log"
 }
@@ -138,11 +148,12 @@ load() { # NAME PORT WORKLOAD CONCURRENCY SEED
 
 # -- 1. the engine alone ----------------------------------------------------
 if [[ " $PARTS " == *" engine "* ]]; then
-  echo "== 1. the engine in process vs llama-batched-bench (pp $ENGINE_PP, tg $ENGINE_TG, $THREADS threads)"
+  echo "== 1. the engine in process vs llama-batched-bench (pp $ENGINE_PP, tg $ENGINE_TG, $THREADS threads, flash attention $fa_dyn)"
   for pl in $ENGINE_PL; do
     "$build/bench/llama_engine_bench" "$MODEL" -t "$THREADS" -npp "$ENGINE_PP" -ntg "$ENGINE_TG" \
-      -npl "$pl" -blocks "$blocks" -batch "$batch" 2>>"$logs/engine.log" | tee -a "$raw"
-    "$LLAMA_DIR/bin/llama-batched-bench" -m "$MODEL" -t "$THREADS" -tb "$THREADS" -nr \
+      -npl "$pl" -blocks "$blocks" -batch "$batch" "${fa_ll[@]}" 2>>"$logs/engine.log" |
+      tee -a "$raw"
+    "$LLAMA_DIR/bin/llama-batched-bench" -m "$MODEL" -t "$THREADS" -tb "$THREADS" -nr "${fa_ll[@]}" \
       -c "$((blocks * block_size))" -b "$batch" -ub "$batch" -npp "$ENGINE_PP" -ntg "$ENGINE_TG" \
       -npl "$pl" --output-format jsonl 2>>"$logs/batched-bench.log" | grep '^{' |
       python3 -c 'import json,sys
@@ -151,9 +162,6 @@ for l in sys.stdin:
     print("RESULT name=batched-bench pl=%d pp=%d tg=%d t=%.3f speed=%.2f t_pp=%.3f speed_tg=%.2f"
           % (r["pl"], r["pp"], r["tg"], r["t"], r["speed"], r["t_pp"], r["speed_tg"]))' |
       tee -a "$raw"
-    UV_THREADPOOL_SIZE=1 "$build/bench/llama_engine_bench" "$MODEL" -t "$THREADS" \
-      -npp "$ENGINE_PP" -ntg "$ENGINE_TG" -npl "$pl" -blocks "$blocks" -batch "$batch" \
-      2>>"$logs/engine.log" | sed 's/name=engine/name=engine-uvpool1/' | tee -a "$raw"
   done
 fi
 
@@ -163,7 +171,7 @@ if [[ " $PARTS " == *" serve "* || " $PARTS " == *" router "* ]]; then
   start_llama_server
 fi
 if [[ " $PARTS " == *" serve "* ]]; then
-  echo "== 2. serving: dynamo agg_llama (1 worker) vs llama-server (--parallel $seqs), $MAX_TOKENS tokens per answer"
+  echo "== 2. serving: dynamo agg_llama (1 worker) vs llama-server (--parallel $seqs), $MAX_TOKENS tokens per answer, flash attention $fa_dyn"
   start_dynamo agg.py agg_llama.yaml dynamo-agg
   i=0
   for w in $WORKLOADS; do
@@ -197,4 +205,8 @@ fi
 cleanup
 
 echo
-python3 "$here/llama_report.py" "$raw" | tee "$results/llm-llama.md"
+{
+  echo "Flash attention: $fa_dyn on both sides (FLASH_ATTN=$FLASH_ATTN)."
+  echo
+  python3 "$here/llama_report.py" "$raw"
+} | tee "$results/llm-llama.md"

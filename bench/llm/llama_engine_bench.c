@@ -2,7 +2,7 @@
  * the way llama.cpp's `llama-batched-bench` measures llama.cpp.
  *
  *   llama_engine_bench MODEL.gguf [-t THREADS] [-npp N] [-ntg N] [-npl B,B,...]
- *                      [-blocks N] [-batch N]
+ *                      [-blocks N] [-batch N] [-fa]
  *
  * For each batch size B it submits B requests at once, each a prompt of
  * npp token ids and greedy generation with ignore_eos, and runs the loop
@@ -13,7 +13,8 @@
  * Prompts are distinct per request and per run (seeded random ids), and
  * the prefix cache is reset between runs, so nothing is served from the
  * cache: batched-bench has none either. A short request warms the engine
- * up first, as batched-bench's warmup decode does.
+ * up first, as batched-bench's warmup decode does. -fa turns on flash
+ * attention (the engine's flash_attn), as batched-bench's -fa.
  *
  * Prints, per B, a line bench/llm/llama.sh reads:
  *   RESULT name=engine pl=B pp=N tg=N t=S speed=TOK_PER_S t_pp=S speed_tg=TOK_PER_S
@@ -117,14 +118,18 @@ static long arg_long(const char *flag, const char *v, long lo, long hi) {
 int main(int argc, char **argv) {
   if (argc < 2 || argv[1][0] == '-') {
     fprintf(stderr, "usage: llama_engine_bench MODEL.gguf [-t THREADS] [-npp N] [-ntg N] "
-                    "[-npl B,B,...] [-blocks N] [-batch N]\n");
+                    "[-npl B,B,...] [-blocks N] [-batch N] [-fa]\n");
     return 2;
   }
   const char *model = argv[1];
   long threads = 2, pp = 128, tg = 32, blocks = 512, batch = 512;
-  int pls[16], n_pl = 0;
+  int pls[16], n_pl = 0, flash_attn = 0;
   for (int i = 2; i < argc; i++) {
     const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (!strcmp(f, "-fa")) {
+      flash_attn = 1;
+      continue;
+    }
     if (!strcmp(f, "-t")) threads = arg_long(f, v, 1, 256);
     else if (!strcmp(f, "-npp")) pp = arg_long(f, v, 1, 8192);
     else if (!strcmp(f, "-ntg")) tg = arg_long(f, v, 1, 8192);
@@ -158,6 +163,7 @@ int main(int argc, char **argv) {
   o.block_size = 16;
   o.max_num_seqs = MAX_PL;
   o.max_num_batched_tokens = (uint32_t)batch;
+  o.flash_attn = flash_attn;
   dyn_engine_t *e = NULL;
   const char *why = NULL;
   int rc = dyn_engine_open(&loop, "llama.cpp", &o, &e, &why);

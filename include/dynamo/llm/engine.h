@@ -96,7 +96,10 @@ typedef struct dyn_engine_options {
   const char *cache_type_k;
   const char *cache_type_v;
   int flash_attn;                  /* nonzero: flash attention (a quantized
-                                    * V cache needs it): 0 */
+                                    * V cache needs it): 0; the Worker's
+                                    * flash-attn defaults to true (its CPU
+                                    * kernel skips the cells other
+                                    * sequences hold: docs/llm.md) */
   /* The simulated engine's KV transfer (dyn_engine_kv_export): each block
    * exported is its seq hash and kv_bytes_per_block bytes, and a sequence
    * submitted with imported KV is admitted kv_import_us_per_block * blocks

@@ -251,7 +251,10 @@ static int worker_start(dyn_service_ctx_t *ctx) {
   o.max_model_len = (uint32_t)dyn__llm_cfg_int(&c, "max-model-len", 0, 0, UINT32_MAX);
   o.cache_type_k = dyn__llm_cfg_string(&c, "cache-type-k", NULL);
   o.cache_type_v = dyn__llm_cfg_string(&c, "cache-type-v", NULL);
-  o.flash_attn = dyn__llm_cfg_bool(&c, "flash-attn", 0);
+  /* On unless the config says otherwise: llama.cpp's CPU kernel skips the
+   * cells the mask excludes, which in one unified cache are most of them
+   * (docs/benchmarks.md, "Flash attention"). */
+  o.flash_attn = dyn__llm_cfg_bool(&c, "flash-attn", 1);
   o.kv_bytes_per_block =
       (uint32_t)dyn__llm_cfg_int(&c, "kv-bytes-per-block", o.kv_bytes_per_block, 0, UINT32_MAX);
   o.kv_import_us_per_block =
