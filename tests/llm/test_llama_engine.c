@@ -435,6 +435,41 @@ static void test_refusals(uv_loop_t *loop) {
   CHECK_MSG(why && strstr(why, "flash_attn"), "why: %s", why ? why : "(null)");
 }
 
+/* Flash attention (the Worker's default) with the f16 cache: the same
+ * greedy answers as the plain reference context, but where its top two
+ * are a near-tie (llama.cpp's CPU kernel rounds the query to f16 and sums
+ * V in f16). */
+static void test_flash_attn_greedy(uv_loop_t *loop) {
+  dyn_engine_options_t o;
+  dyn_engine_options_init(&o);
+  o.model = g_model;
+  o.num_blocks = 256;
+  o.block_size = 16;
+  o.max_num_seqs = 16;
+  o.max_num_batched_tokens = 256;
+  o.threads = 2;
+  o.flash_attn = 1;
+  dyn_engine_t *e = NULL;
+  const char *why = NULL;
+  int rc = dyn_engine_open(loop, "llama.cpp", &o, &e, &why);
+  CHECK_MSG(rc == DYN_OK, "open: %s", why ? why : dyn_strerror(rc));
+  if (rc) return;
+  static uint32_t p[5][MAXTOK];
+  static ref_t ref[5];
+  static rq_t r[5];
+  for (int i = 0; i < 5; i++) {
+    size_t n = tokenize(prompts[i], p[i], MAXTOK);
+    ref_run(p[i], n, GEN, &ref[i]);
+    submit(e, &r[i], p[i], n, GEN, 0.0f, 0);
+    run_until_done(loop, &r[i], 1);
+    CHECK_MSG(agrees("flash attention vs reference", r[i].toks, r[i].n, &ref[i]), "prompt %d",
+              i);
+  }
+  drain(loop, e);
+  dyn_engine_destroy(e);
+  uv_run(loop, UV_RUN_DEFAULT);
+}
+
 /* A q8_0 KV cache with flash attention (llama-server -ctk q8_0 -ctv q8_0
  * -fa): the engine serves, its KV layout names both (so disaggregated
  * workers that differ refuse each other's KV), and greedy output still
@@ -580,6 +615,7 @@ int main(void) {
   fprintf(stderr, "cancel and pressure: %.1f s\n", (double)(uv_hrtime() - t0) / 1e9);
   test_refusals(&loop);
   test_cache_types(&loop);
+  test_flash_attn_greedy(&loop);
   test_logprobs(&loop);
   fprintf(stderr, "took %.1f s\n", (double)(uv_hrtime() - t0) / 1e9);
   llama_free(g_ref_ctx);
