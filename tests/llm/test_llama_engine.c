@@ -136,23 +136,33 @@ static void on_events(const dyn_kv_event_t *ev, size_t n, void *ud) {
   }
 }
 
-static dyn_engine_t *open_engine(uv_loop_t *loop, uint32_t num_blocks, uint32_t max_len) {
-  dyn_engine_options_t o;
-  dyn_engine_options_init(&o);
-  o.model = g_model;
-  o.num_blocks = num_blocks;
-  o.block_size = 16;
-  o.max_num_seqs = 16;
-  o.max_num_batched_tokens = 256;
-  o.threads = 2;
-  o.max_model_len = max_len;
+/* The tests' engine: 16-token blocks, 16 sequences, 256 tokens a step,
+ * two threads; the callers change what they test. */
+static void test_options(dyn_engine_options_t *o, uint32_t num_blocks, uint32_t max_len) {
+  dyn_engine_options_init(o);
+  o->model = g_model;
+  o->num_blocks = num_blocks;
+  o->block_size = 16;
+  o->max_num_seqs = 16;
+  o->max_num_batched_tokens = 256;
+  o->threads = 2;
+  o->max_model_len = max_len;
+}
+
+static dyn_engine_t *open_with(uv_loop_t *loop, const dyn_engine_options_t *o) {
   dyn_engine_t *e = NULL;
   const char *why = NULL;
-  int rc = dyn_engine_open(loop, "llama.cpp", &o, &e, &why);
+  int rc = dyn_engine_open(loop, "llama.cpp", o, &e, &why);
   if (rc) fprintf(stderr, "open: %s\n", why ? why : dyn_strerror(rc));
   REQUIRE(rc == DYN_OK);
   CHECK_EQ_STR(dyn_engine_name(e), "llama.cpp");
   return e;
+}
+
+static dyn_engine_t *open_engine(uv_loop_t *loop, uint32_t num_blocks, uint32_t max_len) {
+  dyn_engine_options_t o;
+  test_options(&o, num_blocks, max_len);
+  return open_with(loop, &o);
 }
 
 static void submit_ex(dyn_engine_t *e, rq_t *r, const uint32_t *p, size_t n,
@@ -441,19 +451,9 @@ static void test_refusals(uv_loop_t *loop) {
  * V in f16). */
 static void test_flash_attn_greedy(uv_loop_t *loop) {
   dyn_engine_options_t o;
-  dyn_engine_options_init(&o);
-  o.model = g_model;
-  o.num_blocks = 256;
-  o.block_size = 16;
-  o.max_num_seqs = 16;
-  o.max_num_batched_tokens = 256;
-  o.threads = 2;
+  test_options(&o, 256, 0);
   o.flash_attn = 1;
-  dyn_engine_t *e = NULL;
-  const char *why = NULL;
-  int rc = dyn_engine_open(loop, "llama.cpp", &o, &e, &why);
-  CHECK_MSG(rc == DYN_OK, "open: %s", why ? why : dyn_strerror(rc));
-  if (rc) return;
+  dyn_engine_t *e = open_with(loop, &o);
   static uint32_t p[5][MAXTOK];
   static ref_t ref[5];
   static rq_t r[5];
@@ -476,20 +476,11 @@ static void test_flash_attn_greedy(uv_loop_t *loop) {
  * answers the question. */
 static void test_cache_types(uv_loop_t *loop) {
   dyn_engine_options_t o;
-  dyn_engine_options_init(&o);
-  o.model = g_model;
-  o.num_blocks = 64;
-  o.max_num_seqs = 4;
-  o.max_num_batched_tokens = 256;
-  o.threads = 2;
+  test_options(&o, 64, 0);
   o.cache_type_k = "q8_0";
   o.cache_type_v = "q8_0";
   o.flash_attn = 1;
-  dyn_engine_t *e = NULL;
-  const char *why = NULL;
-  int rc = dyn_engine_open(loop, "llama.cpp", &o, &e, &why);
-  CHECK_MSG(rc == DYN_OK, "open: %s", why ? why : dyn_strerror(rc));
-  if (rc) return;
+  dyn_engine_t *e = open_with(loop, &o);
   const char *layout = dyn_engine_kv_layout(e);
   CHECK_MSG(strstr(layout, "type_k=q8_0;type_v=q8_0;flash_attn=1"), "layout: %s", layout);
   static uint32_t p[MAXTOK];
