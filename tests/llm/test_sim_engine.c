@@ -674,6 +674,32 @@ static steplog_t g_log;
 static rq_t g_d, g_long;
 static uint32_t g_long_prompt[5000];
 
+/* Starts g_log over, watching for STORED events of the n_blocks blocks of
+ * bs tokens that begin tokens. */
+static void log_expect(const uint32_t *tokens, size_t bs, size_t n_blocks) {
+  static dyn_kv_hash_t want[312];
+  REQUIRE(n_blocks <= 312);
+  REQUIRE(dyn_kv_hash_blocks(tokens, n_blocks * bs, bs, DYN_KV_DEFAULT_SEED, NULL, want,
+                             n_blocks) == n_blocks);
+  memset(&g_log, 0, sizeof g_log);
+  g_log.want = want;
+  g_log.n_want = n_blocks;
+}
+
+/* A sped-up (1000x) engine prefilling budget tokens a step, its steps and
+ * KV events logged in g_log. */
+static dyn_engine_t *logged_engine(uv_loop_t *loop, uint32_t budget) {
+  dyn_engine_options_t o;
+  dyn_engine_options_init(&o);
+  o.speedup = 1000;
+  o.max_num_batched_tokens = budget;
+  dyn_engine_t *e = engine(loop, &o);
+  REQUIRE(e);
+  dyn_engine_set_step_observer(e, log_step, &g_log);
+  dyn_engine_set_kv_events(e, log_kv, &g_log);
+  return e;
+}
+
 static void long_on_tokens(dyn_engine_seq_t *s, const uint32_t *t, size_t n, void *ud) {
   on_tokens(s, t, n, ud);
   rq_t *r = ud;
@@ -704,21 +730,9 @@ static const dyn_engine_callbacks_t d_cbs = {d_on_tokens, on_done};
  * computed, each once. An unchunked budget is the old behaviour: one
  * step. */
 static void test_chunked_prefill(uv_loop_t *loop, uint32_t budget) {
-  dyn_engine_options_t o;
-  dyn_engine_options_init(&o);
-  o.speedup = 1000;
-  o.max_num_batched_tokens = budget;
-  dyn_engine_t *e = engine(loop, &o);
-  REQUIRE(e);
-  static dyn_kv_hash_t want[312];
   fill(g_long_prompt, 5000, 40000);
-  REQUIRE(dyn_kv_hash_blocks(g_long_prompt, 5000, 16, DYN_KV_DEFAULT_SEED, NULL, want, 312) ==
-          312);
-  memset(&g_log, 0, sizeof g_log);
-  g_log.want = want;
-  g_log.n_want = 312;
-  dyn_engine_set_step_observer(e, log_step, &g_log);
-  dyn_engine_set_kv_events(e, log_kv, &g_log);
+  log_expect(g_long_prompt, 16, 312);
+  dyn_engine_t *e = logged_engine(loop, budget);
   uint32_t p[16];
   fill(p, 16, 9000);
   memset(&g_d, 0, sizeof g_d);
@@ -792,21 +806,9 @@ static void test_chunked_prefill(uv_loop_t *loop, uint32_t budget) {
  * first has computed (4,608 tokens), computes the rest (a block computed
  * twice is announced once) and comes out one step later. */
 static void test_chunked_prefix(uv_loop_t *loop) {
-  dyn_engine_options_t o;
-  dyn_engine_options_init(&o);
-  o.speedup = 1000;
-  o.max_num_batched_tokens = 512;
-  dyn_engine_t *e = engine(loop, &o);
-  REQUIRE(e);
-  static dyn_kv_hash_t want[312];
   fill(g_long_prompt, 5000, 41000);
-  REQUIRE(dyn_kv_hash_blocks(g_long_prompt, 5000, 16, DYN_KV_DEFAULT_SEED, NULL, want, 312) ==
-          312);
-  memset(&g_log, 0, sizeof g_log);
-  g_log.want = want;
-  g_log.n_want = 312;
-  dyn_engine_set_step_observer(e, log_step, &g_log);
-  dyn_engine_set_kv_events(e, log_kv, &g_log);
+  log_expect(g_long_prompt, 16, 312);
+  dyn_engine_t *e = logged_engine(loop, 512);
   static rq_t a, b;
   dyn_engine_request_t q = {g_long_prompt, 5000, 1, 1, 1.0f, 1, 1, 0.0f, 0, 0, 0, NULL, 0, NULL, NULL};
   memset(&a, 0, sizeof a);
@@ -851,19 +853,13 @@ static void test_chunked_preempt(uv_loop_t *loop) {
   uint32_t pa[8], pb[40];
   fill(pa, 8, 500);
   fill(pb, 40, 600);
-  static dyn_kv_hash_t want[10];
-  REQUIRE(dyn_kv_hash_blocks(pb, 40, 4, DYN_KV_DEFAULT_SEED, NULL, want, 10) == 10);
-  memset(&g_log, 0, sizeof g_log);
-  g_log.want = want;
-  g_log.n_want = 10;
+  log_expect(pb, 4, 10);
   dyn_engine_set_kv_events(e, log_kv, &g_log);
   static rq_t solo, a, b;
   REQUIRE(submit(e, &solo, pb, 40, 2, 1, 3) == DYN_OK);
   uv_run(loop, UV_RUN_DEFAULT);
   CHECK_EQ_INT(dyn_engine_reset_cache(e), DYN_OK);
-  memset(&g_log, 0, sizeof g_log);
-  g_log.want = want;
-  g_log.n_want = 10;
+  log_expect(pb, 4, 10);
   dyn_engine_metrics_t m0, m;
   dyn_engine_get_metrics(e, &m0);
   REQUIRE(submit(e, &a, pa, 8, 30, 1, 2) == DYN_OK);
@@ -915,11 +911,7 @@ static void test_chunked_import(uv_loop_t *loop) {
   REQUIRE(g_blob);
   CHECK_EQ_INT(g_blob_blocks, 62);
 
-  static dyn_kv_hash_t want[62];
-  REQUIRE(dyn_kv_hash_blocks(g_long_prompt, 992, 16, DYN_KV_DEFAULT_SEED, NULL, want, 62) == 62);
-  memset(&g_log, 0, sizeof g_log);
-  g_log.want = want;
-  g_log.n_want = 62;
+  log_expect(g_long_prompt, 16, 62);
   dyn_engine_set_step_observer(e, log_step, &g_log);
   dyn_engine_set_kv_events(e, log_kv, &g_log);
   q.max_tokens = 3;
